@@ -1,0 +1,163 @@
+//! Operator configuration of the server: flags, with Argo's environment variables as defaults.
+//! Parsed and validated once at startup. Nothing here is ever taken from a request.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::protocol::unpack::UnpackLimits;
+use crate::render::ToolPaths;
+use crate::render::tool::RunLimits;
+
+/// Argo's default directory for plugin sockets, shared with the repo-server.
+pub const DEFAULT_SOCKET_DIR: &str = "/home/argocd/cmp-server/plugins";
+/// Argo's default directory for plugin definitions.
+pub const DEFAULT_CONFIG_DIR: &str = "/home/argocd/cmp-server/config";
+
+/// Flags shared by every command that renders (`serve`, later `render`/`check`).
+#[derive(Args, Clone, Debug)]
+pub struct RenderArgs {
+    /// kustomize binary (a name on PATH or a path).
+    #[arg(long, env = "AVP_SIDECAR_KUSTOMIZE", default_value = "kustomize")]
+    pub kustomize: PathBuf,
+    /// helm binary (a name on PATH or a path); also passed to kustomize for helmCharts.
+    #[arg(long, env = "AVP_SIDECAR_HELM", default_value = "helm")]
+    pub helm: PathBuf,
+    /// Cap on a tool's captured stdout, in MiB.
+    #[arg(long, env = "AVP_SIDECAR_MAX_OUTPUT_MB", default_value_t = 256)]
+    pub max_output_mb: usize,
+    /// Seconds between SIGTERM and SIGKILL of a tool's process group at the deadline.
+    #[arg(long, env = "AVP_SIDECAR_KILL_GRACE_SECONDS", default_value_t = 5.0)]
+    pub kill_grace_seconds: f64,
+}
+
+/// Flags of `serve`.
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Serve exactly this socket path (one plugin: `--plugin`, or the built-in `avp`).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Plugins to serve, by name: built-ins (`avp`, `avp-kustomize`, `avp-helm`) or
+    /// definitions in the config dir. Default: every definition in the config dir, or all
+    /// built-ins when it has none.
+    #[arg(long = "plugin")]
+    pub plugins: Vec<String>,
+    /// Directory of ConfigManagementPlugin definitions (`*.yaml`).
+    #[arg(long, default_value = DEFAULT_CONFIG_DIR)]
+    pub config_dir: PathBuf,
+    /// Directory for plugin sockets.
+    #[arg(long, env = "ARGOCD_PLUGINSOCKFILEPATH", default_value = DEFAULT_SOCKET_DIR)]
+    pub socket_dir: PathBuf,
+    /// Base of per-request work dirs (`<dir>/_cmp_server`; default: $TMPDIR or /tmp).
+    #[arg(long, env = "ARGOCD_CMP_WORKDIR")]
+    pub workdir: Option<PathBuf>,
+    /// Max gRPC message size in MiB, both directions (Argo's default is 100).
+    #[arg(long, env = "ARGOCD_GRPC_MAX_SIZE_MB", default_value_t = 100)]
+    pub max_message_mb: usize,
+    /// Max compressed repository size in MiB.
+    #[arg(long, env = "AVP_SIDECAR_MAX_COMPRESSED_MB", default_value_t = 512)]
+    pub max_compressed_mb: u64,
+    /// Max extracted repository size in MiB.
+    #[arg(long, env = "AVP_SIDECAR_MAX_EXTRACTED_MB", default_value_t = 2048)]
+    pub max_extracted_mb: u64,
+    /// Max number of entries in a repository archive.
+    #[arg(long, env = "AVP_SIDECAR_MAX_ENTRIES", default_value_t = 200_000)]
+    pub max_entries: u64,
+    /// Deadline in seconds for requests that carry none (0 = none, like Argo).
+    #[arg(long, env = "AVP_SIDECAR_DEFAULT_TIMEOUT_SECONDS", default_value_t = 0)]
+    pub default_timeout_seconds: u64,
+    /// How long to wait for in-flight requests on SIGTERM before exiting.
+    #[arg(long, default_value_t = 30)]
+    pub drain_seconds: u64,
+    #[command(flatten)]
+    pub render: RenderArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{what} {name:?} not found on PATH")]
+    ToolNotFound { what: &'static str, name: String },
+    #[error("invalid setting {0}")]
+    Invalid(String),
+}
+
+/// Validated server settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub socket_dir: PathBuf,
+    pub work_root: PathBuf,
+    pub max_message_bytes: usize,
+    pub max_compressed_bytes: u64,
+    pub unpack_limits: UnpackLimits,
+    pub default_timeout: Option<Duration>,
+    pub drain_timeout: Duration,
+    pub renderer: crate::render::Renderer,
+}
+
+impl RenderArgs {
+    pub fn renderer(&self) -> Result<crate::render::Renderer, ConfigError> {
+        let server_env: Vec<(String, String)> = std::env::vars().collect();
+        let path = server_env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        if !(self.kill_grace_seconds.is_finite() && self.kill_grace_seconds >= 0.0) {
+            return Err(ConfigError::Invalid("--kill-grace-seconds".to_owned()));
+        }
+        Ok(crate::render::Renderer {
+            tools: ToolPaths {
+                kustomize: resolve_tool("kustomize", &self.kustomize, &path)?,
+                helm: resolve_tool("helm", &self.helm, &path)?,
+            },
+            server_env,
+            limits: RunLimits {
+                max_output_bytes: self.max_output_mb.saturating_mul(1 << 20),
+                kill_grace: Duration::from_secs_f64(self.kill_grace_seconds),
+            },
+        })
+    }
+}
+
+impl ServeArgs {
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let base = self.workdir.clone().unwrap_or_else(std::env::temp_dir);
+        Ok(Settings {
+            socket_dir: self.socket_dir.clone(),
+            work_root: base.join("_cmp_server"),
+            max_message_bytes: self.max_message_mb.saturating_mul(1 << 20),
+            max_compressed_bytes: self.max_compressed_mb.saturating_mul(1 << 20),
+            unpack_limits: UnpackLimits {
+                max_extracted_bytes: self.max_extracted_mb.saturating_mul(1 << 20),
+                max_entries: self.max_entries,
+                ..UnpackLimits::default()
+            },
+            default_timeout: (self.default_timeout_seconds > 0)
+                .then(|| Duration::from_secs(self.default_timeout_seconds)),
+            drain_timeout: Duration::from_secs(self.drain_seconds),
+            renderer: self.render.renderer()?,
+        })
+    }
+}
+
+/// Resolves a tool to an absolute path once, so a missing tool fails at startup, not per request.
+fn resolve_tool(what: &'static str, tool: &Path, path_var: &str) -> Result<PathBuf, ConfigError> {
+    let not_found = || ConfigError::ToolNotFound {
+        what,
+        name: tool.display().to_string(),
+    };
+    if tool.components().count() > 1 {
+        return std::fs::canonicalize(tool).map_err(|_| not_found());
+    }
+    std::env::split_paths(path_var)
+        .map(|dir| dir.join(tool))
+        .find(|p| is_executable(p))
+        .ok_or_else(not_found)
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

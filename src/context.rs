@@ -1,0 +1,142 @@
+//! The request's environment as the repo-server sent it (`ARGOCD_APP_*`, `KUBE_*`,
+//! `ARGOCD_ENV_*`, `PARAM_*`, ...). Values are tenant-controlled data: they are read here by
+//! name and never interpreted as code or as operator configuration.
+
+/// Ordered `NAME=VALUE` entries; on duplicates the last one wins, as with Go's `exec.Cmd.Env`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestEnv(Vec<(String, String)>);
+
+/// Names the repo-server sets for every GenerateManifest call.
+pub const APP_NAME: &str = "ARGOCD_APP_NAME";
+pub const APP_NAMESPACE: &str = "ARGOCD_APP_NAMESPACE";
+pub const APP_PROJECT: &str = "ARGOCD_APP_PROJECT_NAME";
+pub const KUBE_VERSION: &str = "KUBE_VERSION";
+pub const KUBE_API_VERSIONS: &str = "KUBE_API_VERSIONS";
+/// Plugin env (`--plugin-env NAME=...`) arrives with this prefix.
+pub const PLUGIN_ENV_PREFIX: &str = "ARGOCD_ENV_";
+
+impl RequestEnv {
+    /// Keeps entries with a non-empty name; empty values are kept (Argo ≥3.0 passes them).
+    pub fn new(entries: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self(entries.into_iter().filter(|(k, _)| !k.is_empty()).collect())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A value that is set and not blank.
+    pub fn non_empty(&self, name: &str) -> Option<&str> {
+        self.get(name).map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    /// A plugin env value: `plugin("IMAGE_TAG")` reads `ARGOCD_ENV_IMAGE_TAG`.
+    pub fn plugin(&self, name: &str) -> Option<&str> {
+        self.non_empty(&format!("{PLUGIN_ENV_PREFIX}{name}"))
+    }
+
+    pub fn entries(&self) -> &[(String, String)] {
+        &self.0
+    }
+
+    /// The Argo CD project, set by the repo-server (not by tenants); empty if unknown.
+    pub fn project(&self) -> &str {
+        self.get(APP_PROJECT).unwrap_or("")
+    }
+
+    pub fn app_name(&self) -> &str {
+        self.get(APP_NAME).unwrap_or("")
+    }
+}
+
+/// Names a request may not override in a child's environment, even though the child env is
+/// otherwise "server env, then request env" like Argo's: the request cannot redirect tools or
+/// the dynamic loader.
+pub fn is_reserved_name(name: &str) -> bool {
+    const EXACT: &[&str] = &["PATH", "HOME", "TMPDIR", "SHELL", "USER", "IFS"];
+    const PREFIXES: &[&str] = &["LD_", "HELM_", "KUSTOMIZE_", "VAULT_", "AVP_", "BAO_"];
+    EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Server variables never handed to children: credentials for Vault and our own settings.
+pub fn is_private_server_name(name: &str) -> bool {
+    const PREFIXES: &[&str] = &["VAULT_", "AVP_", "BAO_"];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The environment of a child process: the server's (minus private names), then the request's
+/// (minus reserved names), then `extra` (set by us, always wins). Later entries override earlier.
+pub fn child_env(
+    server: &[(String, String)],
+    request: &RequestEnv,
+    extra: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| {
+        if let Some(slot) = out.iter_mut().find(|(name, _)| name == k) {
+            slot.1 = v.to_owned();
+        } else {
+            out.push((k.to_owned(), v.to_owned()));
+        }
+    };
+    for (k, v) in server.iter().filter(|(k, _)| !is_private_server_name(k)) {
+        set(k, v);
+    }
+    for (k, v) in request
+        .entries()
+        .iter()
+        .filter(|(k, _)| !is_reserved_name(k))
+    {
+        set(k, v);
+    }
+    for (k, v) in extra {
+        set(k, v);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn last_duplicate_wins_and_empty_names_dropped() {
+        let e = RequestEnv::new(env(&[("A", "1"), ("", "x"), ("A", "2"), ("B", "")]));
+        assert_eq!(e.get("A"), Some("2"));
+        assert_eq!(e.get("B"), Some(""));
+        assert_eq!(e.non_empty("B"), None);
+        assert_eq!(e.entries().len(), 3);
+    }
+
+    #[test]
+    fn child_env_order_and_filters() {
+        let server = env(&[("PATH", "/bin"), ("VAULT_TOKEN", "s.secret"), ("LANG", "C")]);
+        let req = RequestEnv::new(env(&[
+            ("PATH", "/evil"),
+            ("LANG", "de"),
+            ("ARGOCD_ENV_X", "1; touch /tmp/x"),
+            ("LD_PRELOAD", "/evil.so"),
+        ]));
+        let out = child_env(&server, &req, &env(&[("HELM_CACHE_HOME", "/w/h")]));
+        assert_eq!(
+            out,
+            env(&[
+                ("PATH", "/bin"),
+                ("LANG", "de"),
+                ("ARGOCD_ENV_X", "1; touch /tmp/x"),
+                ("HELM_CACHE_HOME", "/w/h"),
+            ])
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! avp-sidecar: an Argo CD config-management-plugin (CMP) server that renders kustomize and
+//! helm apps and fills in argocd-vault-plugin placeholders from Vault.
+//!
+//! See ARCHITECTURE.md for the module map, data flow and invariants.
+
+pub mod config;
+pub mod context;
+pub mod discovery;
+pub mod manifest;
+pub mod pipeline;
+pub mod plugin;
+pub mod protocol;
+pub mod render;
+pub mod secrets;
+pub mod server;
+pub mod substitute;
+pub mod substitute_stage;
+pub mod telemetry;
+pub mod yaml;

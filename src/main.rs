@@ -1,0 +1,160 @@
+//! The `avp-sidecar` binary: argument parsing and process lifecycle only.
+
+mod cli;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use avp_sidecar::config::ServeArgs;
+use avp_sidecar::pipeline::Pipeline;
+use avp_sidecar::plugin::{self, Plugin};
+use avp_sidecar::server::{self, Shared, socket};
+
+#[derive(Parser)]
+#[command(
+    name = "avp-sidecar",
+    version,
+    about = "Argo CD config-management plugin: kustomize/helm + Vault placeholders"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve plugins over unix sockets for Argo CD's repo-server.
+    Serve(Box<ServeArgs>),
+    /// Call a plugin socket like Argo CD's repo-server (debugging, demos).
+    Call(Box<cli::CallArgs>),
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            avp_sidecar::telemetry::init("json");
+            run_serve(*args)
+        }
+        Command::Call(args) => cli::call(*args),
+        Command::Version => {
+            println!("avp-sidecar {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("avp-sidecar: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn select_plugins(args: &ServeArgs) -> anyhow::Result<Vec<Plugin>> {
+    let from_dir = if args.config_dir.is_dir() {
+        plugin::load_dir(&args.config_dir)?
+    } else {
+        Vec::new()
+    };
+    if args.plugins.is_empty() {
+        if args.socket.is_some() {
+            return Ok(vec![
+                Plugin::builtin(plugin::DEFAULT_PLUGIN).context("built-in plugin")?,
+            ]);
+        }
+        if !from_dir.is_empty() {
+            return Ok(from_dir);
+        }
+        return Ok(plugin::BUILTIN
+            .iter()
+            .filter_map(|(name, _)| Plugin::builtin(name))
+            .collect());
+    }
+    args.plugins
+        .iter()
+        .map(|name| {
+            from_dir
+                .iter()
+                .find(|p| &p.full_name() == name || &p.name == name)
+                .cloned()
+                .or_else(|| Plugin::builtin(name))
+                .ok_or_else(|| plugin::PluginError::Unknown(name.clone()).into())
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    let plugins = select_plugins(&args)?;
+    if args.socket.is_some() && plugins.len() != 1 {
+        bail!(
+            "--socket serves exactly one plugin; {} were selected",
+            plugins.len()
+        );
+    }
+    avp_sidecar::protocol::workdir::reset_work_root(&settings.work_root)
+        .with_context(|| format!("preparing work dir {}", settings.work_root.display()))?;
+    let shared = Arc::new(Shared {
+        pipeline: Pipeline {
+            renderer: settings.renderer.clone(),
+            substitute: Arc::new(Default::default()),
+        },
+        settings,
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    let mut sockets = Vec::new();
+    for plugin in plugins {
+        let path = match &args.socket {
+            Some(p) => p.clone(),
+            None => plugin.socket_path(&shared.settings.socket_dir),
+        };
+        let (listener, guard) =
+            socket::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+        tracing::info!(plugin = %plugin.full_name(), socket = %path.display(), "serving");
+        sockets.push(guard);
+        let mut rx = stop_rx.clone();
+        let shutdown = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        servers.spawn(server::serve(listener, plugin, shared.clone(), shutdown));
+    }
+
+    let signal = shutdown_signal().await?;
+    tracing::info!(signal, "shutting down: draining in-flight requests");
+    // Remove the sockets first so the repo-server stops dialing us, then drain.
+    drop(sockets);
+    let _ = stop_tx.send(true);
+    let drain = async {
+        while let Some(res) = servers.join_next().await {
+            if let Ok(Err(e)) = res {
+                tracing::warn!(error = %e, "server ended with an error");
+            }
+        }
+    };
+    if tokio::time::timeout(shared.settings.drain_timeout, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached; exiting with requests in flight");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

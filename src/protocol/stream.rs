@@ -1,0 +1,120 @@
+//! Receives the repo-server's client stream: one metadata message, then the gzip'd tarball in
+//! chunks of any size. The archive is spooled to a file inside the request's `WorkDir` while its
+//! sha256 is computed, so nothing is interpreted before the checksum has been verified.
+
+use std::path::Path;
+
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::pb::{AppStreamRequest, ManifestRequestMetadata, app_stream_request::Request};
+
+/// Why receiving the stream failed. Messages match Argo's where Argo has one.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The client closed the stream without sending anything.
+    #[error("error getting stream metadata: stream is empty")]
+    Empty,
+    /// The first message did not carry metadata.
+    #[error("error getting stream metadata: metadata is nil")]
+    MetadataMissing,
+    /// A later message carried metadata again instead of a file chunk.
+    #[error("stream request file is nil")]
+    FileMissing,
+    /// More compressed bytes than the operator allows.
+    #[error("compressed repository exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// The sha256 of the received bytes does not match the metadata.
+    #[error("file checksum validation error: expected {expected}, got {actual}")]
+    Checksum { expected: String, actual: String },
+    /// The client aborted or the transport failed mid-stream.
+    #[error("error receiving stream: {0}")]
+    Transport(String),
+    /// Writing the spool file failed (e.g. disk full).
+    #[error("error writing received archive: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What arrived: the metadata and how many compressed bytes were spooled to the archive file.
+#[derive(Debug)]
+pub struct Received {
+    pub metadata: ManifestRequestMetadata,
+    pub compressed_bytes: u64,
+}
+
+/// Reads the metadata message only; the caller decides whether the archive is needed.
+pub async fn receive_metadata<S>(stream: &mut S) -> Result<ManifestRequestMetadata, StreamError>
+where
+    S: Stream<Item = Result<AppStreamRequest, tonic::Status>> + Unpin,
+{
+    match stream.next().await {
+        None => Err(StreamError::Empty),
+        Some(Err(status)) => Err(StreamError::Transport(status.message().to_owned())),
+        Some(Ok(AppStreamRequest {
+            request: Some(Request::Metadata(m)),
+        })) => Ok(m),
+        Some(Ok(_)) => Err(StreamError::MetadataMissing),
+    }
+}
+
+/// Spools the remaining file chunks to `archive` and verifies the checksum from `metadata`.
+pub async fn receive_archive<S>(
+    stream: &mut S,
+    metadata: ManifestRequestMetadata,
+    archive: &Path,
+    max_compressed_bytes: u64,
+) -> Result<Received, StreamError>
+where
+    S: Stream<Item = Result<AppStreamRequest, tonic::Status>> + Unpin,
+{
+    let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(archive).await?);
+    let mut hasher = Sha256::new();
+    let mut total: u64 = 0;
+    while let Some(msg) = stream.next().await {
+        let msg = msg.map_err(|s| StreamError::Transport(s.message().to_owned()))?;
+        let Some(Request::File(f)) = msg.request else {
+            return Err(StreamError::FileMissing);
+        };
+        total = total.saturating_add(f.chunk.len() as u64);
+        if total > max_compressed_bytes {
+            return Err(StreamError::TooLarge {
+                limit: max_compressed_bytes,
+            });
+        }
+        hasher.update(&f.chunk);
+        file.write_all(&f.chunk).await?;
+    }
+    file.flush().await?;
+    let actual = hex(&hasher.finalize());
+    if !actual.eq_ignore_ascii_case(metadata.checksum.trim()) {
+        return Err(StreamError::Checksum {
+            expected: metadata.checksum,
+            actual,
+        });
+    }
+    Ok(Received {
+        metadata,
+        compressed_bytes: total,
+    })
+}
+
+/// Consumes and discards the rest of the stream. Called before answering with an error: a Go
+/// client that is still sending would otherwise see only `EOF` and lose our message.
+pub async fn drain<S>(stream: &mut S)
+where
+    S: Stream<Item = Result<AppStreamRequest, tonic::Status>> + Unpin,
+{
+    while let Some(Ok(_)) = stream.next().await {}
+}
+
+/// Lowercase hex, as Go's `hex.EncodeToString`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

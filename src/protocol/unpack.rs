@@ -1,0 +1,333 @@
+//! Safe extraction of the repo-server's gzip'd tarball into a request's `WorkDir`.
+//!
+//! Follows Argo's `untar` rules (skip `.`, reject entries and symlinks that leave the
+//! destination, relativize symlink targets, 0644/0755 unless `preserveFileMode`, ignore devices,
+//! FIFOs and hard links) and adds what Argo lacks: caps on extracted bytes, entry count and path
+//! size, so a gzip or tar bomb ends in an error with bounded memory and disk. Every directory
+//! component is resolved as it is walked, so no write can follow a symlink out of the tree.
+//! Blocking: run it in `spawn_blocking`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use flate2::read::GzDecoder;
+
+/// Caps on what one archive may expand to.
+#[derive(Clone, Copy, Debug)]
+pub struct UnpackLimits {
+    pub max_extracted_bytes: u64,
+    pub max_entries: u64,
+    pub max_path_bytes: usize,
+    pub max_path_depth: usize,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        Self {
+            max_extracted_bytes: 1 << 30,
+            max_entries: 100_000,
+            max_path_bytes: 4096,
+            max_path_depth: 128,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnpackOptions {
+    pub preserve_file_mode: bool,
+    pub limits: UnpackLimits,
+}
+
+/// What was extracted, for logs and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnpackStats {
+    pub entries: u64,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// Not a gzip'd tar stream, or truncated.
+    #[error("error extracting repository archive: {0}")]
+    Corrupt(io::Error),
+    /// An entry name that would land outside the destination.
+    #[error("illegal filepath in archive: {0}")]
+    IllegalPath(String),
+    /// A symlink whose target is outside the destination.
+    #[error("illegal filepath in symlink: {link} -> {target}")]
+    IllegalSymlink { link: String, target: String },
+    /// Expanding the archive would exceed the byte cap.
+    #[error("extracted repository exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    /// The archive holds more entries than allowed.
+    #[error("repository archive has more than {0} entries")]
+    TooManyEntries(u64),
+    /// An entry path is longer or deeper than allowed.
+    #[error("archive entry path too long or too deep: {0}")]
+    PathTooLong(String),
+    /// Writing to the work dir failed (e.g. disk full).
+    #[error("error writing {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
+    move |source| UnpackError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Extracts `archive` (gzip'd tar) into the existing directory `dest`.
+pub fn unpack(
+    archive: &Path,
+    dest: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, UnpackError> {
+    let dest = fs::canonicalize(dest).map_err(io_err(dest))?;
+    let file = File::open(archive).map_err(io_err(archive))?;
+    let mut tar = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
+    let limits = opts.limits;
+    let mut stats = UnpackStats::default();
+
+    for entry in tar.entries().map_err(UnpackError::Corrupt)? {
+        let mut entry = entry.map_err(UnpackError::Corrupt)?;
+        stats.entries += 1;
+        if stats.entries > limits.max_entries {
+            return Err(UnpackError::TooManyEntries(limits.max_entries));
+        }
+        let name = entry.path().map_err(UnpackError::Corrupt)?.into_owned();
+        let shown = name.display().to_string();
+        if name.as_os_str().len() > limits.max_path_bytes {
+            return Err(UnpackError::PathTooLong(truncate(&shown)));
+        }
+        let rel = clean_relative(&name).ok_or_else(|| UnpackError::IllegalPath(shown.clone()))?;
+        if rel.as_os_str().is_empty() {
+            continue; // the archive root, "." or "./"
+        }
+        if rel.components().count() > limits.max_path_depth {
+            return Err(UnpackError::PathTooLong(truncate(&shown)));
+        }
+        let header_mode = entry.header().mode().unwrap_or(0o644);
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            let mode = if opts.preserve_file_mode {
+                (header_mode & 0o777) | 0o700
+            } else {
+                0o755
+            };
+            ensure_dir(&dest, &rel, mode)?;
+        } else if kind.is_file() || kind == tar::EntryType::Continuous {
+            let mode = if opts.preserve_file_mode {
+                header_mode & 0o777
+            } else {
+                0o644
+            };
+            let parent = ensure_dir(&dest, rel.parent().unwrap_or(Path::new("")), 0o755)?;
+            let Some(file_name) = rel.file_name() else {
+                return Err(UnpackError::IllegalPath(shown));
+            };
+            let path = parent.join(file_name);
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(libc::ELOOP) {
+                        UnpackError::IllegalPath(shown.clone())
+                    } else {
+                        io_err(&path)(e)
+                    }
+                })?;
+            let remaining = limits.max_extracted_bytes.saturating_sub(stats.bytes);
+            let written = io::copy(
+                &mut (&mut entry).take(remaining.saturating_add(1)),
+                &mut out,
+            )
+            .map_err(|e| map_read_error(e, &path))?;
+            stats.bytes += written;
+            stats.files += 1;
+            if stats.bytes > limits.max_extracted_bytes {
+                return Err(UnpackError::TooLarge(limits.max_extracted_bytes));
+            }
+        } else if kind.is_symlink() {
+            let link_target = entry
+                .link_name()
+                .map_err(UnpackError::Corrupt)?
+                .ok_or_else(|| UnpackError::IllegalPath(shown.clone()))?
+                .into_owned();
+            create_symlink(&dest, &rel, &link_target)?;
+        }
+        // Hard links, devices, FIFOs and anything else are skipped, as Argo does.
+    }
+    Ok(stats)
+}
+
+/// Read errors from the tar entry mean a corrupt archive; write errors are ours.
+fn map_read_error(e: io::Error, path: &Path) -> UnpackError {
+    match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidInput => {
+            UnpackError::Corrupt(e)
+        }
+        _ => io_err(path)(e),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// Lexically cleans an archive name into a path relative to the destination, like Go's
+/// `filepath.Join(dst, name)` followed by the inbound check: absolute names are taken as
+/// relative, `..` may not climb above the root. `None` means the name escapes.
+fn clean_relative(name: &Path) -> Option<PathBuf> {
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in name.components() {
+        match c {
+            Component::Prefix(_) | Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::Normal(p) => parts.push(p),
+        }
+    }
+    Some(parts.iter().collect())
+}
+
+/// Walks `rel` below `dest` one component at a time, creating missing directories and resolving
+/// existing symlinks, and fails if any step resolves outside `dest`. Returns the real path.
+fn ensure_dir(dest: &Path, rel: &Path, mode: u32) -> Result<PathBuf, UnpackError> {
+    let mut cur = dest.to_path_buf();
+    for comp in rel.components() {
+        let next = cur.join(comp);
+        match fs::symlink_metadata(&next) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let real = fs::canonicalize(&next)
+                    .map_err(|_| UnpackError::IllegalPath(rel.display().to_string()))?;
+                if !real.starts_with(dest) || !real.is_dir() {
+                    return Err(UnpackError::IllegalPath(rel.display().to_string()));
+                }
+                cur = real;
+            }
+            Ok(meta) if meta.is_dir() => cur = next,
+            Ok(_) => {
+                return Err(UnpackError::Io {
+                    path: rel.display().to_string(),
+                    source: io::Error::new(io::ErrorKind::AlreadyExists, "not a directory"),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .mode(mode)
+                    .create(&next)
+                    .map_err(io_err(&next))?;
+                cur = next;
+            }
+            Err(e) => return Err(io_err(&next)(e)),
+        }
+    }
+    Ok(cur)
+}
+
+/// Creates the symlink `rel -> target` if the target stays inside `dest`, with the target
+/// rewritten relative to the link's directory (Argo ≥3.2), so the tree can be moved.
+fn create_symlink(dest: &Path, rel: &Path, target: &Path) -> Result<(), UnpackError> {
+    let illegal = || UnpackError::IllegalSymlink {
+        link: rel.display().to_string(),
+        target: target.display().to_string(),
+    };
+    let link_dir = rel.parent().unwrap_or(Path::new(""));
+    let target_rel = clean_relative(&link_dir.join(target)).ok_or_else(illegal)?;
+    // Resolve through links that already exist: the deepest existing ancestor must be inside.
+    let mut probe = dest.join(&target_rel);
+    loop {
+        match fs::canonicalize(&probe) {
+            Ok(real) => {
+                if !real.starts_with(dest) {
+                    return Err(illegal());
+                }
+                break;
+            }
+            Err(_) => match probe.parent() {
+                Some(p) if p.starts_with(dest) => probe = p.to_path_buf(),
+                _ => return Err(illegal()),
+            },
+        }
+    }
+    let parent = ensure_dir(dest, link_dir, 0o755)?;
+    let Some(file_name) = rel.file_name() else {
+        return Err(illegal());
+    };
+    let link_path = parent.join(file_name);
+    let relative = relative_path(link_dir, &target_rel);
+    std::os::unix::fs::symlink(&relative, &link_path).map_err(io_err(&link_path))
+}
+
+/// The path from directory `from` to `to`, both relative to the same root and already clean.
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_relative_rules() {
+        let check = |name: &str, want: Option<&str>| {
+            assert_eq!(
+                clean_relative(Path::new(name)),
+                want.map(PathBuf::from),
+                "{name}"
+            );
+        };
+        check(".", Some(""));
+        check("./", Some(""));
+        check("a/b", Some("a/b"));
+        check("./a/./b/", Some("a/b"));
+        check("/etc/passwd", Some("etc/passwd"));
+        check("a/../b", Some("b"));
+        check("../x", None);
+        check("a/../../x", None);
+    }
+
+    #[test]
+    fn relative_path_rules() {
+        let check = |from: &str, to: &str, want: &str| {
+            assert_eq!(
+                relative_path(Path::new(from), Path::new(to)),
+                PathBuf::from(want)
+            );
+        };
+        check("", "a/b", "a/b");
+        check("a", "a/b", "b");
+        check("a/b", "c", "../../c");
+        check("a/b", "a/c/d", "../c/d");
+        check("a", "a", ".");
+    }
+}

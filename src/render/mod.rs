@@ -1,0 +1,270 @@
+//! Runs kustomize or helm for an app and returns the parsed documents. Argument construction
+//! (`kustomize.rs`, `helm.rs`) is pure and unit-tested; `tool.rs` is the only process spawner.
+//! Never sees secrets: substitution happens after rendering.
+
+pub mod helm;
+pub mod kustomize;
+pub mod tool;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::context::RequestEnv;
+use crate::discovery::AppKind;
+use tool::{RunLimits, ToolError};
+
+/// Where the real tools live (operator configuration).
+#[derive(Clone, Debug)]
+pub struct ToolPaths {
+    pub kustomize: PathBuf,
+    pub helm: PathBuf,
+}
+
+/// Everything a render needs besides the request.
+#[derive(Clone, Debug)]
+pub struct Renderer {
+    pub tools: ToolPaths,
+    /// The server's own environment (already stripped of its private names by `child_env`).
+    pub server_env: Vec<(String, String)>,
+    pub limits: RunLimits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A plugin env value that would change the meaning of a command.
+    #[error("invalid {name}: {reason}")]
+    InvalidEnv { name: String, reason: String },
+    /// The kustomization file could not be read or rewritten.
+    #[error("cannot apply plugin settings to {file}: {reason}")]
+    Kustomization { file: String, reason: String },
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// The tool's output is not valid YAML/JSON.
+    #[error("{tool} output: {source}")]
+    Output {
+        tool: &'static str,
+        #[source]
+        source: crate::manifest::ManifestError,
+    },
+    #[error("preparing render in {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What came out of a render, before substitution.
+#[derive(Debug)]
+pub struct Rendered {
+    pub documents: Vec<Value>,
+    pub tool_time: Duration,
+    /// The tool's stderr (warnings), logged by the caller even on success, like Argo.
+    pub stderr: String,
+}
+
+impl Renderer {
+    /// Renders the app in `app_dir`; `scratch` is a private directory for helm homes and
+    /// generated values files (outside the repository tree).
+    pub async fn render(
+        &self,
+        kind: &AppKind,
+        app_dir: &Path,
+        scratch: &Path,
+        env: &RequestEnv,
+        deadline: Option<Instant>,
+    ) -> Result<Rendered, RenderError> {
+        let extra = tool_homes(scratch)?;
+        let child_env = crate::context::child_env(&self.server_env, env, &extra);
+        let (cmd, tool_name) = match kind {
+            AppKind::Kustomize { kustomization } => {
+                kustomize::apply_plugin_settings(kustomization, env).await?;
+                (
+                    kustomize::command(&self.tools, app_dir, child_env),
+                    "kustomize",
+                )
+            }
+            AppKind::Helm => {
+                let settings = helm::HelmSettings::from_env(env)?;
+                let values = settings.write_values_file(scratch).await?;
+                (
+                    helm::command(
+                        &self.tools,
+                        app_dir,
+                        &settings,
+                        values.as_deref(),
+                        child_env,
+                    ),
+                    "helm",
+                )
+            }
+        };
+        let out = tool::run(&cmd, deadline, self.limits).await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut documents =
+            crate::manifest::split_tool_output(&text).map_err(|source| RenderError::Output {
+                tool: tool_name,
+                source,
+            })?;
+        if let (AppKind::Helm, Some(repo)) = (kind, env.plugin(APP_REPO)) {
+            helm::annotate_repo(&mut documents, repo);
+        }
+        Ok(Rendered {
+            documents,
+            tool_time: out.elapsed,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// Plugin env names with built-in meaning (without the `ARGOCD_ENV_` prefix).
+pub const IMAGE_NAME: &str = "IMAGE_NAME";
+pub const IMAGE_TAG: &str = "IMAGE_TAG";
+pub const APP_REPO: &str = "APP_REPO";
+/// The annotation `kustomize edit set annotation github.com/url:<repo>` sets in the seed pipeline.
+pub const REPO_ANNOTATION: &str = "github.com/url";
+
+/// Per-request HOME and helm directories, so tools never write to shared or read-only places
+/// and requests cannot see each other's caches.
+fn tool_homes(scratch: &Path) -> Result<Vec<(String, String)>, RenderError> {
+    let mut out = Vec::new();
+    for (var, dir) in [
+        ("HOME", "home"),
+        ("HELM_CACHE_HOME", "helm/cache"),
+        ("HELM_CONFIG_HOME", "helm/config"),
+        ("HELM_DATA_HOME", "helm/data"),
+        ("TMPDIR", "tmp"),
+    ] {
+        let path = scratch.join(dir);
+        std::fs::create_dir_all(&path).map_err(|source| RenderError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        out.push((var.to_owned(), path.display().to_string()));
+    }
+    Ok(out)
+}
+
+/// Image settings from `IMAGE_NAME`/`IMAGE_TAG`: both or neither.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageOverride {
+    pub name: String,
+    /// A tag, or a digest (`sha256:...`).
+    pub tag: String,
+}
+
+impl ImageOverride {
+    pub fn from_env(env: &RequestEnv) -> Result<Option<Self>, RenderError> {
+        match (env.plugin(IMAGE_NAME), env.plugin(IMAGE_TAG)) {
+            (None, None) => Ok(None),
+            (Some(name), Some(tag)) => {
+                validate_image_name(name)?;
+                validate_image_tag(tag)?;
+                Ok(Some(Self {
+                    name: name.to_owned(),
+                    tag: tag.to_owned(),
+                }))
+            }
+            (Some(_), None) | (None, Some(_)) => Err(RenderError::InvalidEnv {
+                name: format!("ARGOCD_ENV_{IMAGE_NAME}/ARGOCD_ENV_{IMAGE_TAG}"),
+                reason: "both must be set to change the image".to_owned(),
+            }),
+        }
+    }
+
+    pub fn is_digest(&self) -> bool {
+        self.tag.starts_with("sha256:")
+    }
+}
+
+fn invalid(name: &str, reason: &str) -> RenderError {
+    RenderError::InvalidEnv {
+        name: format!("ARGOCD_ENV_{name}"),
+        reason: reason.to_owned(),
+    }
+}
+
+/// An image reference without tag: registry/path components as the distribution spec allows.
+fn validate_image_name(v: &str) -> Result<(), RenderError> {
+    let ok = v.len() <= 255
+        && !v.starts_with(['-', '/', '.'])
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/:".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(IMAGE_NAME, "not a valid image name"))
+    }
+}
+
+/// A tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`) or a `sha256:<64 hex>` digest.
+fn validate_image_tag(v: &str) -> Result<(), RenderError> {
+    let tag_ok = v.len() <= 128
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    let digest_ok = v
+        .strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()));
+    if tag_ok || digest_ok {
+        Ok(())
+    } else {
+        Err(invalid(IMAGE_TAG, "not a valid image tag or sha256 digest"))
+    }
+}
+
+/// The repository URL for the annotation: one line of printable text.
+pub fn validate_repo(v: &str) -> Result<(), RenderError> {
+    if v.len() <= 2048 && !v.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(invalid(
+            APP_REPO,
+            "must be a single line of at most 2048 characters",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> RequestEnv {
+        RequestEnv::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn image_override_rules() {
+        assert_eq!(ImageOverride::from_env(&env(&[])).ok(), Some(None));
+        let ok = env(&[
+            ("ARGOCD_ENV_IMAGE_NAME", "ghcr.io/acme/web"),
+            ("ARGOCD_ENV_IMAGE_TAG", "1.2.3"),
+        ]);
+        assert_eq!(
+            ImageOverride::from_env(&ok).ok().flatten(),
+            Some(ImageOverride {
+                name: "ghcr.io/acme/web".into(),
+                tag: "1.2.3".into()
+            })
+        );
+        for (name, tag) in [
+            ("nginx", "1.0; touch /tmp/x"),
+            ("nginx", "$(id)"),
+            ("nginx", "-rf"),
+            ("--help", "1"),
+            ("ng inx", "1"),
+            ("nginx", "sha256:abc"),
+        ] {
+            let e = env(&[
+                ("ARGOCD_ENV_IMAGE_NAME", name),
+                ("ARGOCD_ENV_IMAGE_TAG", tag),
+            ]);
+            assert!(ImageOverride::from_env(&e).is_err(), "{name}:{tag}");
+        }
+        let half = env(&[("ARGOCD_ENV_IMAGE_TAG", "1")]);
+        assert!(ImageOverride::from_env(&half).is_err());
+    }
+}

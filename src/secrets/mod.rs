@@ -1,0 +1,83 @@
+//! Where secret values come from. Owns the `SecretSource` trait and the types the substitution
+//! engine exchanges with it. Knows nothing about YAML or manifests.
+//!
+//! Secret values live only inside `SecretData`, whose `Debug` prints key names, never values.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+/// KV secrets engine version used to read a path. AVP default is 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum KvVersion {
+    V1,
+    #[default]
+    V2,
+}
+
+/// One read the substitution engine needs: a Vault API path (KV v2 paths include `data/`, as in
+/// AVP), the engine version, and an optional secret version. Holds no secret, so it may be logged.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretRequest {
+    pub path: String,
+    pub kv_version: KvVersion,
+    pub version: Option<String>,
+}
+
+impl fmt::Display for SecretRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path)?;
+        if let Some(v) = &self.version {
+            write!(f, " (version {v})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The key/value data of one secret (`data` for KV v1, `data.data` for KV v2).
+#[derive(Clone, Default, PartialEq)]
+pub struct SecretData(pub Map<String, Value>);
+
+impl fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "***")))
+            .finish()
+    }
+}
+
+/// Why one read failed. Messages name the path, never a value.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ReadError {
+    /// Nothing at that path (or that version).
+    #[error("could not find secrets at path {0}")]
+    NotFound(SecretRequest),
+    /// A KV v2 read whose path lacks the `data/` segment.
+    #[error(
+        "the vault path {0} is empty - did you forget to include /data/ in the vault path for kv-v2?"
+    )]
+    MissingDataSegment(String),
+    /// The requested KV v2 version is deleted or destroyed.
+    #[error(
+        "the secret version {version} for vault path {path} is nil - is this version of the secret deleted?"
+    )]
+    VersionDeleted { path: String, version: String },
+    /// Access denied by Vault or by the operator's policy.
+    #[error("permission denied reading {0}")]
+    PermissionDenied(String),
+    /// Vault unreachable, login failed, bad response, timeout.
+    #[error("vault read of {path} failed: {message}")]
+    Backend { path: String, message: String },
+}
+
+/// Results of all reads one render needs, keyed by request.
+pub type Fetched = HashMap<SecretRequest, Result<SecretData, ReadError>>;
+
+/// A backend that can read secrets. Implementations must be cheap to share across requests.
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    /// Reads one secret.
+    async fn read(&self, req: &SecretRequest) -> Result<SecretData, ReadError>;
+}

@@ -1,0 +1,70 @@
+//! The gRPC side: one tonic server per plugin socket, request handling, deadlines, graceful
+//! shutdown. Owns the protobuf-facing edge; rendering and substitution are `pipeline`'s.
+
+pub mod deadline;
+mod service;
+pub mod socket;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+
+use crate::config::Settings;
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::plugin::Plugin;
+use crate::protocol::pb::config_management_plugin_service_server::ConfigManagementPluginServiceServer;
+use crate::protocol::stream::StreamError;
+use crate::protocol::unpack::UnpackError;
+pub use service::CmpService;
+
+/// Why one request failed. Mapped to a gRPC status only in `status.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    /// `appRelPath` leaves the work dir or does not name a directory in the archive.
+    #[error("illegal appPath: {0}")]
+    AppPath(String),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// The request's deadline passed.
+    #[error("context deadline exceeded")]
+    Deadline,
+    /// Our own failure (work dir creation, a panicked blocking task).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// State shared by every request on every socket.
+pub struct Shared {
+    pub settings: Settings,
+    pub pipeline: Pipeline,
+}
+
+/// Serves `plugin` on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: UnixListener,
+    plugin: Plugin,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let max = shared.settings.max_message_bytes;
+    let svc = ConfigManagementPluginServiceServer::new(CmpService::new(plugin, shared))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ConfigManagementPluginServiceServer<CmpService>>()
+        .await;
+    Server::builder()
+        .add_service(health)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,64 @@
+//! The one place where errors become gRPC statuses. The message carries the whole error chain
+//! on one line, because the Argo CD UI shows only the message. Codes are precise (Argo's own
+//! sidecar answers UNKNOWN for everything; the repo-server only shows the text).
+
+use tonic::{Code, Status};
+
+use super::RequestError;
+use crate::pipeline::PipelineError;
+use crate::protocol::stream::StreamError;
+use crate::protocol::unpack::UnpackError;
+use crate::render::RenderError;
+use crate::render::tool::ToolError;
+
+/// `prefix: error: cause: cause`, each source once.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg
+}
+
+fn code(err: &RequestError) -> Code {
+    match err {
+        RequestError::Stream(e) => match e {
+            StreamError::TooLarge { .. } => Code::ResourceExhausted,
+            StreamError::Transport(_) => Code::Cancelled,
+            StreamError::Io(_) => Code::Internal,
+            _ => Code::InvalidArgument,
+        },
+        RequestError::Unpack(e) => match e {
+            UnpackError::TooLarge(_) | UnpackError::TooManyEntries(_) => Code::ResourceExhausted,
+            UnpackError::Io { .. } => Code::Internal,
+            _ => Code::InvalidArgument,
+        },
+        RequestError::AppPath(_) => Code::InvalidArgument,
+        RequestError::Deadline => Code::DeadlineExceeded,
+        RequestError::Internal(_) => Code::Internal,
+        RequestError::Pipeline(e) => match e {
+            PipelineError::NotSupported { .. } => Code::FailedPrecondition,
+            PipelineError::Render(r) => match r {
+                RenderError::InvalidEnv { .. } => Code::InvalidArgument,
+                RenderError::Tool(ToolError::Deadline { .. }) => Code::DeadlineExceeded,
+                RenderError::Tool(ToolError::OutputTooLarge { .. }) => Code::ResourceExhausted,
+                RenderError::Tool(ToolError::Spawn { .. }) | RenderError::Io { .. } => {
+                    Code::Internal
+                }
+                _ => Code::Unknown,
+            },
+            PipelineError::Substitute(_) => Code::FailedPrecondition,
+        },
+    }
+}
+
+/// Builds the status for a failed RPC; `prefix` is Argo's (e.g. `error generating manifests`).
+pub fn to_status(prefix: &str, err: &RequestError) -> Status {
+    Status::new(code(err), format!("{prefix}: {}", chain(err)))
+}

@@ -1,0 +1,620 @@
+//! The substitution engine: replaces argocd-vault-plugin (AVP) `<placeholders>` in rendered
+//! manifests with secret values, reproducing AVP's observable behaviour
+//! (see `shared/docs/avp-compat.md` §2–§6).
+//!
+//! It is pure and synchronous and works in two phases so the caller can deduplicate and fetch
+//! concurrently in between:
+//! 1. [`collect`] lists every secret read the documents need;
+//! 2. [`apply`] substitutes using the fetched results.
+//!
+//! It owns placeholder grammar, annotations, modifiers and per-kind rules. It must not do I/O,
+//! parse YAML documents (except through `crate::yaml` for `yamlParse`), or talk to Vault, and
+//! its errors must never contain a secret value.
+//!
+//! AVP behaviour reproduced on purpose, quirks included:
+//! - Only string *values* are substituted: map keys never; strings directly in lists and maps
+//!   in lists are walked, lists nested directly in lists are not.
+//! - Typed insertion: when a placeholder's final value is not a string (a Vault number, bool,
+//!   object or list, or a `jsonParse` result), the *whole field* becomes that value and any
+//!   surrounding text is dropped (`"http://h:<port>"` with a numeric port becomes `80`). With
+//!   several such placeholders the last one wins. Vault strings stay strings.
+//! - `kind: Secret`: a value that is entirely valid standard base64 and whose decoded text holds
+//!   a `<...>` is decoded, substituted and re-encoded (kustomize `secretGenerator` output).
+//!   Other values get no automatic base64.
+//! - `kind: ConfigMap`: results are stringified.
+//! - `remove-missing` deletes map string fields whose placeholders hit missing keys; a missing
+//!   path stays an error.
+//!
+//! Deliberate differences from AVP:
+//! - Ignored manifests (`avp.kubernetes.io/ignore: true`) make no secret reads and get no path
+//!   validation; AVP still reads the path annotation and fails if it is missing.
+//! - The path annotation is read only if the manifest has at least one generic placeholder; AVP
+//!   reads it for every manifest that has it.
+//! - Reads are deduplicated; failed reads are reported once per manifest.
+//! - A bad `kv-version`, a path rejected by `AVP_PATH_VALIDATION` or a misplaced
+//!   `remove-missing` is reported by [`collect`] before any read, so it may be reported for a
+//!   later manifest than the first one AVP would fail on.
+//! - ConfigMap values that are objects or lists become compact JSON strings; AVP panics.
+//! - A placeholder whose final value is `null` (e.g. `jsonParse` of `"null"`) is an error; AVP
+//!   silently leaves the placeholder text in place.
+//! - In a Secret, a base64 value that decodes to non-UTF-8 bytes is left alone; AVP may treat
+//!   binary data containing `<` … `>` as a template.
+//! - Versions are dropped from KV v1 requests (AVP ignores them), so they deduplicate.
+//! - Errors print the field key and the original (pre-substitution) field text, truncated,
+//!   and no field text at all for Secrets; modifier and parse errors never quote values.
+//! - Where AVP panics (empty modifier segment, `sha256sum`/`jsonPath` on numbers, ConfigMap
+//!   floats or maps) this engine returns an error or a value. See `modifiers` and `jsonpath`
+//!   for their own differences.
+
+mod annotations;
+mod jsonpath;
+mod modifiers;
+mod placeholder;
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::secrets::{Fetched, KvVersion, ReadError, SecretData, SecretRequest};
+
+use annotations::Annotations;
+use modifiers::ModifierError;
+use placeholder::{Mode, Placeholder, Source};
+
+/// Longest original field text quoted in an error.
+const MAX_QUOTED_FIELD: usize = 200;
+
+/// Settings that apply to every document of a render.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// KV engine version when a manifest has no `avp.kubernetes.io/kv-version` (`AVP_KV_VERSION`).
+    pub default_kv_version: KvVersion,
+    /// `AVP_PATH_VALIDATION`: every path read must match (unanchored `is_match`, as Go's
+    /// `MatchString`).
+    pub path_validation: Option<regex::Regex>,
+}
+
+/// Every secret read `docs` need, deduplicated. Ignored manifests need none.
+///
+/// Fails on the first manifest with a bad `kv-version` annotation, a path rejected by
+/// [`Options::path_validation`], or `remove-missing` on a kind other than Secret/ConfigMap.
+pub fn collect(docs: &[Value], opts: &Options) -> Result<BTreeSet<SecretRequest>, SubstituteError> {
+    let mut requests = BTreeSet::new();
+    for (index, doc) in docs.iter().enumerate() {
+        let Value::Object(object) = doc else { continue };
+        let manifest = Manifest::new(object, index, opts);
+        if manifest.annotations.ignore {
+            continue;
+        }
+        requests.extend(manifest.plan(object)?.requests);
+    }
+    Ok(requests)
+}
+
+/// Replaces placeholders in `docs` using `fetched` (the results of the reads [`collect`]
+/// returned) and returns the new documents in order.
+///
+/// Stops at the first manifest with problems and reports all of that manifest's problems.
+/// Documents that are not JSON objects pass through unchanged.
+pub fn apply(
+    docs: Vec<Value>,
+    opts: &Options,
+    fetched: &Fetched,
+) -> Result<Vec<Value>, SubstituteError> {
+    docs.into_iter()
+        .enumerate()
+        .map(|(index, doc)| match doc {
+            Value::Object(object) => apply_one(object, index, opts, fetched).map(Value::Object),
+            other => Ok(other),
+        })
+        .collect()
+}
+
+/// Everything that went wrong in one manifest.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub struct SubstituteError {
+    pub object: ObjectRef,
+    /// In document order; never empty.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for SubstituteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not replace all placeholders in {}:", self.object)?;
+        for problem in &self.problems {
+            write!(f, "\n{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Identifies a manifest in errors, by its pre-substitution `kind`, `metadata.namespace` and
+/// `metadata.name` (empty when absent or not strings) and its position in the input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectRef {
+    /// Zero-based position among the documents.
+    pub index: usize,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.kind.is_empty() {
+            "object"
+        } else {
+            &self.kind
+        };
+        if self.name.is_empty() {
+            return write!(f, "{kind} (document {})", self.index + 1);
+        }
+        if self.namespace.is_empty() {
+            write!(f, "{kind}/{}", self.name)
+        } else {
+            write!(f, "{kind}/{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// One problem in one manifest. Messages hold paths, keys, template text and type names, never
+/// secret values.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Problem {
+    #[error("unsupported kvVersion specified in avp.kubernetes.io/kv-version: {0:?}")]
+    UnsupportedKvVersion(String),
+    #[error("the path {0} is disallowed by AVP_PATH_VALIDATION restriction")]
+    PathDisallowed(String),
+    #[error(
+        "avp.kubernetes.io/remove-missing annotation can only be used on Secret or ConfigMap resources"
+    )]
+    RemoveMissingNotAllowed,
+    /// A read failed (missing path, permission denied, backend error).
+    #[error("{0}")]
+    Read(ReadError),
+    /// `fetched` has no entry for a request this manifest needs: a caller bug.
+    #[error("internal error: no fetched result for {0}")]
+    NotFetched(SecretRequest),
+    /// The key is absent from the secret, or its value is `null`.
+    #[error("missing vault value for placeholder {0}")]
+    MissingValue(Site),
+    #[error("invalid modifier: {name} for placeholder {site}")]
+    UnknownModifier { name: String, site: Site },
+    #[error("empty modifier for placeholder {0}")]
+    EmptyModifier(Site),
+    #[error("{modifier}: {message} for placeholder {site}")]
+    ModifierFailed {
+        modifier: String,
+        message: String,
+        site: Site,
+    },
+    #[error("null value for placeholder {0}")]
+    NullValue(Site),
+}
+
+/// Where a placeholder problem happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Site {
+    /// The placeholder without `<>` and modifiers, e.g. `path:secret/data/app#key` or `key`.
+    pub placeholder: String,
+    /// Key of the field (for a list element, the key of the list).
+    pub field: String,
+    /// Pre-substitution field text, truncated; `None` for Secrets, whose field text is kept out
+    /// of errors entirely.
+    pub original: Option<String>,
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in string {}", self.placeholder, self.field)?;
+        if let Some(original) = &self.original {
+            write!(f, ": {original}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Secret,
+    ConfigMap,
+    Other,
+}
+
+/// One manifest's substitution context, read before anything is substituted.
+struct Manifest<'o> {
+    object: ObjectRef,
+    kind: Kind,
+    mode: Mode,
+    annotations: Annotations,
+    opts: &'o Options,
+}
+
+/// The reads one manifest needs.
+struct Plan {
+    /// The annotation path read, when the manifest has generic placeholders.
+    annotation_read: Option<SecretRequest>,
+    requests: BTreeSet<SecretRequest>,
+}
+
+impl<'o> Manifest<'o> {
+    fn new(object: &Map<String, Value>, index: usize, opts: &'o Options) -> Self {
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+        let metadata = object.get("metadata").and_then(Value::as_object);
+        let kind = text(object.get("kind"));
+        let annotations = Annotations::from_object(object);
+        Manifest {
+            object: ObjectRef {
+                index,
+                namespace: text(metadata.and_then(|m| m.get("namespace"))),
+                name: text(metadata.and_then(|m| m.get("name"))),
+                kind: kind.clone(),
+            },
+            kind: match kind.as_str() {
+                "Secret" => Kind::Secret,
+                "ConfigMap" => Kind::ConfigMap,
+                _ => Kind::Other,
+            },
+            mode: if annotations.path.is_some() {
+                Mode::Generic
+            } else {
+                Mode::InlineOnly
+            },
+            annotations,
+            opts,
+        }
+    }
+
+    fn error(&self, problems: Vec<Problem>) -> SubstituteError {
+        SubstituteError {
+            object: self.object.clone(),
+            problems,
+        }
+    }
+
+    /// The request for reading `path` at `version` from this manifest, after path validation
+    /// and kv-version checks (in AVP's order).
+    fn request(&self, path: &str, version: &str) -> Result<SecretRequest, Problem> {
+        if let Some(re) = &self.opts.path_validation
+            && !re.is_match(path)
+        {
+            return Err(Problem::PathDisallowed(path.to_owned()));
+        }
+        let kv_version = self
+            .annotations
+            .kv_version(self.opts.default_kv_version)
+            .map_err(Problem::UnsupportedKvVersion)?;
+        // KV v1 has no versions; AVP drops the version there, and so do we so reads dedupe.
+        let version =
+            (kv_version == KvVersion::V2 && !version.is_empty()).then(|| version.to_owned());
+        Ok(SecretRequest {
+            path: path.to_owned(),
+            kv_version,
+            version,
+        })
+    }
+
+    /// The annotation path to read for generic placeholders; `None` when it is empty (every
+    /// generic placeholder is then missing, as in AVP).
+    fn annotation_path(&self) -> Option<&str> {
+        self.annotations.path.as_deref().filter(|p| !p.is_empty())
+    }
+
+    /// Finds the reads this (non-ignored) manifest needs, or everything that stops it early.
+    fn plan(&self, object: &Map<String, Value>) -> Result<Plan, SubstituteError> {
+        if self.annotations.remove_missing && self.kind == Kind::Other {
+            return Err(self.error(vec![Problem::RemoveMissingNotAllowed]));
+        }
+        let mut wants_generic = false;
+        let mut inline: Vec<(String, String)> = Vec::new();
+        visit_strings(object, &mut |text| {
+            let template = self.template_text(text);
+            for m in placeholder::find(&template, self.mode) {
+                match Placeholder::parse(m.as_str()).source {
+                    Source::Generic { .. } => wants_generic = true,
+                    Source::Inline { path, version, .. } => {
+                        inline.push((path.to_owned(), version.to_owned()));
+                    }
+                }
+            }
+        });
+
+        let mut problems = Vec::new();
+        let mut requests = BTreeSet::new();
+        let mut annotation_read = None;
+        let generic_path = self.annotation_path().filter(|_| wants_generic);
+        let wanted = generic_path
+            .map(|p| (p, self.annotations.secret_version.as_str(), true))
+            .into_iter()
+            .chain(inline.iter().map(|(p, v)| (p.as_str(), v.as_str(), false)));
+        for (path, version, is_annotation) in wanted {
+            match self.request(path, version) {
+                Ok(req) => {
+                    if is_annotation {
+                        annotation_read = Some(req.clone());
+                    }
+                    requests.insert(req);
+                }
+                Err(problem) => push_unique(&mut problems, problem),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Plan {
+                annotation_read,
+                requests,
+            })
+        } else {
+            Err(self.error(problems))
+        }
+    }
+
+    /// The text to search for placeholders in a string value: for a Secret, the decoded text of
+    /// a base64 value that contains a placeholder; otherwise the value itself.
+    fn template_text<'t>(&self, value: &'t str) -> Cow<'t, str> {
+        match self.decoded_secret_template(value) {
+            Some(decoded) => Cow::Owned(decoded),
+            None => Cow::Borrowed(value),
+        }
+    }
+
+    /// AVP's `secretReplacement` test: Secret kind, whole value valid std base64, decoded text
+    /// matches the generic placeholder regex (whatever the mode).
+    fn decoded_secret_template(&self, value: &str) -> Option<String> {
+        if self.kind != Kind::Secret {
+            return None;
+        }
+        let decoded = String::from_utf8(modifiers::go_base64_decode(value)?).ok()?;
+        placeholder::contains_any(&decoded).then_some(decoded)
+    }
+}
+
+/// Calls `f` on every string AVP substitutes: map values and strings directly in lists, through
+/// nested maps and maps in lists.
+fn visit_strings(object: &Map<String, Value>, f: &mut impl FnMut(&str)) {
+    for value in object.values() {
+        match value {
+            Value::Object(inner) => visit_strings(inner, f),
+            Value::Array(items) => {
+                for item in items {
+                    match item {
+                        Value::Object(inner) => visit_strings(inner, f),
+                        Value::String(s) => f(s),
+                        _ => {}
+                    }
+                }
+            }
+            Value::String(s) => f(s),
+            _ => {}
+        }
+    }
+}
+
+fn push_unique(problems: &mut Vec<Problem>, problem: Problem) {
+    if !problems.contains(&problem) {
+        problems.push(problem);
+    }
+}
+
+fn apply_one(
+    mut object: Map<String, Value>,
+    index: usize,
+    opts: &Options,
+    fetched: &Fetched,
+) -> Result<Map<String, Value>, SubstituteError> {
+    let manifest = Manifest::new(&object, index, opts);
+    if manifest.annotations.ignore {
+        return Ok(object);
+    }
+    let plan = manifest.plan(&object)?;
+    // A failed annotation read stops the manifest before substitution, as in AVP.
+    let generic_data = match &plan.annotation_read {
+        None => None,
+        Some(req) => match fetched.get(req) {
+            None => return Err(manifest.error(vec![Problem::NotFetched(req.clone())])),
+            Some(Err(e)) => return Err(manifest.error(vec![Problem::Read(e.clone())])),
+            Some(Ok(data)) => Some(data),
+        },
+    };
+    let mut replacer = Replacer {
+        manifest: &manifest,
+        fetched,
+        generic_data,
+        problems: Vec::new(),
+    };
+    replacer.walk_map(&mut object);
+    if replacer.problems.is_empty() {
+        Ok(object)
+    } else {
+        Err(manifest.error(replacer.problems))
+    }
+}
+
+/// The substitution walk over one manifest.
+struct Replacer<'a> {
+    manifest: &'a Manifest<'a>,
+    fetched: &'a Fetched,
+    /// Data of the annotation path, when it was read.
+    generic_data: Option<&'a SecretData>,
+    problems: Vec<Problem>,
+}
+
+/// The outcome of substituting one field.
+struct FieldResult {
+    value: Value,
+    problems: Vec<Problem>,
+}
+
+impl FieldResult {
+    fn has_missing(&self) -> bool {
+        self.problems
+            .iter()
+            .any(|p| matches!(p, Problem::MissingValue(_)))
+    }
+}
+
+impl Replacer<'_> {
+    fn add_problems(&mut self, problems: impl IntoIterator<Item = Problem>) {
+        for problem in problems {
+            match problem {
+                // The same failed read would otherwise repeat for every placeholder using it.
+                Problem::Read(_) | Problem::NotFetched(_) => {
+                    push_unique(&mut self.problems, problem)
+                }
+                other => self.problems.push(other),
+            }
+        }
+    }
+
+    fn walk_map(&mut self, map: &mut Map<String, Value>) {
+        let remove_missing = self.manifest.annotations.remove_missing;
+        let mut removed = Vec::new();
+        for (key, value) in map.iter_mut() {
+            match value {
+                Value::Object(inner) => self.walk_map(inner),
+                Value::Array(items) => {
+                    for item in items.iter_mut() {
+                        match item {
+                            Value::Object(inner) => self.walk_map(inner),
+                            Value::String(s) => {
+                                // remove-missing does not apply to list elements (AVP).
+                                let result = self.replace_field(key, s);
+                                self.add_problems(result.problems);
+                                *item = result.value;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Value::String(s) => {
+                    let result = self.replace_field(key, s);
+                    if remove_missing && result.has_missing() {
+                        removed.push(key.clone());
+                        self.add_problems(
+                            result
+                                .problems
+                                .into_iter()
+                                .filter(|p| !matches!(p, Problem::MissingValue(_))),
+                        );
+                    } else {
+                        self.add_problems(result.problems);
+                        *value = result.value;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for key in removed {
+            map.shift_remove(&key);
+        }
+    }
+
+    /// Substitutes one string field, applying the per-kind rules.
+    fn replace_field(&self, key: &str, original: &str) -> FieldResult {
+        let manifest = self.manifest;
+        let quoted = match manifest.kind {
+            Kind::Secret => None,
+            _ => Some(truncate(original, MAX_QUOTED_FIELD)),
+        };
+        if let Some(decoded) = manifest.decoded_secret_template(original) {
+            let (value, problems) = self.substitute(key, &decoded, quoted);
+            let encoded = modifiers::base64_encode(stringify(value).as_bytes());
+            return FieldResult {
+                value: Value::String(encoded),
+                problems,
+            };
+        }
+        let (value, problems) = self.substitute(key, original, quoted);
+        let value = match manifest.kind {
+            Kind::ConfigMap => Value::String(stringify(value)),
+            _ => value,
+        };
+        FieldResult { value, problems }
+    }
+
+    /// AVP's `genericReplacement`: replaces every placeholder in `text`. Failed placeholders
+    /// keep their text. If any final value is not a string, the last such value replaces the
+    /// whole field.
+    fn substitute(&self, key: &str, text: &str, quoted: Option<String>) -> (Value, Vec<Problem>) {
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        let mut typed: Option<Value> = None;
+        let mut problems = Vec::new();
+        for m in placeholder::find(text, self.manifest.mode) {
+            out.push_str(&text[last..m.start()]);
+            last = m.end();
+            let ph = Placeholder::parse(m.as_str());
+            let site = || Site {
+                placeholder: ph.name.to_owned(),
+                field: key.to_owned(),
+                original: quoted.clone(),
+            };
+            match self.evaluate(&ph, site) {
+                Ok(Value::String(s)) => out.push_str(&s),
+                Ok(other) => {
+                    typed = Some(other);
+                    out.push_str(m.as_str());
+                }
+                Err(problem) => {
+                    problems.push(problem);
+                    out.push_str(m.as_str());
+                }
+            }
+        }
+        out.push_str(&text[last..]);
+        (typed.unwrap_or(Value::String(out)), problems)
+    }
+
+    /// Looks up one placeholder and runs its modifiers.
+    fn evaluate(&self, ph: &Placeholder<'_>, site: impl Fn() -> Site) -> Result<Value, Problem> {
+        let raw = match &ph.source {
+            Source::Inline { path, key, version } => {
+                let req = self.manifest.request(path, version)?;
+                match self.fetched.get(&req) {
+                    None => return Err(Problem::NotFetched(req)),
+                    Some(Err(e)) => return Err(Problem::Read(e.clone())),
+                    Some(Ok(data)) => data.0.get(*key),
+                }
+            }
+            Source::Generic { key } => self.generic_data.and_then(|d| d.0.get(*key)),
+        };
+        let raw = match raw {
+            None | Some(Value::Null) => return Err(Problem::MissingValue(site())),
+            Some(v) => v.clone(),
+        };
+        let value = modifiers::apply(raw, &ph.modifiers).map_err(|e| match e {
+            ModifierError::Empty => Problem::EmptyModifier(site()),
+            ModifierError::Unknown(name) => Problem::UnknownModifier { name, site: site() },
+            ModifierError::Failed { modifier, message } => Problem::ModifierFailed {
+                modifier: modifier.to_owned(),
+                message,
+                site: site(),
+            },
+        })?;
+        if value.is_null() {
+            return Err(Problem::NullValue(site()));
+        }
+        Ok(value)
+    }
+}
+
+/// AVP's `stringify` for ConfigMap values and re-encoded Secret templates: numbers and bools in
+/// their JSON form; objects and lists (where AVP panics) as compact JSON.
+fn stringify(value: Value) -> String {
+    match value {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// At most `max` characters of `text`, with an ellipsis when cut.
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,301 @@
+//! The happy paths of the CMP protocol against real tools.
+
+use std::time::Duration;
+
+use avp_sidecar::protocol::pb::app_stream_request::Request;
+use serde_json::json;
+
+use crate::support::{self, ServerOptions, StreamSpec, TestServer, argo_env, find, fixture};
+
+fn mono(app: &str, plugin_env: &[(&str, &str)]) -> StreamSpec {
+    support::dir_stream(&fixture("mono"), app, argo_env("web", "demo", plugin_env))
+}
+
+#[tokio::test]
+async fn check_plugin_configuration_reports_discovery() {
+    let server = TestServer::start();
+    let resp = server
+        .client()
+        .await
+        .check_plugin_configuration(())
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(
+        !resp.is_discovery_configured,
+        "the built-in `avp` plugin is name-only"
+    );
+    assert!(!resp.provide_git_creds);
+
+    let server = TestServer::start_with(ServerOptions {
+        plugin: Some("avp-kustomize".into()),
+        ..Default::default()
+    });
+    let resp = server
+        .client()
+        .await
+        .check_plugin_configuration(())
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(resp.is_discovery_configured);
+}
+
+#[tokio::test]
+async fn kustomize_app_with_local_helm_chart() {
+    let server = TestServer::start();
+    let docs = support::generate(
+        &server.socket,
+        &mono("apps/kustomize-helm", &[]),
+        Some(Duration::from_secs(60)),
+    )
+    .await
+    .expect("generate");
+    assert_eq!(docs.len(), 4, "{docs:#?}");
+    // From the chart inflated by kustomize.
+    let greeting = find(&docs, "ConfigMap", "mini-greeting");
+    assert_eq!(greeting["data"]["greeting"], "hello");
+    assert_eq!(greeting["metadata"]["namespace"], "demo");
+    // Scalar meaning as Go's YAML 1.1 parser reads it.
+    let scalars = find(&docs, "ConfigMap", "scalars");
+    assert_eq!(
+        scalars["data"],
+        json!({"quoted_on": "on", "octal_string": "0777", "plain": "hello world"})
+    );
+    // kustomize (YAML 1.2) re-quotes `yes` in its output, so the repo-server sees a string.
+    assert_eq!(find(&docs, "ConfigMap", "typed")["immutable"], json!("yes"));
+    let web = find(&docs, "Deployment", "web");
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+        json!(80)
+    );
+    assert!(server.leftover_workdirs().is_empty());
+}
+
+#[tokio::test]
+async fn kustomize_image_and_repo_annotation_from_plugin_env() {
+    let server = TestServer::start();
+    let spec = mono(
+        "apps/kustomize-helm",
+        &[
+            ("IMAGE_NAME", "nginx"),
+            ("IMAGE_TAG", "1.27.3"),
+            ("APP_REPO", "https://github.com/acme/apps"),
+        ],
+    );
+    let docs = support::generate(&server.socket, &spec, None)
+        .await
+        .expect("generate");
+    let web = find(&docs, "Deployment", "web");
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.27.3"
+    );
+    for d in &docs {
+        assert_eq!(
+            d["metadata"]["annotations"]["github.com/url"], "https://github.com/acme/apps",
+            "{d}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn helm_chart_with_namespace_kube_version_and_image() {
+    let server = TestServer::start();
+    let spec = mono(
+        "apps/chart",
+        &[
+            ("IMAGE_NAME", "ghcr.io/acme/web"),
+            ("IMAGE_TAG", "2.0.1"),
+            ("APP_REPO", "https://github.com/acme/apps"),
+        ],
+    );
+    let docs = support::generate(&server.socket, &spec, None)
+        .await
+        .expect("generate");
+    assert_eq!(docs.len(), 2, "{docs:#?}");
+    let deploy = find(&docs, "Deployment", "web");
+    assert_eq!(deploy["metadata"]["namespace"], "demo");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/acme/web:2.0.1"
+    );
+    assert_eq!(
+        deploy["metadata"]["annotations"]["github.com/url"],
+        "https://github.com/acme/apps"
+    );
+    let info = find(&docs, "ConfigMap", "web-info");
+    assert_eq!(info["data"]["kubeVersion"], "v1.31.0");
+    assert_eq!(info["data"]["hasBatch"], "true");
+    assert_eq!(
+        info["immutable"],
+        json!(true),
+        "helm output is YAML 1.1 text for Go"
+    );
+}
+
+#[tokio::test]
+async fn symlinked_app_dir_inside_repo() {
+    let server = TestServer::start();
+    let docs = support::generate(&server.socket, &mono("apps/link-to-chart", &[]), None)
+        .await
+        .expect("generate");
+    assert_eq!(
+        find(&docs, "Deployment", "web")["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.25"
+    );
+}
+
+#[tokio::test]
+async fn chunk_sizes_from_one_byte_to_four_mib() {
+    let server = TestServer::start();
+    for chunk in [1, 7, 1024, 4 << 20] {
+        let mut spec = mono("apps/chart", &[]);
+        spec.chunk = chunk;
+        let docs = support::generate(&server.socket, &spec, None)
+            .await
+            .unwrap_or_else(|e| panic!("chunk {chunk}: {e}"));
+        assert_eq!(docs.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn match_repository_per_plugin() {
+    let kustomize = TestServer::start_with(ServerOptions {
+        plugin: Some("avp-kustomize".into()),
+        ..Default::default()
+    });
+    let helm = TestServer::start_with(ServerOptions {
+        plugin: Some("avp-helm".into()),
+        ..Default::default()
+    });
+    let named = TestServer::start();
+    for (server, app, supported, enabled) in [
+        (&kustomize, "apps/kustomize-helm", true, true),
+        (&kustomize, "apps/chart", false, true),
+        (&helm, "apps/chart", true, true),
+        (&helm, "apps/plain", false, true),
+        (&named, "apps/chart", false, false),
+    ] {
+        let spec = mono(app, &[]);
+        let resp = server
+            .client()
+            .await
+            .match_repository(futures::stream::iter(spec.messages()))
+            .await
+            .expect("match")
+            .into_inner();
+        assert_eq!(
+            (resp.is_supported, resp.is_discovery_enabled),
+            (supported, enabled),
+            "{app}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn parameters_announcement_lists_plugin_env() {
+    let server = TestServer::start_with(ServerOptions {
+        plugin: Some("avp-kustomize".into()),
+        ..Default::default()
+    });
+    let spec = mono("apps/kustomize-helm", &[]);
+    let resp = server
+        .client()
+        .await
+        .get_parameters_announcement(futures::stream::iter(spec.messages()))
+        .await
+        .expect("params")
+        .into_inner();
+    let names: Vec<_> = resp
+        .parameter_announcements
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["IMAGE_NAME", "IMAGE_TAG", "APP_REPO", "AVP_SECRET"]);
+}
+
+#[tokio::test]
+async fn concurrent_requests_are_isolated() {
+    let server = TestServer::start();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let socket = server.socket.clone();
+        tasks.push(tokio::spawn(async move {
+            let tag = format!("1.0.{i}");
+            let spec = mono("apps/chart", &[("IMAGE_NAME", "nginx"), ("IMAGE_TAG", &tag)]);
+            let docs = support::generate(&socket, &spec, None).await.expect("generate");
+            assert_eq!(
+                find(&docs, "Deployment", "web")["spec"]["template"]["spec"]["containers"][0]["image"],
+                format!("nginx:{tag}")
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert!(server.leftover_workdirs().is_empty());
+}
+
+#[tokio::test]
+async fn sigterm_removes_socket_and_exits_cleanly() {
+    let mut server = TestServer::start();
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    assert!(!server.socket.exists(), "socket file left behind");
+}
+
+#[tokio::test]
+async fn stale_socket_is_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("avp.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind stale"));
+    assert!(
+        std::os::unix::net::UnixStream::connect(&path).is_err(),
+        "stale socket refuses connections"
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_avp-sidecar"))
+        .args(["serve", "--socket"])
+        .arg(&path)
+        .arg("--kustomize")
+        .arg(support::tool("kustomize"))
+        .arg("--helm")
+        .arg(support::tool("helm"))
+        .arg("--workdir")
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&path).is_err() {
+        assert!(
+            std::time::Instant::now() < until,
+            "server did not replace the stale socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    assert!(child.wait().expect("wait").success());
+}
+
+#[tokio::test]
+async fn metadata_only_request_for_chunk_layout() {
+    // The metadata message alone (zero chunks) is an empty archive: a clear error, not a hang.
+    let server = TestServer::start();
+    let spec = mono("apps/chart", &[]);
+    let msgs: Vec<_> = spec
+        .messages()
+        .into_iter()
+        .filter(|m| matches!(m.request, Some(Request::Metadata(_))))
+        .collect();
+    let err = server
+        .client()
+        .await
+        .generate_manifest(futures::stream::iter(msgs))
+        .await
+        .expect_err("no archive");
+    assert!(err.message().contains("checksum"), "{err:?}");
+}

@@ -1,0 +1,511 @@
+//! Hostile and broken input: every case gets a precise gRPC error, leaves no files behind, and
+//! the server keeps serving.
+
+use std::path::Path;
+use std::time::Duration;
+
+use avp_sidecar::protocol::pb::{AppStreamRequest, File, app_stream_request::Request};
+use tonic::Code;
+
+use crate::support::repotar::{Entry, tgz_entries};
+use crate::support::{self, ServerOptions, StreamSpec, TestServer, argo_env, fixture};
+
+const CHART: &[u8] = b"apiVersion: v2\nname: tiny\nversion: 0.1.0\n";
+const TEMPLATE: &[u8] =
+    b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: tiny\ndata:\n  a: b\n";
+
+fn spec(archive: Vec<u8>, app: &str) -> StreamSpec {
+    StreamSpec {
+        archive,
+        app_rel_path: app.to_owned(),
+        env: argo_env("tiny", "demo", &[]),
+        chunk: 1024,
+        checksum: None,
+    }
+}
+
+/// A tiny valid chart app at `app/`, preceded by `extra` entries.
+fn with_app(extra: Vec<Entry<'static>>) -> Vec<u8> {
+    let mut entries = vec![Entry::Dir(".")];
+    entries.extend(extra);
+    entries.extend([
+        Entry::Dir("app"),
+        Entry::File("app/Chart.yaml", CHART),
+        Entry::Dir("app/templates"),
+        Entry::File("app/templates/cm.yaml", TEMPLATE),
+    ]);
+    tgz_entries(&entries)
+}
+
+async fn expect_error(
+    server: &TestServer,
+    spec: &StreamSpec,
+    code: Code,
+    needle: &str,
+) -> tonic::Status {
+    let err = support::generate(&server.socket, spec, Some(Duration::from_secs(60)))
+        .await
+        .expect_err("request must fail");
+    assert_eq!(err.code(), code, "{err:?}");
+    assert!(
+        err.message().contains(needle),
+        "{needle:?} not in {:?}",
+        err.message()
+    );
+    assert_still_serving(server).await;
+    err
+}
+
+/// A normal request still works, and no request left its work dir behind.
+async fn assert_still_serving(server: &TestServer) {
+    let docs = support::generate(&server.socket, &spec(with_app(vec![]), "app"), None)
+        .await
+        .expect("server still serves");
+    assert_eq!(docs.len(), 1);
+    assert_eq!(server.leftover_workdirs(), Vec::<std::path::PathBuf>::new());
+}
+
+fn unique(name: &str) -> String {
+    format!(
+        "/tmp/avp-sidecar-test-{name}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    )
+    .replace(['(', ')'], "")
+}
+
+#[tokio::test]
+async fn bad_checksum() {
+    let server = TestServer::start();
+    let mut s = spec(with_app(vec![]), "app");
+    s.checksum = Some("0".repeat(64));
+    expect_error(
+        &server,
+        &s,
+        Code::InvalidArgument,
+        "file checksum validation error",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_metadata_and_empty_stream() {
+    let server = TestServer::start();
+    let chunk_first = vec![AppStreamRequest {
+        request: Some(Request::File(File {
+            chunk: vec![1, 2, 3],
+        })),
+    }];
+    for (msgs, needle) in [
+        (chunk_first, "metadata is nil"),
+        (vec![], "stream is empty"),
+    ] {
+        let err = server
+            .client()
+            .await
+            .generate_manifest(futures::stream::iter(msgs))
+            .await
+            .expect_err("must fail");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains(needle), "{err:?}");
+    }
+    // A second metadata message where a chunk belongs.
+    let mut msgs = spec(with_app(vec![]), "app").messages();
+    msgs.insert(1, msgs[0].clone());
+    let err = server
+        .client()
+        .await
+        .generate_manifest(futures::stream::iter(msgs))
+        .await
+        .expect_err("must fail");
+    assert!(
+        err.message().contains("stream request file is nil"),
+        "{err:?}"
+    );
+    assert_still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn not_gzip() {
+    let server = TestServer::start();
+    expect_error(
+        &server,
+        &spec(b"plain text, not gzip".to_vec(), "app"),
+        Code::InvalidArgument,
+        "error extracting",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn parent_dir_entry_rejected() {
+    let server = TestServer::start();
+    let outside = server.dir.path().join("work/evil");
+    let archive = with_app(vec![Entry::RawFile(b"../../evil", b"pwned")]);
+    expect_error(
+        &server,
+        &spec(archive, "app"),
+        Code::InvalidArgument,
+        "illegal filepath in archive",
+    )
+    .await;
+    assert!(!outside.exists());
+}
+
+#[tokio::test]
+async fn absolute_entry_stays_inside() {
+    let server = TestServer::start();
+    let target = unique("abs");
+    let name: &'static [u8] = Box::leak(target.clone().into_bytes().into_boxed_slice());
+    let archive = with_app(vec![Entry::RawFile(name, b"x")]);
+    let docs = support::generate(&server.socket, &spec(archive, "app"), None)
+        .await
+        .expect("absolute names are relative, as in Argo");
+    assert_eq!(docs.len(), 1);
+    assert!(!Path::new(&target).exists(), "wrote outside the work dir");
+}
+
+#[tokio::test]
+async fn symlink_escapes_rejected() {
+    let server = TestServer::start();
+    for (link, target) in [
+        ("evil", "../../../../etc"),
+        ("a/b/evil", "../../.."),
+        ("up", ".."),
+    ] {
+        let archive = with_app(vec![
+            Entry::Dir("a"),
+            Entry::Dir("a/b"),
+            Entry::Symlink(link, target),
+        ]);
+        expect_error(
+            &server,
+            &spec(archive, "app"),
+            Code::InvalidArgument,
+            "illegal filepath in symlink",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn inside_symlinks_allowed_and_writes_never_follow_links_out() {
+    let server = TestServer::start();
+    // An absolute target is taken relative to the link's dir (Argo), so `/etc` means `<link dir>/etc`.
+    let archive = with_app(vec![
+        Entry::Dir("d"),
+        Entry::Symlink("d/root", ".."),
+        Entry::Symlink("abs", "/etc"),
+        Entry::File("d/root/d/x.txt", b"through an inside link"),
+        Entry::Fifo("fifo"),
+    ]);
+    let docs = support::generate(&server.socket, &spec(archive, "app"), None)
+        .await
+        .expect("inside links are fine");
+    assert_eq!(docs.len(), 1);
+    // A file entry whose name goes through a symlink that points at a file is refused.
+    let archive = with_app(vec![
+        Entry::File("f", b"x"),
+        Entry::Symlink("l", "f"),
+        Entry::File("l", b"overwrite"),
+    ]);
+    expect_error(
+        &server,
+        &spec(archive, "app"),
+        Code::InvalidArgument,
+        "illegal filepath in archive",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn pax_long_names() {
+    let server = TestServer::start();
+    let long_dir = format!("app/{}", "d".repeat(150));
+    let long_file: &'static str =
+        Box::leak(format!("{long_dir}/templates/cm.yaml").into_boxed_str());
+    let chart: &'static str = Box::leak(format!("{long_dir}/Chart.yaml").into_boxed_str());
+    let archive = tgz_entries(&[
+        Entry::Dir("."),
+        Entry::PaxFile(chart, CHART),
+        Entry::PaxFile(long_file, TEMPLATE),
+    ]);
+    let docs = support::generate(&server.socket, &spec(archive, &long_dir), None)
+        .await
+        .expect("pax names");
+    assert_eq!(docs.len(), 1);
+}
+
+#[tokio::test]
+async fn extracted_size_bomb() {
+    let server = TestServer::start_with(ServerOptions {
+        args: vec!["--max-extracted-mb".into(), "8".into()],
+        ..Default::default()
+    });
+    let zeros: &'static [u8] = Box::leak(vec![0u8; 64 << 20].into_boxed_slice());
+    let archive = with_app(vec![Entry::File("zeros.bin", zeros)]);
+    assert!(
+        archive.len() < 1 << 20,
+        "a bomb: {} compressed bytes",
+        archive.len()
+    );
+    expect_error(
+        &server,
+        &spec(archive, "app"),
+        Code::ResourceExhausted,
+        "extracted repository exceeds",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn entry_count_bomb() {
+    let server = TestServer::start_with(ServerOptions {
+        args: vec!["--max-entries".into(), "100".into()],
+        ..Default::default()
+    });
+    let names: Vec<&'static str> = (0..500)
+        .map(|i| &*Box::leak(format!("f{i}").into_boxed_str()))
+        .collect();
+    let archive = with_app(names.iter().map(|n| Entry::File(n, b"")).collect());
+    let err = support::generate(&server.socket, &spec(archive, "app"), None)
+        .await
+        .expect_err("too many");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("more than 100 entries"), "{err:?}");
+}
+
+#[tokio::test]
+async fn compressed_size_limit() {
+    let server = TestServer::start_with(ServerOptions {
+        args: vec!["--max-compressed-mb".into(), "1".into()],
+        ..Default::default()
+    });
+    // Incompressible data: xorshift bytes.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let noise: Vec<u8> = (0..(3 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let noise: &'static [u8] = Box::leak(noise.into_boxed_slice());
+    let archive = with_app(vec![Entry::File("noise.bin", noise)]);
+    expect_error(
+        &server,
+        &spec(archive, "app"),
+        Code::ResourceExhausted,
+        "compressed repository exceeds",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_app_paths() {
+    let server = TestServer::start();
+    for app in ["../..", "app/../..", "missing/dir", "app/Chart.yaml"] {
+        expect_error(
+            &server,
+            &spec(with_app(vec![]), app),
+            Code::InvalidArgument,
+            "illegal appPath",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn unsupported_app_dir() {
+    let server = TestServer::start();
+    let s = support::dir_stream(
+        &fixture("mono"),
+        "apps/plain",
+        argo_env("plain", "demo", &[]),
+    );
+    expect_error(
+        &server,
+        &s,
+        Code::FailedPrecondition,
+        "no kustomization or Chart.yaml",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tool_failure_carries_stderr() {
+    let server = TestServer::start();
+    let s = support::dir_stream(
+        &fixture("mono"),
+        "apps/broken-kustomize",
+        argo_env("b", "demo", &[]),
+    );
+    let err = expect_error(&server, &s, Code::Unknown, "does-not-exist.yaml").await;
+    assert!(
+        err.message().starts_with("error generating manifests: `"),
+        "{err:?}"
+    );
+    let s = support::dir_stream(
+        &fixture("mono"),
+        "apps/bad-yaml-chart",
+        argo_env("b", "demo", &[]),
+    );
+    expect_error(&server, &s, Code::Unknown, "failed").await;
+}
+
+#[tokio::test]
+async fn invalid_tool_output() {
+    let server = TestServer::start_with(ServerOptions {
+        kustomize: Some(support::repo_root().join("tests/fixtures/tools/invalid-yaml")),
+        ..Default::default()
+    });
+    let s = support::dir_stream(
+        &fixture("mono"),
+        "apps/kustomize-helm",
+        argo_env("b", "demo", &[]),
+    );
+    let err = support::generate(&server.socket, &s, None)
+        .await
+        .expect_err("invalid yaml");
+    assert_eq!(err.code(), Code::Unknown, "{err:?}");
+    assert!(err.message().contains("kustomize output"), "{err:?}");
+}
+
+#[tokio::test]
+async fn env_values_are_data_not_code() {
+    let server = TestServer::start();
+    let marker = unique("pwned");
+    let inject = format!("1.0; touch {marker}");
+    let s = support::dir_stream(
+        &fixture("mono"),
+        "apps/kustomize-helm",
+        argo_env(
+            "b",
+            "demo",
+            &[("IMAGE_NAME", "nginx"), ("IMAGE_TAG", &inject)],
+        ),
+    );
+    expect_error(&server, &s, Code::InvalidArgument, "ARGOCD_ENV_IMAGE_TAG").await;
+    let repo = format!("$(touch {marker})`touch {marker}`");
+    let s = support::dir_stream(
+        &fixture("mono"),
+        "apps/chart",
+        argo_env("b", "demo", &[("APP_REPO", &repo)]),
+    );
+    let docs = support::generate(&server.socket, &s, None)
+        .await
+        .expect("repo URL is just text");
+    assert_eq!(
+        docs[0]["metadata"]["annotations"]["github.com/url"],
+        repo.as_str()
+    );
+    assert!(!Path::new(&marker).exists(), "an env value was executed");
+}
+
+#[tokio::test]
+async fn deadline_kills_the_tool_process_group() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let pidfile = scratch.path().join("pid");
+    let server = TestServer::start_with(ServerOptions {
+        kustomize: Some(support::repo_root().join("tests/fixtures/tools/sleep-trap")),
+        args: vec!["--kill-grace-seconds".into(), "2".into()],
+        env: vec![("SLEEP_TRAP_PIDFILE".into(), pidfile.display().to_string())],
+        ..Default::default()
+    });
+    let s = support::dir_stream(
+        &fixture("mono"),
+        "apps/kustomize-helm",
+        argo_env("b", "demo", &[]),
+    );
+    let started = std::time::Instant::now();
+    let err = support::generate(&server.socket, &s, Some(Duration::from_secs(6)))
+        .await
+        .expect_err("deadline");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("deadline"), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "answered late: {:?}",
+        started.elapsed()
+    );
+    let pgid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("tool started")
+        .trim()
+        .parse()
+        .expect("pid");
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let alive = std::process::Command::new("kill")
+            .args(["-0", "--", &format!("-{pgid}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("kill")
+            .success();
+        if !alive {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "process group {pgid} survived the deadline"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        scratch.path().join("pid.term").exists(),
+        "the tool got SIGTERM before SIGKILL"
+    );
+    assert_eq!(server.leftover_workdirs(), Vec::<std::path::PathBuf>::new());
+}
+
+#[tokio::test]
+async fn client_cancel_kills_the_tool() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let pidfile = scratch.path().join("pid");
+    let server = TestServer::start_with(ServerOptions {
+        kustomize: Some(support::repo_root().join("tests/fixtures/tools/sleep-trap")),
+        args: vec!["--kill-grace-seconds".into(), "1".into()],
+        env: vec![("SLEEP_TRAP_PIDFILE".into(), pidfile.display().to_string())],
+        ..Default::default()
+    });
+    let s = support::dir_stream(
+        &fixture("mono"),
+        "apps/kustomize-helm",
+        argo_env("b", "demo", &[]),
+    );
+    let socket = server.socket.clone();
+    let call = tokio::spawn(async move { support::generate(&socket, &s, None).await });
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !pidfile.exists() {
+        assert!(std::time::Instant::now() < until, "tool never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    call.abort(); // drops the client connection mid-request
+    let pgid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::process::Command::new("kill")
+        .args(["-0", "--", &format!("-{pgid}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("kill")
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "process group {pgid} survived the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !server.leftover_workdirs().is_empty() {
+        assert!(
+            std::time::Instant::now() < until,
+            "work dir left after cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

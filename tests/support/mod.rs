@@ -1,0 +1,243 @@
+//! Test support: a real `avp-sidecar serve` process on a temp unix socket, a client that streams
+//! a directory exactly like Argo CD's repo-server (Go tar layout, gzip, sha256, 1 KiB chunks),
+//! and helpers to find the real tools installed by `scripts/install-tools.sh`.
+
+#![allow(dead_code)]
+
+pub mod h2raw;
+pub mod repotar;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use avp_sidecar::protocol::client::{self, RepoStream};
+use avp_sidecar::protocol::pb::config_management_plugin_service_client::ConfigManagementPluginServiceClient;
+use tonic::transport::Channel;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A real tool from `.tools/bin`; fails loudly if the installer has not run.
+pub fn tool(name: &str) -> PathBuf {
+    let p = repo_root().join(".tools/bin").join(name);
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/install-tools.sh (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures/repos").join(name)
+}
+
+/// A running server. Killed (SIGTERM, then SIGKILL) on drop.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub work_root: PathBuf,
+    child: Child,
+    log: PathBuf,
+}
+
+#[derive(Default)]
+pub struct ServerOptions {
+    pub plugin: Option<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub kustomize: Option<PathBuf>,
+    pub helm: Option<PathBuf>,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(ServerOptions::default())
+    }
+
+    pub fn start_with(opts: ServerOptions) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("plugin.sock");
+        let work = dir.path().join("work");
+        let log = dir.path().join("server.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_avp-sidecar"));
+        cmd.arg("serve")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--workdir")
+            .arg(&work)
+            .arg("--config-dir")
+            .arg(dir.path().join("no-config"))
+            .arg("--kustomize")
+            .arg(opts.kustomize.unwrap_or_else(|| tool("kustomize")))
+            .arg("--helm")
+            .arg(opts.helm.unwrap_or_else(|| tool("helm")))
+            .args(
+                opts.plugin
+                    .iter()
+                    .flat_map(|p| ["--plugin".to_owned(), p.clone()]),
+            )
+            .args(&opts.args)
+            .env("ARGOCD_CMP_SERVER_LOGLEVEL", "debug")
+            .env("ARGOCD_CMP_SERVER_LOGFORMAT", "text")
+            .envs(opts.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        let child = cmd.spawn().expect("spawn avp-sidecar");
+        let mut server = Self {
+            socket,
+            work_root: work.join("_cmp_server"),
+            dir,
+            child,
+            log,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("server exited early ({status}):\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server did not come up:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn client(&self) -> ConfigManagementPluginServiceClient<Channel> {
+        connect(&self.socket).await
+    }
+
+    /// Work dirs of requests still on disk (must be none between requests).
+    pub fn leftover_workdirs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.work_root)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(
+                Instant::now() < until,
+                "server did not stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A fresh connection, like the repo-server opens per operation.
+pub async fn connect(socket: &Path) -> ConfigManagementPluginServiceClient<Channel> {
+    client::connect(socket).await.expect("connect")
+}
+
+/// The env list the repo-server sends for GenerateManifest (order of cmp-protocol §4.3).
+pub fn argo_env(app: &str, namespace: &str, plugin_env: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("ARGOCD_APP_NAME", app),
+        ("ARGOCD_APP_NAMESPACE", namespace),
+        ("ARGOCD_APP_PROJECT_NAME", "default"),
+        (
+            "ARGOCD_APP_REVISION",
+            "0123456789abcdef0123456789abcdef01234567",
+        ),
+        ("ARGOCD_APP_REVISION_SHORT", "0123456"),
+        ("ARGOCD_APP_REVISION_SHORT_8", "01234567"),
+        (
+            "ARGOCD_APP_SOURCE_REPO_URL",
+            "https://github.com/acme/apps.git",
+        ),
+        ("ARGOCD_APP_SOURCE_PATH", "apps/web"),
+        ("ARGOCD_APP_SOURCE_TARGET_REVISION", "HEAD"),
+        ("KUBE_VERSION", "1.31.0"),
+        ("KUBE_API_VERSIONS", "v1,apps/v1,batch/v1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in plugin_env {
+        env.push((format!("ARGOCD_ENV_{k}"), v.to_string()));
+    }
+    env.push(("ARGOCD_APP_PARAMETERS".to_owned(), "null".to_owned()));
+    env
+}
+
+/// One request's stream; the library's repo-server-compatible client builds it.
+pub type StreamSpec = RepoStream;
+
+/// The stream for an app in a directory tree, archived like the repo-server does.
+pub fn dir_stream(dir: &Path, app_rel_path: &str, env: Vec<(String, String)>) -> StreamSpec {
+    RepoStream::for_dir(dir, app_rel_path, env).expect("archive fixture")
+}
+
+/// Calls GenerateManifest and returns the manifests parsed as JSON.
+pub async fn generate(
+    socket: &Path,
+    spec: &StreamSpec,
+    timeout: Option<Duration>,
+) -> Result<Vec<serde_json::Value>, tonic::Status> {
+    let mut client = connect(socket).await;
+    let mut req = tonic::Request::new(futures::stream::iter(spec.messages()));
+    if let Some(t) = timeout {
+        req.set_timeout(t);
+    }
+    let resp = client.generate_manifest(req).await?.into_inner();
+    Ok(resp
+        .manifests
+        .iter()
+        .map(|m| serde_json::from_str(m).expect("each manifest is JSON"))
+        .collect())
+}
+
+/// Finds the object of `kind` named `name`.
+pub fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name} in {docs:#?}"))
+}
