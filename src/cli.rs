@@ -149,3 +149,100 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `avp-sidecar generate`: a drop-in for `argocd-vault-plugin generate`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// A YAML/JSON file, a directory (every .yaml/.yml/.json below it, in lexical order) or `-`
+    /// for stdin.
+    pub path: PathBuf,
+    /// Accept empty input (AVP's behaviour). By default empty input is an error, because it
+    /// usually means the command before the pipe failed, and an empty render lets Argo CD prune
+    /// every resource of the app.
+    #[arg(long)]
+    pub allow_empty: bool,
+    #[command(flatten)]
+    pub secrets: avp_sidecar::config::SecretsArgs,
+}
+
+fn collect_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        if e.file_type()?.is_dir() {
+            collect_files(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|x| x.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn read_documents(path: &std::path::Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    use std::io::Read;
+    let parse = |text: &str, name: &str| {
+        avp_sidecar::manifest::split_tool_output(text)
+            .with_context(|| format!("could not read {name}"))
+    };
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading stdin")?;
+        return parse(&text, "stdin");
+    }
+    let files = if path.is_dir() {
+        let mut files = Vec::new();
+        collect_files(path, &mut files)?;
+        if files.is_empty() {
+            bail!("no YAML or JSON files were found in {}", path.display());
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut docs = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f)
+            .with_context(|| format!("could not read file {}", f.display()))?;
+        docs.extend(parse(&text, &f.display().to_string())?);
+    }
+    Ok(docs)
+}
+
+#[tokio::main(flavor = "current_thread")]
+pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let docs = read_documents(&args.path)?;
+    if docs.is_empty() && !args.allow_empty {
+        bail!(
+            "no manifests in the input (did the command before the pipe fail?); pass --allow-empty to accept it"
+        );
+    }
+    for (i, d) in docs.iter().enumerate() {
+        if d.get("kind")
+            .and_then(|k| k.as_str())
+            .is_none_or(str::is_empty)
+        {
+            bail!("document {} has no 'kind': not a Kubernetes object", i + 1);
+        }
+    }
+    let stage = args.secrets.substituter()?;
+    let env = avp_sidecar::context::RequestEnv::default();
+    let out = stage.run(docs, &env, None).await?;
+    let mut text = String::new();
+    for d in &out {
+        text.push_str(&avp_sidecar::yaml::to_yaml_string(d));
+        text.push_str("---\n");
+    }
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing output")?;
+    Ok(())
+}

@@ -32,6 +32,41 @@ pub struct RenderArgs {
     pub kill_grace_seconds: f64,
 }
 
+/// Where secrets come from: AVP's variables in the process environment, optionally a file.
+#[derive(Args, Clone, Debug, Default)]
+pub struct SecretsArgs {
+    /// AVP config file (YAML, JSON or KEY=VALUE lines); the process environment wins over it.
+    #[arg(short = 'c', long = "config-path", env = "AVP_SIDECAR_AVP_CONFIG")]
+    pub config_path: Option<PathBuf>,
+    /// Max concurrent secret reads per render.
+    #[arg(long, default_value_t = crate::substitute_stage::DEFAULT_READ_CONCURRENCY)]
+    pub read_concurrency: usize,
+}
+
+impl SecretsArgs {
+    /// The substitution stage: a Vault source when `AVP_TYPE` is set, else none (a render
+    /// with placeholders then fails with a message saying so).
+    pub fn substituter(&self) -> Result<crate::substitute_stage::Substituter, ConfigError> {
+        use crate::secrets::config::{Layered, VaultConfig};
+        let layered = Layered::from_process(self.config_path.as_deref())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut stage = crate::substitute_stage::Substituter {
+            concurrency: self.read_concurrency.max(1),
+            ..Default::default()
+        };
+        if layered.configured() {
+            let vault = VaultConfig::from_lookup(&layered)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            stage.options.default_kv_version = vault.kv_version;
+            stage.options.path_validation = vault.path_validation.clone();
+            let source = crate::secrets::vault::VaultSource::new(vault)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            stage.source = Some(std::sync::Arc::new(source));
+        }
+        Ok(stage)
+    }
+}
+
 /// Flags of `serve`.
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
@@ -72,13 +107,15 @@ pub struct ServeArgs {
     pub drain_seconds: u64,
     #[command(flatten)]
     pub render: RenderArgs,
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{what} {name:?} not found on PATH")]
     ToolNotFound { what: &'static str, name: String },
-    #[error("invalid setting {0}")]
+    #[error("invalid setting: {0}")]
     Invalid(String),
 }
 

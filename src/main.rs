@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// Serve plugins over unix sockets for Argo CD's repo-server.
     Serve(Box<ServeArgs>),
+    /// Fill in placeholders in YAML from a file, directory or stdin (like `argocd-vault-plugin
+    /// generate`).
+    Generate(Box<cli::GenerateArgs>),
     /// Call a plugin socket like Argo CD's repo-server (debugging, demos).
     Call(Box<cli::CallArgs>),
     /// Print the version.
@@ -42,6 +45,10 @@ fn main() -> ExitCode {
             run_serve(*args)
         }
         Command::Call(args) => cli::call(*args),
+        Command::Generate(args) => {
+            avp_sidecar::telemetry::init("text");
+            cli::generate(*args)
+        }
         Command::Version => {
             println!("avp-sidecar {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -104,7 +111,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         pipeline: Pipeline {
             renderer: settings.renderer.clone(),
-            substitute: Arc::new(Default::default()),
+            substitute: Arc::new(args.secrets.substituter()?),
         },
         settings,
     });

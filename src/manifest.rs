@@ -1,30 +1,74 @@
-//! Splits tool output into objects the way Argo's `kube.SplitYAMLToString` does (k8s
-//! apimachinery `YAMLOrJSONDecoder`): a stream of JSON values if the first non-blank byte is
-//! `{`, else multi-document YAML; empty and `null` documents are dropped; everything else is
-//! passed on as is (the repo-server validates objects). Pure: no I/O.
+//! Splits a tool's stdout into manifests exactly as Argo CD's Go cmp-server does
+//! (gitops-engine `kube.SplitYAMLToString` over k8s apimachinery v0.36 `YAMLOrJSONDecoder`), so
+//! output Argo CD would accept or reject is accepted or rejected here too, with the same values.
+//!
+//! That decoder treats the text as a stream of JSON values when its first non-blank character is
+//! `{` (switching to YAML if one of the first two values fails to decode). Otherwise it cuts the
+//! text into chunks at lines starting with `---` (rejecting such a line if anything but a comment
+//! follows the marker), and converts the first YAML document of each chunk to JSON.
+//! Empty and `null` documents are dropped; everything else, objects or not, is passed on
+//! unvalidated: the repo-server decides. Pure: no I/O.
 
 use serde_json::Value;
 
 use crate::yaml::{self, YamlError};
 
+/// apimachinery looks this far into the stream for the `{` that selects JSON.
+const JSON_SNIFF_BYTES: usize = 4096;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("failed to unmarshal manifest: {0}")]
+    #[error("failed to unmarshal manifest: error converting YAML to JSON: {0}")]
     Yaml(#[from] YamlError),
-    #[error("failed to unmarshal manifest: {0}")]
+    #[error("failed to unmarshal manifest: json: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("failed to unmarshal manifest: invalid Yaml document separator: {text} (line {line})")]
+    Separator { line: usize, text: String },
 }
 
-/// The objects in a tool's stdout, in order.
+/// The values in a tool's stdout, in order, without empty and `null` documents.
 pub fn split_tool_output(stdout: &str) -> Result<Vec<Value>, ManifestError> {
-    let docs = if stdout.trim_start().starts_with('{') {
-        serde_json::Deserializer::from_str(stdout)
-            .into_iter::<Value>()
-            .collect::<Result<Vec<_>, _>>()?
-    } else {
-        yaml::parse_documents(stdout)?
-    };
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+    let mut manifests = Vec::new();
+    if !looks_like_json(stdout) {
+        for document in YamlChunks::new(stdout, 0) {
+            push_manifest(&mut manifests, document?);
+        }
+        return Ok(manifests);
+    }
+
+    let mut stream = serde_json::Deserializer::from_str(stdout).into_iter::<Value>();
+    let mut decoded = 0_usize;
+    loop {
+        let offset = stream.byte_offset();
+        match stream.next() {
+            None => return Ok(manifests),
+            Some(Ok(value)) => {
+                decoded += 1;
+                push_manifest(&mut manifests, value);
+            }
+            // Two values make it a JSON stream for good.
+            Some(Err(error)) if decoded > 1 => return Err(error.into()),
+            Some(Err(error)) => {
+                // apimachinery then reads the rest as YAML, after dropping blanks up to and
+                // including the first line break; if that fails too, the JSON error is reported.
+                let rest = &stdout[offset..];
+                let blanks = rest
+                    .char_indices()
+                    .find(|&(_, c)| c == '\n' || !c.is_whitespace())
+                    .map_or(rest.len(), |(i, c)| if c == '\n' { i + 1 } else { i });
+                let mut documents = YamlChunks::new(stdout, offset + blanks);
+                match documents.next() {
+                    None => return Ok(manifests),
+                    Some(Err(_)) => return Err(error.into()),
+                    Some(Ok(document)) => push_manifest(&mut manifests, document),
+                }
+                for document in documents {
+                    push_manifest(&mut manifests, document?);
+                }
+                return Ok(manifests);
+            }
+        }
+    }
 }
 
 /// The form we return in `ManifestResponse`: compact JSON, which the repo-server's decoder reads
@@ -33,64 +77,89 @@ pub fn to_json_string(v: &Value) -> String {
     v.to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
+fn push_manifest(manifests: &mut Vec<Value>, value: Value) {
+    if !value.is_null() {
+        manifests.push(value);
+    }
+}
 
-    #[test]
-    fn helm_style_output() {
-        let out = "---\n# Source: chart/templates/a.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  flag: on\n  quoted: \"on\"\n---\n# Source: chart/templates/empty.yaml\n---\nnull\n---\napiVersion: v1\nkind: List\nitems: []\n";
-        let docs = split_tool_output(out).expect("valid");
-        assert_eq!(
-            docs,
-            vec![
-                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"flag": true, "quoted": "on"}}),
-                json!({"apiVersion": "v1", "kind": "List", "items": []}),
-            ]
-        );
+fn looks_like_json(text: &str) -> bool {
+    let mut end = text.len().min(JSON_SNIFF_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].trim_start().starts_with('{')
+}
+
+/// apimachinery's `YAMLReader` + `yaml.Unmarshal`: the first document of each chunk between
+/// `---` lines. Error lines are counted from the start of the whole text (Go counts from the
+/// start of the chunk).
+struct YamlChunks<'a> {
+    text: &'a str,
+    pos: usize,
+    /// 0-based number of the line starting at `pos`.
+    line: usize,
+    failed: bool,
+}
+
+impl<'a> YamlChunks<'a> {
+    fn new(text: &'a str, pos: usize) -> Self {
+        let line = text[..pos].matches('\n').count();
+        Self {
+            text,
+            pos,
+            line,
+            failed: false,
+        }
     }
 
-    #[test]
-    fn json_stream() {
-        let docs = split_tool_output("  {\"kind\":\"A\"}\n{\"kind\":\"B\"} null {\"kind\":\"C\"}")
-            .expect("valid");
-        assert_eq!(
-            docs,
-            vec![
-                json!({"kind": "A"}),
-                json!({"kind": "B"}),
-                json!({"kind": "C"})
-            ]
-        );
-        assert!(split_tool_output("{\"kind\": ").is_err());
+    fn parse(
+        &mut self,
+        start: usize,
+        end: usize,
+        first_line: usize,
+    ) -> Result<Value, ManifestError> {
+        yaml::parse_first_document(&self.text[start..end]).map_err(|mut error| {
+            self.failed = true;
+            error.line += first_line;
+            ManifestError::Yaml(error)
+        })
     }
+}
 
-    #[test]
-    fn empty_output_is_no_objects() {
-        assert!(split_tool_output("").expect("ok").is_empty());
-        assert!(
-            split_tool_output("\n---\n# nothing\n")
-                .expect("ok")
-                .is_empty()
-        );
-    }
+impl Iterator for YamlChunks<'_> {
+    type Item = Result<Value, ManifestError>;
 
-    #[test]
-    fn errors_are_prefixed() {
-        let err = split_tool_output("a: [\n").expect_err("invalid");
-        assert!(
-            err.to_string()
-                .starts_with("failed to unmarshal manifest: yaml: line"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn compact_json_out() {
-        assert_eq!(
-            to_json_string(&json!({"a": [1, "on"]})),
-            r#"{"a":[1,"on"]}"#
-        );
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let mut chunk: Option<(usize, usize)> = None;
+        while self.pos < self.text.len() {
+            let start = self.pos;
+            let end = self.text[start..]
+                .find('\n')
+                .map_or(self.text.len(), |i| start + i + 1);
+            let line = &self.text[start..end];
+            self.pos = end;
+            self.line += 1;
+            let Some(after_marker) = line.strip_prefix("---") else {
+                chunk.get_or_insert((start, self.line - 1));
+                continue;
+            };
+            let trailer = after_marker.trim();
+            if !trailer.is_empty() && !trailer.starts_with('#') {
+                self.failed = true;
+                return Some(Err(ManifestError::Separator {
+                    line: self.line,
+                    text: trailer.to_owned(),
+                }));
+            }
+            if let Some((chunk_start, first_line)) = chunk {
+                return Some(self.parse(chunk_start, start, first_line));
+            }
+        }
+        let (chunk_start, first_line) = chunk?;
+        Some(self.parse(chunk_start, self.text.len(), first_line))
     }
 }

@@ -1,650 +1,857 @@
-//! YAML ⇄ `serde_json::Value` with the scalar meaning Argo CD's Go side gives the same text.
+//! YAML reading and writing with the meaning Argo CD's Go code gives the same text.
 //!
-//! The repo-server (and kubectl) read YAML with sigs.k8s.io/yaml over gopkg.in/yaml.v2: YAML 1.1
-//! resolution, so unquoted `yes`/`on`/`y` are booleans and `0777` is octal. Every Rust YAML crate
-//! resolves scalars differently (or is archived), so we take events from the pure-Rust
-//! `saphyr-parser` and resolve plain scalars ourselves with yaml.v2's rules. Tags `!!str`,
-//! `!!int`, `!!float`, `!!bool`, `!!null` are honoured; other tags are ignored, as yaml.v2 does
-//! when decoding into untyped values.
+//! The repo-server and kubectl read YAML with sigs.k8s.io/yaml, i.e. go-yaml v2: YAML 1.1 plain
+//! scalars (`on`, `yes`, `y` are booleans, `0777` is octal 511) and non-string map keys turned
+//! into strings. No maintained Rust crate resolves scalars that way (serde_yaml is archived and
+//! keeps `on` a string; YAML 1.2 crates read `0777` as 777), and a wrong guess silently changes a
+//! ConfigMap value. So this module builds `serde_json::Value`s from saphyr-parser's event stream
+//! and resolves every scalar itself, following go-yaml v2's `resolve.go` and `decode.go` and
+//! sigs.k8s.io/yaml's key conversion.
 //!
-//! The emitter writes YAML whose every scalar means the same under yaml.v2 and YAML 1.2: a string
-//! is written plain only when no resolver could read it as anything else.
-//!
-//! Owns no I/O. Never panics on input: aliases are capped (billion laughs) and nesting is
-//! limited so hostile documents cannot exhaust memory or the stack.
+//! It also owns the YAML emitter used by the `generate` CLI. The emitter quotes every string that
+//! a YAML 1.1 or 1.2 reader could take for anything but that string, so what we print reads back
+//! as what we meant in Go and in Rust tools alike.
 
 use std::collections::HashMap;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, Tag};
+use base64::Engine as _;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Tag};
 use serde_json::{Map, Number, Value};
 
-/// Cap on nodes produced from one input, counting alias expansions.
-const MAX_NODES: usize = 1_000_000;
-/// Cap on nesting of collections.
-const MAX_DEPTH: usize = 256;
+/// Upper bound on nodes produced by expanding aliases in one call. go-yaml v2 stops "billion
+/// laughs" documents with an alias/decode ratio; a fixed budget is simpler and still far above
+/// anything a real manifest needs (our tools' output rarely contains aliases at all).
+const MAX_ALIAS_NODES: usize = 1_000_000;
 
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum YamlError {
-    /// The text is not YAML.
-    #[error("yaml: line {line}, column {col}: {message}")]
-    Syntax {
-        line: usize,
-        col: usize,
-        message: String,
-    },
-    /// Aliases expand to more nodes than allowed.
-    #[error("yaml: document expands to more than {MAX_NODES} nodes (alias bomb?)")]
-    TooManyNodes,
-    /// Collections nested deeper than allowed.
-    #[error("yaml: line {line}: nesting deeper than {MAX_DEPTH} levels")]
-    TooDeep { line: usize },
-    /// An alias to an anchor that was not defined before.
-    #[error("yaml: line {line}: unknown anchor referenced")]
-    UnknownAnchor { line: usize },
-    /// A mapping key that is a mapping or sequence (JSON cannot hold it).
-    #[error("yaml: line {line}: mapping keys must be scalars")]
-    ComplexKey { line: usize },
-    /// A null key; sigs.k8s.io/yaml rejects it as well.
-    #[error("yaml: line {line}: null mapping key")]
-    NullKey { line: usize },
-    /// `.inf`/`.nan`: JSON has no such numbers (Go's json.Marshal fails the same way).
-    #[error("yaml: line {line}: {text:?} is not representable in JSON")]
-    NonFinite { line: usize, text: String },
-    /// A value whose explicit tag it cannot satisfy (`!!int abc`).
-    #[error("yaml: line {line}: cannot decode {text:?} as {tag}")]
+/// go-yaml v2 refuses more than 10 000 nested levels. We stop earlier because `serde_json::Value`
+/// is dropped, cloned and printed recursively and must not overflow a 2 MiB tokio worker stack.
+const MAX_DEPTH: usize = 1_000;
+
+/// Tags of the YAML core schema (`!!int` etc.) arrive with this prefix.
+const CORE_TAG_PREFIX: &str = "tag:yaml.org,2002:";
+
+/// Go's `base64.StdEncoding`: padding required, non-zero trailing bits tolerated.
+const GO_STD_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+);
+
+/// Something in the text could not be read, with its 1-based position in that text.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("yaml: line {line}, column {column}: {kind}")]
+pub struct YamlError {
+    pub line: usize,
+    pub column: usize,
+    pub kind: YamlErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum YamlErrorKind {
+    /// The text is not well-formed YAML (message from the parser).
+    #[error("{0}")]
+    Syntax(String),
+    #[error("document contains excessive aliasing (more than {MAX_ALIAS_NODES} nodes)")]
+    AliasBomb,
+    #[error("anchor value contains itself")]
+    RecursiveAlias,
+    #[error("exceeded max depth of {MAX_DEPTH}")]
+    TooDeep,
+    /// A scalar with an explicit tag (`!!int`, ...) whose text does not fit that tag.
+    #[error("cannot decode {found} `{value}` as a !!{tag}")]
     BadTag {
-        line: usize,
-        text: String,
+        found: &'static str,
+        value: String,
         tag: String,
     },
-    /// `<<` whose value is not a mapping or a list of mappings.
-    #[error("yaml: line {line}: map merge requires map or sequence of maps as the value")]
-    BadMerge { line: usize },
+    #[error("!!binary value contains invalid base64 data")]
+    BadBinary,
+    #[error("invalid map key: a {0} cannot be a key")]
+    NonScalarKey(&'static str),
+    /// sigs.k8s.io/yaml cannot turn null and uint64 keys into JSON object keys.
+    #[error("unsupported map key of type: {kind}, key: {key}")]
+    UnsupportedKey { kind: &'static str, key: String },
+    #[error("map merge requires map or sequence of maps as the value")]
+    BadMerge,
+    /// JSON has no `.inf`/`.nan`; Go's `json.Marshal` fails on them too.
+    #[error("json: unsupported value: {0}")]
+    NonFinite(&'static str),
 }
 
-impl From<ScanError> for YamlError {
-    fn from(e: ScanError) -> Self {
-        YamlError::Syntax {
-            line: e.marker().line(),
-            col: e.marker().col() + 1,
-            message: e.info().to_owned(),
-        }
-    }
-}
-
-/// All documents of a YAML stream, in order. An empty document (only `---` or comments) is
-/// `Value::Null`; callers decide whether to skip it.
+/// Parses every document of a YAML stream, in order.
+///
+/// A document without content (`---` alone, or only comments after it) becomes `Value::Null`;
+/// callers that want objects skip those.
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, YamlError> {
-    let mut b = Builder {
-        parser: Parser::new_from_str(text),
-        anchors: HashMap::new(),
-        nodes: 0,
-    };
-    let mut docs = Vec::new();
-    loop {
-        let (event, span) = b.next()?;
+    load(text, usize::MAX)
+}
+
+/// Parses only the first document of `text` (`Null` if there is none), ignoring anything after
+/// its end, as go-yaml v2's `Unmarshal` does with the chunks apimachinery splits a stream into.
+pub fn parse_first_document(text: &str) -> Result<Value, YamlError> {
+    Ok(load(text, 1)?.pop().unwrap_or(Value::Null))
+}
+
+fn load(text: &str, max_documents: usize) -> Result<Vec<Value>, YamlError> {
+    let mut loader = Loader::default();
+    let mut documents = Vec::new();
+    for next in Parser::new_from_str(text) {
+        let (event, span) =
+            next.map_err(|e| error_at(e.marker(), YamlErrorKind::Syntax(e.info().to_owned())))?;
         match event {
-            Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
-            Event::StreamEnd => return Ok(docs),
-            Event::DocumentStart(_) => {
-                b.anchors.clear();
-                let (event, span) = b.next()?;
-                if matches!(event, Event::DocumentEnd) {
-                    docs.push(Value::Null);
-                } else {
-                    docs.push(b.node(event, span, 0)?.value);
+            Event::DocumentStart(_) => loader.reset(),
+            Event::DocumentEnd => {
+                documents.push(loader.root.take().unwrap_or(Value::Null));
+                if documents.len() >= max_documents {
+                    break;
                 }
             }
-            _ => {
-                return Err(YamlError::Syntax {
-                    line: span.start.line(),
-                    col: span.start.col() + 1,
-                    message: "unexpected event outside a document".to_owned(),
-                });
+            event => loader
+                .event(event)
+                .map_err(|kind| error_at(&span.start, kind))?,
+        }
+    }
+    Ok(documents)
+}
+
+fn error_at(mark: &Marker, kind: YamlErrorKind) -> YamlError {
+    YamlError {
+        line: mark.line(),
+        column: mark.col() + 1,
+        kind,
+    }
+}
+
+/// A finished node. Scalars keep their YAML type until we know whether they become a key or a
+/// value: sigs.k8s.io/yaml formats a float key as float32 and rejects null keys, so a key cannot
+/// be derived from the JSON value.
+#[derive(Debug, Clone)]
+enum Node {
+    Scalar(Scalar),
+    /// A plain `<<` key: go-yaml v2 merges the mapping given as its value.
+    MergeKey,
+    Collection(Value),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar {
+    Null,
+    Bool(bool),
+    Int(i64),
+    /// Only for integers above `i64::MAX`, as go-yaml v2 returns them.
+    Uint(u64),
+    Float(f64),
+    Str(String),
+}
+
+impl Scalar {
+    fn tag_name(&self) -> &'static str {
+        match self {
+            Scalar::Null => "!!null",
+            Scalar::Bool(_) => "!!bool",
+            Scalar::Int(_) | Scalar::Uint(_) => "!!int",
+            Scalar::Float(_) => "!!float",
+            Scalar::Str(_) => "!!str",
+        }
+    }
+}
+
+enum Frame {
+    Seq {
+        anchor: usize,
+        items: Vec<Value>,
+        size: usize,
+    },
+    Map {
+        anchor: usize,
+        map: Map<String, Value>,
+        key: Option<Key>,
+        size: usize,
+    },
+}
+
+enum Key {
+    Name(String),
+    Merge,
+}
+
+#[derive(Default)]
+struct Loader {
+    stack: Vec<Frame>,
+    /// Finished anchored nodes with their node counts, by saphyr's anchor id.
+    anchors: HashMap<usize, (Node, usize)>,
+    alias_nodes: usize,
+    root: Option<Value>,
+}
+
+impl Loader {
+    /// Anchors are scoped to one document, as in go-yaml.
+    fn reset(&mut self) {
+        self.stack.clear();
+        self.anchors.clear();
+        self.root = None;
+    }
+
+    fn event(&mut self, event: Event<'_>) -> Result<(), YamlErrorKind> {
+        match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                let tag = tag.as_deref().map(full_tag);
+                let node = if is_merge_key(&text, style, tag.as_deref()) {
+                    Node::MergeKey
+                } else {
+                    Node::Scalar(resolve_scalar(&text, style, tag.as_deref())?)
+                };
+                self.finish(node, 1, anchor)
             }
-        }
-    }
-}
-
-/// A built node and its size (for alias accounting) and whether it is yaml.v2's merge key.
-struct Node {
-    value: Value,
-    size: usize,
-    merge_key: bool,
-}
-
-struct Builder<'a> {
-    parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    anchors: HashMap<usize, (Value, usize)>,
-    nodes: usize,
-}
-
-impl<'a> Builder<'a> {
-    fn next(&mut self) -> Result<(Event<'a>, Span), YamlError> {
-        match self.parser.next_event() {
-            Some(r) => Ok(r?),
-            None => Ok((Event::StreamEnd, Span::default())),
-        }
-    }
-
-    fn count(&mut self, n: usize) -> Result<(), YamlError> {
-        self.nodes = self.nodes.saturating_add(n);
-        if self.nodes > MAX_NODES {
-            Err(YamlError::TooManyNodes)
-        } else {
-            Ok(())
-        }
-    }
-
-    fn anchor(&mut self, id: usize, node: &Node) {
-        if id > 0 {
-            self.anchors.insert(id, (node.value.clone(), node.size));
-        }
-    }
-
-    fn node(&mut self, event: Event<'a>, span: Span, depth: usize) -> Result<Node, YamlError> {
-        let line = span.start.line();
-        if depth > MAX_DEPTH {
-            return Err(YamlError::TooDeep { line });
-        }
-        let node = match event {
             Event::Alias(id) => {
-                let (value, size) = self
+                let (node, size) = self
                     .anchors
                     .get(&id)
                     .cloned()
-                    .ok_or(YamlError::UnknownAnchor { line })?;
-                self.count(size)?;
-                return Ok(Node {
-                    value,
-                    size,
-                    merge_key: false,
-                });
-            }
-            Event::Scalar(text, style, anchor, tag) => {
-                self.count(1)?;
-                let merge_key = style == ScalarStyle::Plain && tag.is_none() && text == "<<";
-                let node = Node {
-                    value: scalar(&text, style, tag.as_deref(), line)?,
-                    size: 1,
-                    merge_key,
-                };
-                self.anchor(anchor, &node);
-                node
-            }
-            Event::SequenceStart(anchor, _) => {
-                self.count(1)?;
-                let mut items = Vec::new();
-                let mut size = 1;
-                loop {
-                    let (event, span) = self.next()?;
-                    if matches!(event, Event::SequenceEnd) {
-                        break;
-                    }
-                    let item = self.node(event, span, depth + 1)?;
-                    size += item.size;
-                    items.push(item.value);
+                    .ok_or(YamlErrorKind::RecursiveAlias)?;
+                self.alias_nodes = self.alias_nodes.saturating_add(size);
+                if self.alias_nodes > MAX_ALIAS_NODES {
+                    return Err(YamlErrorKind::AliasBomb);
                 }
-                let node = Node {
-                    value: Value::Array(items),
-                    size,
-                    merge_key: false,
-                };
-                self.anchor(anchor, &node);
-                node
+                self.attach(node, size, true)
             }
-            Event::MappingStart(anchor, _) => {
-                self.count(1)?;
-                let mut map = Map::new();
-                let mut size = 1;
-                loop {
-                    let (event, span) = self.next()?;
-                    if matches!(event, Event::MappingEnd) {
-                        break;
+            // Tags on collections are ignored, as go-yaml v2 does when decoding into interface{}.
+            Event::SequenceStart(anchor, _) => self.push(Frame::Seq {
+                anchor,
+                items: Vec::new(),
+                size: 1,
+            }),
+            Event::MappingStart(anchor, _) => self.push(Frame::Map {
+                anchor,
+                map: Map::new(),
+                key: None,
+                size: 1,
+            }),
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Seq {
+                    anchor,
+                    items,
+                    size,
+                }) => self.finish(Node::Collection(Value::Array(items)), size, anchor),
+                Some(Frame::Map {
+                    anchor, map, size, ..
+                }) => self.finish(Node::Collection(Value::Object(map)), size, anchor),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    fn push(&mut self, frame: Frame) -> Result<(), YamlErrorKind> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(YamlErrorKind::TooDeep);
+        }
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    fn finish(&mut self, node: Node, size: usize, anchor: usize) -> Result<(), YamlErrorKind> {
+        if anchor != 0 {
+            // An alias of an anchored `<<` is an ordinary string, never a merge.
+            let stored = match &node {
+                Node::MergeKey => Node::Scalar(Scalar::Str("<<".to_owned())),
+                other => other.clone(),
+            };
+            self.anchors.insert(anchor, (stored, size));
+        }
+        self.attach(node, size, false)
+    }
+
+    fn attach(&mut self, node: Node, size: usize, via_alias: bool) -> Result<(), YamlErrorKind> {
+        match self.stack.last_mut() {
+            None => self.root = Some(into_value(node)?),
+            Some(Frame::Seq {
+                items, size: total, ..
+            }) => {
+                items.push(into_value(node)?);
+                *total = total.saturating_add(size);
+            }
+            Some(Frame::Map {
+                map,
+                key,
+                size: total,
+                ..
+            }) => {
+                *total = total.saturating_add(size);
+                match key.take() {
+                    None => *key = Some(into_key(node)?),
+                    // Duplicate keys: the last one wins, as with go-yaml v2 (non-strict).
+                    Some(Key::Name(name)) => {
+                        map.insert(name, into_value(node)?);
                     }
-                    let key_line = span.start.line();
-                    let key = self.node(event, span, depth + 1)?;
-                    let (event, span) = self.next()?;
-                    let value = self.node(event, span, depth + 1)?;
-                    size += key.size + value.size;
-                    if key.merge_key {
-                        merge(&mut map, value.value, key_line)?;
-                        continue;
-                    }
-                    map.insert(key_string(key.value, key_line)?, value.value);
+                    Some(Key::Merge) => merge(map, node, via_alias)?,
                 }
-                let node = Node {
-                    value: Value::Object(map),
-                    size,
-                    merge_key: false,
-                };
-                self.anchor(anchor, &node);
-                node
             }
-            _ => {
-                return Err(YamlError::Syntax {
-                    line,
-                    col: span.start.col() + 1,
-                    message: "unexpected event".to_owned(),
-                });
-            }
-        };
-        Ok(node)
+        }
+        Ok(())
     }
 }
 
-/// yaml.v2's merge: a map's keys are set into `into` at the position of `<<` (later explicit
-/// keys override them); for a list of maps, earlier maps win.
-fn merge(into: &mut Map<String, Value>, value: Value, line: usize) -> Result<(), YamlError> {
-    match value {
-        Value::Object(m) => {
-            into.extend(m);
-            Ok(())
-        }
-        Value::Array(items) => {
+/// go-yaml v2 applies a merge where the `<<` key stands: merged keys overwrite keys written before
+/// it, keys written after it overwrite merged ones, and in a list of maps earlier maps win.
+/// The value must be a mapping, an alias of a mapping, or a sequence of those.
+fn merge(map: &mut Map<String, Value>, node: Node, via_alias: bool) -> Result<(), YamlErrorKind> {
+    match node {
+        Node::Collection(Value::Object(source)) => map.extend(source),
+        Node::Collection(Value::Array(items))
+            if !via_alias && items.iter().all(Value::is_object) =>
+        {
             for item in items.into_iter().rev() {
-                match item {
-                    Value::Object(m) => into.extend(m),
-                    _ => return Err(YamlError::BadMerge { line }),
+                if let Value::Object(source) = item {
+                    map.extend(source);
                 }
             }
-            Ok(())
         }
-        _ => Err(YamlError::BadMerge { line }),
+        _ => return Err(YamlErrorKind::BadMerge),
     }
+    Ok(())
 }
 
-/// JSON object key for a resolved YAML key, as sigs.k8s.io/yaml converts it.
-fn key_string(key: Value, line: usize) -> Result<String, YamlError> {
-    match key {
-        Value::String(s) => Ok(s),
-        Value::Bool(b) => Ok(b.to_string()),
-        Value::Number(n) => Ok(match n.as_f64() {
-            Some(f) if !n.is_i64() && !n.is_u64() => go_float_key(f),
-            _ => n.to_string(),
-        }),
-        Value::Null => Err(YamlError::NullKey { line }),
-        Value::Array(_) | Value::Object(_) => Err(YamlError::ComplexKey { line }),
-    }
+fn full_tag(tag: &Tag) -> String {
+    format!("{}{}", tag.handle, tag.suffix)
 }
 
-/// Go's `strconv.FormatFloat(f, 'g', -1, 32)`: shortest digits, exponent form from 1e21 or
-/// below 1e-4 (Go switches at 21 digits for shortest 'g').
-fn go_float_key(f: f64) -> String {
-    let f = f as f32;
-    let exp = if f == 0.0 {
-        0
-    } else {
-        f.abs().log10().floor() as i32
-    };
-    if !(-4..21).contains(&exp) {
-        let s = format!("{f:e}");
-        match s.split_once('e') {
-            Some((m, e)) => {
-                let (sign, digits) = e.strip_prefix('-').map_or(("+", e), |d| ("-", d));
-                format!("{m}e{sign}{digits:0>2}")
-            }
-            None => s,
+/// go-yaml v2's `isMerge`: the value `<<`, either implicit (plain and untagged, or tagged with the
+/// non-specific `!`) or tagged `!!merge`.
+fn is_merge_key(text: &str, style: ScalarStyle, tag: Option<&str>) -> bool {
+    text == "<<"
+        && match tag {
+            None => style == ScalarStyle::Plain,
+            Some(tag) => tag == "!" || tag.strip_prefix(CORE_TAG_PREFIX) == Some("merge"),
         }
-    } else {
-        format!("{f}")
-    }
 }
 
-fn scalar(
+fn resolve_scalar(
     text: &str,
     style: ScalarStyle,
-    tag: Option<&Tag>,
-    line: usize,
-) -> Result<Value, YamlError> {
-    let core_tag = tag
-        .filter(|t| t.is_yaml_core_schema())
-        .map(|t| t.suffix.as_str());
-    let plain = style == ScalarStyle::Plain;
-    let bad = |tag: &str| YamlError::BadTag {
-        line,
-        text: truncate(text),
-        tag: format!("!!{tag}"),
+    tag: Option<&str>,
+) -> Result<Scalar, YamlErrorKind> {
+    let Some(tag) = tag else {
+        // Quoted and block scalars are always strings.
+        return Ok(match style {
+            ScalarStyle::Plain => resolve_plain(text),
+            _ => Scalar::Str(text.to_owned()),
+        });
     };
-    match core_tag {
-        Some("str") | Some("binary") | Some("timestamp") => Ok(Value::String(text.to_owned())),
-        Some(t @ ("int" | "float" | "bool" | "null")) => {
-            let v = resolve_plain(text);
-            let ok = matches!(
-                (t, &v),
-                ("int", Resolved::Int(_))
-                    | ("float", Resolved::Int(_) | Resolved::Float(_))
-                    | ("bool", Resolved::Bool(_))
-                    | ("null", Resolved::Null)
-            );
-            if !ok {
-                return Err(bad(t));
-            }
-            let v = match (t, v) {
-                ("float", Resolved::Int(i)) => Resolved::Float(i.as_f64()),
-                (_, v) => v,
-            };
-            to_json(v, text, line)
+    match tag.strip_prefix(CORE_TAG_PREFIX) {
+        Some("binary") => decode_binary(text).map(Scalar::Str),
+        Some(kind @ ("null" | "bool" | "int" | "float" | "timestamp")) => {
+            resolve_tagged(kind, text)
         }
-        // Non-plain scalars are strings; so are plain ones with a tag we do not know.
-        _ if !plain => Ok(Value::String(text.to_owned())),
-        _ => to_json(resolve_plain(text), text, line),
+        // `!!str`, and tags go-yaml cannot resolve (`!!map` on a scalar, local `!foo`, the
+        // non-specific `!`): the text is kept as a string.
+        _ => Ok(Scalar::Str(text.to_owned())),
     }
 }
 
-fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
-}
-
-/// What yaml.v2 makes of a plain scalar.
-#[derive(Debug, PartialEq)]
-enum Resolved {
-    Null,
-    Bool(bool),
-    Int(IntValue),
-    Float(f64),
-    Str,
-}
-
-#[derive(Debug, PartialEq, Clone, Copy)]
-enum IntValue {
-    Signed(i64),
-    Unsigned(u64),
-}
-
-impl IntValue {
-    fn as_f64(self) -> f64 {
-        match self {
-            IntValue::Signed(i) => i as f64,
-            IntValue::Unsigned(u) => u as f64,
-        }
+/// go-yaml v2 `resolve()` with an explicit core tag: resolve as if untagged and accept the result
+/// only if it has that type (an int is widened to a float for `!!float`).
+fn resolve_tagged(kind: &str, text: &str) -> Result<Scalar, YamlErrorKind> {
+    if kind == "timestamp" && is_timestamp(text) {
+        // Timestamps decode to their text when the target is interface{}.
+        return Ok(Scalar::Str(text.to_owned()));
+    }
+    let resolved = resolve_plain(text);
+    match (kind, resolved) {
+        (_, resolved @ Scalar::Null) if kind == "null" => Ok(resolved),
+        (_, resolved @ Scalar::Bool(_)) if kind == "bool" => Ok(resolved),
+        (_, resolved @ (Scalar::Int(_) | Scalar::Uint(_))) if kind == "int" => Ok(resolved),
+        (_, resolved @ Scalar::Float(_)) if kind == "float" => Ok(resolved),
+        #[allow(clippy::cast_precision_loss)] // Go's float64(int64): same rounding.
+        ("float", Scalar::Int(i)) => Ok(Scalar::Float(i as f64)),
+        (_, resolved) => Err(YamlErrorKind::BadTag {
+            found: resolved.tag_name(),
+            value: text.to_owned(),
+            tag: kind.to_owned(),
+        }),
     }
 }
 
-fn to_json(r: Resolved, text: &str, line: usize) -> Result<Value, YamlError> {
-    Ok(match r {
-        Resolved::Null => Value::Null,
-        Resolved::Bool(b) => Value::Bool(b),
-        Resolved::Int(IntValue::Signed(i)) => Value::Number(i.into()),
-        Resolved::Int(IntValue::Unsigned(u)) => Value::Number(u.into()),
-        Resolved::Float(f) => {
-            Value::Number(Number::from_f64(f).ok_or_else(|| YamlError::NonFinite {
-                line,
-                text: truncate(text),
-            })?)
+/// Plain-scalar resolution of go-yaml v2 (`resolve.go`, branch v2), built with a current Go:
+/// `strconv.ParseInt(s, 0, 64)` accepts `0x`, `0o`, `0b` prefixes and `0`-prefixed octal.
+/// v2 has no sexagesimal numbers; timestamps stay strings when decoding into interface{}.
+fn resolve_plain(text: &str) -> Scalar {
+    let Some(&first) = text.as_bytes().first() else {
+        return Scalar::Null;
+    };
+    // v2 only looks further at scalars whose first byte can start a non-string.
+    if !matches!(
+        first,
+        b'+' | b'-' | b'.' | b'0'
+            ..=b'9' | b'y' | b'Y' | b'n' | b'N' | b't' | b'T' | b'f' | b'F' | b'o' | b'O' | b'~'
+    ) {
+        return Scalar::Str(text.to_owned());
+    }
+    match text {
+        "~" | "null" | "Null" | "NULL" => return Scalar::Null,
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => {
+            return Scalar::Bool(true);
         }
-        Resolved::Str => Value::String(text.to_owned()),
-    })
-}
-
-/// gopkg.in/yaml.v2 `resolve()` for an untagged plain scalar.
-fn resolve_plain(s: &str) -> Resolved {
-    match s {
-        "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
-        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
-            return Resolved::Bool(true);
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE" => {
+            return Scalar::Bool(false);
         }
-        "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
-            return Resolved::Bool(false);
-        }
-        ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
+        ".nan" | ".NaN" | ".NAN" => return Scalar::Float(f64::NAN),
         ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-            return Resolved::Float(f64::INFINITY);
+            return Scalar::Float(f64::INFINITY);
         }
-        "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Scalar::Float(f64::NEG_INFINITY),
         _ => {}
     }
-    match s.as_bytes()[0] {
-        b'.' => {
-            // Only a float can start with '.': Go's ParseFloat on the text as is.
-            if is_decimal_float(s)
-                && let Ok(f) = s.parse::<f64>()
+    match first {
+        b'.' => parse_float(text).map_or_else(|| Scalar::Str(text.to_owned()), Scalar::Float),
+        b'+' | b'-' | b'0'..=b'9' => {
+            let plain = text.replace('_', "");
+            if let Some(i) = parse_go_int(&plain) {
+                Scalar::Int(i)
+            } else if let Some(u) = parse_go_uint(&plain) {
+                Scalar::Uint(u)
+            } else if let Some(f) = parse_float(&plain) {
+                Scalar::Float(f)
+            } else if let Some(i) = plain
+                .strip_prefix("0b")
+                .and_then(|rest| parse_radix_int(rest, 2))
             {
-                return Resolved::Float(f);
+                // v2's fallback for old Go: `0b` followed by a signed binary number.
+                Scalar::Int(i)
+            } else {
+                Scalar::Str(text.to_owned())
             }
-            Resolved::Str
         }
-        b'0'..=b'9' | b'+' | b'-' => {
-            let plain: String = s.chars().filter(|&c| c != '_').collect();
-            if let Some(i) = go_parse_int(&plain) {
-                return Resolved::Int(i);
-            }
-            if is_decimal_float(&plain)
-                && let Ok(f) = plain.parse::<f64>()
-            {
-                return Resolved::Float(f);
-            }
-            Resolved::Str
-        }
-        _ => Resolved::Str,
+        _ => Scalar::Str(text.to_owned()),
     }
 }
 
-/// yaml.v2's `yamlStyleFloat`: `^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`.
-fn is_decimal_float(s: &str) -> bool {
-    let b = s.as_bytes();
-    let mut i = 0;
-    let digits = |i: &mut usize| {
-        let start = *i;
-        while *i < b.len() && b[*i].is_ascii_digit() {
-            *i += 1;
-        }
-        *i - start
+/// Go's `strconv.ParseUint(s, 0, 64)` on text without underscores.
+fn parse_go_uint(s: &str) -> Option<u64> {
+    let lower = |b: u8| b.to_ascii_lowercase();
+    let bytes = s.as_bytes();
+    let (digits, radix) = match bytes {
+        [b'0', p, _, ..] if lower(*p) == b'x' => (&s[2..], 16),
+        [b'0', p, _, ..] if lower(*p) == b'o' => (&s[2..], 8),
+        [b'0', p, _, ..] if lower(*p) == b'b' => (&s[2..], 2),
+        [b'0', _, ..] => (&s[1..], 8),
+        _ => (s, 10),
     };
-    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
-        i += 1;
-    }
-    if i < b.len() && b[i] == b'.' {
-        i += 1;
-        if digits(&mut i) == 0 {
-            return false;
-        }
-    } else {
-        if digits(&mut i) == 0 {
-            return false;
-        }
-        if i < b.len() && b[i] == b'.' {
-            i += 1;
-            digits(&mut i);
-        }
-    }
-    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
-        i += 1;
-        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
-            i += 1;
-        }
-        if digits(&mut i) == 0 {
-            return false;
-        }
-    }
-    i == b.len()
+    parse_radix_digits(digits, radix)
 }
 
-/// Go's `strconv.ParseInt(s, 0, 64)`, falling back to `ParseUint(s, 0, 64)` as yaml.v2 does:
-/// optional sign, then `0x`, `0o`, `0b` or a leading `0` (octal) prefix, else decimal.
-fn go_parse_int(s: &str) -> Option<IntValue> {
-    let (neg, body) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
+/// Go's `strconv.ParseInt(s, 0, 64)`: an optional sign, then `ParseUint` rules.
+fn parse_go_int(s: &str) -> Option<i64> {
+    let (negative, rest) = split_sign(s);
+    signed(negative, parse_go_uint(rest)?)
+}
+
+/// Go's `strconv.ParseInt(s, radix, 64)` for an explicit radix.
+fn parse_radix_int(s: &str, radix: u32) -> Option<i64> {
+    let (negative, rest) = split_sign(s);
+    signed(negative, parse_radix_digits(rest, radix)?)
+}
+
+fn split_sign(s: &str) -> (bool, &str) {
+    match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
         _ => (false, s),
-    };
-    let (radix, digits) =
-        if let Some(d) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
-            (16, d)
-        } else if let Some(d) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
-            (8, d)
-        } else if let Some(d) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
-            (2, d)
-        } else if body.len() > 1 && body.starts_with('0') {
-            (8, &body[1..])
-        } else {
-            (10, body)
-        };
+    }
+}
+
+fn signed(negative: bool, magnitude: u64) -> Option<i64> {
+    let value = i128::from(magnitude);
+    i64::try_from(if negative { -value } else { value }).ok()
+}
+
+/// Digits only: `from_str_radix` alone would also accept a sign.
+fn parse_radix_digits(digits: &str, radix: u32) -> Option<u64> {
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
         return None;
     }
-    let magnitude = u64::from_str_radix(digits, radix).ok()?;
-    if neg {
-        if magnitude <= i64::MAX as u64 + 1 {
-            Some(IntValue::Signed((magnitude as i64).wrapping_neg()))
-        } else {
-            None
+    u64::from_str_radix(digits, radix).ok()
+}
+
+/// v2's `yamlStyleFloat` (`^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`) followed by
+/// `strconv.ParseFloat`, which fails on overflow (the text then stays a string).
+fn parse_float(s: &str) -> Option<f64> {
+    let bytes = s.as_bytes();
+    let digits_from = |i: usize| {
+        bytes[i.min(bytes.len())..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    };
+    let mut i = usize::from(matches!(bytes.first(), Some(b'+' | b'-')));
+    let int_digits = digits_from(i);
+    i += int_digits;
+    if bytes.get(i) == Some(&b'.') {
+        let frac_digits = digits_from(i + 1);
+        if int_digits == 0 && frac_digits == 0 {
+            return None;
         }
-    } else if magnitude <= i64::MAX as u64 {
-        Some(IntValue::Signed(magnitude as i64))
-    } else if s.starts_with('+') {
-        None // ParseUint takes no sign
-    } else {
-        Some(IntValue::Unsigned(magnitude))
+        i += 1 + frac_digits;
+    } else if int_digits == 0 {
+        return None;
+    }
+    if matches!(bytes.get(i), Some(b'e' | b'E')) {
+        i += 1 + usize::from(matches!(bytes.get(i + 1), Some(b'+' | b'-')));
+        let exp_digits = digits_from(i);
+        if exp_digits == 0 {
+            return None;
+        }
+        i += exp_digits;
+    }
+    if i != bytes.len() {
+        return None;
+    }
+    s.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+/// The layouts go-yaml v2 tries: `2006-1-2`, `2006-1-2 15:4:5.999999999` and
+/// `2006-1-2T15:4:5.999999999Z07:00` (also with `t`), with Go's `time.Parse` range checks.
+fn is_timestamp(s: &str) -> bool {
+    fn number(s: &mut &str, max_digits: usize) -> Option<u32> {
+        let len = s
+            .bytes()
+            .take(max_digits)
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let (digits, rest) = s.split_at(len);
+        *s = rest;
+        digits.parse().ok()
+    }
+    fn literal(s: &mut &str, prefix: char) -> bool {
+        s.strip_prefix(prefix).map(|rest| *s = rest).is_some()
+    }
+    let mut s = s;
+    let year_len = s.bytes().take_while(u8::is_ascii_digit).count();
+    if year_len != 4 {
+        return false;
+    }
+    let (Some(year), true) = (number(&mut s, 4), literal(&mut s, '-')) else {
+        return false;
+    };
+    let (Some(month), true, Some(day)) =
+        (number(&mut s, 2), literal(&mut s, '-'), number(&mut s, 2))
+    else {
+        return false;
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    if day == 0 || day > days {
+        return false;
+    }
+    if s.is_empty() {
+        return true;
+    }
+    let zoned = literal(&mut s, 'T') || literal(&mut s, 't');
+    if !zoned {
+        let spaces = s.len() - s.trim_start_matches(' ').len();
+        if spaces == 0 {
+            return false;
+        }
+        s = &s[spaces..];
+    }
+    let time = (
+        number(&mut s, 2),
+        literal(&mut s, ':'),
+        number(&mut s, 2),
+        literal(&mut s, ':'),
+        number(&mut s, 2),
+    );
+    let (Some(hour), true, Some(minute), true, Some(second)) = time else {
+        return false;
+    };
+    if hour > 23 || minute > 59 || second > 59 {
+        return false;
+    }
+    if s.len() >= 2
+        && (s.starts_with('.') || s.starts_with(','))
+        && s.as_bytes()[1].is_ascii_digit()
+    {
+        s = s[1..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    if !zoned {
+        return s.is_empty();
+    }
+    if s == "Z" {
+        return true;
+    }
+    let bytes = s.as_bytes();
+    bytes.len() == 6
+        && matches!(bytes[0], b'+' | b'-')
+        && bytes[3] == b':'
+        && [1, 2, 4, 5].iter().all(|&i| bytes[i].is_ascii_digit())
+        && s[1..3].parse::<u32>().is_ok_and(|h| h <= 24)
+        && s[4..6].parse::<u32>().is_ok_and(|m| m <= 60)
+}
+
+/// go-yaml v2 base64-decodes `!!binary` scalars and stores the bytes in a Go string; Go's JSON
+/// encoder then writes one U+FFFD per byte that is not valid UTF-8.
+fn decode_binary(text: &str) -> Result<String, YamlErrorKind> {
+    let cleaned: String = text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+    let bytes = GO_STD_BASE64
+        .decode(cleaned)
+        .map_err(|_| YamlErrorKind::BadBinary)?;
+    let mut out = String::with_capacity(bytes.len());
+    let mut rest = bytes.as_slice();
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(valid) => {
+                out.push_str(valid);
+                return Ok(out);
+            }
+            Err(e) => {
+                let (valid, invalid) = rest.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                let bad = e.error_len().unwrap_or(invalid.len());
+                out.extend(std::iter::repeat_n('\u{FFFD}', bad));
+                rest = &invalid[bad..];
+            }
+        }
     }
 }
 
-/// One document as block-style YAML (2-space indent, trailing newline, no `---`).
-pub fn to_yaml_string(v: &Value) -> String {
-    let mut out = String::new();
-    match v {
-        Value::Object(m) if !m.is_empty() => emit_map(m, 0, &mut out),
-        Value::Array(a) if !a.is_empty() => emit_seq(a, 0, &mut out),
-        scalar => {
-            out.push_str(&inline_scalar(scalar, 0));
-            out.push('\n');
+fn into_value(node: Node) -> Result<Value, YamlErrorKind> {
+    Ok(match node {
+        Node::Collection(value) => value,
+        Node::MergeKey => Value::String("<<".to_owned()),
+        Node::Scalar(Scalar::Null) => Value::Null,
+        Node::Scalar(Scalar::Bool(b)) => Value::Bool(b),
+        Node::Scalar(Scalar::Int(i)) => Value::from(i),
+        Node::Scalar(Scalar::Uint(u)) => Value::from(u),
+        Node::Scalar(Scalar::Str(s)) => Value::String(s),
+        Node::Scalar(Scalar::Float(f)) => float_value(f)?,
+    })
+}
+
+/// Go's `json.Marshal` prints an integral float below 1e21 without a fraction (`1.0` → `1`), so
+/// the repo-server reads it back as an integer; store it as the integer Go's text spells.
+fn float_value(f: f64) -> Result<Value, YamlErrorKind> {
+    if f.is_nan() {
+        return Err(YamlErrorKind::NonFinite("NaN"));
+    }
+    if f.is_infinite() {
+        return Err(YamlErrorKind::NonFinite(if f > 0.0 {
+            "+Inf"
+        } else {
+            "-Inf"
+        }));
+    }
+    if f.fract() == 0.0 && f.abs() < 1e21 {
+        // Rust's `Display` prints the same shortest digits as Go's 'f' format.
+        let text = f.to_string();
+        if let Ok(i) = text.parse::<i64>() {
+            return Ok(Value::from(i));
         }
+        if let Ok(u) = text.parse::<u64>() {
+            return Ok(Value::from(u));
+        }
+    }
+    Ok(Number::from_f64(f).map_or(Value::Null, Value::Number))
+}
+
+/// sigs.k8s.io/yaml's key conversion: ints in decimal, bools as `true`/`false`, floats as Go's
+/// `FormatFloat(f, 'g', -1, 32)`; null, uint64 and collection keys are errors.
+fn into_key(node: Node) -> Result<Key, YamlErrorKind> {
+    let name = match node {
+        Node::MergeKey => return Ok(Key::Merge),
+        Node::Collection(Value::Array(_)) => return Err(YamlErrorKind::NonScalarKey("sequence")),
+        Node::Collection(_) => return Err(YamlErrorKind::NonScalarKey("mapping")),
+        Node::Scalar(Scalar::Str(s)) => s,
+        Node::Scalar(Scalar::Int(i)) => i.to_string(),
+        Node::Scalar(Scalar::Bool(b)) => b.to_string(),
+        Node::Scalar(Scalar::Float(f)) => go_float32_string(f),
+        Node::Scalar(Scalar::Uint(u)) => {
+            return Err(YamlErrorKind::UnsupportedKey {
+                kind: "uint64",
+                key: u.to_string(),
+            });
+        }
+        Node::Scalar(Scalar::Null) => {
+            return Err(YamlErrorKind::UnsupportedKey {
+                kind: "<nil>",
+                key: "<nil>".to_owned(),
+            });
+        }
+    };
+    Ok(Key::Name(name))
+}
+
+/// Go's `strconv.FormatFloat(f, 'g', -1, 32)`, with sigs.k8s.io/yaml's `.inf`/`.nan` spelling.
+fn go_float32_string(f: f64) -> String {
+    #[allow(clippy::cast_possible_truncation)] // Go's float32(f): same rounding.
+    let f = f as f32;
+    if f.is_nan() {
+        return ".nan".to_owned();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { ".inf" } else { "-.inf" }.to_owned();
+    }
+    let scientific = format!("{f:e}");
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if f == 0.0 || (-4..6).contains(&exponent) {
+        // Same shortest digits, positional notation.
+        return f.to_string();
+    }
+    let sign = if exponent < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exponent.unsigned_abs())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Emitter
+
+/// Renders `value` as one YAML document (block style, 2-space indent, no `---`, final newline).
+///
+/// Strings are written plain only when no YAML 1.1 or 1.2 reader can take them for anything
+/// else; multi-line strings become `|` block scalars when that is lossless, everything else is
+/// double-quoted.
+pub fn to_yaml_string(value: &Value) -> String {
+    let mut out = String::new();
+    match value {
+        Value::Object(map) if !map.is_empty() => write_map(&mut out, map, 0, false),
+        Value::Array(items) if !items.is_empty() => write_seq(&mut out, items, 0, false),
+        scalar => write_scalar(&mut out, scalar, 2),
     }
     out
 }
 
-fn pad(out: &mut String, indent: usize) {
-    out.extend(std::iter::repeat_n(' ', indent));
+fn indent(out: &mut String, width: usize) {
+    out.extend(std::iter::repeat_n(' ', width));
 }
 
-fn emit_map(m: &Map<String, Value>, indent: usize, out: &mut String) {
-    for (i, (k, v)) in m.iter().enumerate() {
-        if i > 0 {
-            pad(out, indent);
+/// `inline_first`: the cursor already sits after a `- ` at this indentation.
+fn write_map(out: &mut String, map: &Map<String, Value>, width: usize, inline_first: bool) {
+    for (i, (key, value)) in map.iter().enumerate() {
+        if i > 0 || !inline_first {
+            indent(out, width);
         }
-        out.push_str(&quote_if_needed(k));
+        // Simple keys are limited to 1024 characters; longer ones need the explicit `? ` form.
+        if key.chars().count() > 512 {
+            out.push_str("? ");
+            write_quoted(out, key);
+            out.push('\n');
+            indent(out, width);
+        } else if is_plain_safe(key) {
+            out.push_str(key);
+        } else {
+            write_quoted(out, key);
+        }
         out.push(':');
-        emit_value(v, indent, out);
-    }
-}
-
-fn emit_seq(a: &[Value], indent: usize, out: &mut String) {
-    for (i, v) in a.iter().enumerate() {
-        if i > 0 {
-            pad(out, indent);
-        }
-        out.push('-');
-        match v {
-            Value::Object(m) if !m.is_empty() => {
-                out.push(' ');
-                emit_map(m, indent + 2, out);
+        match value {
+            Value::Object(inner) if !inner.is_empty() => {
+                out.push('\n');
+                write_map(out, inner, width + 2, false);
             }
-            Value::Array(inner) if !inner.is_empty() => {
-                out.push(' ');
-                emit_seq(inner, indent + 2, out);
+            Value::Array(items) if !items.is_empty() => {
+                out.push('\n');
+                write_seq(out, items, width + 2, false);
             }
             scalar => {
                 out.push(' ');
-                out.push_str(&inline_scalar(scalar, indent + 2));
-                out.push('\n');
+                write_scalar(out, scalar, width + 2);
             }
         }
     }
 }
 
-/// The value after `key:`.
-fn emit_value(v: &Value, indent: usize, out: &mut String) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            out.push('\n');
-            pad(out, indent + 2);
-            emit_map(m, indent + 2, out);
+fn write_seq(out: &mut String, items: &[Value], width: usize, inline_first: bool) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 || !inline_first {
+            indent(out, width);
         }
-        Value::Array(a) if !a.is_empty() => {
-            out.push('\n');
-            pad(out, indent);
-            emit_seq(a, indent, out);
-        }
-        scalar => {
-            out.push(' ');
-            out.push_str(&inline_scalar(scalar, indent + 2));
-            out.push('\n');
+        out.push_str("- ");
+        match item {
+            Value::Object(map) if !map.is_empty() => write_map(out, map, width + 2, true),
+            Value::Array(inner) if !inner.is_empty() => write_seq(out, inner, width + 2, true),
+            scalar => write_scalar(out, scalar, width + 2),
         }
     }
 }
 
-/// A scalar (or empty collection) on the current line; block scalars continue at `indent`.
-fn inline_scalar(v: &Value, indent: usize) -> String {
-    match v {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => match block_scalar(s, indent) {
-            Some(block) => block,
-            None => quote_if_needed(s),
-        },
-        Value::Array(_) => "[]".to_owned(),
-        Value::Object(_) => "{}".to_owned(),
-    }
-}
-
-/// A literal block (`|` / `|-`) for multi-line text that survives it unchanged.
-fn block_scalar(s: &str, indent: usize) -> Option<String> {
-    if !s.contains('\n') || s.starts_with([' ', '\n', '\t']) || s.ends_with("\n\n") {
-        return None;
-    }
-    if s.chars().any(|c| c != '\n' && !is_printable(c)) || s.contains('\r') {
-        return None;
-    }
-    // A line of only spaces before content would be read as indentation: avoid.
-    if s.lines().any(|l| !l.is_empty() && l.trim().is_empty()) {
-        return None;
-    }
-    let (header, body) = match s.strip_suffix('\n') {
-        Some(body) => ("|", body),
-        None => ("|-", s),
-    };
-    let mut out = header.to_owned();
-    for line in body.split('\n') {
-        out.push('\n');
-        if !line.is_empty() {
-            out.extend(std::iter::repeat_n(' ', indent));
-            out.push_str(line);
+/// Writes a scalar (or an empty collection) and ends the line; block scalar lines are indented
+/// by `width`.
+fn write_scalar(out: &mut String, value: &Value, width: usize) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Object(_) => out.push_str("{}"),
+        Value::Array(_) => out.push_str("[]"),
+        Value::String(s) if is_plain_safe(s) => out.push_str(s),
+        Value::String(s) if is_block_safe(s) => {
+            let (header, body) = match s.strip_suffix('\n') {
+                Some(body) => ("|", body),
+                None => ("|-", s.as_str()),
+            };
+            out.push_str(header);
+            for line in body.split('\n') {
+                out.push('\n');
+                if !line.is_empty() {
+                    indent(out, width);
+                    out.push_str(line);
+                }
+            }
         }
+        Value::String(s) => write_quoted(out, s),
     }
-    Some(out)
+    out.push('\n');
 }
 
+/// Characters YAML 1.1 readers (go-yaml, libyaml) accept raw and do not treat as line breaks.
 fn is_printable(c: char) -> bool {
-    matches!(c, '\t' | '\u{20}'..='\u{7E}' | '\u{85}' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
-        && c != '\u{FEFF}'
-}
-
-/// Plain when no resolver (yaml.v2 or YAML 1.2) could read it as anything but this string,
-/// else double-quoted.
-fn quote_if_needed(s: &str) -> String {
-    if is_plain_safe(s) {
-        s.to_owned()
-    } else {
-        double_quoted(s)
-    }
+    matches!(c, ' '..='~' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+        && !matches!(c, '\u{2028}' | '\u{2029}' | '\u{FEFF}')
 }
 
 fn is_plain_safe(s: &str) -> bool {
     let Some(first) = s.chars().next() else {
         return false;
     };
-    (first.is_ascii_alphanumeric() || first == '/' || first == '_')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || " _./-:@+=,()".contains(c))
-        && !s.ends_with([' ', ':'])
+    let second = s.chars().nth(1);
+    // Numbers, dates and times of any schema start with a digit, or a sign or dot and a digit.
+    let numeric_start = first.is_ascii_digit()
+        || (matches!(first, '+' | '-' | '.')
+            && second.is_some_and(|c| c.is_ascii_digit() || c == '.'));
+    matches!(resolve_plain(s), Scalar::Str(_))
+        && !numeric_start
+        && !matches!(s, "<<" | "=")
+        && !"-?:,[]{}#&*!|>'\"%@`".contains(first)
+        && !first.is_whitespace()
+        && !s.ends_with(char::is_whitespace)
+        && !s.ends_with(':')
         && !s.contains(": ")
         && !s.contains(" #")
-        && resolve_plain(s) == Resolved::Str
+        && s.chars().all(is_printable)
 }
 
-fn double_quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+fn is_block_safe(s: &str) -> bool {
+    let mut lines = s.strip_suffix('\n').unwrap_or(s).split('\n');
+    s.contains('\n')
+        && !s.ends_with("\n\n")
+        && lines
+            .clone()
+            .find(|line| !line.is_empty())
+            .is_some_and(|line| !line.starts_with([' ', '\t']))
+        && lines.all(|line| {
+            !line.ends_with([' ', '\t']) && line.chars().all(|c| c == '\t' || is_printable(c))
+        })
+}
+
+/// A double-quoted scalar; the escapes used are common to YAML 1.1, YAML 1.2 and JSON.
+fn write_quoted(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -654,318 +861,9 @@ fn double_quoted(s: &str) -> String {
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
             c if is_printable(c) => out.push(c),
-            c if (c as u32) <= 0xFFFF => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push_str(&format!("\\U{:08X}", c as u32)),
+            // Everything else non-printable is below U+10000.
+            c => out.push_str(&format!("\\u{:04X}", u32::from(c))),
         }
     }
     out.push('"');
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn one(text: &str) -> Value {
-        let mut docs = parse_documents(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
-        assert_eq!(docs.len(), 1, "{text:?}");
-        docs.remove(0)
-    }
-
-    fn check(scalar: &str, want: Value) {
-        assert_eq!(one(&format!("v: {scalar}\n"))["v"], want, "{scalar:?}");
-    }
-
-    #[test]
-    fn yaml11_plain_scalars() {
-        for t in [
-            "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON",
-        ] {
-            check(t, json!(true));
-        }
-        for f in [
-            "n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF",
-        ] {
-            check(f, json!(false));
-        }
-        for n in ["~", "null", "Null", "NULL", ""] {
-            check(n, Value::Null);
-        }
-        check("0777", json!(511));
-        check("0x1F", json!(31));
-        check("-0x1F", json!(-31));
-        check("0b101", json!(5));
-        check("-0b101", json!(-5));
-        check("0o17", json!(15));
-        check("1_000", json!(1000));
-        check("+12", json!(12));
-        check("-7", json!(-7));
-        check("08", json!(8.0));
-        check("1e3", json!(1000.0));
-        check("1.5", json!(1.5));
-        check(".5", json!(0.5));
-        check("-.5", json!(-0.5));
-        check("1.", json!(1.0));
-        check("18446744073709551615", json!(18446744073709551615u64));
-        check("9223372036854775807", json!(i64::MAX));
-        check("-9223372036854775808", json!(i64::MIN));
-        check("99999999999999999999", json!(1e20));
-        for s in [
-            "yes please",
-            "2001-12-14",
-            "1.2.3",
-            "0x",
-            "+",
-            "0xZZ",
-            "1e",
-            "_1",
-            "e3",
-            "YeS",
-            "nO",
-            "12:30:00",
-            "190:20:30",
-            "v1",
-        ] {
-            check(s, json!(s));
-        }
-    }
-
-    #[test]
-    fn quoted_and_block_scalars_are_strings() {
-        check("\"on\"", json!("on"));
-        check("'0777'", json!("0777"));
-        check("'~'", json!("~"));
-        assert_eq!(one("v: |\n  a\n  b\n")["v"], "a\nb\n");
-        assert_eq!(one("v: |-\n  a\n  b\n")["v"], "a\nb");
-        assert_eq!(one("v: |+\n  a\n\n")["v"], "a\n\n");
-        assert_eq!(one("v: >\n  a\n  b\n")["v"], "a b\n");
-        assert_eq!(one("v: 'it''s'\n")["v"], "it's");
-    }
-
-    #[test]
-    fn tags() {
-        check("!!str on", json!("on"));
-        check("!!str 0777", json!("0777"));
-        check("!!int \"12\"", json!(12));
-        check("!!float 3", json!(3.0));
-        check("!!bool \"yes\"", json!(true));
-        check("!!binary aGVsbG8=", json!("aGVsbG8="));
-        check("!custom 12", json!(12));
-        assert!(matches!(
-            parse_documents("v: !!int abc\n"),
-            Err(YamlError::BadTag { .. })
-        ));
-    }
-
-    #[test]
-    fn non_finite_floats_are_errors() {
-        for s in [".inf", "-.inf", ".nan", "+.INF"] {
-            assert!(
-                matches!(
-                    parse_documents(&format!("v: {s}\n")),
-                    Err(YamlError::NonFinite { .. })
-                ),
-                "{s}"
-            );
-        }
-    }
-
-    #[test]
-    fn anchors_aliases_merge_and_duplicates() {
-        let v =
-            one("base: &b {a: 1, b: 2}\nx:\n  <<: *b\n  b: 3\nlist: [&s hi, *s]\ndup: 1\ndup: 2\n");
-        assert_eq!(v["x"], json!({"a": 1, "b": 3}));
-        assert_eq!(v["list"], json!(["hi", "hi"]));
-        assert_eq!(v["dup"], json!(2));
-        let v = one("a: &a {k: 1}\nb: &b {k: 2, j: 2}\nc:\n  <<: [*a, *b]\n");
-        assert_eq!(v["c"], json!({"k": 1, "j": 2}));
-        assert!(matches!(
-            parse_documents("a: {<<: 1}\n"),
-            Err(YamlError::BadMerge { .. })
-        ));
-        assert!(matches!(
-            parse_documents("a: *nope\n"),
-            Err(YamlError::Syntax { .. } | YamlError::UnknownAnchor { .. })
-        ));
-    }
-
-    #[test]
-    fn keys_converted_like_sigs_k8s_yaml() {
-        let v = one("1: a\ntrue: b\n1.5: c\n0x10: d\non: e\n");
-        assert_eq!(
-            v,
-            json!({"1": "a", "true": "b", "1.5": "c", "16": "d"})
-                .as_object()
-                .map(|m| {
-                    let mut m = m.clone();
-                    m.insert("true".into(), json!("e"));
-                    Value::Object(m)
-                })
-                .unwrap_or_default()
-        );
-        assert!(matches!(
-            parse_documents("? [a]\n: b\n"),
-            Err(YamlError::ComplexKey { .. })
-        ));
-        assert!(matches!(
-            parse_documents("~: b\n"),
-            Err(YamlError::NullKey { .. })
-        ));
-        assert_eq!(go_float_key(1e21), "1e+21");
-        assert_eq!(go_float_key(0.5), "0.5");
-    }
-
-    #[test]
-    fn documents() {
-        let docs = parse_documents("# c\n---\n---\na: 1\n--- b\n...\n---\n# only a comment\n")
-            .expect("ok");
-        assert_eq!(
-            docs,
-            vec![Value::Null, json!({"a": 1}), json!("b"), Value::Null]
-        );
-        assert_eq!(parse_documents("").expect("ok"), Vec::<Value>::new());
-        assert_eq!(
-            parse_documents("a: 1\n").expect("ok"),
-            vec![json!({"a": 1})]
-        );
-        assert_eq!(
-            one("{a: [1, {b: c}], d: []}"),
-            json!({"a": [1, {"b": "c"}], "d": []})
-        );
-    }
-
-    #[test]
-    fn errors_carry_line_numbers() {
-        let err = parse_documents("a: 1\nb: [unclosed\nc: 2\n").expect_err("invalid");
-        let YamlError::Syntax { line, .. } = err else {
-            panic!("{err:?}");
-        };
-        assert!(line >= 2, "{line}");
-        assert!(err.to_string().starts_with("yaml: line "));
-    }
-
-    #[test]
-    fn alias_bomb_and_depth_bounded() {
-        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
-        for i in 0..12 {
-            let prev = if i == 0 {
-                "a".to_owned()
-            } else {
-                format!("l{}", i - 1)
-            };
-            bomb.push_str(&format!("l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
-        }
-        assert_eq!(parse_documents(&bomb), Err(YamlError::TooManyNodes));
-        let deep = "[".repeat(10_000);
-        assert!(parse_documents(&deep).is_err());
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        let mut x: u32 = 12345;
-        let alphabet = b"ab:- \n\t[]{}&*!|>'\"%@`#?,.0x~<";
-        for _ in 0..2000 {
-            let s: String = (0..40)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    alphabet[(x as usize) % alphabet.len()] as char
-                })
-                .collect();
-            let _ = parse_documents(&s);
-        }
-    }
-
-    #[test]
-    fn emitter_round_trips_tricky_strings() {
-        let strings = [
-            "on",
-            "yes",
-            "y",
-            "NO",
-            "~",
-            "null",
-            "0777",
-            "1e3",
-            ".5",
-            "- x",
-            "a: b",
-            "#x",
-            "x #y",
-            "",
-            " lead",
-            "trail ",
-            "multi\nline",
-            "multi\nline\n",
-            "tab\there",
-            "\"quoted\"",
-            "'single'",
-            "*alias",
-            "&anchor",
-            "!tag",
-            "%",
-            "@",
-            "`",
-            "{",
-            "[",
-            "?",
-            ">",
-            "|",
-            "ünïcødé",
-            "2001-12-14",
-            "<<",
-            "12:30",
-            "0o17",
-            "1_000",
-            "x:",
-            "a,b",
-            "https://example.com/a?b=c#d",
-            "plain words",
-            "a\n\nb",
-            "\n",
-            "line\n  indented\n",
-            "\u{7f}del",
-            "\u{feff}bom",
-            "-",
-            ".",
-            "..",
-            "...",
-            "---",
-            "=",
-            "+1",
-            "true",
-            "False",
-            "a\r\nb",
-        ];
-        for s in strings {
-            let v = json!({"k": s, "list": [s], s: 1});
-            let text = to_yaml_string(&v);
-            assert_eq!(
-                parse_documents(&text).expect(&text),
-                vec![v],
-                "{s:?} ->\n{text}"
-            );
-        }
-    }
-
-    #[test]
-    fn emitter_round_trips_structures() {
-        let v = json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "x", "labels": {}, "annotations": null},
-            "data": {"a": "on", "cert": "-----BEGIN-----\nabc\n-----END-----\n"},
-            "list": [1, -2.5, true, null, [], {}, [1, [2, 3]], {"a": {"b": [ {"c": "d"} ]}}],
-            "big": 18446744073709551615u64,
-        });
-        let text = to_yaml_string(&v);
-        assert_eq!(parse_documents(&text).expect(&text), vec![v], "{text}");
-        assert!(text.contains("cert: |\n"), "{text}");
-        for scalar in [json!(1), json!("x"), json!(null), json!([]), json!({})] {
-            let text = to_yaml_string(&scalar);
-            assert_eq!(parse_documents(&text).expect(&text), vec![scalar]);
-        }
-    }
 }

@@ -81,3 +81,6 @@ pub trait SecretSource: Send + Sync {
     /// Reads one secret.
     async fn read(&self, req: &SecretRequest) -> Result<SecretData, ReadError>;
 }
+
+pub mod config;
+pub mod vault;

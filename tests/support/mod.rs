@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod bao;
 pub mod h2raw;
 pub mod repotar;
 

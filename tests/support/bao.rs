@@ -1,0 +1,95 @@
+//! A real OpenBao dev server per test, started and seeded with the same scripts the demo uses
+//! (`vault-dev/`), on a free port, stopped on drop.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::repo_root;
+
+pub struct Bao {
+    pub addr: String,
+    pub state: PathBuf,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+pub const ROOT_TOKEN: &str = "test-root";
+
+impl Bao {
+    /// Starts and seeds a fresh server (each call its own).
+    pub fn start() -> Bao {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("vault");
+        let port = free_port_pair();
+        let run = |script: &str, extra: &[(&str, String)]| {
+            let out = Command::new(repo_root().join("vault-dev").join(script))
+                .env("VAULT_DEV_STATE", &state)
+                .env("BAO_PORT", port.to_string())
+                .env("BAO_ROOT_TOKEN", ROOT_TOKEN)
+                .envs(extra.iter().map(|(k, v)| (*k, v.clone())))
+                .output()
+                .expect("run vault-dev script");
+            assert!(
+                out.status.success(),
+                "vault-dev/{script} failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let addr = format!("http://127.0.0.1:{port}");
+        run("start.sh", &[]);
+        run(
+            "seed.sh",
+            &[
+                ("VAULT_ADDR", addr.clone()),
+                ("VAULT_TOKEN", ROOT_TOKEN.to_owned()),
+            ],
+        );
+        Bao {
+            addr,
+            state,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.state.join(name)).expect("seeded credential")
+    }
+
+    /// Env for the sidecar: approle login, as the demo uses.
+    pub fn approle_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AVP_TYPE".into(), "vault".into()),
+            ("VAULT_ADDR".into(), self.addr.clone()),
+            ("AVP_AUTH_TYPE".into(), "approle".into()),
+            ("AVP_ROLE_ID".into(), self.file("approle_role_id")),
+            ("AVP_SECRET_ID".into(), self.file("approle_secret_id")),
+        ]
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new(repo_root().join("vault-dev/stop.sh"))
+            .env("VAULT_DEV_STATE", &self.state)
+            .status();
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port whose successor is free too (the dev server also binds port+1).
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        if port < 65000 && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair");
+}
