@@ -163,3 +163,163 @@ impl Iterator for YamlChunks<'_> {
         Some(self.parse(chunk_start, self.text.len(), first_line))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[track_caller]
+    fn split(stdout: &str) -> Vec<Value> {
+        split_tool_output(stdout).unwrap_or_else(|e| panic!("{stdout:?}: {e}"))
+    }
+
+    #[test]
+    fn kustomize_output() {
+        let out = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: my-map\ndata:\n  foo: bar\n---\n\
+                   apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  \
+                   template:\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.25\n        \
+                   ports:\n        - containerPort: 0x50\n";
+        let docs = split(out);
+        assert_eq!(docs.len(), 2);
+        assert_eq!(
+            to_json_string(&docs[0]),
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"my-map"},"data":{"foo":"bar"}}"#
+        );
+        assert_eq!(
+            docs[1]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+            json!(80)
+        );
+    }
+
+    #[test]
+    fn helm_output_with_comments_and_empty_documents() {
+        let out = "---\n# Source: chart/templates/a.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n\
+                   data:\n  flag: on\n  quoted: \"on\"\n  mode: 0777\n  answer: y\n---\n\
+                   # Source: chart/templates/empty.yaml\n---\nnull\n---\n~\n--- # a comment\n\
+                   apiVersion: v1\nkind: List\nitems:\n- kind: A\n- kind: B\n";
+        assert_eq!(
+            split(out),
+            vec![
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"},
+                       "data": {"flag": true, "quoted": "on", "mode": 511, "answer": true}}),
+                json!({"apiVersion": "v1", "kind": "List", "items": [{"kind": "A"}, {"kind": "B"}]}),
+            ]
+        );
+    }
+
+    #[test]
+    fn configmap_scalars_mean_what_go_says() {
+        let docs = split(
+            "kind: ConfigMap\ndata: {a: on, b: 'on', c: 1e3, d: 1.5, e: 2001-12-14, f: 0x1F, g: ~}\n",
+        );
+        assert_eq!(
+            to_json_string(&docs[0]),
+            r#"{"kind":"ConfigMap","data":{"a":true,"b":"on","c":1000,"d":1.5,"e":"2001-12-14","f":31,"g":null}}"#
+        );
+    }
+
+    #[test]
+    fn non_objects_are_passed_on() {
+        assert_eq!(
+            split("hello\n---\n- a\n---\n42\n"),
+            vec![json!("hello"), json!(["a"]), json!(42)]
+        );
+    }
+
+    #[test]
+    fn empty_output_is_no_manifests() {
+        assert!(split("").is_empty());
+        assert!(split("\n---\n# nothing\n---\n").is_empty());
+        assert!(split("   \n").is_empty());
+    }
+
+    #[test]
+    fn json_stream() {
+        assert_eq!(
+            split("  {\"kind\":\"A\"}\n{\"kind\":\"B\"} null {\"kind\":\"C\",\"n\":1.0}"),
+            vec![
+                json!({"kind": "A"}),
+                json!({"kind": "B"}),
+                json!({"kind": "C", "n": 1.0})
+            ]
+        );
+        // A third value that fails is an error: two values made it a JSON stream.
+        assert!(matches!(
+            split_tool_output("{}{}{"),
+            Err(ManifestError::Json(_))
+        ));
+        // If the rest cannot be read as YAML either, the JSON error is reported.
+        assert!(matches!(
+            split_tool_output("{\"kind\": "),
+            Err(ManifestError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn json_falls_back_to_yaml_early() {
+        // Flow-style YAML starting with `{` is not JSON; apimachinery re-reads it as YAML.
+        assert_eq!(
+            split("{a: 1}\n---\n{b: on}\n"),
+            vec![json!({"a": 1}), json!({"b": true})]
+        );
+        assert_eq!(
+            split("{\"a\": 1}\n---\nb: yes\n---\nc: 3\n"),
+            vec![json!({"a": 1}), json!({"b": true}), json!({"c": 3})]
+        );
+        assert_eq!(
+            split("{\"kind\": \"A\"} x: 1\n"),
+            vec![json!({"kind": "A"}), json!({"x": 1})]
+        );
+        assert_eq!(split("{\"a\": 1}\n---\n"), vec![json!({"a": 1})]);
+        // The sniffing looks at the first 4096 bytes only.
+        assert!(looks_like_json(" \n\t{"));
+        assert!(!looks_like_json(&format!(
+            "{}{{}}",
+            " ".repeat(JSON_SNIFF_BYTES)
+        )));
+        assert!(!looks_like_json("[1]"));
+    }
+
+    #[test]
+    fn separator_lines_like_apimachinery() {
+        assert_eq!(
+            split("a: 1\r\n---\r\nb: 2\r\n"),
+            vec![json!({"a": 1}), json!({"b": 2})]
+        );
+        assert_eq!(
+            split("a: 1\n---   \t\nb: 2\n"),
+            vec![json!({"a": 1}), json!({"b": 2})]
+        );
+        for bad in [
+            "a: 1\n--- b: 2\n",
+            "--- !!map\na: 1\n",
+            "a: 1\n----\n",
+            "--- |\n  x\n",
+        ] {
+            let e = split_tool_output(bad).expect_err(bad);
+            assert!(matches!(e, ManifestError::Separator { .. }), "{bad:?}: {e}");
+        }
+        let e = split_tool_output("a: 1\n--- b\n").expect_err("invalid");
+        assert_eq!(
+            e.to_string(),
+            "failed to unmarshal manifest: invalid Yaml document separator: b (line 2)"
+        );
+        // Only the first document of a chunk counts, as with yaml.v2's Unmarshal.
+        assert_eq!(split("a: 1\n...\nb: 2\n"), vec![json!({"a": 1})]);
+    }
+
+    #[test]
+    fn errors_name_the_line_in_the_whole_output() {
+        let e = split_tool_output("a: 1\n---\nb: 2\n---\nc:\n  - d\n -e\n").expect_err("invalid");
+        assert!(matches!(&e, ManifestError::Yaml(y) if y.line == 7), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("failed to unmarshal manifest: error converting YAML to JSON: yaml: line 7, column 2: "),
+            "{e}"
+        );
+        // Anchors do not reach across documents.
+        assert!(split_tool_output("a: &x 1\n---\nb: *x\n").is_err());
+        assert!(split_tool_output("v: .nan\n").is_err());
+    }
+}

@@ -365,7 +365,7 @@ fn resolve_tagged(kind: &str, text: &str) -> Result<Scalar, YamlErrorKind> {
         (_, resolved @ Scalar::Bool(_)) if kind == "bool" => Ok(resolved),
         (_, resolved @ (Scalar::Int(_) | Scalar::Uint(_))) if kind == "int" => Ok(resolved),
         (_, resolved @ Scalar::Float(_)) if kind == "float" => Ok(resolved),
-        #[allow(clippy::cast_precision_loss)] // Go's float64(int64): same rounding.
+        // Go's float64(int64) rounds the same way.
         ("float", Scalar::Int(i)) => Ok(Scalar::Float(i as f64)),
         (_, resolved) => Err(YamlErrorKind::BadTag {
             found: resolved.tag_name(),
@@ -691,7 +691,7 @@ fn into_key(node: Node) -> Result<Key, YamlErrorKind> {
 
 /// Go's `strconv.FormatFloat(f, 'g', -1, 32)`, with sigs.k8s.io/yaml's `.inf`/`.nan` spelling.
 fn go_float32_string(f: f64) -> String {
-    #[allow(clippy::cast_possible_truncation)] // Go's float32(f): same rounding.
+    // Go's float32(f) rounds the same way.
     let f = f as f32;
     if f.is_nan() {
         return ".nan".to_owned();
@@ -866,4 +866,712 @@ fn write_quoted(out: &mut String, s: &str) {
         }
     }
     out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `input` is one document meaning the JSON `expected`.
+    #[track_caller]
+    fn check(input: &str, expected: &str) {
+        let want: Value = serde_json::from_str(expected).expect("expected is JSON");
+        match parse_documents(input) {
+            Ok(docs) => assert_eq!(docs, vec![want], "input: {input:?}"),
+            Err(e) => panic!("input {input:?}: {e}"),
+        }
+    }
+
+    /// `v: <scalar>` means `{"v": <expected>}`.
+    #[track_caller]
+    fn check_value(scalar: &str, expected: &str) {
+        check(&format!("v: {scalar}\n"), &format!("{{\"v\": {expected}}}"));
+    }
+
+    #[track_caller]
+    fn fails(input: &str) -> YamlError {
+        match parse_documents(input) {
+            Ok(docs) => panic!("input {input:?} parsed as {docs:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn null_spellings() {
+        for s in ["~", "null", "Null", "NULL", "", "!!null ''", "!!null ~"] {
+            check_value(s, "null");
+        }
+        for s in ["nUll", "nil", "None", "'~'", "\"null\""] {
+            let text = s.trim_matches(['\'', '"']);
+            check_value(s, &format!("{text:?}"));
+        }
+    }
+
+    #[test]
+    fn bool_spellings() {
+        for s in [
+            "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON",
+        ] {
+            check_value(s, "true");
+        }
+        for s in [
+            "n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF",
+        ] {
+            check_value(s, "false");
+        }
+        for s in ["yES", "oN", "tRUE", "o", "t", "f", "nO ", "yes please"] {
+            check_value(s, &format!("{:?}", s.trim_end()));
+        }
+        // Quoting and block scalars keep strings; `y` in a list is a bool too.
+        check_value("\"on\"", "\"on\"");
+        check_value("'yes'", "\"yes\"");
+        check_value("|\n  on\n", "\"on\\n\"");
+        check("- y\n- n\n- 'y'\n", "[true, false, \"y\"]");
+    }
+
+    #[test]
+    fn integers() {
+        let table = [
+            ("0", "0"),
+            ("-0", "0"),
+            ("00", "0"),
+            ("0777", "511"),
+            ("-0777", "-511"),
+            ("0o17", "15"),
+            ("0x1F", "31"),
+            ("0X1f", "31"),
+            ("+0x1F", "31"),
+            ("-0x1F", "-31"),
+            ("0b101", "5"),
+            ("-0b101", "-5"),
+            ("0B11", "3"),
+            ("0b-101", "-5"),
+            ("1_000", "1000"),
+            ("1__0", "10"),
+            ("1_", "1"),
+            ("+12", "12"),
+            ("-7", "-7"),
+            ("9223372036854775807", "9223372036854775807"),
+            ("-9223372036854775808", "-9223372036854775808"),
+            ("9223372036854775808", "9223372036854775808"),
+            ("18446744073709551615", "18446744073709551615"),
+            // Past u64 they are floats; Go prints 1e20 as an integer literal.
+            ("18446744073709551616", "18446744073709551616.0"),
+            ("99999999999999999999", "1e20"),
+            // Not octal, so a float: Go's JSON says 8.
+            ("08", "8"),
+            ("09.5", "9.5"),
+            ("'0777'", "\"0777\""),
+            ("\"0x1F\"", "\"0x1F\""),
+        ];
+        for (yaml, json) in table {
+            check_value(yaml, json);
+        }
+        for s in [
+            "_1", "0x", "0xG", "0b2", "0o8", "1-2", "+", "0o", "1 000", "1,000", "12abc",
+        ] {
+            check_value(s, &format!("{s:?}"));
+        }
+    }
+
+    #[test]
+    fn floats() {
+        let table = [
+            ("1.5", "1.5"),
+            (".5", "0.5"),
+            ("-.5", "-0.5"),
+            ("+.5", "0.5"),
+            ("1e-3", "0.001"),
+            ("6.02e23", "6.02e23"),
+            ("1_000.5", "1000.5"),
+            ("-2.5E+2", "-250"),
+            ("1e21", "1e21"),
+            // Integral floats are integers in Go's JSON text.
+            ("1e3", "1000"),
+            ("1.", "1"),
+            ("1.e2", "100"),
+            ("3.0", "3"),
+            ("-0.0", "0"),
+        ];
+        for (yaml, json) in table {
+            check_value(yaml, json);
+        }
+        // Out of range, or not v2's float syntax: strings.
+        for s in [
+            "1e999", ".5e999", ".5_0", ".", "1e", "e3", "1.2.3", ".iNf", "+.nan", "1e+", "0x1p3",
+        ] {
+            check_value(s, &format!("{s:?}"));
+        }
+    }
+
+    #[test]
+    fn non_finite_floats_are_errors() {
+        for s in [
+            ".inf",
+            ".Inf",
+            ".INF",
+            "+.inf",
+            "-.inf",
+            "-.INF",
+            ".nan",
+            ".NaN",
+            ".NAN",
+            "!!float .inf",
+        ] {
+            let e = fails(&format!("v: {s}\n"));
+            assert!(matches!(e.kind, YamlErrorKind::NonFinite(_)), "{s}: {e}");
+        }
+        let e = fails("a: 1\nb: .inf\n");
+        assert_eq!((e.line, e.column), (2, 4));
+        assert_eq!(
+            e.to_string(),
+            "yaml: line 2, column 4: json: unsupported value: +Inf"
+        );
+    }
+
+    #[test]
+    fn strings_that_look_special() {
+        // v2 has no sexagesimal numbers, and timestamps stay strings.
+        for s in [
+            "1:20",
+            "190:20:30",
+            "2001-12-14",
+            "2001-12-14t21:59:43.10-05:00",
+            "2001-12-14 21:59:43.10",
+            "<<",
+            "=",
+            "é1",
+            "v1.2",
+            "100m",
+            "a:b",
+            "http://x/y?z=1#frag",
+        ] {
+            check_value(s, &format!("{s:?}"));
+        }
+    }
+
+    #[test]
+    fn block_scalars_and_chomping() {
+        check_value("|\n  a\n  b\n", "\"a\\nb\\n\"");
+        check_value("|-\n  a\n  b\n", "\"a\\nb\"");
+        check("v: |+\n  a\n\n", r#"{"v": "a\n\n"}"#);
+        check_value(">\n  a\n  b\n\n  c\n", "\"a b\\nc\\n\"");
+        check_value(">-\n  0777\n", "\"0777\"");
+        check_value("|2\n    indented\n", "\"  indented\\n\"");
+    }
+
+    #[test]
+    fn flow_collections() {
+        check(
+            "{a: [1, on, 'x', 0x10], b: {c: ~}, d: []}",
+            r#"{"a": [1, true, "x", 16], "b": {"c": null}, "d": []}"#,
+        );
+        check("[a, b: c, {}]", r#"["a", {"b": "c"}, {}]"#);
+    }
+
+    #[test]
+    fn tags() {
+        let table = [
+            ("!!str on", "\"on\""),
+            ("!!str 0777", "\"0777\""),
+            ("!!str", "\"\""),
+            ("!!int \"12\"", "12"),
+            ("!!int 0x10", "16"),
+            ("!<tag:yaml.org,2002:int> '7'", "7"),
+            ("!!float 3", "3"),
+            ("!!float '1.5'", "1.5"),
+            ("!!bool \"yes\"", "true"),
+            ("!!timestamp 2001-12-14", "\"2001-12-14\""),
+            (
+                "!!timestamp 2001-12-14T21:59:43.10Z",
+                "\"2001-12-14T21:59:43.10Z\"",
+            ),
+            ("!!binary aGVsbG8=", "\"hello\""),
+            ("!!binary |\n  aGVs\n  bG8=\n", "\"hello\""),
+            ("!!binary /w==", "\"\\ufffd\""),
+            // Tags go-yaml cannot resolve keep the text, even for numbers.
+            ("!custom 12", "\"12\""),
+            ("! on", "\"on\""),
+            ("!!map foo", "\"foo\""),
+            // Tags on collections are ignored.
+            ("!foo {a: 1}", "{\"a\": 1}"),
+            ("!!str [1]", "[1]"),
+            ("!!map {a: on}", "{\"a\": true}"),
+        ];
+        for (yaml, json) in table {
+            check_value(yaml, json);
+        }
+    }
+
+    #[test]
+    fn bad_tags() {
+        for (yaml, found, tag) in [
+            ("!!int abc", "!!str", "int"),
+            ("!!int 1.5", "!!float", "int"),
+            ("!!bool 1", "!!int", "bool"),
+            ("!!null x", "!!str", "null"),
+            ("!!float 18446744073709551615", "!!int", "float"),
+            ("!!timestamp 2001-13-01", "!!str", "timestamp"),
+            ("!!timestamp 2001-02-29", "!!str", "timestamp"),
+        ] {
+            let e = fails(&format!("v: {yaml}\n"));
+            match &e.kind {
+                YamlErrorKind::BadTag {
+                    found: f, tag: t, ..
+                } => assert_eq!((*f, t.as_str()), (found, tag), "{yaml}"),
+                other => panic!("{yaml}: {other}"),
+            }
+        }
+        let e = fails("v: !!int abc\n");
+        assert_eq!(
+            e.to_string(),
+            "yaml: line 1, column 4: cannot decode !!str `abc` as a !!int"
+        );
+        assert_eq!(
+            fails("v: !!binary aGVsbG8\n").kind,
+            YamlErrorKind::BadBinary
+        );
+        assert_eq!(
+            fails("v: !!binary 'a GVsbG8='\n").kind,
+            YamlErrorKind::BadBinary
+        );
+    }
+
+    #[test]
+    fn timestamps() {
+        for s in [
+            "2001-12-14",
+            "2001-1-2",
+            "2000-02-29",
+            "2001-12-14T21:59:43Z",
+            "2001-12-14t21:59:43.123456789+05:30",
+            "2001-12-14 21:59:43",
+            "2001-12-14   1:2:3.5",
+        ] {
+            assert!(is_timestamp(s), "{s}");
+        }
+        for s in [
+            "2001-12-14T21:59:43",
+            "2001-12-14 21:59:43Z",
+            "1900-02-29",
+            "2001-12-32",
+            "20011-12-14",
+            "2001-12-14T24:00:00Z",
+            "2001-12-14T21:59:43+0530",
+            "2001-12-14x",
+            "2001-12-14 21:59:43.",
+        ] {
+            assert!(!is_timestamp(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn keys_become_strings_like_sigs_yaml() {
+        let table = [
+            ("1: a", r#"{"1": "a"}"#),
+            ("0x10: a", r#"{"16": "a"}"#),
+            ("-5: a", r#"{"-5": "a"}"#),
+            ("on: push", r#"{"true": "push"}"#),
+            ("n: x", r#"{"false": "x"}"#),
+            ("'on': a", r#"{"on": "a"}"#),
+            ("1.5: a", r#"{"1.5": "a"}"#),
+            ("0.1: a", r#"{"0.1": "a"}"#),
+            ("1e3: a", r#"{"1000": "a"}"#),
+            ("123456.0: a", r#"{"123456": "a"}"#),
+            ("1234567.0: a", r#"{"1.234567e+06": "a"}"#),
+            ("1e6: a", r#"{"1e+06": "a"}"#),
+            ("1e-5: a", r#"{"1e-05": "a"}"#),
+            ("0.0001: a", r#"{"0.0001": "a"}"#),
+            ("3.14159265358979: a", r#"{"3.1415927": "a"}"#),
+            ("1e300: a", r#"{".inf": "a"}"#),
+            (".inf: a", r#"{".inf": "a"}"#),
+            ("-.inf: a", r#"{"-.inf": "a"}"#),
+            (".nan: a", r#"{".nan": "a"}"#),
+            ("-0.0: a", r#"{"-0": "a"}"#),
+            ("!!float 1: a", r#"{"1": "a"}"#),
+            ("2001-12-14: a", r#"{"2001-12-14": "a"}"#),
+            ("\"\": a", r#"{"": "a"}"#),
+        ];
+        for (yaml, json) in table {
+            check(yaml, json);
+        }
+    }
+
+    #[test]
+    fn keys_json_cannot_hold() {
+        for yaml in ["~: a", "null: a", "? \n: a"] {
+            assert!(
+                matches!(
+                    fails(yaml).kind,
+                    YamlErrorKind::UnsupportedKey { kind: "<nil>", .. }
+                ),
+                "{yaml}"
+            );
+        }
+        let e = fails("18446744073709551615: a");
+        assert!(
+            matches!(e.kind, YamlErrorKind::UnsupportedKey { kind: "uint64", .. }),
+            "{e}"
+        );
+        assert_eq!(
+            fails("? [1]\n: a\n").kind,
+            YamlErrorKind::NonScalarKey("sequence")
+        );
+        assert_eq!(
+            fails("? {a: 1}\n: b\n").kind,
+            YamlErrorKind::NonScalarKey("mapping")
+        );
+        assert_eq!(
+            fails("a: &m {x: 1}\n*m : b\n").kind,
+            YamlErrorKind::NonScalarKey("mapping")
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_last_wins() {
+        check("a: 1\nb: 2\na: 3\n", r#"{"a": 3, "b": 2}"#);
+        check("1: a\n'1': b\n", r#"{"1": "b"}"#);
+    }
+
+    #[test]
+    fn anchors_and_aliases() {
+        check("a: &x 1\nb: *x\n", r#"{"a": 1, "b": 1}"#);
+        check(
+            "a: &x {k: [on]}\nb: *x\n",
+            r#"{"a": {"k": [true]}, "b": {"k": [true]}}"#,
+        );
+        check("- &s 'on'\n- *s\n", r#"["on", "on"]"#);
+        // An aliased key keeps its YAML type.
+        check("&k on: 1\nx: *k\n", r#"{"true": 1, "x": true}"#);
+        check("a: &f 1.0\n*f : x\n", r#"{"a": 1, "1": "x"}"#);
+        check("&f .inf : a\n*f : b\n", r#"{".inf": "b"}"#);
+    }
+
+    #[test]
+    fn alias_errors() {
+        assert_eq!(fails("a: &x [*x]\n").kind, YamlErrorKind::RecursiveAlias);
+        assert!(matches!(fails("a: *nope\n").kind, YamlErrorKind::Syntax(_)));
+        // Anchors do not outlive their document.
+        let e = fails("a: &x 1\n---\nb: *x\n");
+        assert_eq!(e.line, 3);
+    }
+
+    #[test]
+    fn merge_keys() {
+        check(
+            "base: &b {a: 1, b: 2}\nd:\n  <<: *b\n  b: 3\n",
+            r#"{"base": {"a": 1, "b": 2}, "d": {"a": 1, "b": 3}}"#,
+        );
+        // As in go-yaml v2, a merge overwrites keys written before it.
+        check(
+            "d:\n  b: 3\n  <<: {a: 1, b: 2}\n",
+            r#"{"d": {"a": 1, "b": 2}}"#,
+        );
+        // In a list, earlier maps win.
+        check(
+            "a: &a {x: 1, w: 1}\nb: &b {w: 2, z: 2}\nc:\n  <<: [*a, *b]\n  z: 3\n",
+            r#"{"a": {"x": 1, "w": 1}, "b": {"w": 2, "z": 2}, "c": {"x": 1, "w": 1, "z": 3}}"#,
+        );
+        check("<<: [{a: 1}, {a: 2, b: 2}]\n", r#"{"a": 1, "b": 2}"#);
+        check("<<: []\n", "{}");
+        check("!!merge <<: {a: 1}\n", r#"{"a": 1}"#);
+        // Quoted `<<`, an alias of `<<`, and `<<` as a value are plain strings.
+        check("\"<<\": {a: 1}\n", r#"{"<<": {"a": 1}}"#);
+        check(
+            "k: &m <<\n*m : 1\nv: <<\n",
+            r#"{"k": "<<", "<<": 1, "v": "<<"}"#,
+        );
+        for bad in [
+            "<<: 1\n",
+            "<<:\n",
+            "<<: [1]\n",
+            "<<: [[{a: 1}]]\n",
+            "s: &s x\n<<: [*s]\n",
+            "l: &l [{x: 1}]\nm:\n  <<: *l\n",
+        ] {
+            assert_eq!(fails(bad).kind, YamlErrorKind::BadMerge, "{bad}");
+        }
+    }
+
+    #[test]
+    fn documents() {
+        let docs = |text: &str| parse_documents(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert_eq!(docs(""), Vec::<Value>::new());
+        assert_eq!(docs("# only a comment\n"), Vec::<Value>::new());
+        assert_eq!(docs("---\n"), vec![Value::Null]);
+        assert_eq!(
+            docs("# head\n---\n# c\n---\na: 1\n--- # trailing comment\nb: on\n"),
+            vec![Value::Null, json!({"a": 1}), json!({"b": true})]
+        );
+        assert_eq!(
+            docs("--- foo\n--- {a: 1}\n--- [1]\n--- |\n  text\n--- >\n  folded\n  text\n"),
+            vec![
+                json!("foo"),
+                json!({"a": 1}),
+                json!([1]),
+                json!("text\n"),
+                json!("folded text\n")
+            ]
+        );
+        assert_eq!(docs("a: 1\n...\n"), vec![json!({"a": 1})]);
+        assert_eq!(
+            docs("a: 1\n...\n---\nb: 2\n...\nc: 3\n"),
+            vec![json!({"a": 1}), json!({"b": 2}), json!({"c": 3})]
+        );
+        assert_eq!(docs("%YAML 1.1\n---\nv: yes\n"), vec![json!({"v": true})]);
+        assert_eq!(
+            parse_first_document("a: 1\n...\nb: [\n"),
+            Ok(json!({"a": 1}))
+        );
+        assert_eq!(parse_first_document("# nothing\n"), Ok(Value::Null));
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = fails("a:\n  - b\n -c\n");
+        assert_eq!((e.line, e.column), (3, 2));
+        assert!(e.to_string().starts_with("yaml: line 3, column 2: "), "{e}");
+        assert!(e.to_string().contains("did not find expected key"), "{e}");
+        assert!(matches!(fails("a: [1, 2\n").kind, YamlErrorKind::Syntax(_)));
+        assert!(matches!(fails("a: 'x\n").kind, YamlErrorKind::Syntax(_)));
+    }
+
+    #[test]
+    fn alias_bomb_is_bounded() {
+        let mut text = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (prev, name) in "abcdefgh".chars().zip("bcdefghi".chars()) {
+            let refs = vec![format!("*{prev}"); 9].join(",");
+            text.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        }
+        assert_eq!(fails(&text).kind, YamlErrorKind::AliasBomb);
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = format!("{}x", "- ".repeat(MAX_DEPTH + 1));
+        assert_eq!(fails(&deep).kind, YamlErrorKind::TooDeep);
+        let ok = format!("{}x", "- ".repeat(MAX_DEPTH));
+        assert!(parse_documents(&ok).is_ok());
+        assert!(parse_documents(&"[".repeat(100_000)).is_err());
+    }
+
+    /// Random bytes and mangled YAML must give a value or an error, never a panic.
+    #[test]
+    fn garbage_never_panics() {
+        let corpus = "a: &a {b: [1, 'x', \"y\\n\"], c: !!int 3}\n<<: *a\n? [k]\n: |\n  text\n--- !t\n- *a\n- >-\n  f\n...\n";
+        let alphabet: Vec<char> = "-:?[]{},#&*!|>'\"%@` \n\t.0x1eyn~<\\é".chars().collect();
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            usize::try_from(seed % 1_000_003).unwrap_or_default()
+        };
+        for _ in 0..3_000 {
+            let mut text: Vec<char> = corpus.chars().collect();
+            for _ in 0..(next() % 8 + 1) {
+                let at = next() % (text.len() + 1);
+                match next() % 3 {
+                    0 => text.insert(at, alphabet[next() % alphabet.len()]),
+                    1 if at < text.len() => {
+                        text.remove(at);
+                    }
+                    _ => text.truncate(at),
+                }
+            }
+            let text: String = text.into_iter().collect();
+            let _ = parse_documents(&text);
+            let random: String = (0..next() % 64)
+                .map(|_| alphabet[next() % alphabet.len()])
+                .collect();
+            let _ = parse_documents(&random);
+        }
+    }
+
+    // ---- emitter ----
+
+    const TRICKY: &[&str] = &[
+        "on",
+        "yes",
+        "y",
+        "Y",
+        "n",
+        "NO",
+        "off",
+        "True",
+        "~",
+        "null",
+        "Null",
+        "",
+        "0777",
+        "0x1F",
+        "0o17",
+        "0b101",
+        "1e3",
+        ".5",
+        "-.5",
+        "+1",
+        "1_000",
+        "1.5",
+        ".inf",
+        "-.inf",
+        ".nan",
+        "1:20",
+        "2001-12-14",
+        "2001-12-14T21:59:43Z",
+        "- x",
+        "-",
+        "--- x",
+        "...",
+        "a: b",
+        "a:",
+        "a:b",
+        "#x",
+        "x #y",
+        "x#y",
+        "\"\"",
+        " lead",
+        "trail ",
+        " ",
+        "\t",
+        "multi\nline",
+        "multi\nline\n",
+        "\nleading newline",
+        "two\n\n",
+        "\n",
+        "trailing space \nline",
+        "  indented\nblock",
+        "tab\there",
+        "cr\r\nlf",
+        "\"quoted\"",
+        "'single'",
+        "*alias",
+        "&anchor",
+        "!tag",
+        "%",
+        "@",
+        "`",
+        "{",
+        "}",
+        "[",
+        "]",
+        "?",
+        "? x",
+        ">",
+        "|",
+        ",",
+        "<<",
+        "=",
+        "héllo wörld",
+        "日本語",
+        "emoji 🎉",
+        "nbsp\u{a0}",
+        "line\u{2028}sep",
+        "next\u{85}line",
+        "bom\u{feff}",
+        "del\u{7f}",
+        "bell\u{7}",
+        "back\\slash",
+        "plain text",
+        "nginx:1.25",
+        "http://x/y",
+        "a,b",
+        "a[0]",
+        "100m",
+        "v1.2.3",
+        "1.2.3",
+    ];
+
+    #[track_caller]
+    fn round_trip(value: &Value) {
+        let text = to_yaml_string(value);
+        match parse_documents(&text) {
+            Ok(docs) => assert_eq!(docs, vec![value.clone()], "emitted:\n{text}"),
+            Err(e) => panic!("emitted text does not parse: {e}\n{text}"),
+        }
+    }
+
+    #[test]
+    fn tricky_strings_round_trip() {
+        for s in TRICKY {
+            round_trip(&json!(s));
+            round_trip(&json!({ "k": s }));
+            round_trip(&json!({ *s: "v" }));
+            round_trip(&json!([s, [s], { "k": [s] }]));
+            round_trip(&json!({ "nested": { "list": [{ *s: s, "x": s }] } }));
+        }
+    }
+
+    #[test]
+    fn structures_and_numbers_round_trip() {
+        round_trip(&json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "x", "labels": {}, "annotations": {"a/b": "on"}},
+            "data": {"script": "#!/bin/sh\necho hi\n", "flag": "yes"},
+            "numbers": [0, -1, 511, i64::MIN, u64::MAX, 1.5, -0.25, 1e-7, 6.02e23, 1e300],
+            "bools": [true, false, null],
+            "empty": [[], {}, [[]], [{}], ""],
+            "deep": [[[1, [2]], {"a": [{"b": {}}]}]],
+        }));
+        round_trip(&json!([]));
+        round_trip(&json!({}));
+        round_trip(&json!(null));
+        round_trip(&json!(12));
+        round_trip(&json!({"long": "x".repeat(5000), "x".repeat(2000): "long key"}));
+    }
+
+    #[test]
+    fn emitter_layout() {
+        let value = json!({
+            "a": "on",
+            "b": [1, {"c": "x\ny\n", "d": []}, [2, 3]],
+            "e": {},
+            "f": "plain words",
+            "g": "line\nno newline",
+        });
+        let want = "a: \"on\"\nb:\n  - 1\n  - c: |\n      x\n      y\n    d: []\n  - - 2\n    - 3\ne: {}\n\
+                    f: plain words\ng: |-\n  line\n  no newline\n";
+        assert_eq!(to_yaml_string(&value), want);
+        assert_eq!(to_yaml_string(&json!("x\n")), "|\n  x\n");
+        assert_eq!(to_yaml_string(&json!("on")), "\"on\"\n");
+        assert_eq!(to_yaml_string(&json!("bell\u{7}")), "\"bell\\u0007\"\n");
+    }
+
+    #[test]
+    fn plain_only_when_unambiguous() {
+        for s in [
+            "plain text",
+            "nginx:1.25",
+            "http://x/y",
+            "a,b",
+            "héllo",
+            "x#y",
+            "a:b",
+        ] {
+            assert!(is_plain_safe(s), "{s}");
+        }
+        for s in TRICKY.iter().filter(|s| {
+            !matches!(
+                **s,
+                "plain text"
+                    | "nginx:1.25"
+                    | "http://x/y"
+                    | "a,b"
+                    | "a[0]"
+                    | "héllo wörld"
+                    | "日本語"
+                    | "emoji 🎉"
+                    | "x#y"
+                    | "a:b"
+                    | "back\\slash"
+                    | "v1.2.3"
+            )
+        }) {
+            assert!(!is_plain_safe(s), "{s:?} must be quoted");
+        }
+    }
 }

@@ -1,3 +1,5 @@
 mod authority;
+mod cli;
 mod core;
 mod hostile;
+mod vault;

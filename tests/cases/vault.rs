@@ -1,0 +1,288 @@
+//! Substitution end to end: the real server renders the examples with real kustomize/helm and
+//! fills placeholders from a real OpenBao dev server. No secret value may appear in any error
+//! or log line.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tonic::Code;
+
+use crate::support::bao::Bao;
+use crate::support::{self, ServerOptions, TestServer, argo_env, find};
+
+fn examples() -> std::path::PathBuf {
+    support::repo_root().join("examples")
+}
+
+fn server_with(env: Vec<(String, String)>) -> TestServer {
+    TestServer::start_with(ServerOptions {
+        env,
+        ..Default::default()
+    })
+}
+
+/// Values that must never show up in logs or errors.
+const SECRETS: [&str; 4] = ["s3cr3t-v1", "s3cr3t-v2", "legacy-key-123", "avp-password"];
+
+fn assert_no_secrets(text: &str, extra: &[String]) {
+    for s in SECRETS
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+    {
+        assert!(!text.contains(s), "secret {s:?} leaked into:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn kustomize_example_with_approle() {
+    let bao = Bao::start();
+    let server = server_with(bao.approle_env());
+    let spec = support::dir_stream(&examples(), "kustomize-app", argo_env("web", "demo", &[]));
+    let docs = support::generate(&server.socket, &spec, Some(Duration::from_secs(60)))
+        .await
+        .expect("generate");
+    let secret = find(&docs, "Secret", "web-db");
+    assert_eq!(
+        secret["stringData"],
+        json!({"DB_USER": "demo-user", "DB_PASSWORD": "s3cr3t-v2", "DB_URL": "postgres://demo-user:s3cr3t-v2@db:5432/app"})
+    );
+    let cm = find(&docs, "ConfigMap", "web-legacy");
+    assert_eq!(cm["data"]["API_USER"], "alice");
+    let sha: String = Sha256::digest(b"legacy-key-123")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(cm["data"]["API_KEY_SHA256"], sha);
+    assert_eq!(find(&docs, "Deployment", "web")["spec"]["replicas"], 2);
+    assert_no_secrets(&server.log(), &[bao.file("approle_secret_id")]);
+}
+
+#[tokio::test]
+async fn helm_example_versions_types_and_modifiers() {
+    let bao = Bao::start();
+    let server = server_with(bao.approle_env());
+    let spec = support::dir_stream(&examples(), "helm-app", argo_env("myapp", "demo", &[]));
+    let docs = support::generate(&server.socket, &spec, None)
+        .await
+        .expect("generate");
+    let creds = find(&docs, "Secret", "myapp-credentials");
+    assert_eq!(
+        creds["stringData"],
+        json!({"password": "s3cr3t-v2", "previous-password": "s3cr3t-v1"})
+    );
+    let db = find(&docs, "Secret", "myapp-db");
+    assert_eq!(
+        db["stringData"],
+        json!({"username": "demo-user", "db-host": "db.internal"})
+    );
+    let cm = find(&docs, "ConfigMap", "myapp-settings");
+    assert_eq!(cm["data"], json!({"DB_PORT": "5432", "DB_ENABLED": "true"}));
+}
+
+#[tokio::test]
+async fn token_and_userpass_logins() {
+    let bao = Bao::start();
+    let base = |auth: &str| {
+        vec![
+            ("AVP_TYPE".to_owned(), "vault".to_owned()),
+            ("VAULT_ADDR".to_owned(), bao.addr.clone()),
+            ("AVP_AUTH_TYPE".to_owned(), auth.to_owned()),
+        ]
+    };
+    let mut token = base("token");
+    token.push(("VAULT_TOKEN".into(), bao.file("reader_token")));
+    let mut userpass = base("userpass");
+    userpass.extend([
+        ("AVP_USERNAME".into(), "avp".into()),
+        ("AVP_PASSWORD".into(), "avp-password".into()),
+    ]);
+    for env in [token, userpass] {
+        let server = server_with(env);
+        let spec = support::dir_stream(&examples(), "helm-app", argo_env("myapp", "demo", &[]));
+        let docs = support::generate(&server.socket, &spec, None)
+            .await
+            .expect("generate");
+        assert_eq!(
+            find(&docs, "Secret", "myapp-credentials")["stringData"]["password"],
+            "s3cr3t-v2"
+        );
+        assert_no_secrets(&server.log(), &[bao.file("reader_token")]);
+    }
+}
+
+/// A one-file repo whose Secret holds `value`.
+fn secret_repo(value: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).expect("mkdir");
+    std::fs::write(app.join("kustomization.yaml"), "resources: [secret.yaml]\n").expect("write");
+    std::fs::write(
+        app.join("secret.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  v: \"{value}\"\n"
+        ),
+    )
+    .expect("write");
+    dir
+}
+
+async fn render_value(
+    server: &TestServer,
+    value: &str,
+    env: &[(&str, &str)],
+) -> Result<serde_json::Value, tonic::Status> {
+    let repo = secret_repo(value);
+    let spec = support::dir_stream(repo.path(), "app", argo_env("s", "demo", env));
+    let docs = support::generate(&server.socket, &spec, Some(Duration::from_secs(30))).await?;
+    Ok(docs[0]["stringData"]["v"].clone())
+}
+
+#[tokio::test]
+async fn kv1_v2_versions_and_errors() {
+    let bao = Bao::start();
+    let server = server_with(bao.approle_env());
+    for (placeholder, want) in [
+        ("<path:secret/data/demo/web#password>", "s3cr3t-v2"),
+        ("<path:secret/data/demo/web#password#1>", "s3cr3t-v1"),
+        ("<path:kv/data/versioned#secret#1>", "version1"),
+        ("<path:kv/data/versioned#secret>", "version2"),
+    ] {
+        assert_eq!(
+            render_value(&server, placeholder, &[])
+                .await
+                .expect(placeholder),
+            json!(want),
+            "{placeholder}"
+        );
+    }
+    for (placeholder, code, needle) in [
+        (
+            "<path:secret/data/demo/web#nope>",
+            Code::FailedPrecondition,
+            "missing",
+        ),
+        (
+            "<path:secret/data/demo/missing#k>",
+            Code::FailedPrecondition,
+            "could not find secrets at path secret/data/demo/missing",
+        ),
+        (
+            "<path:secret/demo/web#password>",
+            Code::FailedPrecondition,
+            "did you forget to include /data/",
+        ),
+        (
+            "<path:not-allowed/data/x#k>",
+            Code::FailedPrecondition,
+            "permission denied",
+        ),
+        (
+            "<path:secret/data/demo/web#password#99>",
+            Code::FailedPrecondition,
+            "version 99",
+        ),
+    ] {
+        let err = render_value(&server, placeholder, &[])
+            .await
+            .expect_err(placeholder);
+        assert_eq!(err.code(), code, "{placeholder}: {err:?}");
+        assert!(
+            err.message().contains(needle),
+            "{placeholder}: {needle:?} not in {:?}",
+            err.message()
+        );
+        assert_no_secrets(err.message(), &[]);
+    }
+    assert_no_secrets(&server.log(), &[bao.file("approle_secret_id")]);
+}
+
+#[tokio::test]
+async fn kv1_with_default_kv_version() {
+    let bao = Bao::start();
+    let mut env = bao.approle_env();
+    env.push(("AVP_KV_VERSION".into(), "1".into()));
+    let server = server_with(env);
+    let v = render_value(
+        &server,
+        "x-<path:avp-v1/foo#secret>-<path:avp-v1/testing#name>",
+        &[],
+    )
+    .await
+    .expect("kv1");
+    assert_eq!(v, "x-bar-test-name");
+}
+
+#[tokio::test]
+async fn tenant_env_cannot_redirect_vault() {
+    let bao = Bao::start();
+    let server = server_with(bao.approle_env());
+    let hostile = [
+        ("VAULT_ADDR", "http://127.0.0.1:1"),
+        ("AVP_AUTH_TYPE", "token"),
+        ("VAULT_TOKEN", "attacker"),
+        ("AVP_PATH_VALIDATION", "^nothing$"),
+        ("AVP_KV_VERSION", "1"),
+    ];
+    let v = render_value(&server, "<path:secret/data/demo/web#username>", &hostile)
+        .await
+        .expect("operator config wins");
+    assert_eq!(v, "demo-user");
+}
+
+#[tokio::test]
+async fn vault_down_is_a_clear_error_and_server_recovers() {
+    let bao = Bao::start();
+    let mut env = bao.approle_env();
+    env.push(("VAULT_CLIENT_TIMEOUT".into(), "2s".into()));
+    let server = server_with(env);
+    assert_eq!(
+        render_value(&server, "<path:secret/data/demo/web#username>", &[])
+            .await
+            .expect("up"),
+        "demo-user"
+    );
+    bao.stop();
+    let started = std::time::Instant::now();
+    let err = render_value(&server, "<path:secret/data/demo/web#username>", &[])
+        .await
+        .expect_err("vault down");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .contains("vault read of secret/data/demo/web failed"),
+        "{err:?}"
+    );
+    // Renders without placeholders still work.
+    let docs = support::generate(
+        &server.socket,
+        &support::dir_stream(
+            &support::fixture("mono"),
+            "apps/chart",
+            argo_env("web", "demo", &[]),
+        ),
+        None,
+    )
+    .await
+    .expect("no vault needed");
+    assert_eq!(docs.len(), 2);
+    assert!(server.leftover_workdirs().is_empty());
+}
+
+#[tokio::test]
+async fn placeholders_without_backend_are_an_error() {
+    let server = TestServer::start();
+    let err = render_value(&server, "<path:secret/data/demo/web#username>", &[])
+        .await
+        .expect_err("no backend");
+    assert!(
+        err.message().contains("no secret backend is configured"),
+        "{err:?}"
+    );
+}
