@@ -359,12 +359,11 @@ fn resolve_tagged(kind: &str, text: &str) -> Result<Scalar, YamlErrorKind> {
         // Timestamps decode to their text when the target is interface{}.
         return Ok(Scalar::Str(text.to_owned()));
     }
-    let resolved = resolve_plain(text);
-    match (kind, resolved) {
-        (_, resolved @ Scalar::Null) if kind == "null" => Ok(resolved),
-        (_, resolved @ Scalar::Bool(_)) if kind == "bool" => Ok(resolved),
-        (_, resolved @ (Scalar::Int(_) | Scalar::Uint(_))) if kind == "int" => Ok(resolved),
-        (_, resolved @ Scalar::Float(_)) if kind == "float" => Ok(resolved),
+    match (kind, resolve_plain(text)) {
+        ("null", resolved @ Scalar::Null)
+        | ("bool", resolved @ Scalar::Bool(_))
+        | ("int", resolved @ (Scalar::Int(_) | Scalar::Uint(_)))
+        | ("float", resolved @ Scalar::Float(_)) => Ok(resolved),
         // Go's float64(int64) rounds the same way.
         ("float", Scalar::Int(i)) => Ok(Scalar::Float(i as f64)),
         (_, resolved) => Err(YamlErrorKind::BadTag {
@@ -383,11 +382,7 @@ fn resolve_plain(text: &str) -> Scalar {
         return Scalar::Null;
     };
     // v2 only looks further at scalars whose first byte can start a non-string.
-    if !matches!(
-        first,
-        b'+' | b'-' | b'.' | b'0'
-            ..=b'9' | b'y' | b'Y' | b'n' | b'N' | b't' | b'T' | b'f' | b'F' | b'o' | b'O' | b'~'
-    ) {
+    if !first.is_ascii_digit() && !b"+-.yYnNtTfFoO~".contains(&first) {
         return Scalar::Str(text.to_owned());
     }
     match text {
@@ -787,7 +782,16 @@ fn write_scalar(out: &mut String, value: &Value, width: usize) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Number(n) => {
+            let text = n.to_string();
+            match text.split_once('e') {
+                // YAML 1.1 floats need a dot (PyYAML reads `1e-7` as a string).
+                Some((mantissa, exponent)) if !mantissa.contains('.') => {
+                    out.push_str(&format!("{mantissa}.0e{exponent}"));
+                }
+                _ => out.push_str(&text),
+            }
+        }
         Value::Object(_) => out.push_str("{}"),
         Value::Array(_) => out.push_str("[]"),
         Value::String(s) if is_plain_safe(s) => out.push_str(s),
