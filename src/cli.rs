@@ -161,6 +161,10 @@ pub struct GenerateArgs {
     /// every resource of the app.
     #[arg(long)]
     pub allow_empty: bool,
+    /// `[namespace:]name` of a Kubernetes Secret holding Vault settings (AVP's `-s`); its values
+    /// rank below the environment and `-c`.
+    #[arg(short = 's', long = "secret-name")]
+    pub secret_name: Option<String>,
     #[command(flatten)]
     pub secrets: avp_sidecar::config::SecretsArgs,
 }
@@ -232,9 +236,13 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
             bail!("document {} has no 'kind': not a Kubernetes object", i + 1);
         }
     }
-    let stage = args.secrets.substituter()?;
-    let env = avp_sidecar::context::RequestEnv::default();
-    let out = stage.run(docs, &env, None).await?;
+    let backend = match &args.secret_name {
+        Some(name) => args.secrets.backend_with_secret(name).await?,
+        None => args.secrets.substituter()?.default,
+    };
+    let concurrency = args.secrets.read_concurrency.max(1);
+    let out =
+        avp_sidecar::substitute_stage::read_and_apply(&backend, docs, concurrency, None).await?;
     let mut text = String::new();
     for d in &out {
         text.push_str(&avp_sidecar::yaml::to_yaml_string(d));

@@ -32,7 +32,8 @@ pub struct RenderArgs {
     pub kill_grace_seconds: f64,
 }
 
-/// Where secrets come from: AVP's variables in the process environment, optionally a file.
+/// Where secrets come from: AVP's variables in the process environment, optionally a file,
+/// optionally operator-allowed Kubernetes Secrets named by requests (`AVP_SECRET`).
 #[derive(Args, Clone, Debug, Default)]
 pub struct SecretsArgs {
     /// AVP config file (YAML, JSON or KEY=VALUE lines); the process environment wins over it.
@@ -41,29 +42,71 @@ pub struct SecretsArgs {
     /// Max concurrent secret reads per render.
     #[arg(long, default_value_t = crate::substitute_stage::DEFAULT_READ_CONCURRENCY)]
     pub read_concurrency: usize,
+    /// Kubernetes Secrets that requests may name in `AVP_SECRET` (AVP's `-s`), as
+    /// `[project=]namespace:name` with `*` wildcards; none by default.
+    #[arg(
+        long = "avp-secret-allow",
+        env = "AVP_SIDECAR_SECRET_ALLOW",
+        value_delimiter = ','
+    )]
+    pub secret_allow: Vec<String>,
+    /// Kubernetes API URL (default: in-cluster service).
+    #[arg(long, env = "AVP_SIDECAR_KUBE_API", hide = true)]
+    pub kube_api: Option<String>,
+    /// Service-account token file for the Kubernetes API (default: the in-cluster one).
+    #[arg(long, env = "AVP_SIDECAR_KUBE_TOKEN_PATH", hide = true)]
+    pub kube_token_path: Option<PathBuf>,
 }
 
 impl SecretsArgs {
-    /// The substitution stage: a Vault source when `AVP_TYPE` is set, else none (a render
-    /// with placeholders then fails with a message saying so).
+    fn layers(&self) -> Result<crate::secrets::config::Layered, ConfigError> {
+        crate::secrets::config::Layered::from_process(self.config_path.as_deref())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    fn kube(&self) -> Result<crate::secrets::kube::KubeApi, ConfigError> {
+        crate::secrets::kube::KubeApi::new(self.kube_api.clone(), self.kube_token_path.clone())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// The substitution stage: Vault from the operator's settings when `AVP_TYPE` is set (else
+    /// no source: a render with placeholders then fails saying so), plus config secrets if
+    /// the operator allowed any.
     pub fn substituter(&self) -> Result<crate::substitute_stage::Substituter, ConfigError> {
-        use crate::secrets::config::{Layered, VaultConfig};
-        let layered = Layered::from_process(self.config_path.as_deref())
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let mut stage = crate::substitute_stage::Substituter {
-            concurrency: self.read_concurrency.max(1),
-            ..Default::default()
+        use crate::substitute_stage::{Backend, ConfigSecrets, Substituter};
+        let layered = self.layers()?;
+        let default =
+            Backend::from_lookup(&layered, "").map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let config_secrets = if self.secret_allow.is_empty() {
+            None
+        } else {
+            let policy = crate::secrets::kube::SecretPolicy::new(&self.secret_allow);
+            Some(ConfigSecrets::new(self.kube()?, policy, layered))
         };
-        if layered.configured() {
-            let vault = VaultConfig::from_lookup(&layered)
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            stage.options.default_kv_version = vault.kv_version;
-            stage.options.path_validation = vault.path_validation.clone();
-            let source = crate::secrets::vault::VaultSource::new(vault)
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            stage.source = Some(std::sync::Arc::new(source));
-        }
-        Ok(stage)
+        Ok(Substituter {
+            default,
+            config_secrets,
+            concurrency: self.read_concurrency.max(1),
+        })
+    }
+
+    /// The backend for the CLI's `-s NAME`: the operator runs the CLI, so no policy applies.
+    pub async fn backend_with_secret(
+        &self,
+        name: &str,
+    ) -> Result<crate::substitute_stage::Backend, crate::substitute_stage::StageError> {
+        use crate::substitute_stage::{Backend, StageError};
+        let secret = crate::secrets::kube::SecretName::parse(name)?;
+        let invalid = |e: ConfigError| StageError::Config {
+            origin: String::new(),
+            source: crate::secrets::config::ConfigError::File {
+                path: name.to_owned(),
+                reason: e.to_string(),
+            },
+        };
+        let data = self.kube().map_err(invalid)?.secret_data(&secret).await?;
+        let layered = self.layers().map_err(invalid)?.with_secret(data);
+        Backend::from_lookup(&layered, &format!(" (with secret {secret})"))
     }
 }
 

@@ -1,7 +1,9 @@
-//! The stage between render and respond: collect the secret reads the documents need, read
-//! each unique one once (concurrently, capped), then apply. Owns the async glue around the pure
-//! `substitute` engine; knows no Vault details (those are behind `SecretSource`).
+//! The stage between render and respond: choose the request's secret backend, collect the
+//! reads the documents need, read each unique one once (concurrently, capped), then apply.
+//! Owns the async glue around the pure `substitute` engine; knows no Vault details (those are
+//! behind `SecretSource`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -9,11 +11,16 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::context::RequestEnv;
+use crate::secrets::config::{ConfigError, Layered, Lookup, VaultConfig};
+use crate::secrets::kube::{KubeApi, KubeError, SecretName, SecretPolicy};
+use crate::secrets::vault::{LoginError, VaultSource};
 use crate::secrets::{Fetched, SecretSource};
 use crate::substitute::{self, Options, SubstituteError};
 
 /// Independent reads in flight at once for one render.
 pub const DEFAULT_READ_CONCURRENCY: usize = 8;
+/// The plugin env naming a Kubernetes Secret with Vault settings (AVP's `-s`).
+pub const AVP_SECRET: &str = "AVP_SECRET";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
@@ -27,68 +34,176 @@ pub enum StageError {
     /// The deadline passed while reading secrets.
     #[error("deadline exceeded while reading {pending} secret(s) from vault")]
     Deadline { pending: usize },
+    /// `AVP_SECRET` named a Secret that cannot or may not be used.
+    #[error("ARGOCD_ENV_AVP_SECRET: {0}")]
+    ConfigSecret(#[from] KubeError),
+    /// `AVP_SECRET` is set but the operator enabled no config secrets.
+    #[error(
+        "ARGOCD_ENV_AVP_SECRET={0:?} is set, but this sidecar reads no config secrets (the operator can allow some with --avp-secret-allow)"
+    )]
+    ConfigSecretsDisabled(String),
+    /// The settings (from env, file or Secret) are invalid.
+    #[error("vault configuration{origin}: {source}")]
+    Config {
+        origin: String,
+        #[source]
+        source: ConfigError,
+    },
+    #[error(transparent)]
+    Client(#[from] LoginError),
 }
 
-/// Shared substitution state: where secrets come from, and the engine's options.
+/// A secret source and the engine options that go with its configuration.
 #[derive(Clone, Default)]
-pub struct Substituter {
+pub struct Backend {
     pub source: Option<Arc<dyn SecretSource>>,
     pub options: Options,
+}
+
+impl Backend {
+    /// Vault when `AVP_TYPE` is set in `l`, else no source.
+    pub fn from_lookup(l: &dyn Lookup, origin: &str) -> Result<Self, StageError> {
+        if l.get(crate::secrets::config::AVP_TYPE).is_none() {
+            return Ok(Self::default());
+        }
+        let config = VaultConfig::from_lookup(l).map_err(|source| StageError::Config {
+            origin: origin.to_owned(),
+            source,
+        })?;
+        let options = Options {
+            default_kv_version: config.kv_version,
+            path_validation: config.path_validation.clone(),
+        };
+        Ok(Self {
+            source: Some(Arc::new(VaultSource::new(config)?)),
+            options,
+        })
+    }
+}
+
+/// A config Secret's content and the backend built from it.
+type CachedBackend = (HashMap<String, String>, Backend);
+
+/// Per-request Vault settings from operator-allowed Kubernetes Secrets. A backend (and with it
+/// the Vault login) is reused while the Secret's content stays the same.
+pub struct ConfigSecrets {
+    pub api: KubeApi,
+    pub policy: SecretPolicy,
+    pub operator: Layered,
+    cache: tokio::sync::Mutex<HashMap<SecretName, CachedBackend>>,
+}
+
+impl ConfigSecrets {
+    pub fn new(api: KubeApi, policy: SecretPolicy, operator: Layered) -> Self {
+        Self {
+            api,
+            policy,
+            operator,
+            cache: Default::default(),
+        }
+    }
+
+    async fn backend(&self, name: &str, project: &str) -> Result<Backend, StageError> {
+        let secret = SecretName::parse(name)?;
+        self.policy.check(project, &secret)?;
+        let data = self.api.secret_data(&secret).await?;
+        let mut cache = self.cache.lock().await;
+        if let Some((cached, backend)) = cache.get(&secret)
+            && *cached == data
+        {
+            return Ok(backend.clone());
+        }
+        let backend = Backend::from_lookup(
+            &self.operator.with_secret(data.clone()),
+            &format!(" (with secret {secret})"),
+        )?;
+        cache.insert(secret, (data, backend.clone()));
+        Ok(backend)
+    }
+}
+
+/// Shared substitution state: the operator's backend, optional config secrets, read cap.
+#[derive(Default)]
+pub struct Substituter {
+    pub default: Backend,
+    pub config_secrets: Option<ConfigSecrets>,
     pub concurrency: usize,
 }
 
 impl std::fmt::Debug for Substituter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Substituter")
-            .field("source", &self.source.as_ref().map(|_| "configured"))
-            .field("options", &self.options)
+            .field(
+                "default_source",
+                &self.default.source.as_ref().map(|_| "configured"),
+            )
+            .field("config_secrets", &self.config_secrets.is_some())
             .finish()
     }
 }
 
 impl Substituter {
+    async fn backend(&self, env: &RequestEnv) -> Result<Backend, StageError> {
+        match (env.plugin(AVP_SECRET), &self.config_secrets) {
+            (None, _) => Ok(self.default.clone()),
+            (Some(name), Some(secrets)) => secrets.backend(name, env.project()).await,
+            (Some(name), None) => Err(StageError::ConfigSecretsDisabled(name.to_owned())),
+        }
+    }
+
     pub async fn run(
         &self,
         documents: Vec<Value>,
-        _env: &RequestEnv,
+        env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Vec<Value>, StageError> {
-        let requests = substitute::collect(&documents, &self.options)?;
-        let mut fetched = Fetched::new();
-        if let Some(first) = requests.iter().next() {
-            let Some(source) = &self.source else {
-                return Err(StageError::NoSource {
-                    count: requests.len(),
-                    first: first.to_string(),
-                });
-            };
-            let total = requests.len();
-            let reads = futures::stream::iter(requests)
-                .map(|req| {
-                    let source = source.clone();
-                    async move {
-                        let result = source.read(&req).await;
-                        (req, result)
-                    }
-                })
-                .buffer_unordered(self.concurrency.max(1));
-            let collect_all = reads.for_each(|(req, result)| {
-                fetched.insert(req, result);
-                std::future::ready(())
-            });
-            let finished = match deadline {
-                Some(d) => tokio::time::timeout_at(d, collect_all).await.is_ok(),
-                None => {
-                    collect_all.await;
-                    true
-                }
-            };
-            if !finished {
-                return Err(StageError::Deadline {
-                    pending: total - fetched.len(),
-                });
-            }
-        }
-        Ok(substitute::apply(documents, &self.options, &fetched)?)
+        let backend = self.backend(env).await?;
+        read_and_apply(&backend, documents, self.concurrency, deadline).await
     }
+}
+
+/// collect → concurrent reads → apply, with one backend.
+pub async fn read_and_apply(
+    backend: &Backend,
+    documents: Vec<Value>,
+    concurrency: usize,
+    deadline: Option<Instant>,
+) -> Result<Vec<Value>, StageError> {
+    let requests = substitute::collect(&documents, &backend.options)?;
+    let mut fetched = Fetched::new();
+    if let Some(first) = requests.iter().next() {
+        let Some(source) = &backend.source else {
+            return Err(StageError::NoSource {
+                count: requests.len(),
+                first: first.to_string(),
+            });
+        };
+        let total = requests.len();
+        let reads = futures::stream::iter(requests)
+            .map(|req| {
+                let source = source.clone();
+                async move {
+                    let result = source.read(&req).await;
+                    (req, result)
+                }
+            })
+            .buffer_unordered(concurrency.max(1));
+        let collect_all = reads.for_each(|(req, result)| {
+            fetched.insert(req, result);
+            std::future::ready(())
+        });
+        let finished = match deadline {
+            Some(d) => tokio::time::timeout_at(d, collect_all).await.is_ok(),
+            None => {
+                collect_all.await;
+                true
+            }
+        };
+        if !finished {
+            return Err(StageError::Deadline {
+                pending: total - fetched.len(),
+            });
+        }
+    }
+    Ok(substitute::apply(documents, &backend.options, &fetched)?)
 }

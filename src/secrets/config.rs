@@ -122,10 +122,12 @@ impl<F: Fn(&str) -> Option<String>> Lookup for F {
     }
 }
 
-/// Process env first, then the file's values.
+/// Process env first, then the file's values, then a Kubernetes Secret's (`-s`/`AVP_SECRET`).
+#[derive(Clone, Debug, Default)]
 pub struct Layered {
     pub env: HashMap<String, String>,
     pub file: HashMap<String, String>,
+    pub secret: HashMap<String, String>,
 }
 
 impl Layered {
@@ -137,7 +139,16 @@ impl Layered {
                 Some(p) => read_file(p)?,
                 None => HashMap::new(),
             },
+            secret: HashMap::new(),
         })
+    }
+
+    /// The same layers with a Secret's values underneath.
+    pub fn with_secret(&self, secret: HashMap<String, String>) -> Self {
+        Self {
+            secret,
+            ..self.clone()
+        }
     }
 
     /// Whether any Vault setting is present at all (else substitution has no backend).
@@ -148,10 +159,9 @@ impl Layered {
 
 impl Lookup for Layered {
     fn get(&self, name: &str) -> Option<String> {
-        self.env
-            .get(name)
-            .or_else(|| self.file.get(name))
-            .filter(|v| !v.is_empty())
+        [&self.env, &self.file, &self.secret]
+            .into_iter()
+            .find_map(|layer| layer.get(name).filter(|v| !v.is_empty()))
             .cloned()
     }
 }
@@ -532,7 +542,12 @@ mod tests {
         let layered = Layered {
             env: HashMap::from([("VAULT_ADDR".into(), "http://env:8200".into())]),
             file,
+            secret: HashMap::from([
+                ("VAULT_ADDR".into(), "http://secret:8200".into()),
+                ("AVP_AUTH_TYPE".into(), "k8s".into()),
+            ]),
         };
+        assert_eq!(layered.get("AVP_AUTH_TYPE").as_deref(), Some("k8s"));
         assert_eq!(
             layered.get("VAULT_ADDR").as_deref(),
             Some("http://env:8200")

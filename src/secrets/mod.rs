@@ -83,4 +83,5 @@ pub trait SecretSource: Send + Sync {
 }
 
 pub mod config;
+pub mod kube;
 pub mod vault;

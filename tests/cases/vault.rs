@@ -286,3 +286,69 @@ async fn placeholders_without_backend_are_an_error() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn avp_secret_from_kubernetes_with_operator_allowlist() {
+    use std::collections::HashMap;
+
+    use crate::support::kubeapi::KubeApi;
+
+    let bao = Bao::start();
+    let config: Vec<(String, String)> = bao
+        .approle_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_lowercase(), v)) // AVP reads Secret keys case-insensitively
+        .collect();
+    let api = KubeApi::start(HashMap::from([
+        (
+            ("argocd".to_owned(), "avp-config".to_owned()),
+            config.clone(),
+        ),
+        (("team-b".to_owned(), "avp-config".to_owned()), config),
+    ]));
+    let env = vec![
+        (
+            "AVP_SIDECAR_SECRET_ALLOW".to_owned(),
+            "default=argocd:avp-*".to_owned(),
+        ),
+        ("AVP_SIDECAR_KUBE_API".to_owned(), api.url.clone()),
+        (
+            "AVP_SIDECAR_KUBE_TOKEN_PATH".to_owned(),
+            api.token_file.path().display().to_string(),
+        ),
+    ];
+    let server = server_with(env);
+    let placeholder = "<path:secret/data/demo/web#username>";
+    // Twice: the second render reuses the backend (and its Vault login).
+    for _ in 0..2 {
+        let v = render_value(&server, placeholder, &[("AVP_SECRET", "avp-config")])
+            .await
+            .expect("allowed secret");
+        assert_eq!(v, "demo-user");
+    }
+    assert_eq!(
+        server.log().matches("logged in to vault").count(),
+        1,
+        "one login for both renders"
+    );
+    for (name, needle) in [
+        (
+            "team-b:avp-config",
+            "may not use the AVP config secret team-b:avp-config",
+        ),
+        ("argocd:avp-missing", "not found or not readable: HTTP 404"),
+        ("../evil", "invalid secret name"),
+    ] {
+        let err = render_value(&server, placeholder, &[("AVP_SECRET", name)])
+            .await
+            .expect_err(name);
+        assert!(err.message().contains(needle), "{name}: {err:?}");
+    }
+    // Without an allowlist, naming a Secret is an error rather than silently ignored.
+    let plain = TestServer::start();
+    let err = render_value(&plain, placeholder, &[("AVP_SECRET", "avp-config")])
+        .await
+        .expect_err("disabled");
+    assert!(err.message().contains("reads no config secrets"), "{err:?}");
+    assert_no_secrets(&server.log(), &[bao.file("approle_secret_id")]);
+}

@@ -6,6 +6,7 @@
 
 pub mod bao;
 pub mod h2raw;
+pub mod kubeapi;
 pub mod repotar;
 
 use std::path::{Path, PathBuf};
