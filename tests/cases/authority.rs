@@ -73,3 +73,41 @@ fn health_service_answers_go_authority() {
     // HealthCheckResponse{status: SERVING(1)} = field 1 varint 1.
     assert_eq!(resp.message(), Some(&[0x08, 0x01][..]));
 }
+
+#[test]
+fn keepalive_pings_during_a_long_render() {
+    // grpc-go pings every 20 s while a stream is open; Argo's Go server once answered a too
+    // eager client with GOAWAY ENHANCE_YOUR_CALM. Ping far more often than grpc-go does, for
+    // the whole of a slow render, and expect every ping answered and the call to succeed.
+    let server = TestServer::start_with(crate::support::ServerOptions {
+        kustomize: Some(crate::support::repo_root().join("tests/fixtures/tools/slow-ok")),
+        ..Default::default()
+    });
+    let spec = support::dir_stream(
+        &fixture("mono"),
+        "apps/kustomize-helm",
+        argo_env("web", "demo", &[]),
+    );
+    let body: Vec<u8> = spec
+        .messages()
+        .iter()
+        .flat_map(|m| grpc_message(&m.encode_to_vec()))
+        .collect();
+    let resp = h2raw::call_with_pings(
+        &server.socket,
+        FORMS[0],
+        "/plugin.ConfigManagementPluginService/GenerateManifest",
+        &body,
+        Some(std::time::Duration::from_millis(50)),
+    );
+    assert_eq!((resp.reset, resp.goaway), (None, None));
+    assert!(resp.ping_acks >= 10, "only {} ping acks", resp.ping_acks);
+    let msg = resp.message().expect("response");
+    assert_eq!(
+        ManifestResponse::decode(msg)
+            .expect("decodes")
+            .manifests
+            .len(),
+        1
+    );
+}

@@ -299,3 +299,67 @@ async fn metadata_only_request_for_chunk_layout() {
         .expect_err("no archive");
     assert!(err.message().contains("checksum"), "{err:?}");
 }
+
+#[tokio::test]
+async fn one_process_serves_every_plugin_on_its_own_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).expect("mkdir");
+    std::fs::write(
+        config.join("custom.yaml"),
+        "apiVersion: argoproj.io/v1alpha1\nkind: ConfigManagementPlugin\nmetadata:\n  name: custom\nspec:\n  version: v1.2\n  avp:\n    render: helm\n    discover: true\n",
+    )
+    .expect("write");
+    let sockets = dir.path().join("plugins");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_avp-sidecar"))
+        .arg("serve")
+        .arg("--config-dir")
+        .arg(&config)
+        .arg("--plugin")
+        .arg("custom")
+        .arg("--plugin")
+        .arg("avp-kustomize")
+        .arg("--workdir")
+        .arg(dir.path())
+        .arg("--kustomize")
+        .arg(support::tool("kustomize"))
+        .arg("--helm")
+        .arg(support::tool("helm"))
+        .env("ARGOCD_PLUGINSOCKFILEPATH", &sockets)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let expected = [
+        sockets.join("custom-v1.2.sock"),
+        sockets.join("avp-kustomize.sock"),
+    ];
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !expected
+        .iter()
+        .all(|s| std::os::unix::net::UnixStream::connect(s).is_ok())
+    {
+        assert!(std::time::Instant::now() < until, "sockets did not appear");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (socket, app, supported) in [
+        (&expected[0], "apps/chart", true),
+        (&expected[1], "apps/chart", false),
+    ] {
+        let resp = support::connect(socket)
+            .await
+            .match_repository(futures::stream::iter(mono(app, &[]).messages()))
+            .await
+            .expect("match")
+            .into_inner();
+        assert_eq!(resp.is_supported, supported, "{}", socket.display());
+    }
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    assert!(child.wait().expect("wait").success());
+    assert!(
+        expected.iter().all(|s| !s.exists()),
+        "sockets removed on SIGTERM"
+    );
+}

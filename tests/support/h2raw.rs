@@ -70,6 +70,7 @@ pub struct RawResponse {
     pub reset: Option<u32>,
     pub goaway: Option<u32>,
     pub ended: bool,
+    pub ping_acks: usize,
 }
 
 impl RawResponse {
@@ -82,6 +83,17 @@ impl RawResponse {
 
 /// One gRPC call: POST `path` with `authority`, body = already framed gRPC messages.
 pub fn call(socket: &Path, authority: &str, path: &str, body: &[u8]) -> RawResponse {
+    call_with_pings(socket, authority, path, body, None)
+}
+
+/// Like `call`, and while waiting sends a PING every `ping_every`, like grpc-go's keepalive.
+pub fn call_with_pings(
+    socket: &Path,
+    authority: &str,
+    path: &str,
+    body: &[u8],
+    ping_every: Option<Duration>,
+) -> RawResponse {
     let mut s = UnixStream::connect(socket).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
@@ -106,6 +118,19 @@ pub fn call(socket: &Path, authority: &str, path: &str, body: &[u8]) -> RawRespo
         out.extend(frame(DATA, END_STREAM, 1, &[]));
     }
     s.write_all(&out).expect("write");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(every) = ping_every {
+        let mut w = s.try_clone().expect("clone");
+        let done = done.clone();
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(every);
+                if w.write_all(&frame(PING, 0, 0, b"keepaliv")).is_err() {
+                    break;
+                }
+            }
+        });
+    }
 
     let mut resp = RawResponse::default();
     let mut head = [0u8; 9];
@@ -127,6 +152,7 @@ pub fn call(socket: &Path, authority: &str, path: &str, body: &[u8]) -> RawRespo
             PING if flags & ACK == 0 => {
                 let _ = s.write_all(&frame(PING, ACK, 0, &payload));
             }
+            PING => resp.ping_acks += 1,
             HEADERS if stream == 1 => {
                 resp.headers_frames += 1;
                 resp.ended = flags & END_STREAM != 0;
@@ -148,5 +174,6 @@ pub fn call(socket: &Path, authority: &str, path: &str, body: &[u8]) -> RawRespo
             _ => {}
         }
     }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     resp
 }
