@@ -2,14 +2,16 @@
 //!
 //! For each app: the raw command (`kustomize build --enable-helm`, `helm template`) and a full
 //! GenerateManifest through a real `avp-sidecar serve` on a unix socket (archive, stream,
-//! checksum, unpack, render, parse, JSON) alternate, pair by pair, so machine drift hits both.
+//! checksum, unpack, render, parse, substitute, JSON) alternate, pair by pair, so machine drift
+//! hits both. The last case renders `examples/kustomize-app` with its placeholders filled from a
+//! real OpenBao dev server (started with `vault-dev/`), against the same raw `kustomize build`.
 //! Prints a Markdown table: medians and the median of the per-pair ratios.
 //!
 //! Run: `cargo bench --bench generate` (after `scripts/install-tools.sh`). `BENCH_ROUNDS`
 //! (default 15) sets the number of pairs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use avp_sidecar::protocol::client::{RepoStream, connect};
@@ -18,14 +20,14 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tool(name: &str) -> PathBuf {
+fn tool(name: &str) -> String {
     let p = root().join(".tools/bin").join(name);
     assert!(
         p.exists(),
         "{} missing: run scripts/install-tools.sh",
         p.display()
     );
-    p
+    p.display().to_string()
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -35,16 +37,17 @@ fn median(v: &mut [f64]) -> f64 {
 
 struct Case {
     name: &'static str,
+    repo: PathBuf,
     app: &'static str,
     raw: Vec<String>,
-    cwd: PathBuf,
+    vault: bool,
 }
 
 fn time_raw(case: &Case) -> Duration {
     let started = Instant::now();
     let status = Command::new(&case.raw[0])
         .args(&case.raw[1..])
-        .current_dir(&case.cwd)
+        .current_dir(case.repo.join(case.app))
         .stdout(Stdio::null())
         .status()
         .expect("raw tool");
@@ -52,13 +55,13 @@ fn time_raw(case: &Case) -> Duration {
     started.elapsed()
 }
 
-async fn time_generate(socket: &Path, repo: &Path, app: &str) -> Duration {
+async fn time_generate(socket: &Path, case: &Case) -> Duration {
     let started = Instant::now();
     let env = vec![
         ("ARGOCD_APP_NAME".to_owned(), "bench".to_owned()),
         ("ARGOCD_APP_NAMESPACE".to_owned(), "demo".to_owned()),
     ];
-    let stream = RepoStream::for_dir(repo, app, env).expect("archive");
+    let stream = RepoStream::for_dir(&case.repo, case.app, env).expect("archive");
     let mut client = connect(socket).await.expect("connect");
     let resp = client
         .generate_manifest(futures::stream::iter(stream.messages()))
@@ -69,58 +72,114 @@ async fn time_generate(socket: &Path, repo: &Path, app: &str) -> Duration {
     started.elapsed()
 }
 
-#[tokio::main]
-async fn main() {
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
-    let repo = root().join("tests/fixtures/repos/mono");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("bench.sock");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_avp-sidecar"))
+fn start_server(dir: &Path, name: &str, env: &[(String, String)]) -> (Child, PathBuf) {
+    let socket = dir.join(format!("{name}.sock"));
+    let server = Command::new(env!("CARGO_BIN_EXE_avp-sidecar"))
         .args(["serve", "--socket"])
         .arg(&socket)
         .arg("--workdir")
-        .arg(dir.path())
-        .arg("--kustomize")
-        .arg(tool("kustomize"))
-        .arg("--helm")
-        .arg(tool("helm"))
+        .arg(dir.join(name))
+        .args(["--kustomize", &tool("kustomize"), "--helm", &tool("helm")])
         .env("ARGOCD_CMP_SERVER_LOGLEVEL", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stderr(Stdio::null())
         .spawn()
         .expect("server");
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let helm = tool("helm").display().to_string();
+    (server, socket)
+}
+
+/// Starts and seeds an OpenBao dev server; returns the sidecar's env for approle login.
+fn start_bao(state: &Path) -> Vec<(String, String)> {
+    let port = "18290";
+    let run = |script: &str, extra: &[(&str, &str)]| {
+        let ok = Command::new(root().join("vault-dev").join(script))
+            .env("VAULT_DEV_STATE", state)
+            .env("BAO_PORT", port)
+            .env("BAO_ROOT_TOKEN", "bench-root")
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .status()
+            .expect("vault-dev");
+        assert!(ok.success(), "vault-dev/{script} failed");
+    };
+    let addr = format!("http://127.0.0.1:{port}");
+    run("start.sh", &[]);
+    run(
+        "seed.sh",
+        &[("VAULT_ADDR", &addr), ("VAULT_TOKEN", "bench-root")],
+    );
+    let read = |f: &str| std::fs::read_to_string(state.join(f)).expect("credential");
+    vec![
+        ("AVP_TYPE".into(), "vault".into()),
+        ("VAULT_ADDR".into(), addr),
+        ("AVP_AUTH_TYPE".into(), "approle".into()),
+        ("AVP_ROLE_ID".into(), read("approle_role_id")),
+        ("AVP_SECRET_ID".into(), read("approle_secret_id")),
+    ]
+}
+
+#[tokio::main]
+async fn main() {
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let mono = root().join("tests/fixtures/repos/mono");
+    let examples = root().join("examples");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault_state = dir.path().join("vault");
+    let vault_env = start_bao(&vault_state);
+    let (mut plain, plain_socket) = start_server(dir.path(), "plain", &[]);
+    let (mut with_vault, vault_socket) = start_server(dir.path(), "vault", &vault_env);
+    let kustomize = || {
+        [
+            "build",
+            "--enable-helm",
+            "--helm-command",
+            &tool("helm"),
+            ".",
+        ]
+        .iter()
+        .fold(vec![tool("kustomize")], |mut v, a| {
+            v.push(a.to_string());
+            v
+        })
+    };
     let cases = [
         Case {
             name: "kustomize + local helm chart",
+            repo: mono.clone(),
             app: "apps/kustomize-helm",
-            raw: vec![
-                tool("kustomize").display().to_string(),
-                "build".into(),
-                "--enable-helm".into(),
-                "--helm-command".into(),
-                helm.clone(),
-                ".".into(),
-            ],
-            cwd: repo.join("apps/kustomize-helm"),
+            raw: kustomize(),
+            vault: false,
         },
         Case {
             name: "helm chart",
+            repo: mono.clone(),
             app: "apps/chart",
-            raw: vec![
-                helm.clone(),
-                "template".into(),
-                "bench".into(),
-                ".".into(),
-                "--namespace=demo".into(),
-                "--include-crds".into(),
-            ],
-            cwd: repo.join("apps/chart"),
+            raw: [
+                "template",
+                "bench",
+                ".",
+                "--namespace=demo",
+                "--include-crds",
+            ]
+            .iter()
+            .fold(vec![tool("helm")], |mut v, a| {
+                v.push(a.to_string());
+                v
+            }),
+            vault: false,
+        },
+        Case {
+            name: "examples/kustomize-app + 6 placeholders from OpenBao",
+            repo: examples,
+            app: "kustomize-app",
+            raw: kustomize(),
+            vault: true,
         },
     ];
     println!(
@@ -128,13 +187,18 @@ async fn main() {
     );
     println!("| --- | ---: | ---: | ---: | ---: |");
     for case in &cases {
-        // Warm-up: page cache, tool start-up.
+        let socket = if case.vault {
+            &vault_socket
+        } else {
+            &plain_socket
+        };
+        // Warm-up: page cache, tool start-up, Vault login.
         time_raw(case);
-        time_generate(&socket, &repo, case.app).await;
+        time_generate(socket, case).await;
         let (mut raw, mut served, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             let r = time_raw(case).as_secs_f64() * 1e3;
-            let g = time_generate(&socket, &repo, case.app).await.as_secs_f64() * 1e3;
+            let g = time_generate(socket, case).await.as_secs_f64() * 1e3;
             raw.push(r);
             served.push(g);
             ratio.push(g / r);
@@ -148,6 +212,11 @@ async fn main() {
             rounds
         );
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    for server in [&mut plain, &mut with_vault] {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+    let _ = Command::new(root().join("vault-dev/stop.sh"))
+        .env("VAULT_DEV_STATE", &vault_state)
+        .status();
 }

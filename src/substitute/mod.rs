@@ -1,6 +1,6 @@
 //! The substitution engine: replaces argocd-vault-plugin (AVP) `<placeholders>` in rendered
 //! manifests with secret values, reproducing AVP's observable behaviour
-//! (see `shared/docs/avp-compat.md` §2–§6).
+//! (argocd-vault-plugin v1.18.1, `pkg/kube/`).
 //!
 //! It is pure and synchronous and works in two phases so the caller can deduplicate and fetch
 //! concurrently in between:

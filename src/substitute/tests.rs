@@ -45,7 +45,7 @@ impl FakeVault {
     }
 }
 
-/// The AVP integration-test Vault (avp-compat.md §10.1): `secret/` is KV v1, `kv/` is KV v2.
+/// The AVP integration-test Vault (its pkg/helpers/test_helpers.go): `secret/` is KV v1, `kv/` is KV v2.
 fn avp_vault() -> FakeVault {
     let encoded_secret = modifiers::base64_encode(
         b"{\n  \"key1\": \"secret1\",\n  \"key2\": \"secret2\",\n  \"key3\": \"secret3\"\n}\n",
@@ -154,7 +154,7 @@ fn messages(err: &SubstituteError) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// AVP fixtures (avp-compat.md §10.2): fixtures/input/nonempty → fixtures/output/all.yaml
+// AVP fixtures (argocd-vault-plugin v1.18.1): fixtures/input/nonempty → fixtures/output/all.yaml
 
 fn fixture_inputs() -> Vec<Value> {
     let deployment = |path: &str, kv1: bool| {
