@@ -74,11 +74,14 @@ if command -v flock >/dev/null; then
   flock 9
 fi
 
+helm_v=$(version_of helm)
+kubectl_v=$(version_of kubectl)
+bao_v=$(version_of bao)
 need_layer=0
 need_bao=0
-{ stamped "$layer_stamp" && [ "$(version_of helm)" = "$HELM_VERSION" ] &&
-  [ "$(version_of kubectl)" = "$KUBECTL_VERSION" ]; } || need_layer=1
-{ stamped "$bao_stamp" && [ "$(version_of bao)" = "$BAO_VERSION" ]; } || need_bao=1
+{ stamped "$layer_stamp" && [ "$helm_v" = "$HELM_VERSION" ] &&
+  [ "$kubectl_v" = "$KUBECTL_VERSION" ]; } || need_layer=1
+{ stamped "$bao_stamp" && [ "$bao_v" = "$BAO_VERSION" ]; } || need_bao=1
 
 if [ $need_layer = 1 ] || [ $need_bao = 1 ]; then
   [ "$(uname -sm)" = "Linux x86_64" ] ||
@@ -165,11 +168,14 @@ if ! shim | cmp -s - "$dest/kustomize" 2>/dev/null; then
   mv -f "$dest/kustomize.part" "$dest/kustomize"
 fi
 
-# Verify by running each tool; record the stamps only when every version is right.
-helm_v=$(version_of helm)
-kubectl_v=$(version_of kubectl)
+# Verify by running each tool (again, if it was just installed); record the stamps only when
+# every version is right.
+if [ $need_layer = 1 ]; then
+  helm_v=$(version_of helm)
+  kubectl_v=$(version_of kubectl)
+fi
+[ $need_bao = 0 ] || bao_v=$(version_of bao)
 kustomize_v=$(version_of kustomize)
-bao_v=$(version_of bao)
 fail=0
 check() { # name reported wanted
   [ "$2" = "$3" ] && return 0

@@ -82,6 +82,7 @@ pub trait SecretSource: Send + Sync {
     async fn read(&self, req: &SecretRequest) -> Result<SecretData, ReadError>;
 }
 
+pub mod cache;
 pub mod config;
 pub mod kube;
 pub mod vault;

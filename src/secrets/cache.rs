@@ -1,0 +1,334 @@
+//! A `SecretSource` wrapper that coalesces and caches reads.
+//!
+//! Concurrent reads of the same request share one in-flight read (every Application of a team
+//! refreshing at once costs Vault one GET per path, not one per app). Results are kept for a
+//! short TTL so a rotated secret shows up on the next refresh after it; reads pinned to a
+//! version never change and stay until evicted. The cache is bounded by entries and by bytes,
+//! evicting the least recently used. Failures are not cached by default, so a transient Vault
+//! error is retried by the next render.
+//!
+//! One cache per backend (per Vault identity): tenants with different credentials never share
+//! entries.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use super::{ReadError, SecretData, SecretRequest, SecretSource};
+
+/// Cache policy. `ttl` zero disables caching (in-flight reads are still shared).
+#[derive(Clone, Copy, Debug)]
+pub struct CachePolicy {
+    pub ttl: Duration,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+    pub cache_errors: bool,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            max_entries: 10_000,
+            max_bytes: 64 << 20,
+            cache_errors: false,
+        }
+    }
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub evictions: AtomicU64,
+}
+
+type Outcome = Result<SecretData, ReadError>;
+
+struct Slot {
+    cell: OnceCell<Outcome>,
+    created: Instant,
+    bytes: AtomicU64,
+    /// Milliseconds since the cache's epoch, for LRU.
+    last_used: AtomicU64,
+}
+
+pub struct CachingSource {
+    inner: Arc<dyn SecretSource>,
+    policy: CachePolicy,
+    epoch: Instant,
+    slots: Mutex<HashMap<SecretRequest, Arc<Slot>>>,
+    bytes: AtomicU64,
+    pub stats: CacheStats,
+}
+
+impl CachingSource {
+    pub fn new(inner: Arc<dyn SecretSource>, policy: CachePolicy) -> Self {
+        Self {
+            inner,
+            policy,
+            epoch: Instant::now(),
+            slots: Mutex::new(HashMap::new()),
+            bytes: AtomicU64::new(0),
+            stats: CacheStats::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SecretRequest, Arc<Slot>>> {
+        // A panic while holding the lock cannot leave the map inconsistent (single inserts and
+        // removes), so a poisoned lock is still usable.
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tick(&self, now: Instant) -> u64 {
+        u64::try_from(now.duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn fresh(&self, req: &SecretRequest, slot: &Slot, now: Instant) -> bool {
+        match slot.cell.get() {
+            None => true, // in flight: join it
+            Some(Err(_)) => {
+                self.policy.cache_errors && now.duration_since(slot.created) < self.policy.ttl
+            }
+            // A pinned version never changes; everything else lives for the TTL.
+            Some(Ok(_)) => {
+                req.version.is_some() || now.duration_since(slot.created) < self.policy.ttl
+            }
+        }
+    }
+
+    /// The slot to wait on: an existing fresh one, or a new one this caller will fill.
+    fn slot(&self, req: &SecretRequest) -> (Arc<Slot>, bool) {
+        let now = Instant::now();
+        let mut slots = self.lock();
+        if let Some(slot) = slots.get(req)
+            && self.fresh(req, slot, now)
+        {
+            slot.last_used.store(self.tick(now), Ordering::Relaxed);
+            return (slot.clone(), false);
+        }
+        let slot = Arc::new(Slot {
+            cell: OnceCell::new(),
+            created: now,
+            bytes: AtomicU64::new(0),
+            last_used: AtomicU64::new(self.tick(now)),
+        });
+        if let Some(old) = slots.insert(req.clone(), slot.clone()) {
+            self.bytes
+                .fetch_sub(old.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        (slot, true)
+    }
+
+    /// Records the size of a completed read and enforces the bounds (LRU by creation/use time).
+    fn settle(&self, req: &SecretRequest, slot: &Arc<Slot>, outcome: &Outcome) {
+        let mut slots = self.lock();
+        let keep =
+            self.policy.ttl > Duration::ZERO && (outcome.is_ok() || self.policy.cache_errors);
+        let current = slots.get(req).is_some_and(|s| Arc::ptr_eq(s, slot));
+        if !current {
+            return;
+        }
+        if !keep {
+            slots.remove(req);
+            return;
+        }
+        let bytes = match outcome {
+            Ok(data) => approx_size(req, data),
+            Err(_) => req.path.len(),
+        } as u64;
+        slot.bytes.store(bytes, Ordering::Relaxed);
+        let total = (self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes) as usize;
+        if slots.len() > self.policy.max_entries || total > self.policy.max_bytes {
+            self.evict(&mut slots);
+        }
+    }
+
+    fn evict(&self, slots: &mut HashMap<SecretRequest, Arc<Slot>>) {
+        let mut done: Vec<(u64, SecretRequest, usize)> = slots
+            .iter()
+            .filter(|(_, s)| s.cell.initialized())
+            .map(|(k, s)| {
+                let bytes = s.bytes.load(Ordering::Relaxed) as usize;
+                (s.last_used.load(Ordering::Relaxed), k.clone(), bytes)
+            })
+            .collect();
+        done.sort_by_key(|(t, _, _)| *t);
+        let mut total = self.bytes.load(Ordering::Relaxed) as usize;
+        // Evict down to 90% so a full cache does not rescan on every insert.
+        let (max_entries, max_bytes) = (
+            self.policy.max_entries * 9 / 10,
+            self.policy.max_bytes * 9 / 10,
+        );
+        for (_, key, bytes) in done {
+            if slots.len() <= max_entries && total <= max_bytes {
+                break;
+            }
+            slots.remove(&key);
+            total = total.saturating_sub(bytes);
+            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes.store(total as u64, Ordering::Relaxed);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn approx_size(req: &SecretRequest, data: &SecretData) -> usize {
+    let values: usize = data
+        .0
+        .iter()
+        .map(|(k, v)| k.len() + v.to_string().len())
+        .sum();
+    req.path.len() + values + 64
+}
+
+#[async_trait::async_trait]
+impl SecretSource for CachingSource {
+    async fn read(&self, req: &SecretRequest) -> Result<SecretData, ReadError> {
+        let (slot, owner) = self.slot(req);
+        if !owner {
+            if slot.cell.initialized() {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        let outcome = slot
+            .cell
+            .get_or_init(|| async { self.inner.read(req).await })
+            .await
+            .clone();
+        if owner {
+            self.settle(req, &slot, &outcome);
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::KvVersion;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts reads; each read takes a little while so concurrent callers overlap.
+    struct Counting {
+        reads: AtomicUsize,
+        fail: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl SecretSource for Counting {
+        async fn read(&self, req: &SecretRequest) -> Result<SecretData, ReadError> {
+            let n = self.reads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if self.fail {
+                return Err(ReadError::NotFound(req.clone()));
+            }
+            let mut m = serde_json::Map::new();
+            m.insert("n".into(), n.into());
+            Ok(SecretData(m))
+        }
+    }
+
+    fn req(path: &str, version: Option<&str>) -> SecretRequest {
+        SecretRequest {
+            path: path.into(),
+            kv_version: KvVersion::V2,
+            version: version.map(Into::into),
+        }
+    }
+
+    fn cache(policy: CachePolicy, fail: bool) -> (Arc<Counting>, Arc<CachingSource>) {
+        let inner = Arc::new(Counting {
+            reads: AtomicUsize::new(0),
+            fail,
+        });
+        (inner.clone(), Arc::new(CachingSource::new(inner, policy)))
+    }
+
+    #[tokio::test]
+    async fn concurrent_reads_coalesce() {
+        let (inner, c) = cache(CachePolicy::default(), false);
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { c.read(&req("secret/data/a", None)).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.expect("join").is_ok());
+        }
+        assert_eq!(inner.reads.load(Ordering::SeqCst), 1);
+        assert_eq!(c.stats.misses.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttl_expiry_and_pinned_versions() {
+        let policy = CachePolicy {
+            ttl: Duration::from_secs(30),
+            ..Default::default()
+        };
+        let (inner, c) = cache(policy, false);
+        let latest = req("secret/data/a", None);
+        let pinned = req("secret/data/a", Some("1"));
+        c.read(&latest).await.expect("read");
+        c.read(&pinned).await.expect("read");
+        c.read(&latest).await.expect("hit");
+        assert_eq!(inner.reads.load(Ordering::SeqCst), 2);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        c.read(&latest).await.expect("refetch after ttl");
+        c.read(&pinned).await.expect("pinned stays");
+        assert_eq!(inner.reads.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn errors_not_cached_and_ttl_zero_disables() {
+        let (inner, c) = cache(CachePolicy::default(), true);
+        assert!(c.read(&req("x/data/y", None)).await.is_err());
+        assert!(c.read(&req("x/data/y", None)).await.is_err());
+        assert_eq!(inner.reads.load(Ordering::SeqCst), 2);
+        assert!(c.is_empty());
+        let (inner, c) = cache(
+            CachePolicy {
+                ttl: Duration::ZERO,
+                ..Default::default()
+            },
+            false,
+        );
+        c.read(&req("x/data/y", None)).await.expect("ok");
+        c.read(&req("x/data/y", None)).await.expect("ok");
+        assert_eq!(inner.reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn bounded_by_entries_lru() {
+        let policy = CachePolicy {
+            max_entries: 10,
+            ..Default::default()
+        };
+        let (_, c) = cache(policy, false);
+        for i in 0..25 {
+            c.read(&req(&format!("s/data/{i}"), None))
+                .await
+                .expect("ok");
+        }
+        assert!(c.len() <= 10, "{}", c.len());
+        assert!(c.stats.evictions.load(Ordering::Relaxed) >= 15);
+    }
+}
