@@ -27,6 +27,9 @@ pub struct RenderArgs {
     /// Cap on a tool's captured stdout, in MiB.
     #[arg(long, env = "AVP_SIDECAR_MAX_OUTPUT_MB", default_value_t = 256)]
     pub max_output_mb: usize,
+    /// Tool runs at once (more wait in line, deadline still running). Default: 2 per CPU.
+    #[arg(long, env = "AVP_SIDECAR_MAX_CONCURRENT_RENDERS")]
+    pub max_concurrent_renders: Option<usize>,
     /// Seconds between SIGTERM and SIGKILL of a tool's process group at the deadline.
     #[arg(long, env = "AVP_SIDECAR_KILL_GRACE_SECONDS", default_value_t = 5.0)]
     pub kill_grace_seconds: f64,
@@ -50,6 +53,24 @@ pub struct SecretsArgs {
         value_delimiter = ','
     )]
     pub secret_allow: Vec<String>,
+    /// Seconds a secret read is reused by later renders (0: no caching; concurrent reads of
+    /// the same path are still shared). Reads pinned to a version are kept until evicted.
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_SECRET_CACHE_TTL_SECONDS",
+        default_value_t = 30
+    )]
+    pub secret_cache_ttl_seconds: u64,
+    /// Max cached secret reads.
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_SECRET_CACHE_MAX_ENTRIES",
+        default_value_t = 10_000
+    )]
+    pub secret_cache_max_entries: usize,
+    /// Max bytes of cached secret data, in MiB.
+    #[arg(long, env = "AVP_SIDECAR_SECRET_CACHE_MAX_MB", default_value_t = 64)]
+    pub secret_cache_max_mb: usize,
     /// Kubernetes API URL (default: in-cluster service).
     #[arg(long, env = "AVP_SIDECAR_KUBE_API", hide = true)]
     pub kube_api: Option<String>,
@@ -64,6 +85,15 @@ impl SecretsArgs {
             .map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
+    fn cache_policy(&self) -> crate::secrets::cache::CachePolicy {
+        crate::secrets::cache::CachePolicy {
+            ttl: Duration::from_secs(self.secret_cache_ttl_seconds),
+            max_entries: self.secret_cache_max_entries.max(1),
+            max_bytes: self.secret_cache_max_mb.saturating_mul(1 << 20),
+            cache_errors: false,
+        }
+    }
+
     fn kube(&self) -> Result<crate::secrets::kube::KubeApi, ConfigError> {
         crate::secrets::kube::KubeApi::new(self.kube_api.clone(), self.kube_token_path.clone())
             .map_err(|e| ConfigError::Invalid(e.to_string()))
@@ -75,13 +105,18 @@ impl SecretsArgs {
     pub fn substituter(&self) -> Result<crate::substitute_stage::Substituter, ConfigError> {
         use crate::substitute_stage::{Backend, ConfigSecrets, Substituter};
         let layered = self.layers()?;
-        let default =
-            Backend::from_lookup(&layered, "").map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let default = Backend::from_lookup(&layered, "", self.cache_policy())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let config_secrets = if self.secret_allow.is_empty() {
             None
         } else {
             let policy = crate::secrets::kube::SecretPolicy::new(&self.secret_allow);
-            Some(ConfigSecrets::new(self.kube()?, policy, layered))
+            Some(ConfigSecrets::new(
+                self.kube()?,
+                policy,
+                layered,
+                self.cache_policy(),
+            ))
         };
         Ok(Substituter {
             default,
@@ -106,7 +141,11 @@ impl SecretsArgs {
         };
         let data = self.kube().map_err(invalid)?.secret_data(&secret).await?;
         let layered = self.layers().map_err(invalid)?.with_secret(data);
-        Backend::from_lookup(&layered, &format!(" (with secret {secret})"))
+        Backend::from_lookup(
+            &layered,
+            &format!(" (with secret {secret})"),
+            self.cache_policy(),
+        )
     }
 }
 
@@ -145,6 +184,13 @@ pub struct ServeArgs {
     /// Deadline in seconds for requests that carry none (0 = none, like Argo).
     #[arg(long, env = "AVP_SIDECAR_DEFAULT_TIMEOUT_SECONDS", default_value_t = 0)]
     pub default_timeout_seconds: u64,
+    /// Memory for rendered output reused across requests with identical inputs, in MiB
+    /// (0 disables the render cache).
+    #[arg(long, env = "AVP_SIDECAR_RENDER_CACHE_MB", default_value_t = 128)]
+    pub render_cache_mb: usize,
+    /// Max renders kept in the render cache.
+    #[arg(long, env = "AVP_SIDECAR_RENDER_CACHE_ENTRIES", default_value_t = 512)]
+    pub render_cache_entries: usize,
     /// How long to wait for in-flight requests on SIGTERM before exiting.
     #[arg(long, default_value_t = 30)]
     pub drain_seconds: u64,
@@ -183,6 +229,12 @@ impl RenderArgs {
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
+        let max_concurrent = self
+            .max_concurrent_renders
+            .unwrap_or_else(|| {
+                2 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            })
+            .max(1);
         if !(self.kill_grace_seconds.is_finite() && self.kill_grace_seconds >= 0.0) {
             return Err(ConfigError::Invalid("--kill-grace-seconds".to_owned()));
         }
@@ -192,6 +244,8 @@ impl RenderArgs {
                 helm: resolve_tool("helm", &self.helm, &path)?,
             },
             server_env,
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
+            max_concurrent,
             limits: RunLimits {
                 max_output_bytes: self.max_output_mb.saturating_mul(1 << 20),
                 kill_grace: Duration::from_secs_f64(self.kill_grace_seconds),

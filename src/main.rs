@@ -108,7 +108,17 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     avp_sidecar::protocol::workdir::reset_work_root(&settings.work_root)
         .with_context(|| format!("preparing work dir {}", settings.work_root.display()))?;
+    let tool_fingerprint = avp_sidecar::render_cache::tool_fingerprint(&[
+        &settings.renderer.tools.kustomize,
+        &settings.renderer.tools.helm,
+    ]);
+    let render_cache = avp_sidecar::render_cache::RenderCache::new(
+        args.render_cache_entries,
+        args.render_cache_mb.saturating_mul(1 << 20),
+    );
     let shared = Arc::new(Shared {
+        render_cache,
+        tool_fingerprint,
         pipeline: Pipeline {
             renderer: settings.renderer.clone(),
             substitute: Arc::new(args.secrets.substituter()?),

@@ -30,13 +30,12 @@ pub enum PipelineError {
     Substitute(#[from] crate::substitute_stage::StageError),
 }
 
-/// The result of one generation, with timings for logs and metrics.
+/// The result of a render, before substitution.
 #[derive(Debug)]
-pub struct Generated {
+pub struct Rendered {
     pub kind: AppKind,
     pub documents: Vec<Value>,
     pub tool_time: Duration,
-    pub substitute_time: Duration,
     pub tool_stderr: String,
 }
 
@@ -53,14 +52,15 @@ impl Pipeline {
         discovery::detect(app_dir, plugin.pipeline.render)
     }
 
-    pub async fn generate(
+    /// Discovers and renders: the pre-substitution documents.
+    pub async fn render(
         &self,
         plugin: &Plugin,
         app_dir: &Path,
         scratch: &Path,
         env: &RequestEnv,
         deadline: Option<Instant>,
-    ) -> Result<Generated, PipelineError> {
+    ) -> Result<Rendered, PipelineError> {
         let kind = self
             .detect(plugin, app_dir)
             .ok_or_else(|| PipelineError::NotSupported {
@@ -75,24 +75,30 @@ impl Pipeline {
                     discovery::Accept::Auto => "kustomize apps and helm charts",
                 },
             })?;
-        let rendered = self
+        let out = self
             .renderer
             .render(&kind, app_dir, scratch, env, deadline)
             .await?;
-        let started = Instant::now();
-        let documents = if plugin.pipeline.substitute {
-            self.substitute
-                .run(rendered.documents, env, deadline)
-                .await?
-        } else {
-            rendered.documents
-        };
-        Ok(Generated {
+        Ok(Rendered {
             kind,
-            documents,
-            tool_time: rendered.tool_time,
-            substitute_time: started.elapsed(),
-            tool_stderr: rendered.stderr,
+            documents: out.documents,
+            tool_time: out.tool_time,
+            tool_stderr: out.stderr,
         })
+    }
+
+    /// Fills in placeholders, if the plugin substitutes.
+    pub async fn substitute(
+        &self,
+        plugin: &Plugin,
+        documents: Vec<Value>,
+        env: &RequestEnv,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Value>, PipelineError> {
+        if plugin.pipeline.substitute {
+            Ok(self.substitute.run(documents, env, deadline).await?)
+        } else {
+            Ok(documents)
+        }
     }
 }

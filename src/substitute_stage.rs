@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::context::RequestEnv;
+use crate::secrets::cache::{CachePolicy, CachingSource};
 use crate::secrets::config::{ConfigError, Layered, Lookup, VaultConfig};
 use crate::secrets::kube::{KubeApi, KubeError, SecretName, SecretPolicy};
 use crate::secrets::vault::{LoginError, VaultSource};
@@ -61,8 +62,12 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Vault when `AVP_TYPE` is set in `l`, else no source.
-    pub fn from_lookup(l: &dyn Lookup, origin: &str) -> Result<Self, StageError> {
+    /// Vault (behind the read cache) when `AVP_TYPE` is set in `l`, else no source.
+    pub fn from_lookup(
+        l: &dyn Lookup,
+        origin: &str,
+        cache: CachePolicy,
+    ) -> Result<Self, StageError> {
         if l.get(crate::secrets::config::AVP_TYPE).is_none() {
             return Ok(Self::default());
         }
@@ -74,8 +79,9 @@ impl Backend {
             default_kv_version: config.kv_version,
             path_validation: config.path_validation.clone(),
         };
+        let vault: Arc<dyn SecretSource> = Arc::new(VaultSource::new(config)?);
         Ok(Self {
-            source: Some(Arc::new(VaultSource::new(config)?)),
+            source: Some(Arc::new(CachingSource::new(vault, cache))),
             options,
         })
     }
@@ -90,15 +96,22 @@ pub struct ConfigSecrets {
     pub api: KubeApi,
     pub policy: SecretPolicy,
     pub operator: Layered,
+    pub cache_policy: CachePolicy,
     cache: tokio::sync::Mutex<HashMap<SecretName, CachedBackend>>,
 }
 
 impl ConfigSecrets {
-    pub fn new(api: KubeApi, policy: SecretPolicy, operator: Layered) -> Self {
+    pub fn new(
+        api: KubeApi,
+        policy: SecretPolicy,
+        operator: Layered,
+        cache_policy: CachePolicy,
+    ) -> Self {
         Self {
             api,
             policy,
             operator,
+            cache_policy,
             cache: Default::default(),
         }
     }
@@ -116,6 +129,7 @@ impl ConfigSecrets {
         let backend = Backend::from_lookup(
             &self.operator.with_secret(data.clone()),
             &format!(" (with secret {secret})"),
+            self.cache_policy,
         )?;
         cache.insert(secret, (data, backend.clone()));
         Ok(backend)

@@ -18,6 +18,7 @@ pub fn init(default_format: &str) {
     let format = std::env::var(LOG_FORMAT_ENV).unwrap_or_else(|_| default_format.to_owned());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if format.eq_ignore_ascii_case("json") {
         builder.json().flatten_event(true).init();

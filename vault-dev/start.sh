@@ -3,6 +3,8 @@
 # and the integration tests, and waits until it is healthy.
 #   BAO_PORT        listen port on 127.0.0.1 (default 8200; the dev server also binds port+1)
 #   BAO_ROOT_TOKEN  root token (default "root")
+#   BAO_AUDIT_LOG   if set, a file audit device writes every request and response there
+#                   (OpenBao only accepts audit devices from config, not the API)
 #   VAULT_DEV_STATE state dir (default <repo>/.demo/vault); gets pid, bao.log and env
 #                   (VAULT_ADDR=..., BAO_ADDR=...; `set -a; . "$VAULT_DEV_STATE/env"; set +a`)
 set -euo pipefail
@@ -47,8 +49,13 @@ for p in "$port" "$((port + 1))"; do
 done
 
 rm -f "$state/pid"
+config_args=()
+if [ -n "${BAO_AUDIT_LOG:-}" ]; then
+  printf 'audit "file" "file" {\n  options {\n    file_path = "%s"\n  }\n}\n' "$BAO_AUDIT_LOG" >"$state/audit.hcl"
+  config_args=(-config "$state/audit.hcl")
+fi
 "$bao" server -dev -dev-no-store-token -dev-root-token-id="$token" \
-  -dev-listen-address="127.0.0.1:$port" </dev/null >"$state/bao.log" 2>&1 &
+  -dev-listen-address="127.0.0.1:$port" "${config_args[@]}" </dev/null >"$state/bao.log" 2>&1 &
 pid=$!
 echo "$pid" >"$state/pid"
 printf 'VAULT_ADDR=%s\nBAO_ADDR=%s\n' "$addr" "$addr" >"$state/env"

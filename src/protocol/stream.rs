@@ -58,17 +58,23 @@ where
     }
 }
 
-/// Spools the remaining file chunks to `archive` and verifies the checksum from `metadata`.
+/// Spools the remaining file chunks to `archive` (or only hashes them, when `None`) and
+/// verifies the checksum from `metadata`.
 pub async fn receive_archive<S>(
     stream: &mut S,
     metadata: ManifestRequestMetadata,
-    archive: &Path,
+    archive: Option<&Path>,
     max_compressed_bytes: u64,
 ) -> Result<Received, StreamError>
 where
     S: Stream<Item = Result<AppStreamRequest, tonic::Status>> + Unpin,
 {
-    let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(archive).await?);
+    let mut file = match archive {
+        Some(path) => Some(tokio::io::BufWriter::new(
+            tokio::fs::File::create(path).await?,
+        )),
+        None => None,
+    };
     let mut hasher = Sha256::new();
     let mut total: u64 = 0;
     while let Some(msg) = stream.next().await {
@@ -83,9 +89,13 @@ where
             });
         }
         hasher.update(&f.chunk);
-        file.write_all(&f.chunk).await?;
+        if let Some(file) = file.as_mut() {
+            file.write_all(&f.chunk).await?;
+        }
     }
-    file.flush().await?;
+    if let Some(file) = file.as_mut() {
+        file.flush().await?;
+    }
     let actual = hex(&hasher.finalize());
     if !actual.eq_ignore_ascii_case(metadata.checksum.trim()) {
         return Err(StreamError::Checksum {

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::context::RequestEnv;
 use crate::discovery::AppKind;
+use crate::metrics::{self, METRICS};
 use tool::{RunLimits, ToolError};
 
 /// Where the real tools live (operator configuration).
@@ -30,6 +31,9 @@ pub struct Renderer {
     /// The server's own environment (already stripped of its private names by `child_env`).
     pub server_env: Vec<(String, String)>,
     pub limits: RunLimits,
+    /// Tool runs allowed at once; more wait in line (with their deadline still running).
+    pub slots: std::sync::Arc<tokio::sync::Semaphore>,
+    pub max_concurrent: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +53,9 @@ pub enum RenderError {
         #[source]
         source: crate::manifest::ManifestError,
     },
+    /// The deadline passed while waiting for a tool slot.
+    #[error("deadline exceeded while waiting for a free render slot ({0} renders run at once)")]
+    Queued(usize),
     #[error("preparing render in {path}: {source}")]
     Io {
         path: String,
@@ -102,7 +109,22 @@ impl Renderer {
                 )
             }
         };
+        let queued = Instant::now();
+        let acquire = self.slots.clone().acquire_owned();
+        let permit = match deadline {
+            Some(d) => tokio::time::timeout_at(d, acquire).await.ok(),
+            None => Some(acquire.await),
+        };
+        let Some(Ok(_permit)) = permit else {
+            return Err(RenderError::Queued(self.max_concurrent()));
+        };
+        metrics::add(
+            &METRICS.tool_queue_milliseconds_total,
+            millis(queued.elapsed()),
+        );
+        metrics::inc(&METRICS.tool_runs_total);
         let out = tool::run(&cmd, deadline, self.limits).await?;
+        metrics::add(&METRICS.tool_milliseconds_total, millis(out.elapsed));
         let text = String::from_utf8_lossy(&out.stdout);
         let mut documents =
             crate::manifest::split_tool_output(&text).map_err(|source| RenderError::Output {
@@ -117,6 +139,17 @@ impl Renderer {
             tool_time: out.elapsed,
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         })
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Renderer {
+    /// The size of the render queue's window.
+    pub fn max_concurrent(&self) -> usize {
+        self.max_concurrent
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::{ReadError, SecretData, SecretRequest, SecretSource};
+use crate::metrics::{self, METRICS};
 
 /// Cache policy. `ttl` zero disables caching (in-flight reads are still shared).
 #[derive(Clone, Copy, Debug)]
@@ -40,15 +41,6 @@ impl Default for CachePolicy {
     }
 }
 
-/// Counters for metrics and tests.
-#[derive(Debug, Default)]
-pub struct CacheStats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub coalesced: AtomicU64,
-    pub evictions: AtomicU64,
-}
-
 type Outcome = Result<SecretData, ReadError>;
 
 struct Slot {
@@ -65,7 +57,6 @@ pub struct CachingSource {
     epoch: Instant,
     slots: Mutex<HashMap<SecretRequest, Arc<Slot>>>,
     bytes: AtomicU64,
-    pub stats: CacheStats,
 }
 
 impl CachingSource {
@@ -76,7 +67,6 @@ impl CachingSource {
             epoch: Instant::now(),
             slots: Mutex::new(HashMap::new()),
             bytes: AtomicU64::new(0),
-            stats: CacheStats::default(),
         }
     }
 
@@ -172,7 +162,7 @@ impl CachingSource {
             }
             slots.remove(&key);
             total = total.saturating_sub(bytes);
-            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+            metrics::inc(&METRICS.secret_cache_evictions_total);
         }
         self.bytes.store(total as u64, Ordering::Relaxed);
     }
@@ -199,15 +189,11 @@ fn approx_size(req: &SecretRequest, data: &SecretData) -> usize {
 impl SecretSource for CachingSource {
     async fn read(&self, req: &SecretRequest) -> Result<SecretData, ReadError> {
         let (slot, owner) = self.slot(req);
-        if !owner {
-            if slot.cell.initialized() {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
-            }
-        } else {
-            self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        }
+        metrics::inc(match (owner, slot.cell.initialized()) {
+            (true, _) => &METRICS.secret_cache_misses_total,
+            (false, true) => &METRICS.secret_cache_hits_total,
+            (false, false) => &METRICS.secret_cache_coalesced_total,
+        });
         let outcome = slot
             .cell
             .get_or_init(|| async { self.inner.read(req).await })
@@ -275,7 +261,6 @@ mod tests {
             assert!(t.await.expect("join").is_ok());
         }
         assert_eq!(inner.reads.load(Ordering::SeqCst), 1);
-        assert_eq!(c.stats.misses.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -329,6 +314,5 @@ mod tests {
                 .expect("ok");
         }
         assert!(c.len() <= 10, "{}", c.len());
-        assert!(c.stats.evictions.load(Ordering::Relaxed) >= 15);
     }
 }

@@ -2,24 +2,55 @@
 //!
 //! Reads paths exactly as argocd-vault-plugin does: the path is the raw API path (KV v2 paths
 //! carry `data/`, which AVP never inserts), KV v2 returns `data.data` and honours `#version`,
-//! KV v1 returns `data` and ignores versions. Logs in once and shares the token across requests
-//! (AVP logs in on every run); on a 403 it logs in again once and retries, which covers an
-//! expired or revoked token. Concurrent readers never trigger parallel logins.
+//! KV v1 returns `data` and ignores versions.
+//!
+//! Token lifecycle: log in once and share the token across requests (AVP logs in on every run);
+//! renew it when two thirds of its TTL have passed (log in again if renewal fails or the TTL
+//! is used up); on a 403 log in again once and retry, which covers a revoked token. Only one
+//! login or renewal runs at a time; concurrent readers wait for it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::RwLock;
+use tokio::time::Instant;
 use vaultrs::client::{Client, VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
 use super::config::{Auth, VaultConfig};
 use super::{KvVersion, ReadError, SecretData, SecretRequest, SecretSource};
+use crate::metrics::{self, METRICS};
 
 pub struct VaultSource {
     config: VaultConfig,
     /// The logged-in client; `None` until the first read (or after a rejected token).
-    client: RwLock<Option<Arc<VaultClient>>>,
+    session: RwLock<Option<Session>>,
+}
+
+/// A logged-in client and when its token needs attention.
+#[derive(Clone)]
+struct Session {
+    client: Arc<VaultClient>,
+    /// When to renew (two thirds into the TTL); `None` for tokens without a TTL we track.
+    refresh_at: Option<Instant>,
+    renewable: bool,
+}
+
+impl Session {
+    fn new(client: VaultClient, ttl_secs: u64, renewable: bool) -> Self {
+        let refresh_at =
+            (ttl_secs > 0).then(|| Instant::now() + Duration::from_secs(ttl_secs) * 2 / 3);
+        Self {
+            client: Arc::new(client),
+            refresh_at,
+            renewable,
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.refresh_at.is_some_and(|t| Instant::now() >= t)
+    }
 }
 
 impl std::fmt::Debug for VaultSource {
@@ -53,7 +84,7 @@ impl VaultSource {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let source = Self {
             config,
-            client: RwLock::new(None),
+            session: RwLock::new(None),
         };
         source.build_client("")?;
         Ok(source)
@@ -97,12 +128,12 @@ impl VaultSource {
         VaultClient::new(settings).map_err(|e| LoginError::Client(describe(&e)))
     }
 
-    async fn login(&self) -> Result<VaultClient, LoginError> {
+    async fn login(&self) -> Result<Session, LoginError> {
         let mut client = self.build_client("")?;
         let (method, mount, result) = match &self.config.auth {
             Auth::Token(t) => {
                 client.set_token(t.expose());
-                return Ok(client);
+                return Ok(Session::new(client, 0, false));
             }
             Auth::AppRole {
                 role_id,
@@ -147,28 +178,63 @@ impl VaultSource {
             reason: describe(&e),
         })?;
         client.set_token(&info.client_token);
+        metrics::inc(&METRICS.vault_logins_total);
         tracing::info!(method, mount = %mount, ttl_s = info.lease_duration, "logged in to vault");
-        Ok(client)
+        Ok(Session::new(client, info.lease_duration, info.renewable))
     }
 
-    /// The shared client, logging in if there is none. Only one login runs at a time.
+    /// Renews the session's token; `None` if Vault refuses (then log in again).
+    async fn renew(&self, session: &Session) -> Option<Session> {
+        if !session.renewable {
+            return None;
+        }
+        match vaultrs::token::renew_self(session.client.as_ref(), None).await {
+            // Renewal cannot extend past the token's max TTL; a short grant means: log in soon.
+            Ok(info) if info.lease_duration > 0 => {
+                metrics::inc(&METRICS.vault_renewals_total);
+                tracing::debug!(ttl_s = info.lease_duration, "renewed vault token");
+                Some(Session {
+                    client: session.client.clone(),
+                    refresh_at: Some(
+                        Instant::now() + Duration::from_secs(info.lease_duration) * 2 / 3,
+                    ),
+                    renewable: info.renewable,
+                })
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::info!(error = %describe(&e), "vault token renewal failed; logging in again");
+                None
+            }
+        }
+    }
+
+    /// The shared client: logs in if there is none, renews or logs in again when the token is
+    /// due. Only one caller does that at a time; the others wait and reuse its result.
     async fn client(&self) -> Result<Arc<VaultClient>, LoginError> {
-        if let Some(c) = self.client.read().await.as_ref() {
-            return Ok(c.clone());
+        if let Some(s) = self.session.read().await.as_ref()
+            && !s.due()
+        {
+            return Ok(s.client.clone());
         }
-        let mut slot = self.client.write().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = Arc::new(self.login().await?);
-        *slot = Some(c.clone());
-        Ok(c)
+        let mut slot = self.session.write().await;
+        let next = match slot.as_ref() {
+            Some(s) if !s.due() => return Ok(s.client.clone()),
+            Some(s) => match self.renew(s).await {
+                Some(renewed) => renewed,
+                None => self.login().await?,
+            },
+            None => self.login().await?,
+        };
+        let client = next.client.clone();
+        *slot = Some(next);
+        Ok(client)
     }
 
     /// Forgets `stale` (if still current) so the next `client()` logs in again.
     async fn invalidate(&self, stale: &Arc<VaultClient>) {
-        let mut slot = self.client.write().await;
-        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
+        let mut slot = self.session.write().await;
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(&s.client, stale)) {
             *slot = None;
         }
     }
@@ -178,6 +244,7 @@ impl VaultSource {
         client: &VaultClient,
         req: &SecretRequest,
     ) -> Result<SecretData, ClientError> {
+        metrics::inc(&METRICS.vault_reads_total);
         let map: Map<String, Value> = match req.kv_version {
             KvVersion::V1 => {
                 let (mount, path) = split_first(&req.path);

@@ -45,6 +45,9 @@ pub enum RequestError {
 pub struct Shared {
     pub settings: Settings,
     pub pipeline: Pipeline,
+    pub render_cache: crate::render_cache::RenderCache,
+    /// Identifies the installed tools in render-cache keys.
+    pub tool_fingerprint: String,
 }
 
 /// Serves `plugin` on `listener` until `shutdown` resolves, then drains in-flight requests.

@@ -13,7 +13,9 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::{RequestError, Shared, deadline, status};
 use crate::context::RequestEnv;
+use crate::metrics::{self, METRICS};
 use crate::plugin::Plugin;
+use crate::protocol::pb::ManifestRequestMetadata;
 use crate::protocol::pb::config_management_plugin_service_server::ConfigManagementPluginService;
 use crate::protocol::pb::{
     AppStreamRequest, CheckPluginConfigurationResponse, ManifestResponse,
@@ -23,6 +25,7 @@ use crate::protocol::repository::ParameterAnnouncement;
 use crate::protocol::stream;
 use crate::protocol::unpack::{self, UnpackOptions};
 use crate::protocol::workdir::WorkDir;
+use crate::render_cache;
 
 /// Upper bound on draining a failed request's remaining stream.
 const MAX_DRAIN: Duration = Duration::from_secs(10);
@@ -47,27 +50,84 @@ impl CmpService {
 /// has finished (holding it here would let a closure that captures only some fields drop it
 /// early), so this only carries paths into it.
 struct Unpacked {
-    app_dir: PathBuf,
-    /// Private scratch space outside the repository tree.
-    scratch: PathBuf,
+    input: Input,
     env: RequestEnv,
     app_name: String,
+    /// Where to store the render, when the render cache applies.
+    cache_key: Option<render_cache::Key>,
+}
+
+impl Unpacked {
+    /// The extracted app dir; requests that bypass the render cache always have one.
+    fn app_dir(&self) -> Result<&Path, RequestError> {
+        match &self.input {
+            Input::Dir { app_dir, .. } => Ok(app_dir),
+            Input::Cached(_) => Err(RequestError::Internal(
+                "no app dir on a cache hit".to_owned(),
+            )),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What the work closure gets to render from.
+enum Input {
+    /// The extracted repository: the app dir and private scratch space outside the tree.
+    Dir { app_dir: PathBuf, scratch: PathBuf },
+    /// A render-cache hit: the archive was verified but not unpacked.
+    Cached(render_cache::Cached),
 }
 
 impl CmpService {
     /// Receives, verifies and unpacks the stream into a fresh work dir.
-    async fn receive<S>(&self, stream: &mut S) -> Result<(WorkDir, Unpacked), RequestError>
+    async fn receive<S>(
+        &self,
+        stream: &mut S,
+        use_cache: bool,
+    ) -> Result<(WorkDir, Unpacked), RequestError>
     where
         S: Stream<Item = Result<AppStreamRequest, Status>> + Unpin,
     {
         let settings = &self.shared.settings;
         let metadata = stream::receive_metadata(stream).await?;
+        let env = RequestEnv::new(
+            metadata
+                .env
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone())),
+        );
         let workdir = WorkDir::create(&settings.work_root)
             .map_err(|e| RequestError::Internal(format!("creating work dir: {e}")))?;
         let archive = workdir.tmp().join("repo.tar.gz");
-        let received =
-            stream::receive_archive(stream, metadata, &archive, settings.max_compressed_bytes)
-                .await?;
+        let cache_key =
+            (use_cache && self.shared.render_cache.enabled()).then(|| self.cache_key(&metadata));
+        if let Some(key) = cache_key {
+            if let Some(hit) = self.shared.render_cache.get(&key) {
+                // Still receive and verify everything: a hit must not accept a bad stream.
+                let received =
+                    stream::receive_archive(stream, metadata, None, settings.max_compressed_bytes)
+                        .await?;
+                metrics::inc(&METRICS.render_cache_hits_total);
+                let unpacked = Unpacked {
+                    input: Input::Cached(hit),
+                    env,
+                    app_name: received.metadata.app_name,
+                    cache_key,
+                };
+                return Ok((workdir, unpacked));
+            }
+            metrics::inc(&METRICS.render_cache_misses_total);
+        }
+        let received = stream::receive_archive(
+            stream,
+            metadata,
+            Some(&archive),
+            settings.max_compressed_bytes,
+        )
+        .await?;
         let opts = UnpackOptions {
             preserve_file_mode: self.plugin.preserve_file_mode,
             limits: settings.unpack_limits,
@@ -86,14 +146,32 @@ impl CmpService {
             bytes = stats.bytes,
             "repository unpacked"
         );
-        let app_dir = app_dir(&workdir.repo(), &meta.app_rel_path)?;
         let unpacked = Unpacked {
-            app_dir,
-            scratch: workdir.tmp(),
-            env: RequestEnv::new(meta.env.into_iter().map(|e| (e.name, e.value))),
+            input: Input::Dir {
+                app_dir: app_dir(&workdir.repo(), &meta.app_rel_path)?,
+                scratch: workdir.tmp(),
+            },
+            env,
             app_name: meta.app_name,
+            cache_key,
         };
         Ok((workdir, unpacked))
+    }
+
+    /// The render-cache key for a GenerateManifest request, known from the metadata alone.
+    fn cache_key(&self, metadata: &ManifestRequestMetadata) -> render_cache::Key {
+        let env: Vec<(String, String)> = metadata
+            .env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect();
+        render_cache::key(
+            &self.plugin.full_name(),
+            &metadata.checksum,
+            &metadata.app_rel_path,
+            &env,
+            &self.shared.tool_fingerprint,
+        )
     }
 
     /// Runs `work` under the request deadline; on failure drains the stream (so a Go client
@@ -102,6 +180,7 @@ impl CmpService {
         &self,
         rpc: &'static str,
         prefix: &'static str,
+        use_cache: bool,
         request: Request<Streaming<AppStreamRequest>>,
         work: F,
     ) -> Result<Response<T>, Status>
@@ -113,11 +192,12 @@ impl CmpService {
             deadline::from_metadata(request.metadata(), self.shared.settings.default_timeout);
         let mut stream = request.into_inner();
         let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+        metrics::inc(&METRICS.requests_total);
         let span = info_span!("rpc", rpc, id, plugin = %self.plugin.full_name(), app = tracing::field::Empty, project = tracing::field::Empty);
         let started = Instant::now();
         let result = async {
             let job = async {
-                let (workdir, unpacked) = self.receive(&mut stream).await?;
+                let (workdir, unpacked) = self.receive(&mut stream, use_cache).await?;
                 let span = tracing::Span::current();
                 span.record("app", unpacked.env.app_name());
                 span.record("project", unpacked.env.project());
@@ -145,6 +225,7 @@ impl CmpService {
                     .map(|d| d.min(Instant::now() + MAX_DRAIN))
                     .unwrap_or_else(|| Instant::now() + MAX_DRAIN);
                 let _ = tokio::time::timeout_at(drain_until, stream::drain(&mut stream)).await;
+                metrics::inc(&METRICS.requests_failed_total);
                 let status = status::to_status(prefix, &err);
                 warn!(ms = started.elapsed().as_millis() as u64, code = ?status.code(), error = %status.message(), "failed");
                 Err(status)
@@ -196,31 +277,49 @@ impl ConfigManagementPluginService for CmpService {
         self.handle(
             "GenerateManifest",
             "error generating manifests",
+            true,
             request,
             |u, deadline| async move {
-                let generated = self
-                    .shared
-                    .pipeline
-                    .generate(&self.plugin, &u.app_dir, &u.scratch, &u.env, deadline)
+                let pipeline = &self.shared.pipeline;
+                let (kind, documents, cached) = match u.input {
+                    Input::Dir { app_dir, scratch } => {
+                        let r = pipeline
+                            .render(&self.plugin, &app_dir, &scratch, &u.env, deadline)
+                            .await?;
+                        if !r.tool_stderr.is_empty() {
+                            info!(stderr = %r.tool_stderr, "tool stderr");
+                        }
+                        if let Some(key) = u.cache_key {
+                            self.shared
+                                .render_cache
+                                .insert(key, r.kind.clone(), &r.documents);
+                        }
+                        info!(
+                            kind = r.kind.name(),
+                            tool_ms = millis(r.tool_time),
+                            "rendered"
+                        );
+                        (r.kind, r.documents, false)
+                    }
+                    Input::Cached(hit) => (hit.kind, (*hit.documents).clone(), true),
+                };
+                let started = Instant::now();
+                let documents = pipeline
+                    .substitute(&self.plugin, documents, &u.env, deadline)
                     .await?;
-                if !generated.tool_stderr.is_empty() {
-                    info!(stderr = %generated.tool_stderr, "tool stderr");
-                }
                 info!(
-                    kind = generated.kind.name(),
-                    objects = generated.documents.len(),
-                    tool_ms = generated.tool_time.as_millis() as u64,
-                    substitute_ms = generated.substitute_time.as_millis() as u64,
+                    kind = kind.name(),
+                    render_cache_hit = cached,
+                    objects = documents.len(),
+                    substitute_ms = millis(started.elapsed()),
                     app_dir = %u.app_name,
-                    "rendered"
+                    "generated"
                 );
-                let manifests = generated
-                    .documents
-                    .iter()
-                    .map(crate::manifest::to_json_string)
-                    .collect();
                 Ok(ManifestResponse {
-                    manifests,
+                    manifests: documents
+                        .iter()
+                        .map(crate::manifest::to_json_string)
+                        .collect(),
                     source_type: String::new(),
                 })
             },
@@ -236,13 +335,14 @@ impl ConfigManagementPluginService for CmpService {
         self.handle(
             "MatchRepository",
             "match repository error",
+            false,
             request,
             |u, _| async move {
                 let supported = discover
                     && self
                         .shared
                         .pipeline
-                        .detect(&self.plugin, &u.app_dir)
+                        .detect(&self.plugin, u.app_dir()?)
                         .is_some();
                 Ok(RepositoryResponse {
                     is_supported: supported,
@@ -260,6 +360,7 @@ impl ConfigManagementPluginService for CmpService {
         self.handle(
             "GetParametersAnnouncement",
             "get parameters announcement error",
+            false,
             request,
             |_u, _| async move {
                 let parameter_announcements = self

@@ -46,7 +46,9 @@ fn code(err: &RequestError) -> Code {
             PipelineError::NotSupported { .. } => Code::FailedPrecondition,
             PipelineError::Render(r) => match r {
                 RenderError::InvalidEnv { .. } => Code::InvalidArgument,
-                RenderError::Tool(ToolError::Deadline { .. }) => Code::DeadlineExceeded,
+                RenderError::Tool(ToolError::Deadline { .. }) | RenderError::Queued(_) => {
+                    Code::DeadlineExceeded
+                }
                 RenderError::Tool(ToolError::OutputTooLarge { .. }) => Code::ResourceExhausted,
                 RenderError::Tool(ToolError::Spawn { .. }) | RenderError::Io { .. } => {
                     Code::Internal

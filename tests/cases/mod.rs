@@ -2,4 +2,5 @@ mod authority;
 mod cli;
 mod core;
 mod hostile;
+mod perf;
 mod vault;

@@ -236,6 +236,8 @@ async fn vault_down_is_a_clear_error_and_server_recovers() {
     let bao = Bao::start();
     let mut env = bao.approle_env();
     env.push(("VAULT_CLIENT_TIMEOUT".into(), "2s".into()));
+    // No secret cache: otherwise the read made while Vault was up would answer the next one.
+    env.push(("AVP_SIDECAR_SECRET_CACHE_TTL_SECONDS".into(), "0".into()));
     let server = server_with(env);
     assert_eq!(
         render_value(&server, "<path:secret/data/demo/web#username>", &[])

@@ -19,8 +19,29 @@ pub const ROOT_TOKEN: &str = "test-root";
 impl Bao {
     /// Starts and seeds a fresh server (each call its own).
     pub fn start() -> Bao {
+        Self::start_inner(false)
+    }
+
+    /// Like `start`, with a file audit device at `<state>/audit.log` (see `audited_requests`).
+    pub fn start_with_audit() -> Bao {
+        Self::start_inner(true)
+    }
+
+    pub fn audit_log(&self) -> PathBuf {
+        self.state.join("audit.log")
+    }
+
+    fn start_inner(audit: bool) -> Bao {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("vault");
+        let audit_env: Vec<(&str, String)> = if audit {
+            vec![(
+                "BAO_AUDIT_LOG",
+                state.join("audit.log").display().to_string(),
+            )]
+        } else {
+            Vec::new()
+        };
         let port = free_port_pair();
         let run = |script: &str, extra: &[(&str, String)]| {
             let out = Command::new(repo_root().join("vault-dev").join(script))
@@ -38,7 +59,7 @@ impl Bao {
             );
         };
         let addr = format!("http://127.0.0.1:{port}");
-        run("start.sh", &[]);
+        run("start.sh", &audit_env);
         run(
             "seed.sh",
             &[
@@ -67,6 +88,48 @@ impl Bao {
             ("AVP_ROLE_ID".into(), self.file("approle_role_id")),
             ("AVP_SECRET_ID".into(), self.file("approle_secret_id")),
         ]
+    }
+
+    /// A Vault API call with the root token; returns the JSON body.
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(concat!(
+                "import sys,urllib.request\n",
+                "m,u,t,b=sys.argv[1:5]\n",
+                "r=urllib.request.Request(u,method=m,data=(b.encode() if b else None),headers={'X-Vault-Token':t})\n",
+                "print(urllib.request.urlopen(r).read().decode() or '{}')\n",
+            ))
+            .args([method, &format!("{}/v1/{path}", self.addr), ROOT_TOKEN])
+            .arg(body.map(|b| b.to_string()).unwrap_or_default())
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
+    /// Requests for `path` with `operation` (`read`, `update`, ...) in the audit log
+    /// (responses are logged separately and not counted).
+    pub fn audited_requests(audit: &std::path::Path, operation: &str, path: &str) -> usize {
+        std::fs::read_to_string(audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| {
+                e["type"] == "request"
+                    && e["request"]["path"] == path
+                    && e["request"]["operation"] == operation
+            })
+            .count()
     }
 
     pub fn stop(&self) {

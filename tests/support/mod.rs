@@ -243,3 +243,8 @@ pub fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a se
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("no {kind}/{name} in {docs:#?}"))
 }
+
+/// The checksum the repo-server would send for an archive.
+pub fn client_checksum(archive: &[u8]) -> String {
+    client::sha256_hex(archive)
+}

@@ -1,0 +1,209 @@
+//! Rendered (pre-substitution) documents, keyed by everything that determines them: the plugin,
+//! the sha256 of the repository archive, the app path, the request env and the tools
+//! themselves. A hit skips unpacking and the tool run; substitution still runs on every request,
+//! so rotated secrets show up on the next refresh. Bounded by entries and bytes (LRU).
+//!
+//! Only successful renders are stored, and only after the archive's checksum was verified.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::discovery::AppKind;
+
+pub type Key = [u8; 32];
+
+/// A cached render.
+#[derive(Clone, Debug)]
+pub struct Cached {
+    pub kind: AppKind,
+    pub documents: Arc<Vec<Value>>,
+}
+
+struct Entry {
+    value: Cached,
+    bytes: usize,
+    last_used: u64,
+}
+
+pub struct RenderCache {
+    max_entries: usize,
+    max_bytes: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<Key, Entry>,
+    bytes: usize,
+    clock: u64,
+}
+
+impl RenderCache {
+    /// `max_bytes` 0 disables the cache.
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self {
+            max_entries,
+            max_bytes,
+            inner: Mutex::default(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.max_bytes > 0 && self.max_entries > 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, key: &Key) -> Option<Cached> {
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let now = inner.clock;
+        let entry = inner.map.get_mut(key)?;
+        entry.last_used = now;
+        Some(entry.value.clone())
+    }
+
+    pub fn insert(&self, key: Key, kind: AppKind, documents: &[Value]) {
+        if !self.enabled() {
+            return;
+        }
+        let bytes: usize = documents.iter().map(|d| d.to_string().len()).sum::<usize>() + 64;
+        if bytes > self.max_bytes / 4 {
+            return; // one huge render must not flush everything else
+        }
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let last_used = inner.clock;
+        let value = Cached {
+            kind,
+            documents: Arc::new(documents.to_vec()),
+        };
+        if let Some(old) = inner.map.insert(
+            key,
+            Entry {
+                value,
+                bytes,
+                last_used,
+            },
+        ) {
+            inner.bytes -= old.bytes;
+        }
+        inner.bytes += bytes;
+        while inner.map.len() > self.max_entries || inner.bytes > self.max_bytes {
+            let Some(oldest) = inner
+                .map
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            if let Some(e) = inner.map.remove(&oldest) {
+                inner.bytes -= e.bytes;
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Identifies the tools: path, size and modification time, so an upgrade invalidates entries.
+pub fn tool_fingerprint(paths: &[&Path]) -> String {
+    paths
+        .iter()
+        .map(|p| {
+            let meta = std::fs::metadata(p).ok();
+            let size = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            let mtime = meta
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{}:{size}:{mtime}", p.display())
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// The cache key. Length-prefixed fields, so no two inputs concatenate to the same bytes.
+pub fn key(
+    plugin: &str,
+    checksum: &str,
+    app_rel_path: &str,
+    env: &[(String, String)],
+    tools: &str,
+) -> Key {
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(plugin.as_bytes());
+    field(checksum.trim().to_ascii_lowercase().as_bytes());
+    field(app_rel_path.as_bytes());
+    field(tools.as_bytes());
+    for (k, v) in env {
+        field(k.as_bytes());
+        field(v.as_bytes());
+    }
+    h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn keys_differ_when_any_input_differs() {
+        let base = key("avp", "abc", "apps/a", &env(&[("A", "1")]), "t1");
+        let variants = [
+            key("avp-helm", "abc", "apps/a", &env(&[("A", "1")]), "t1"),
+            key("avp", "abd", "apps/a", &env(&[("A", "1")]), "t1"),
+            key("avp", "abc", "apps/b", &env(&[("A", "1")]), "t1"),
+            key("avp", "abc", "apps/a", &env(&[("A", "2")]), "t1"),
+            key("avp", "abc", "apps/a", &env(&[("A", "1"), ("B", "")]), "t1"),
+            key("avp", "abc", "apps/a", &env(&[("A1", "")]), "t1"),
+            key("avp", "abc", "apps/a", &env(&[("A", "1")]), "t2"),
+        ];
+        for v in variants {
+            assert_ne!(base, v);
+        }
+        assert_eq!(base, key("avp", "ABC", "apps/a", &env(&[("A", "1")]), "t1"));
+    }
+
+    #[test]
+    fn bounded_lru() {
+        let c = RenderCache::new(3, 1 << 20);
+        let docs = [json!({"kind": "ConfigMap"})];
+        for i in 0..3u8 {
+            c.insert([i; 32], AppKind::Helm, &docs);
+        }
+        assert!(c.get(&[0; 32]).is_some()); // 0 is now the most recently used
+        c.insert([9; 32], AppKind::Helm, &docs);
+        assert_eq!(c.len(), 3);
+        assert!(c.get(&[1; 32]).is_none(), "least recently used evicted");
+        assert!(c.get(&[0; 32]).is_some());
+        let off = RenderCache::new(3, 0);
+        off.insert([1; 32], AppKind::Helm, &docs);
+        assert!(off.is_empty());
+    }
+}
