@@ -191,6 +191,12 @@ pub struct ServeArgs {
     /// Max renders kept in the render cache.
     #[arg(long, env = "AVP_SIDECAR_RENDER_CACHE_ENTRIES", default_value_t = 512)]
     pub render_cache_entries: usize,
+    /// Address for `/metrics`, `/healthz` and `/readyz` (e.g. `0.0.0.0:9090`); off by default.
+    #[arg(long, env = "AVP_SIDECAR_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Seconds between log lines with all counters (0: never).
+    #[arg(long, default_value_t = 300)]
+    pub metrics_log_seconds: u64,
     /// How long to wait for in-flight requests on SIGTERM before exiting.
     #[arg(long, default_value_t = 30)]
     pub drain_seconds: u64,

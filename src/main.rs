@@ -126,6 +126,30 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         settings,
     });
 
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let _http = match args.metrics_addr {
+        Some(addr) => {
+            let listener = server::http::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics listener {addr}"))?;
+            tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+            Some(AbortOnDrop(tokio::spawn(server::http::serve(
+                listener, ready_rx,
+            ))))
+        }
+        None => None,
+    };
+    let _metrics_log = (args.metrics_log_seconds > 0).then(|| {
+        let every = std::time::Duration::from_secs(args.metrics_log_seconds);
+        AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                tracing::info!(counters = %avp_sidecar::metrics::METRICS.summary(), "metrics");
+            }
+        }))
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     let mut sockets = Vec::new();
@@ -145,7 +169,9 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         servers.spawn(server::serve(listener, plugin, shared.clone(), shutdown));
     }
 
+    let _ = ready_tx.send(true);
     let signal = shutdown_signal().await?;
+    let _ = ready_tx.send(false);
     tracing::info!(signal, "shutting down: draining in-flight requests");
     // Remove the sockets first so the repo-server stops dialing us, then drain.
     drop(sockets);
@@ -163,7 +189,17 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         tracing::warn!("drain timeout reached; exiting with requests in flight");
     }
+    tracing::info!(counters = %avp_sidecar::metrics::METRICS.summary(), "stopped");
     Ok(())
+}
+
+/// Aborts a background task when the owner goes away.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<&'static str> {

@@ -2,6 +2,7 @@
 //! shutdown. Owns the protobuf-facing edge; rendering and substitution are `pipeline`'s.
 
 pub mod deadline;
+pub mod http;
 mod service;
 pub mod socket;
 pub mod status;

@@ -363,3 +363,41 @@ async fn one_process_serves_every_plugin_on_its_own_socket() {
         "sockets removed on SIGTERM"
     );
 }
+
+#[tokio::test]
+async fn metrics_and_probe_endpoints() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let server = TestServer::start_with(ServerOptions {
+        args: vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")],
+        ..Default::default()
+    });
+    support::generate(&server.socket, &mono("apps/chart", &[]), None)
+        .await
+        .expect("generate");
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    };
+    let metrics = get("/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("avp_sidecar_requests_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("avp_sidecar_tool_runs_total 1\n"),
+        "{metrics}"
+    );
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    assert!(get("/readyz").starts_with("HTTP/1.1 200"));
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
+}
