@@ -2,8 +2,9 @@
 //!
 //! For each app: the raw command (`kustomize build --enable-helm`, `helm template`) and a full
 //! GenerateManifest through a real `avp-sidecar serve` on a unix socket (archive, stream,
-//! checksum, unpack, render, parse, substitute, JSON) alternate, pair by pair, so machine drift
-//! hits both. The last case renders `examples/kustomize-app` with its placeholders filled from a
+//! checksum, unpack, render, parse, substitute, JSON) alternate, round by round, so machine
+//! drift hits all. "Cold" is a server with the render cache off (every request unpacks and runs
+//! the tool); "warm" is one whose render cache holds the app (substitution still runs). The last case renders `examples/kustomize-app` with its placeholders filled from a
 //! real OpenBao dev server (started with `vault-dev/`), against the same raw `kustomize build`.
 //! Prints a Markdown table: medians and the median of the per-pair ratios.
 //!
@@ -72,7 +73,12 @@ async fn time_generate(socket: &Path, case: &Case) -> Duration {
     started.elapsed()
 }
 
-fn start_server(dir: &Path, name: &str, env: &[(String, String)]) -> (Child, PathBuf) {
+fn start_server(
+    dir: &Path,
+    name: &str,
+    env: &[(String, String)],
+    args: &[&str],
+) -> (Child, PathBuf) {
     let socket = dir.join(format!("{name}.sock"));
     let server = Command::new(env!("CARGO_BIN_EXE_avp-sidecar"))
         .args(["serve", "--socket"])
@@ -80,6 +86,7 @@ fn start_server(dir: &Path, name: &str, env: &[(String, String)]) -> (Child, Pat
         .arg("--workdir")
         .arg(dir.join(name))
         .args(["--kustomize", &tool("kustomize"), "--helm", &tool("helm")])
+        .args(args)
         .env("ARGOCD_CMP_SERVER_LOGLEVEL", "warn")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stderr(Stdio::null())
@@ -132,8 +139,13 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vault_state = dir.path().join("vault");
     let vault_env = start_bao(&vault_state);
-    let (mut plain, plain_socket) = start_server(dir.path(), "plain", &[]);
-    let (mut with_vault, vault_socket) = start_server(dir.path(), "vault", &vault_env);
+    let off = ["--render-cache-mb", "0"];
+    let servers = [
+        start_server(dir.path(), "cold", &[], &off),
+        start_server(dir.path(), "warm", &[], &[]),
+        start_server(dir.path(), "cold-vault", &vault_env, &off),
+        start_server(dir.path(), "warm-vault", &vault_env, &[]),
+    ];
     let kustomize = || {
         [
             "build",
@@ -182,37 +194,40 @@ async fn main() {
             vault: true,
         },
     ];
-    println!(
-        "| app | raw tool median (ms) | GenerateManifest median (ms) | ratio (median of pairs) | pairs |"
-    );
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| app | raw tool (ms) | cold (ms) | warm (ms) | cold / raw | warm / raw | rounds |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for case in &cases {
-        let socket = if case.vault {
-            &vault_socket
+        let (cold, warm) = if case.vault {
+            (&servers[2].1, &servers[3].1)
         } else {
-            &plain_socket
+            (&servers[0].1, &servers[1].1)
         };
-        // Warm-up: page cache, tool start-up, Vault login.
+        // Warm-up: page cache, tool start-up, Vault login, and the warm server's render cache.
         time_raw(case);
-        time_generate(socket, case).await;
-        let (mut raw, mut served, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        time_generate(cold, case).await;
+        time_generate(warm, case).await;
+        let mut t: [Vec<f64>; 5] = Default::default();
         for _ in 0..rounds {
             let r = time_raw(case).as_secs_f64() * 1e3;
-            let g = time_generate(socket, case).await.as_secs_f64() * 1e3;
-            raw.push(r);
-            served.push(g);
-            ratio.push(g / r);
+            let c = time_generate(cold, case).await.as_secs_f64() * 1e3;
+            let w = time_generate(warm, case).await.as_secs_f64() * 1e3;
+            for (v, x) in t.iter_mut().zip([r, c, w, c / r, w / r]) {
+                v.push(x);
+            }
         }
+        let [raw, cold_ms, warm_ms, cold_ratio, warm_ratio] = &mut t;
         println!(
-            "| {} | {:.1} | {:.1} | {:.2} | {} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.3} | {} |",
             case.name,
-            median(&mut raw),
-            median(&mut served),
-            median(&mut ratio),
+            median(raw),
+            median(cold_ms),
+            median(warm_ms),
+            median(cold_ratio),
+            median(warm_ratio),
             rounds
         );
     }
-    for server in [&mut plain, &mut with_vault] {
+    for (mut server, _) in servers {
         let _ = server.kill();
         let _ = server.wait();
     }
