@@ -254,3 +254,138 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         .context("writing output")?;
     Ok(())
 }
+
+/// `avp-sidecar render`: what the repo-server would receive for a local checkout.
+#[derive(Args, Debug)]
+pub struct RenderCmdArgs {
+    /// Repository root (the whole tree is copied, as the repo-server sends it).
+    pub dir: PathBuf,
+    /// App directory relative to the repository root.
+    #[arg(long, default_value = ".")]
+    pub app_path: String,
+    /// Plugin whose pipeline to use (a built-in or one in --config-dir).
+    #[arg(long, default_value = "avp")]
+    pub plugin: String,
+    /// Directory of ConfigManagementPlugin definitions.
+    #[arg(long, default_value = avp_sidecar::config::DEFAULT_CONFIG_DIR)]
+    pub config_dir: PathBuf,
+    /// Plugin env, as `--plugin-env NAME=VALUE` in Argo CD (sent as ARGOCD_ENV_NAME).
+    #[arg(long = "plugin-env", value_name = "NAME=VALUE")]
+    pub plugin_env: Vec<String>,
+    /// Raw request env entries (`ARGOCD_APP_NAME=web`, `KUBE_VERSION=1.31.0`, ...).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Leave placeholders in place (no Vault needed).
+    #[arg(long)]
+    pub no_secrets: bool,
+    #[command(flatten)]
+    pub render: avp_sidecar::config::RenderArgs,
+    #[command(flatten)]
+    pub secrets: avp_sidecar::config::SecretsArgs,
+}
+
+#[tokio::main(flavor = "current_thread")]
+pub async fn render(args: RenderCmdArgs) -> anyhow::Result<()> {
+    use avp_sidecar::plugin::Plugin;
+    use avp_sidecar::protocol::{client, unpack, workdir::WorkDir};
+
+    let plugin = if args.config_dir.is_dir() {
+        avp_sidecar::plugin::load_dir(&args.config_dir)?
+            .into_iter()
+            .find(|p| p.name == args.plugin || p.full_name() == args.plugin)
+    } else {
+        None
+    }
+    .or_else(|| Plugin::builtin(&args.plugin))
+    .with_context(|| format!("unknown plugin {:?}", args.plugin))?;
+    let mut env = Vec::new();
+    for kv in &args.plugin_env {
+        let (k, v) = split(kv)?;
+        env.push((format!("ARGOCD_ENV_{k}"), v));
+    }
+    for kv in &args.env {
+        env.push(split(kv)?);
+    }
+    if !env.iter().any(|(k, _)| k == avp_sidecar::context::APP_NAME) {
+        // Like the repo-server's default for an app at the repo root: the directory's name.
+        let app_dir = args
+            .dir
+            .join(&args.app_path)
+            .canonicalize()
+            .unwrap_or_default();
+        let base = app_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        env.insert(0, (avp_sidecar::context::APP_NAME.to_owned(), base));
+    }
+    let env = avp_sidecar::context::RequestEnv::new(env);
+
+    // The same copy the server works on: archive like the repo-server, unpack with its rules.
+    let archive =
+        client::tgz_dir(&args.dir).with_context(|| format!("archiving {}", args.dir.display()))?;
+    let work = WorkDir::create(&std::env::temp_dir())?;
+    let archive_path = work.tmp().join("repo.tar.gz");
+    std::fs::write(&archive_path, &archive)?;
+    unpack::unpack(
+        &archive_path,
+        &work.repo(),
+        &unpack::UnpackOptions::default(),
+    )?;
+    let app_dir = work.repo().join(&args.app_path);
+    anyhow::ensure!(
+        app_dir.is_dir(),
+        "app path {:?} is not a directory in {}",
+        args.app_path,
+        args.dir.display()
+    );
+
+    let pipeline = avp_sidecar::pipeline::Pipeline {
+        renderer: args.render.renderer()?,
+        substitute: std::sync::Arc::new(args.secrets.substituter()?),
+    };
+    let rendered = pipeline
+        .render(&plugin, &app_dir, &work.tmp(), &env, None)
+        .await?;
+    let documents = if args.no_secrets {
+        rendered.documents
+    } else {
+        pipeline
+            .substitute(&plugin, rendered.documents, &env, None)
+            .await?
+    };
+    let mut out = String::new();
+    for d in &documents {
+        out.push_str("---\n");
+        out.push_str(&avp_sidecar::yaml::to_yaml_string(d));
+    }
+    use std::io::Write;
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(())
+}
+
+/// `avp-sidecar version`: our version and the tools found.
+pub fn version(args: &avp_sidecar::config::RenderArgs) -> anyhow::Result<()> {
+    println!("avp-sidecar {}", env!("CARGO_PKG_VERSION"));
+    let tool_version = |what: &str, path: &std::path::Path, arg: &[&str]| {
+        let out = std::process::Command::new(path).args(arg).output();
+        match out {
+            Ok(o) if o.status.success() => {
+                println!(
+                    "{what} {} ({})",
+                    String::from_utf8_lossy(&o.stdout).trim(),
+                    path.display()
+                )
+            }
+            _ => println!("{what} not usable at {}", path.display()),
+        }
+    };
+    match args.renderer() {
+        Ok(r) => {
+            tool_version("helm", &r.tools.helm, &["version", "--short"]);
+            tool_version("kustomize", &r.tools.kustomize, &["version"]);
+        }
+        Err(e) => println!("tools: {e}"),
+    }
+    Ok(())
+}

@@ -33,8 +33,10 @@ enum Command {
     Generate(Box<cli::GenerateArgs>),
     /// Call a plugin socket like Argo CD's repo-server (debugging, demos).
     Call(Box<cli::CallArgs>),
-    /// Print the version.
-    Version,
+    /// Render a local checkout exactly as the server would, and print the manifests.
+    Render(Box<cli::RenderCmdArgs>),
+    /// Print the version and the helm and kustomize versions found.
+    Version(avp_sidecar::config::RenderArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,10 +51,11 @@ fn main() -> ExitCode {
             avp_sidecar::telemetry::init("text");
             cli::generate(*args)
         }
-        Command::Version => {
-            println!("avp-sidecar {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+        Command::Render(args) => {
+            avp_sidecar::telemetry::init("text");
+            cli::render(*args)
         }
+        Command::Version(args) => cli::version(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

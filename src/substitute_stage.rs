@@ -29,7 +29,7 @@ pub enum StageError {
     Substitute(#[from] SubstituteError),
     /// The documents need secrets but no backend is configured.
     #[error(
-        "the manifests contain {count} vault placeholder(s) (first: {first}) but no secret backend is configured (set AVP_TYPE=vault and VAULT_ADDR)"
+        "the manifests need {count} secret read(s) (first: {first}) but no secret backend is configured (set AVP_TYPE=vault and VAULT_ADDR)"
     )]
     NoSource { count: usize, first: String },
     /// The deadline passed while reading secrets.

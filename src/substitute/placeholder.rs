@@ -50,13 +50,15 @@ impl Mode {
 
 /// Byte ranges and text of the placeholders in `text`, in order.
 pub(crate) fn find(text: &str, mode: Mode) -> impl Iterator<Item = regex::Match<'_>> {
-    mode.regex().find_iter(text)
+    // Most strings hold no `<` at all: skip the regex engine for them.
+    let candidate = text.contains('<');
+    mode.regex().find_iter(if candidate { text } else { "" })
 }
 
 /// Whether `text` contains anything AVP would consider a placeholder in generic mode. AVP uses
 /// this test, whatever the mode, to decide whether a base64 Secret value is a template.
 pub(crate) fn contains_any(text: &str) -> bool {
-    GENERIC.is_match(text)
+    text.contains('<') && GENERIC.is_match(text)
 }
 
 /// Where a placeholder's value comes from.
