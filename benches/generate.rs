@@ -12,24 +12,13 @@
 //! (default 15) sets the number of pairs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use avp_sidecar::protocol::client::{RepoStream, connect};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tool(name: &str) -> String {
-    let p = root().join(".tools/bin").join(name);
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/install-tools.sh",
-        p.display()
-    );
-    p.display().to_string()
-}
+mod common;
+use common::{Bao, root, start_server, tool};
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -75,61 +64,6 @@ async fn time_generate(socket: &Path, case: &Case) -> Duration {
     started.elapsed()
 }
 
-fn start_server(
-    dir: &Path,
-    name: &str,
-    env: &[(String, String)],
-    args: &[&str],
-) -> (Child, PathBuf) {
-    let socket = dir.join(format!("{name}.sock"));
-    let server = Command::new(env!("CARGO_BIN_EXE_avp-sidecar"))
-        .args(["serve", "--socket"])
-        .arg(&socket)
-        .arg("--workdir")
-        .arg(dir.join(name))
-        .args(["--kustomize", &tool("kustomize"), "--helm", &tool("helm")])
-        .args(args)
-        .env("ARGOCD_CMP_SERVER_LOGLEVEL", "warn")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server");
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (server, socket)
-}
-
-/// Starts and seeds an OpenBao dev server; returns the sidecar's env for approle login.
-fn start_bao(state: &Path) -> Vec<(String, String)> {
-    let port = "18290";
-    let run = |script: &str, extra: &[(&str, &str)]| {
-        let ok = Command::new(root().join("vault-dev").join(script))
-            .env("VAULT_DEV_STATE", state)
-            .env("BAO_PORT", port)
-            .env("BAO_ROOT_TOKEN", "bench-root")
-            .envs(extra.iter().copied())
-            .stdout(Stdio::null())
-            .status()
-            .expect("vault-dev");
-        assert!(ok.success(), "vault-dev/{script} failed");
-    };
-    let addr = format!("http://127.0.0.1:{port}");
-    run("start.sh", &[]);
-    run(
-        "seed.sh",
-        &[("VAULT_ADDR", &addr), ("VAULT_TOKEN", "bench-root")],
-    );
-    let read = |f: &str| std::fs::read_to_string(state.join(f)).expect("credential");
-    vec![
-        ("AVP_TYPE".into(), "vault".into()),
-        ("VAULT_ADDR".into(), addr),
-        ("AVP_AUTH_TYPE".into(), "approle".into()),
-        ("AVP_ROLE_ID".into(), read("approle_role_id")),
-        ("AVP_SECRET_ID".into(), read("approle_secret_id")),
-    ]
-}
-
 #[tokio::main]
 async fn main() {
     let rounds: usize = std::env::var("BENCH_ROUNDS")
@@ -139,8 +73,8 @@ async fn main() {
     let mono = root().join("tests/fixtures/repos/mono");
     let examples = root().join("examples");
     let dir = tempfile::tempdir().expect("tempdir");
-    let vault_state = dir.path().join("vault");
-    let vault_env = start_bao(&vault_state);
+    let bao = Bao::start(&dir.path().join("vault"), "18290", None);
+    let vault_env = bao.approle_env();
     let off = ["--render-cache-mb", "0"];
     let servers = [
         start_server(dir.path(), "cold", &[], &off),
@@ -233,7 +167,4 @@ async fn main() {
         let _ = server.kill();
         let _ = server.wait();
     }
-    let _ = Command::new(root().join("vault-dev/stop.sh"))
-        .env("VAULT_DEV_STATE", &vault_state)
-        .status();
 }

@@ -10,49 +10,19 @@
 //! Run: `cargo bench --bench perf` (after `scripts/install-tools.sh`). Prints Markdown.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use avp_sidecar::protocol::client::{RepoStream, connect, sha256_hex};
 use avp_sidecar::secrets::{Fetched, KvVersion, SecretData, SecretRequest};
+
+mod common;
+use common::{Bao, root, start_server, stop};
 use serde_json::{Value, json};
 
-const BAO_PORT: &str = "18294";
-const ROOT: &str = "bench-root";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tool(name: &str) -> String {
-    let p = root().join(".tools/bin").join(name);
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/install-tools.sh",
-        p.display()
-    );
-    p.display().to_string()
-}
-
-fn vault_dev(script: &str, state: &Path, extra: &[(&str, &str)]) {
-    let ok = Command::new(root().join("vault-dev").join(script))
-        .env("VAULT_DEV_STATE", state)
-        .env("BAO_PORT", BAO_PORT)
-        .env("BAO_ROOT_TOKEN", ROOT)
-        .envs(extra.iter().copied())
-        .stdout(Stdio::null())
-        .status()
-        .expect("vault-dev");
-    assert!(ok.success(), "vault-dev/{script} failed");
-}
-
-fn addr() -> String {
-    format!("http://127.0.0.1:{BAO_PORT}")
-}
-
 /// Writes one KV v2 secret with the root token.
-fn put_secret(path: &str, data: &Value) {
+fn put_secret(bao: &Bao, path: &str, data: &Value) {
     let out = Command::new("python3")
         .arg("-c")
         .arg(concat!(
@@ -60,42 +30,12 @@ fn put_secret(path: &str, data: &Value) {
             "r=urllib.request.Request(sys.argv[1],method='POST',data=sys.argv[3].encode(),headers={'X-Vault-Token':sys.argv[2]})\n",
             "urllib.request.urlopen(r).read()\n",
         ))
-        .arg(format!("{}/v1/{path}", addr()))
-        .arg(ROOT)
+        .arg(format!("{}/v1/{path}", bao.addr()))
+        .arg(bao.root_token)
         .arg(json!({ "data": data }).to_string())
         .status()
         .expect("python3");
     assert!(out.success());
-}
-
-fn start_server(
-    dir: &Path,
-    name: &str,
-    env: &[(String, String)],
-    args: &[&str],
-) -> (Child, PathBuf) {
-    let socket = dir.join(format!("{name}.sock"));
-    let child = Command::new(env!("CARGO_BIN_EXE_avp-sidecar"))
-        .args(["serve", "--socket"])
-        .arg(&socket)
-        .arg("--workdir")
-        .arg(dir.join(name))
-        .args(["--kustomize", &tool("kustomize"), "--helm", &tool("helm")])
-        .args(args)
-        .env("ARGOCD_CMP_SERVER_LOGLEVEL", "warn")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server");
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, socket)
-}
-
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Peak resident set of a process (VmHWM), in MiB.
@@ -106,17 +46,6 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn approle_env(state: &Path) -> Vec<(String, String)> {
-    let read = |f: &str| std::fs::read_to_string(state.join(f)).expect("credential");
-    vec![
-        ("AVP_TYPE".into(), "vault".into()),
-        ("VAULT_ADDR".into(), addr()),
-        ("AVP_AUTH_TYPE".into(), "approle".into()),
-        ("AVP_ROLE_ID".into(), read("approle_role_id")),
-        ("AVP_SECRET_ID".into(), read("approle_secret_id")),
-    ]
 }
 
 async fn generate(socket: &Path, stream: &RepoStream) -> Result<Vec<String>, tonic::Status> {
@@ -146,7 +75,7 @@ fn env(app: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
 /// A chart with 5 Secrets, each annotated with its own path and holding 10 inline placeholders
 /// for it: 50 placeholders over 5 paths. AVP would GET once per annotated object and once per
 /// inline placeholder: 55 reads per render, plus a login.
-fn fifty_placeholder_chart(dir: &Path) {
+fn fifty_placeholder_chart(bao: &Bao, dir: &Path) {
     let chart = dir.join("fifty");
     std::fs::create_dir_all(chart.join("templates")).expect("mkdir");
     std::fs::write(
@@ -165,7 +94,11 @@ fn fifty_placeholder_chart(dir: &Path) {
         let data: serde_json::Map<String, Value> = (0..10)
             .map(|k| (format!("k{k}"), json!(format!("v{s}-{k}"))))
             .collect();
-        put_secret(&format!("secret/data/bench/p{s}"), &Value::Object(data));
+        put_secret(
+            bao,
+            &format!("secret/data/bench/p{s}"),
+            &Value::Object(data),
+        );
     }
 }
 
@@ -256,24 +189,13 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("vault");
-    let audit = state.join("audit.log");
-    vault_dev("stop.sh", &state, &[]);
-    vault_dev(
-        "start.sh",
-        &state,
-        &[("BAO_AUDIT_LOG", audit.to_str().expect("utf8"))],
-    );
-    vault_dev(
-        "seed.sh",
-        &state,
-        &[("VAULT_ADDR", &addr()), ("VAULT_TOKEN", ROOT)],
-    );
-    let vault = approle_env(&state);
+    let audit = dir.path().join("audit.log");
+    let bao = Bao::start(&dir.path().join("vault"), "18294", Some(&audit));
+    let vault = bao.approle_env();
 
     // 1. Vault requests per render.
     let repo = dir.path().join("repo");
-    fifty_placeholder_chart(&repo);
+    fifty_placeholder_chart(&bao, &repo);
     let (server, socket) = start_server(dir.path(), "reads", &vault, &[]);
     let (reads0, logins0) = (
         audited(&audit, "read", "secret/data/bench/"),
@@ -407,5 +329,4 @@ async fn main() {
             stream.archive.len() as f64 / 1e6
         );
     }
-    vault_dev("stop.sh", &state, &[]);
 }

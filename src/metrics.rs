@@ -57,6 +57,166 @@ counters! {
 /// The process's counters.
 pub static METRICS: Metrics = Metrics::new();
 
+/// The four CMP RPCs, for per-RPC series.
+#[derive(Clone, Copy, Debug)]
+pub enum Rpc {
+    GenerateManifest = 0,
+    MatchRepository = 1,
+    GetParametersAnnouncement = 2,
+    CheckPluginConfiguration = 3,
+}
+
+const RPC_NAMES: [&str; 4] = [
+    "GenerateManifest",
+    "MatchRepository",
+    "GetParametersAnnouncement",
+    "CheckPluginConfiguration",
+];
+
+/// Upper bounds (seconds) of the duration histograms' buckets.
+const BUCKETS: [f64; 11] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// A Prometheus histogram with fixed buckets, lock-free.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub const fn new() -> Self {
+        Self {
+            buckets: [const { AtomicU64::new(0) }; BUCKETS.len()],
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        for (bucket, le) in self.buckets.iter().zip(BUCKETS) {
+            if secs <= le {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bucket, le) in self.buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Per-RPC outcomes and stage durations.
+#[derive(Debug, Default)]
+pub struct Detail {
+    /// `[rpc][0 = ok, 1 = error]`.
+    requests: [[AtomicU64; 2]; 4],
+    request_seconds: [Histogram; 4],
+    pub unpack_seconds: Histogram,
+    pub tool_seconds: Histogram,
+    pub substitute_seconds: Histogram,
+}
+
+impl Detail {
+    pub const fn new() -> Self {
+        Self {
+            requests: [const { [const { AtomicU64::new(0) }; 2] }; 4],
+            request_seconds: [const { Histogram::new() }; 4],
+            unpack_seconds: Histogram::new(),
+            tool_seconds: Histogram::new(),
+            substitute_seconds: Histogram::new(),
+        }
+    }
+
+    pub fn request(&self, rpc: Rpc, ok: bool, d: std::time::Duration) {
+        self.requests[rpc as usize][usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+        self.request_seconds[rpc as usize].observe(d);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let name = "avp_sidecar_rpc_requests_total";
+        let _ = writeln!(out, "# HELP {name} CMP RPCs by method and outcome");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (rpc, outcomes) in RPC_NAMES.iter().zip(&self.requests) {
+            for (outcome, n) in ["ok", "error"].iter().zip(outcomes) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{rpc=\"{rpc}\",outcome=\"{outcome}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let name = "avp_sidecar_rpc_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} CMP RPC durations");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (rpc, h) in RPC_NAMES.iter().zip(&self.request_seconds) {
+            h.render(&mut out, name, &format!("rpc=\"{rpc}\""));
+        }
+        for (name, help, h) in [
+            (
+                "avp_sidecar_unpack_duration_seconds",
+                "receiving and unpacking the repository",
+                &self.unpack_seconds,
+            ),
+            (
+                "avp_sidecar_tool_duration_seconds",
+                "kustomize/helm runs",
+                &self.tool_seconds,
+            ),
+            (
+                "avp_sidecar_substitute_duration_seconds",
+                "placeholder substitution incl. Vault reads",
+                &self.substitute_seconds,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            h.render(&mut out, name, "");
+        }
+        out
+    }
+}
+
+/// Per-RPC series and histograms.
+pub static DETAIL: Detail = Detail::new();
+
+/// Everything for `/metrics`.
+pub fn exposition() -> String {
+    let mut out = METRICS.render();
+    out.push_str(&DETAIL.render());
+    out
+}
+
 pub fn inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
@@ -80,5 +240,47 @@ mod tests {
         ));
         assert!(text.contains("avp_sidecar_tool_milliseconds_total 42\n"));
         assert!(m.summary().contains("vault_logins_total=1"));
+    }
+
+    #[test]
+    fn histograms_and_labels() {
+        let d = Detail::new();
+        d.request(
+            Rpc::GenerateManifest,
+            true,
+            std::time::Duration::from_millis(70),
+        );
+        d.request(
+            Rpc::GenerateManifest,
+            false,
+            std::time::Duration::from_secs(3),
+        );
+        let text = d.render();
+        assert!(
+            text.contains(
+                "avp_sidecar_rpc_requests_total{rpc=\"GenerateManifest\",outcome=\"ok\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "avp_sidecar_rpc_duration_seconds_bucket{rpc=\"GenerateManifest\",le=\"0.1\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "avp_sidecar_rpc_duration_seconds_bucket{rpc=\"GenerateManifest\",le=\"5\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("avp_sidecar_rpc_duration_seconds_count{rpc=\"GenerateManifest\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("avp_sidecar_tool_duration_seconds_count 0\n"),
+            "{text}"
+        );
     }
 }

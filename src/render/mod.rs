@@ -125,6 +125,7 @@ impl Renderer {
         metrics::inc(&METRICS.tool_runs_total);
         let out = tool::run(&cmd, deadline, self.limits).await?;
         metrics::add(&METRICS.tool_milliseconds_total, millis(out.elapsed));
+        metrics::DETAIL.tool_seconds.observe(out.elapsed);
         let text = String::from_utf8_lossy(&out.stdout);
         let mut documents =
             crate::manifest::split_tool_output(&text).map_err(|source| RenderError::Output {

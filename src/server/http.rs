@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::metrics::METRICS;
+use crate::metrics;
 
 /// Serves until the task is dropped.
 pub async fn serve(listener: TcpListener, ready: tokio::sync::watch::Receiver<bool>) {
@@ -43,7 +43,7 @@ pub async fn serve(listener: TcpListener, ready: tokio::sync::watch::Receiver<bo
                 .and_then(|l| l.split_whitespace().next())
                 .unwrap_or("");
             let (status, ctype, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", METRICS.render()),
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics::exposition()),
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
                 "/readyz" if ready => ("200 OK", "text/plain", "ready\n".to_owned()),
                 "/readyz" => (

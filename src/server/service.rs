@@ -128,6 +128,7 @@ impl CmpService {
             settings.max_compressed_bytes,
         )
         .await?;
+        let unpack_started = Instant::now();
         let opts = UnpackOptions {
             preserve_file_mode: self.plugin.preserve_file_mode,
             limits: settings.unpack_limits,
@@ -139,6 +140,9 @@ impl CmpService {
                 .await
                 .map_err(|e| RequestError::Internal(format!("unpack task: {e}")))??;
         let _ = tokio::fs::remove_file(&archive).await;
+        metrics::DETAIL
+            .unpack_seconds
+            .observe(unpack_started.elapsed());
         let meta = received.metadata;
         tracing::debug!(
             compressed = received.compressed_bytes,
@@ -195,6 +199,11 @@ impl CmpService {
         metrics::inc(&METRICS.requests_total);
         let span = info_span!("rpc", rpc, id, plugin = %self.plugin.full_name(), app = tracing::field::Empty, project = tracing::field::Empty);
         let started = Instant::now();
+        let kind = match rpc {
+            "MatchRepository" => metrics::Rpc::MatchRepository,
+            "GetParametersAnnouncement" => metrics::Rpc::GetParametersAnnouncement,
+            _ => metrics::Rpc::GenerateManifest,
+        };
         let result = async {
             let job = async {
                 let (workdir, unpacked) = self.receive(&mut stream, use_cache).await?;
@@ -215,6 +224,7 @@ impl CmpService {
         .instrument(span.clone())
         .await;
         let _enter = span.enter();
+        metrics::DETAIL.request(kind, result.is_ok(), started.elapsed());
         match result {
             Ok(resp) => {
                 info!(ms = started.elapsed().as_millis() as u64, "ok");
@@ -307,6 +317,9 @@ impl ConfigManagementPluginService for CmpService {
                 let documents = pipeline
                     .substitute(&self.plugin, documents, &u.env, deadline)
                     .await?;
+                metrics::DETAIL
+                    .substitute_seconds
+                    .observe(started.elapsed());
                 info!(
                     kind = kind.name(),
                     render_cache_hit = cached,
@@ -391,6 +404,8 @@ impl ConfigManagementPluginService for CmpService {
         &self,
         _request: Request<()>,
     ) -> Result<Response<CheckPluginConfigurationResponse>, Status> {
+        metrics::inc(&METRICS.requests_total);
+        metrics::DETAIL.request(metrics::Rpc::CheckPluginConfiguration, true, Duration::ZERO);
         Ok(Response::new(CheckPluginConfigurationResponse {
             is_discovery_configured: self.plugin.pipeline.discover,
             provide_git_creds: self.plugin.provide_git_creds,

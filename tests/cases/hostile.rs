@@ -403,90 +403,39 @@ async fn env_values_are_data_not_code() {
     assert!(!Path::new(&marker).exists(), "an env value was executed");
 }
 
-#[tokio::test]
-async fn deadline_kills_the_tool_process_group() {
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let pidfile = scratch.path().join("pid");
-    let server = TestServer::start_with(ServerOptions {
+/// A server whose "kustomize" records its process group in a pid file, traps SIGTERM and never
+/// finishes.
+fn sleep_trap_server(scratch: &Path) -> TestServer {
+    TestServer::start_with(ServerOptions {
         kustomize: Some(support::repo_root().join("tests/fixtures/tools/sleep-trap")),
         args: vec!["--kill-grace-seconds".into(), "2".into()],
-        env: vec![("SLEEP_TRAP_PIDFILE".into(), pidfile.display().to_string())],
+        env: vec![(
+            "SLEEP_TRAP_PIDFILE".into(),
+            scratch.join("pid").display().to_string(),
+        )],
         ..Default::default()
-    });
-    let s = support::dir_stream(
-        &fixture("mono"),
-        "apps/kustomize-helm",
-        argo_env("b", "demo", &[]),
-    );
-    let started = std::time::Instant::now();
-    let err = support::generate(&server.socket, &s, Some(Duration::from_secs(6)))
-        .await
-        .expect_err("deadline");
-    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    assert!(err.message().contains("deadline"), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(6),
-        "answered late: {:?}",
-        started.elapsed()
-    );
-    let pgid: i32 = std::fs::read_to_string(&pidfile)
-        .expect("tool started")
-        .trim()
-        .parse()
-        .expect("pid");
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let alive = std::process::Command::new("kill")
-            .args(["-0", "--", &format!("-{pgid}")])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("kill")
-            .success();
-        if !alive {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "process group {pgid} survived the deadline"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        scratch.path().join("pid.term").exists(),
-        "the tool got SIGTERM before SIGKILL"
-    );
-    assert_eq!(server.leftover_workdirs(), Vec::<std::path::PathBuf>::new());
+    })
 }
 
-#[tokio::test]
-async fn client_cancel_kills_the_tool() {
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let pidfile = scratch.path().join("pid");
-    let server = TestServer::start_with(ServerOptions {
-        kustomize: Some(support::repo_root().join("tests/fixtures/tools/sleep-trap")),
-        args: vec!["--kill-grace-seconds".into(), "1".into()],
-        env: vec![("SLEEP_TRAP_PIDFILE".into(), pidfile.display().to_string())],
-        ..Default::default()
-    });
-    let s = support::dir_stream(
-        &fixture("mono"),
-        "apps/kustomize-helm",
-        argo_env("b", "demo", &[]),
-    );
-    let socket = server.socket.clone();
-    let call = tokio::spawn(async move { support::generate(&socket, &s, None).await });
+/// Waits until the tool has started; returns its process group.
+async fn tool_pgid(scratch: &Path) -> i32 {
+    let pidfile = scratch.join("pid");
     let until = std::time::Instant::now() + Duration::from_secs(20);
-    while !pidfile.exists() {
+    loop {
+        if let Some(pgid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return pgid;
+        }
         assert!(std::time::Instant::now() < until, "tool never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    call.abort(); // drops the client connection mid-request
-    let pgid: i32 = std::fs::read_to_string(&pidfile)
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("pid");
-    let until = std::time::Instant::now() + Duration::from_secs(6);
+}
+
+/// Asserts that every process of the group is gone within `within`.
+async fn assert_group_gone(pgid: i32, within: Duration) {
+    let until = std::time::Instant::now() + within;
     while std::process::Command::new("kill")
         .args(["-0", "--", &format!("-{pgid}")])
         .stderr(std::process::Stdio::null())
@@ -496,16 +445,65 @@ async fn client_cancel_kills_the_tool() {
     {
         assert!(
             std::time::Instant::now() < until,
-            "process group {pgid} survived the cancel"
+            "process group {pgid} survived"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Asserts that the server removes every work dir within a few seconds.
+async fn assert_workdirs_removed(server: &TestServer) {
     let until = std::time::Instant::now() + Duration::from_secs(5);
     while !server.leftover_workdirs().is_empty() {
-        assert!(
-            std::time::Instant::now() < until,
-            "work dir left after cancel"
-        );
+        assert!(std::time::Instant::now() < until, "work dir left behind");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn stuck_request() -> StreamSpec {
+    support::dir_stream(
+        &fixture("mono"),
+        "apps/kustomize-helm",
+        argo_env("b", "demo", &[]),
+    )
+}
+
+#[tokio::test]
+async fn deadline_kills_the_tool_process_group() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let server = sleep_trap_server(scratch.path());
+    let started = std::time::Instant::now();
+    let err = support::generate(
+        &server.socket,
+        &stuck_request(),
+        Some(Duration::from_secs(6)),
+    )
+    .await
+    .expect_err("deadline");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("deadline"), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "answered late: {:?}",
+        started.elapsed()
+    );
+    assert_group_gone(tool_pgid(scratch.path()).await, Duration::from_secs(5)).await;
+    assert!(
+        scratch.path().join("pid.term").exists(),
+        "the tool got SIGTERM before SIGKILL"
+    );
+    assert_workdirs_removed(&server).await;
+}
+
+#[tokio::test]
+async fn client_cancel_kills_the_tool() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let server = sleep_trap_server(scratch.path());
+    let socket = server.socket.clone();
+    let call =
+        tokio::spawn(async move { support::generate(&socket, &stuck_request(), None).await });
+    let pgid = tool_pgid(scratch.path()).await;
+    call.abort(); // drops the client connection mid-request
+    assert_group_gone(pgid, Duration::from_secs(6)).await;
+    assert_workdirs_removed(&server).await;
 }
