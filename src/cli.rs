@@ -242,7 +242,8 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let concurrency = args.secrets.read_concurrency.max(1);
     let out =
-        avp_sidecar::substitute_stage::read_and_apply(&backend, docs, concurrency, None).await?;
+        avp_sidecar::substitute_stage::read_and_apply(&backend, docs, concurrency, None, None)
+            .await?;
     let mut text = String::new();
     for d in &out {
         text.push_str(&avp_sidecar::yaml::to_yaml_string(d));

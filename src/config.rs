@@ -71,6 +71,30 @@ pub struct SecretsArgs {
     /// Max bytes of cached secret data, in MiB.
     #[arg(long, env = "AVP_SIDECAR_SECRET_CACHE_MAX_MB", default_value_t = 64)]
     pub secret_cache_max_mb: usize,
+    /// Vault paths a project may read, as `[project=]pattern` (`*` within a path segment, `**`
+    /// across); rules without a project apply to every project. None: every path (as AVP).
+    #[arg(
+        long = "path-allow",
+        env = "AVP_SIDECAR_PATH_ALLOW",
+        value_delimiter = ','
+    )]
+    pub path_allow: Vec<String>,
+    /// What to do with placeholders outside kind Secret `data`/`stringData` (their values show
+    /// in Argo CD unmasked).
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_LEAK_GUARD",
+        value_enum,
+        default_value = "warn"
+    )]
+    pub leak_guard: crate::secrets::policy::LeakMode,
+    /// Per-project leak-guard overrides, `project=allow|warn|deny`.
+    #[arg(
+        long = "leak-guard-project",
+        env = "AVP_SIDECAR_LEAK_GUARD_PROJECTS",
+        value_delimiter = ','
+    )]
+    pub leak_guard_projects: Vec<String>,
     /// Kubernetes API URL (default: in-cluster service).
     #[arg(long, env = "AVP_SIDECAR_KUBE_API", hide = true)]
     pub kube_api: Option<String>,
@@ -118,10 +142,17 @@ impl SecretsArgs {
                 self.cache_policy(),
             ))
         };
+        let policy = crate::secrets::policy::Policy::new(
+            &self.path_allow,
+            self.leak_guard,
+            &self.leak_guard_projects,
+        )
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(Substituter {
             default,
             config_secrets,
             concurrency: self.read_concurrency.max(1),
+            policy,
         })
     }
 

@@ -52,6 +52,8 @@ counters! {
     tool_runs_total: "kustomize/helm runs",
     tool_milliseconds_total: "time spent in kustomize/helm",
     tool_queue_milliseconds_total: "time renders waited for a tool slot",
+    policy_denials_total: "renders refused by the per-project path policy",
+    leak_guard_hits_total: "objects with placeholders outside Secret data",
 }
 
 /// The process's counters.

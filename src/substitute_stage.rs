@@ -11,9 +11,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::context::RequestEnv;
+use crate::metrics::{self, METRICS};
 use crate::secrets::cache::{CachePolicy, CachingSource};
 use crate::secrets::config::{ConfigError, Layered, Lookup, VaultConfig};
 use crate::secrets::kube::{KubeApi, KubeError, SecretName, SecretPolicy};
+use crate::secrets::policy::{LeakMode, Policy};
 use crate::secrets::vault::{LoginError, VaultSource};
 use crate::secrets::{Fetched, SecretSource};
 use crate::substitute::{self, Options, SubstituteError};
@@ -52,6 +54,14 @@ pub enum StageError {
     },
     #[error(transparent)]
     Client(#[from] LoginError),
+    /// The operator's policy does not let this project read this path.
+    #[error("project {project:?} may not read vault path {path} (operator path policy)")]
+    PathDenied { project: String, path: String },
+    /// Placeholders would put secrets outside Secret data, and the policy says deny.
+    #[error(
+        "project {project:?}: placeholders outside kind Secret data/stringData in {objects} (leak guard: deny)"
+    )]
+    Leak { project: String, objects: String },
 }
 
 /// A secret source and the engine options that go with its configuration.
@@ -136,12 +146,14 @@ impl ConfigSecrets {
     }
 }
 
-/// Shared substitution state: the operator's backend, optional config secrets, read cap.
+/// Shared substitution state: the operator's backend, optional config secrets, read cap,
+/// per-project policy.
 #[derive(Default)]
 pub struct Substituter {
     pub default: Backend,
     pub config_secrets: Option<ConfigSecrets>,
     pub concurrency: usize,
+    pub policy: Policy,
 }
 
 impl std::fmt::Debug for Substituter {
@@ -172,7 +184,70 @@ impl Substituter {
         deadline: Option<Instant>,
     ) -> Result<Vec<Value>, StageError> {
         let backend = self.backend(env).await?;
-        read_and_apply(&backend, documents, self.concurrency, deadline).await
+        let project = env.project();
+        self.guard_leaks(&documents, &backend.options, project)?;
+        read_and_apply(
+            &backend,
+            documents,
+            self.concurrency,
+            deadline,
+            Some((&self.policy, project)),
+        )
+        .await
+    }
+
+    /// Placeholders in objects other than Secrets, or in a Secret outside `data`/`stringData`,
+    /// put values where Argo CD shows them unmasked. Allowed, logged (default) or refused.
+    fn guard_leaks(
+        &self,
+        documents: &[Value],
+        options: &Options,
+        project: &str,
+    ) -> Result<(), StageError> {
+        let mode = self.policy.leak_mode(project);
+        if mode == LeakMode::Allow {
+            return Ok(());
+        }
+        let leaking: Vec<String> = documents
+            .iter()
+            .filter_map(|doc| {
+                let mut probe = doc.clone();
+                let obj = probe.as_object_mut()?;
+                if obj.get("kind").and_then(Value::as_str) == Some("Secret") {
+                    obj.remove("data");
+                    obj.remove("stringData");
+                }
+                let uses = substitute::collect(std::slice::from_ref(&probe), options)
+                    .map(|r| !r.is_empty())
+                    .unwrap_or(false);
+                uses.then(|| {
+                    let name = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("");
+                    let meta = |k: &str| {
+                        doc["metadata"]
+                            .get(k)
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    format!("{}/{}", name("kind"), meta("name"))
+                })
+            })
+            .collect();
+        if leaking.is_empty() {
+            return Ok(());
+        }
+        metrics::add(&METRICS.leak_guard_hits_total, leaking.len() as u64);
+        let objects = leaking.join(", ");
+        match mode {
+            LeakMode::Deny => Err(StageError::Leak {
+                project: project.to_owned(),
+                objects,
+            }),
+            _ => {
+                tracing::warn!(project, objects = %objects, "placeholders outside kind Secret data: values will be visible in Argo CD");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -182,8 +257,18 @@ pub async fn read_and_apply(
     documents: Vec<Value>,
     concurrency: usize,
     deadline: Option<Instant>,
+    policy: Option<(&Policy, &str)>,
 ) -> Result<Vec<Value>, StageError> {
     let requests = substitute::collect(&documents, &backend.options)?;
+    if let Some((policy, project)) = policy
+        && let Some(denied) = requests.iter().find(|r| !policy.allows(project, &r.path))
+    {
+        metrics::inc(&METRICS.policy_denials_total);
+        return Err(StageError::PathDenied {
+            project: project.to_owned(),
+            path: denied.path.clone(),
+        });
+    }
     let mut fetched = Fetched::new();
     if let Some(first) = requests.iter().next() {
         let Some(source) = &backend.source else {

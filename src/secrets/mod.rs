@@ -85,4 +85,5 @@ pub trait SecretSource: Send + Sync {
 pub mod cache;
 pub mod config;
 pub mod kube;
+pub mod policy;
 pub mod vault;

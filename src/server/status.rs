@@ -10,6 +10,8 @@ use crate::protocol::stream::StreamError;
 use crate::protocol::unpack::UnpackError;
 use crate::render::RenderError;
 use crate::render::tool::ToolError;
+use crate::secrets::kube::KubeError;
+use crate::substitute_stage::StageError;
 
 /// `prefix: error: cause: cause`, each source once.
 pub fn chain(err: &dyn std::error::Error) -> String {
@@ -55,7 +57,13 @@ fn code(err: &RequestError) -> Code {
                 }
                 _ => Code::Unknown,
             },
-            PipelineError::Substitute(_) => Code::FailedPrecondition,
+            PipelineError::Substitute(e) => match e {
+                StageError::PathDenied { .. }
+                | StageError::Leak { .. }
+                | StageError::ConfigSecret(KubeError::NotAllowed { .. }) => Code::PermissionDenied,
+                StageError::Deadline { .. } => Code::DeadlineExceeded,
+                _ => Code::FailedPrecondition,
+            },
         },
     }
 }

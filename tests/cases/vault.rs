@@ -354,3 +354,66 @@ async fn avp_secret_from_kubernetes_with_operator_allowlist() {
     assert!(err.message().contains("reads no config secrets"), "{err:?}");
     assert_no_secrets(&server.log(), &[bao.file("approle_secret_id")]);
 }
+
+#[tokio::test]
+async fn per_project_path_policy_and_leak_guard() {
+    let bao = Bao::start();
+    let mut env = bao.approle_env();
+    env.push((
+        "AVP_SIDECAR_PATH_ALLOW".into(),
+        "default=secret/data/demo/*,secret/data/shared/**".into(),
+    ));
+    let server = server_with(env);
+    assert_eq!(
+        render_value(&server, "<path:secret/data/demo/web#username>", &[])
+            .await
+            .expect("allowed"),
+        "demo-user"
+    );
+    let err = render_value(&server, "<path:kv/data/test#hello>", &[])
+        .await
+        .expect_err("denied");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message()
+            .contains("project \"default\" may not read vault path kv/data/test"),
+        "{err:?}"
+    );
+
+    // Leak guard: the helm example puts values into a ConfigMap.
+    let helm_app = || support::dir_stream(&examples(), "helm-app", argo_env("myapp", "demo", &[]));
+    let mut env = bao.approle_env();
+    env.push(("AVP_SIDECAR_LEAK_GUARD".into(), "deny".into()));
+    let strict = server_with(env.clone());
+    let err = support::generate(&strict.socket, &helm_app(), None)
+        .await
+        .expect_err("leak denied");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("ConfigMap/myapp-settings"),
+        "{err:?}"
+    );
+    assert!(
+        !err.message().contains("Secret/"),
+        "Secrets' data is where values belong: {err:?}"
+    );
+    env.push((
+        "AVP_SIDECAR_LEAK_GUARD_PROJECTS".into(),
+        "default=allow".into(),
+    ));
+    let relaxed = server_with(env);
+    support::generate(&relaxed.socket, &helm_app(), None)
+        .await
+        .expect("project override allows");
+    // Default: warn.
+    let warn = server_with(bao.approle_env());
+    support::generate(&warn.socket, &helm_app(), None)
+        .await
+        .expect("warn only");
+    assert!(
+        warn.log().contains("placeholders outside kind Secret data"),
+        "{}",
+        warn.log()
+    );
+    assert_no_secrets(&warn.log(), &[]);
+}
