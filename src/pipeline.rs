@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::context::RequestEnv;
 use crate::discovery::{self, AppKind};
-use crate::plugin::Plugin;
+use crate::plugin::{Commands, Kind, Plugin};
 use crate::render::{RenderError, Renderer};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,12 @@ pub enum PipelineError {
     },
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// A discovery rule could not be evaluated.
+    #[error("{0}")]
+    Discovery(String),
+    /// The dynamic parameters command printed something other than a JSON array.
+    #[error("error unmarshaling dynamic parameter output into ParametersAnnouncementResponse: {0}")]
+    Parameters(String),
     #[error(transparent)]
     Substitute(#[from] crate::substitute_stage::StageError),
 }
@@ -47,9 +53,36 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Which renderer the plugin would use for this app dir, if any.
-    pub fn detect(&self, plugin: &Plugin, app_dir: &Path) -> Option<AppKind> {
-        discovery::detect(app_dir, plugin.pipeline.render)
+    /// `MatchRepository`: whether the plugin supports the app (only meaningful when the plugin
+    /// has discovery configured).
+    pub async fn matches(
+        &self,
+        plugin: &Plugin,
+        app_dir: &Path,
+        env: &RequestEnv,
+        deadline: Option<Instant>,
+    ) -> Result<bool, PipelineError> {
+        match &plugin.kind {
+            Kind::Builtin(b) => Ok(b.discover && discovery::detect(app_dir, b.render).is_some()),
+            Kind::Commands(c) => {
+                let d = &c.discover;
+                if !d.file_name.is_empty() {
+                    discovery::go_glob_matches(app_dir, &d.file_name)
+                        .map_err(PipelineError::Discovery)
+                } else if !d.find.glob.is_empty() {
+                    Ok(discovery::zglob_matches(app_dir, &d.find.glob))
+                } else if !d.find.command.is_empty() {
+                    let argv: Vec<String> =
+                        d.find.command.iter().chain(&d.find.args).cloned().collect();
+                    let out = self.run_command(&argv, app_dir, env, deadline).await?;
+                    // Argo: exit 0 and stdout (one trailing newline removed) not empty.
+                    let stdout = String::from_utf8_lossy(&out.stdout);
+                    Ok(!stdout.strip_suffix('\n').unwrap_or(&stdout).is_empty())
+                } else {
+                    Ok(false)
+                }
+            }
+        }
     }
 
     /// Discovers and renders: the pre-substitution documents.
@@ -61,20 +94,24 @@ impl Pipeline {
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Rendered, PipelineError> {
-        let kind = self
-            .detect(plugin, app_dir)
-            .ok_or_else(|| PipelineError::NotSupported {
+        let builtin = match &plugin.kind {
+            Kind::Builtin(b) => b,
+            Kind::Commands(c) => return self.render_commands(c, app_dir, env, deadline).await,
+        };
+        let kind = discovery::detect(app_dir, builtin.render).ok_or_else(|| {
+            PipelineError::NotSupported {
                 path: app_dir
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
                 plugin: plugin.full_name(),
-                accept: match plugin.pipeline.render {
+                accept: match builtin.render {
                     discovery::Accept::Kustomize => "kustomize apps",
                     discovery::Accept::Helm => "helm charts",
                     discovery::Accept::Auto => "kustomize apps and helm charts",
                 },
-            })?;
+            }
+        })?;
         let out = self
             .renderer
             .render(&kind, app_dir, scratch, env, deadline)
@@ -87,6 +124,91 @@ impl Pipeline {
         })
     }
 
+    /// An operator's `init` + `generate`, as `argocd-cmp-server` runs them.
+    async fn render_commands(
+        &self,
+        c: &Commands,
+        app_dir: &Path,
+        env: &RequestEnv,
+        deadline: Option<Instant>,
+    ) -> Result<Rendered, PipelineError> {
+        if let Some(init) = &c.init {
+            self.run_command(&init.argv(), app_dir, env, deadline)
+                .await?;
+        }
+        let out = self
+            .run_command(&c.generate.argv(), app_dir, env, deadline)
+            .await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let documents = crate::manifest::split_tool_output(&text).map_err(|source| {
+            PipelineError::Render(RenderError::Output {
+                tool: "generate command",
+                source,
+            })
+        })?;
+        Ok(Rendered {
+            kind: AppKind::Command,
+            documents,
+            tool_time: out.elapsed,
+            tool_stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+
+    /// `GetParametersAnnouncement`: dynamic (if any) then static, as Argo lists them.
+    pub async fn parameters(
+        &self,
+        plugin: &Plugin,
+        app_dir: &Path,
+        env: &RequestEnv,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<crate::plugin::Parameter>, PipelineError> {
+        let mut out = Vec::new();
+        if let Kind::Commands(c) = &plugin.kind
+            && let Some(cmd) = &c.dynamic_parameters
+        {
+            let run = self
+                .run_command(&cmd.argv(), app_dir, env, deadline)
+                .await?;
+            let text = String::from_utf8_lossy(&run.stdout);
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let parsed: Option<Vec<crate::plugin::Parameter>> =
+                serde_json::from_str(text).map_err(|e| PipelineError::Parameters(e.to_string()))?;
+            out.extend(parsed.unwrap_or_default());
+        }
+        out.extend(plugin.static_parameters.iter().cloned());
+        Ok(out)
+    }
+
+    /// Runs an operator-written command: argv, cwd = app dir, the server's whole environment
+    /// (as Argo's sidecar does; the operator wrote the command) then the request's.
+    async fn run_command(
+        &self,
+        argv: &[String],
+        app_dir: &Path,
+        env: &RequestEnv,
+        deadline: Option<Instant>,
+    ) -> Result<crate::render::tool::ToolOutput, PipelineError> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| PipelineError::Discovery("Command is empty".to_owned()))?;
+        let mut child_env = self.renderer.server_env.clone();
+        for (k, v) in env
+            .entries()
+            .iter()
+            .filter(|(k, _)| !crate::context::is_reserved_name(k))
+        {
+            child_env.retain(|(name, _)| name != k);
+            child_env.push((k.clone(), v.clone()));
+        }
+        let cmd = crate::render::tool::ToolCommand {
+            program: program.into(),
+            args: args.iter().map(Into::into).collect(),
+            cwd: app_dir.to_path_buf(),
+            env: child_env,
+        };
+        Ok(self.renderer.run_in_slot(&cmd, deadline).await?)
+    }
+
     /// Fills in placeholders, if the plugin substitutes.
     pub async fn substitute(
         &self,
@@ -95,7 +217,7 @@ impl Pipeline {
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Vec<Value>, PipelineError> {
-        if plugin.pipeline.substitute {
+        if plugin.substitutes() {
             Ok(self.substitute.run(documents, env, deadline).await?)
         } else {
             Ok(documents)

@@ -26,15 +26,86 @@ pub const DEFAULT_PLUGIN: &str = "avp";
 pub struct Plugin {
     pub name: String,
     pub version: String,
-    pub pipeline: Builtin,
+    pub kind: Kind,
     pub preserve_file_mode: bool,
     pub provide_git_creds: bool,
     pub static_parameters: Vec<Parameter>,
 }
 
+/// How a plugin renders.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    /// avp-sidecar's pipeline (`spec.avp`): no shell, built-in discovery and substitution.
+    Builtin(Builtin),
+    /// An Argo CD plugin written by the operator (`spec.generate`, `init`, `discover`,
+    /// `parameters.dynamic`), run exactly as `argocd-cmp-server` runs it.
+    Commands(Box<Commands>),
+}
+
+impl Plugin {
+    /// What `CheckPluginConfiguration` reports as `isDiscoveryConfigured`.
+    pub fn discovery_configured(&self) -> bool {
+        match &self.kind {
+            Kind::Builtin(b) => b.discover,
+            Kind::Commands(c) => c.discover.is_configured(),
+        }
+    }
+
+    pub fn substitutes(&self) -> bool {
+        matches!(&self.kind, Kind::Builtin(b) if b.substitute)
+    }
+}
+
+/// `command` + `args`, as in Argo's `Command` (argv, no implicit shell).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct CommandSpec {
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+}
+
+impl CommandSpec {
+    pub fn argv(&self) -> Vec<String> {
+        self.command.iter().chain(&self.args).cloned().collect()
+    }
+}
+
+/// Argo's discovery rules; the first configured one decides.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Discover {
+    #[serde(rename = "filename")]
+    pub file_name: String,
+    pub find: Find,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Find {
+    pub glob: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+}
+
+impl Discover {
+    /// Argo: `fileName != "" || find.glob != "" || len(find.command) > 0`.
+    pub fn is_configured(&self) -> bool {
+        !self.file_name.is_empty() || !self.find.glob.is_empty() || !self.find.command.is_empty()
+    }
+}
+
+/// A command-based plugin.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Commands {
+    pub init: Option<CommandSpec>,
+    pub generate: CommandSpec,
+    pub discover: Discover,
+    pub dynamic_parameters: Option<CommandSpec>,
+}
+
 /// avp-sidecar's built-in pipeline settings (`spec.avp`).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "lowercase")]
 pub struct Builtin {
     pub render: Accept,
     #[serde(default = "yes")]
@@ -49,13 +120,15 @@ fn yes() -> bool {
 
 /// One parameter announcement (`repository.ParameterAnnouncement`, JSON field names).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "lowercase", default)]
 pub struct Parameter {
     pub name: String,
     pub title: String,
     pub tooltip: String,
     pub required: bool,
+    #[serde(rename = "itemtype")]
     pub item_type: String,
+    #[serde(rename = "collectiontype")]
     pub collection_type: String,
     pub string: String,
     pub array: Vec<String>,
@@ -93,12 +166,16 @@ struct Metadata {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "lowercase", default)]
 struct Spec {
     version: String,
     avp: Option<Builtin>,
-    generate: Option<Value>,
+    init: Option<CommandSpec>,
+    generate: Option<CommandSpec>,
+    discover: Discover,
+    #[serde(rename = "preservefilemode")]
     preserve_file_mode: bool,
+    #[serde(rename = "providegitcreds")]
     provide_git_creds: bool,
     parameters: Parameters,
 }
@@ -108,6 +185,25 @@ struct Spec {
 struct Parameters {
     #[serde(rename = "static")]
     static_: Vec<Parameter>,
+    dynamic: Option<CommandSpec>,
+}
+
+/// Go's encoding/json matches struct fields case-insensitively: lower-case every key, except
+/// the user's own keys inside a parameter's `map`.
+fn lowercase_keys(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let key = k.to_lowercase();
+                    let v = if key == "map" { v } else { lowercase_keys(v) };
+                    (key, v)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(lowercase_keys).collect()),
+        other => other,
+    }
 }
 
 impl Plugin {
@@ -122,7 +218,8 @@ impl Plugin {
             .into_iter()
             .find(|d| !d.is_null())
             .ok_or_else(|| invalid("empty document".to_owned()))?;
-        let doc: Document = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+        let doc: Document =
+            serde_json::from_value(lowercase_keys(value)).map_err(|e| invalid(e.to_string()))?;
         if doc.kind != "ConfigManagementPlugin" {
             return Err(invalid(format!(
                 "kind must be ConfigManagementPlugin, got {:?}",
@@ -133,21 +230,36 @@ impl Plugin {
         if name.is_empty() || name.contains(['/', '\0']) || name.starts_with('.') {
             return Err(invalid(format!("invalid metadata.name {name:?}")));
         }
-        let Some(pipeline) = doc.spec.avp else {
-            let reason = if doc.spec.generate.is_some() {
-                "command-based plugins (spec.generate) are not supported yet; use spec.avp"
-            } else {
-                "spec.avp is required"
-            };
-            return Err(invalid(reason.to_owned()));
+        let spec = doc.spec;
+        let kind = match (spec.avp, spec.generate) {
+            (Some(builtin), None) => Kind::Builtin(builtin),
+            (None, Some(generate)) if !generate.command.is_empty() => {
+                Kind::Commands(Box::new(Commands {
+                    init: spec.init.filter(|c| !c.command.is_empty()),
+                    generate,
+                    discover: spec.discover,
+                    dynamic_parameters: spec.parameters.dynamic.filter(|c| !c.command.is_empty()),
+                }))
+            }
+            (None, Some(_)) => return Err(invalid("spec.generate.command is empty".to_owned())),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "spec.avp and spec.generate exclude each other".to_owned(),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "spec.generate (or avp-sidecar's spec.avp) is required".to_owned(),
+                ));
+            }
         };
         Ok(Self {
             name,
-            version: doc.spec.version,
-            pipeline,
-            preserve_file_mode: doc.spec.preserve_file_mode,
-            provide_git_creds: doc.spec.provide_git_creds,
-            static_parameters: doc.spec.parameters.static_,
+            version: spec.version,
+            kind,
+            preserve_file_mode: spec.preserve_file_mode,
+            provide_git_creds: spec.provide_git_creds,
+            static_parameters: spec.parameters.static_,
         })
     }
 
@@ -205,7 +317,7 @@ mod tests {
         for (name, _) in BUILTIN {
             let p = Plugin::builtin(name).expect("exists");
             assert_eq!(p.name, name);
-            assert!(p.pipeline.substitute);
+            assert!(p.substitutes());
             assert_eq!(
                 p.socket_path(Path::new("/s")),
                 PathBuf::from(format!("/s/{name}.sock"))
@@ -214,10 +326,13 @@ mod tests {
         assert!(
             Plugin::builtin("avp-kustomize")
                 .expect("exists")
-                .pipeline
-                .discover
+                .discovery_configured()
         );
-        assert!(!Plugin::builtin("avp").expect("exists").pipeline.discover);
+        assert!(
+            !Plugin::builtin("avp")
+                .expect("exists")
+                .discovery_configured()
+        );
     }
 
     #[test]
@@ -232,10 +347,57 @@ mod tests {
             "kind: Other\nmetadata: {name: x}\nspec: {avp: {render: helm}}",
             "kind: ConfigManagementPlugin\nmetadata: {name: ''}\nspec: {avp: {render: helm}}",
             "kind: ConfigManagementPlugin\nmetadata: {name: ../x}\nspec: {avp: {render: helm}}",
-            "kind: ConfigManagementPlugin\nmetadata: {name: x}\nspec: {generate: {command: [sh]}}",
+            "kind: ConfigManagementPlugin\nmetadata: {name: x}\nspec: {generate: {command: []}}",
+            "kind: ConfigManagementPlugin\nmetadata: {name: x}\nspec: {}",
             "kind: ConfigManagementPlugin\nmetadata: {name: x}\nspec: {avp: {render: jsonnet}}",
         ] {
             assert!(Plugin::parse(bad, "t").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn argo_plugin_yaml_case_insensitive_and_unknown_keys_ignored() {
+        let p = Plugin::parse(
+            r#"
+apiVersion: argoproj.io/v1alpha1
+kind: ConfigManagementPlugin
+metadata:
+  name: cmp
+spec:
+  Version: v2
+  init: {command: [sh, -c], args: ["echo init"]}
+  generate:
+    command: [sh, -c]
+    args: ["cat *.yaml"]
+  discover:
+    FileName: "*.yaml"
+  parameters:
+    static:
+      - {name: p, itemType: number, collectionType: map, map: {KeepCase: x}}
+    dynamic: {command: [echo, "[]"]}
+  preserveFileMode: true
+  allowConcurrency: true
+  somethingNew: 1
+"#,
+            "t",
+        )
+        .expect("valid");
+        assert_eq!(p.full_name(), "cmp-v2");
+        assert!(p.preserve_file_mode && p.discovery_configured() && !p.substitutes());
+        assert_eq!(p.static_parameters[0].item_type, "number");
+        assert_eq!(
+            p.static_parameters[0]
+                .map
+                .get("KeepCase")
+                .map(String::as_str),
+            Some("x")
+        );
+        let Kind::Commands(c) = p.kind else {
+            panic!("commands")
+        };
+        assert_eq!(c.generate.argv(), ["sh", "-c", "cat *.yaml"]);
+        assert_eq!(c.init.expect("init").argv(), ["sh", "-c", "echo init"]);
+        assert_eq!(c.discover.file_name, "*.yaml");
+        assert!(c.dynamic_parameters.is_some());
     }
 }

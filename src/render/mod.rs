@@ -53,6 +53,9 @@ pub enum RenderError {
         #[source]
         source: crate::manifest::ManifestError,
     },
+    /// Asked to render something that is not a built-in app kind.
+    #[error("{0} apps are not rendered by the built-in pipeline")]
+    NotBuiltin(&'static str),
     /// The deadline passed while waiting for a tool slot.
     #[error("deadline exceeded while waiting for a free render slot ({0} renders run at once)")]
     Queued(usize),
@@ -87,6 +90,7 @@ impl Renderer {
         let extra = tool_homes(scratch)?;
         let child_env = crate::context::child_env(&self.server_env, env, &extra);
         let (cmd, tool_name) = match kind {
+            AppKind::Command => return Err(RenderError::NotBuiltin(kind.name())),
             AppKind::Kustomize { kustomization } => {
                 kustomize::apply_plugin_settings(kustomization, env).await?;
                 (
@@ -109,23 +113,7 @@ impl Renderer {
                 )
             }
         };
-        let queued = Instant::now();
-        let acquire = self.slots.clone().acquire_owned();
-        let permit = match deadline {
-            Some(d) => tokio::time::timeout_at(d, acquire).await.ok(),
-            None => Some(acquire.await),
-        };
-        let Some(Ok(_permit)) = permit else {
-            return Err(RenderError::Queued(self.max_concurrent()));
-        };
-        metrics::add(
-            &METRICS.tool_queue_milliseconds_total,
-            millis(queued.elapsed()),
-        );
-        metrics::inc(&METRICS.tool_runs_total);
-        let out = tool::run(&cmd, deadline, self.limits).await?;
-        metrics::add(&METRICS.tool_milliseconds_total, millis(out.elapsed));
-        metrics::DETAIL.tool_seconds.observe(out.elapsed);
+        let out = self.run_in_slot(&cmd, deadline).await?;
         let text = String::from_utf8_lossy(&out.stdout);
         let mut documents =
             crate::manifest::split_tool_output(&text).map_err(|source| RenderError::Output {
@@ -148,6 +136,32 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Renderer {
+    /// Runs a tool once a render slot is free (waiting counts against the deadline).
+    pub async fn run_in_slot(
+        &self,
+        cmd: &tool::ToolCommand,
+        deadline: Option<Instant>,
+    ) -> Result<tool::ToolOutput, RenderError> {
+        let queued = Instant::now();
+        let acquire = self.slots.clone().acquire_owned();
+        let permit = match deadline {
+            Some(d) => tokio::time::timeout_at(d, acquire).await.ok(),
+            None => Some(acquire.await),
+        };
+        let Some(Ok(_permit)) = permit else {
+            return Err(RenderError::Queued(self.max_concurrent()));
+        };
+        metrics::add(
+            &METRICS.tool_queue_milliseconds_total,
+            millis(queued.elapsed()),
+        );
+        metrics::inc(&METRICS.tool_runs_total);
+        let out = tool::run(cmd, deadline, self.limits).await?;
+        metrics::add(&METRICS.tool_milliseconds_total, millis(out.elapsed));
+        metrics::DETAIL.tool_seconds.observe(out.elapsed);
+        Ok(out)
+    }
+
     /// The size of the render queue's window.
     pub fn max_concurrent(&self) -> usize {
         self.max_concurrent

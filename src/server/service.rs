@@ -287,7 +287,8 @@ impl ConfigManagementPluginService for CmpService {
         self.handle(
             "GenerateManifest",
             "error generating manifests",
-            true,
+            // Operator commands may depend on more than their inputs (network, time): no cache.
+            matches!(self.plugin.kind, crate::plugin::Kind::Builtin(_)),
             request,
             |u, deadline| async move {
                 let pipeline = &self.shared.pipeline;
@@ -344,19 +345,19 @@ impl ConfigManagementPluginService for CmpService {
         &self,
         request: Request<Streaming<AppStreamRequest>>,
     ) -> Result<Response<RepositoryResponse>, Status> {
-        let discover = self.plugin.pipeline.discover;
+        let discover = self.plugin.discovery_configured();
         self.handle(
             "MatchRepository",
             "match repository error",
             false,
             request,
-            |u, _| async move {
+            |u, deadline| async move {
                 let supported = discover
                     && self
                         .shared
                         .pipeline
-                        .detect(&self.plugin, u.app_dir()?)
-                        .is_some();
+                        .matches(&self.plugin, u.app_dir()?, &u.env, deadline)
+                        .await?;
                 Ok(RepositoryResponse {
                     is_supported: supported,
                     is_discovery_enabled: discover,
@@ -375,10 +376,13 @@ impl ConfigManagementPluginService for CmpService {
             "get parameters announcement error",
             false,
             request,
-            |_u, _| async move {
-                let parameter_announcements = self
-                    .plugin
-                    .static_parameters
+            |u, deadline| async move {
+                let parameters = self
+                    .shared
+                    .pipeline
+                    .parameters(&self.plugin, u.app_dir()?, &u.env, deadline)
+                    .await?;
+                let parameter_announcements = parameters
                     .iter()
                     .map(|p| ParameterAnnouncement {
                         name: p.name.clone(),
@@ -407,7 +411,7 @@ impl ConfigManagementPluginService for CmpService {
         metrics::inc(&METRICS.requests_total);
         metrics::DETAIL.request(metrics::Rpc::CheckPluginConfiguration, true, Duration::ZERO);
         Ok(Response::new(CheckPluginConfigurationResponse {
-            is_discovery_configured: self.plugin.pipeline.discover,
+            is_discovery_configured: self.plugin.discovery_configured(),
             provide_git_creds: self.plugin.provide_git_creds,
         }))
     }

@@ -46,6 +46,7 @@ fn code(err: &RequestError) -> Code {
         RequestError::Internal(_) => Code::Internal,
         RequestError::Pipeline(e) => match e {
             PipelineError::NotSupported { .. } => Code::FailedPrecondition,
+            PipelineError::Discovery(_) | PipelineError::Parameters(_) => Code::Unknown,
             PipelineError::Render(r) => match r {
                 RenderError::InvalidEnv { .. } => Code::InvalidArgument,
                 RenderError::Tool(ToolError::Deadline { .. }) | RenderError::Queued(_) => {

@@ -1,5 +1,6 @@
 mod authority;
 mod cli;
+mod commands;
 mod core;
 mod deploy;
 mod hostile;

@@ -52,6 +52,7 @@ pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     pub kustomize: Option<PathBuf>,
     pub helm: Option<PathBuf>,
+    pub config_dir: Option<PathBuf>,
 }
 
 impl TestServer {
@@ -71,7 +72,10 @@ impl TestServer {
             .arg("--workdir")
             .arg(&work)
             .arg("--config-dir")
-            .arg(dir.path().join("no-config"))
+            .arg(
+                opts.config_dir
+                    .unwrap_or_else(|| dir.path().join("no-config")),
+            )
             .arg("--kustomize")
             .arg(opts.kustomize.unwrap_or_else(|| tool("kustomize")))
             .arg("--helm")
