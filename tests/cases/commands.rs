@@ -244,3 +244,31 @@ async fn avp_pipeline_in_a_plugin_yaml() {
     .expect("generate");
     assert_eq!(find(&docs, "Secret", "s")["stringData"]["p"], "s3cr3t-v2");
 }
+
+#[tokio::test]
+async fn deadline_stops_a_command_plugin() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let trap = support::repo_root().join("tests/fixtures/tools/sleep-trap");
+    let (server, _c) = host(
+        &format!("  generate:\n    command: ['{}']\n", trap.display()),
+        vec![(
+            "SLEEP_TRAP_PIDFILE".into(),
+            scratch.path().join("pid").display().to_string(),
+        )],
+    );
+    let r = repo();
+    let err = support::generate(
+        &server.socket,
+        &stream(&r, &[]),
+        Some(std::time::Duration::from_secs(4)),
+    )
+    .await
+    .expect_err("deadline");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    let pgid: i32 = std::fs::read_to_string(scratch.path().join("pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    support::assert_group_gone(pgid, std::time::Duration::from_secs(8)).await;
+}

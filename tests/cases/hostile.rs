@@ -433,24 +433,6 @@ async fn tool_pgid(scratch: &Path) -> i32 {
     }
 }
 
-/// Asserts that every process of the group is gone within `within`.
-async fn assert_group_gone(pgid: i32, within: Duration) {
-    let until = std::time::Instant::now() + within;
-    while std::process::Command::new("kill")
-        .args(["-0", "--", &format!("-{pgid}")])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("kill")
-        .success()
-    {
-        assert!(
-            std::time::Instant::now() < until,
-            "process group {pgid} survived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Asserts that the server removes every work dir within a few seconds.
 async fn assert_workdirs_removed(server: &TestServer) {
     let until = std::time::Instant::now() + Duration::from_secs(5);
@@ -487,7 +469,7 @@ async fn deadline_kills_the_tool_process_group() {
         "answered late: {:?}",
         started.elapsed()
     );
-    assert_group_gone(tool_pgid(scratch.path()).await, Duration::from_secs(5)).await;
+    support::assert_group_gone(tool_pgid(scratch.path()).await, Duration::from_secs(5)).await;
     assert!(
         scratch.path().join("pid.term").exists(),
         "the tool got SIGTERM before SIGKILL"
@@ -504,6 +486,6 @@ async fn client_cancel_kills_the_tool() {
         tokio::spawn(async move { support::generate(&socket, &stuck_request(), None).await });
     let pgid = tool_pgid(scratch.path()).await;
     call.abort(); // drops the client connection mid-request
-    assert_group_gone(pgid, Duration::from_secs(6)).await;
+    support::assert_group_gone(pgid, Duration::from_secs(6)).await;
     assert_workdirs_removed(&server).await;
 }

@@ -252,3 +252,18 @@ pub fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a se
 pub fn client_checksum(archive: &[u8]) -> String {
     client::sha256_hex(archive)
 }
+
+/// Asserts that every process of the group is gone within `within`.
+pub async fn assert_group_gone(pgid: i32, within: Duration) {
+    let until = Instant::now() + within;
+    while Command::new("kill")
+        .args(["-0", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status()
+        .expect("kill")
+        .success()
+    {
+        assert!(Instant::now() < until, "process group {pgid} survived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
