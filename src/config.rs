@@ -134,7 +134,8 @@ impl SecretsArgs {
         let config_secrets = if self.secret_allow.is_empty() {
             None
         } else {
-            let policy = crate::secrets::kube::SecretPolicy::new(&self.secret_allow);
+            let policy = crate::secrets::kube::SecretPolicy::parse(&self.secret_allow)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
             Some(ConfigSecrets::new(
                 self.kube()?,
                 policy,

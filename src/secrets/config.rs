@@ -1,11 +1,23 @@
 //! Vault settings by argocd-vault-plugin's variable names, parsed and validated once.
 //!
-//! Sources, highest precedence first: the operator's process environment, then the config file
-//! (`-c`, YAML/JSON or `KEY=VALUE` lines). Deliberately stricter than AVP: the request's
-//! `ARGOCD_ENV_*` variables (set by whoever edits the Application) are never consulted, so a
-//! tenant cannot point the sidecar at their own Vault (harvesting its credentials), switch auth,
-//! read files as "JWTs", or disable `AVP_PATH_VALIDATION`. AVP strips `ARGOCD_ENV_` and gives
-//! those values the highest precedence.
+//! Owns: reading the operator's sources (process env, the `-c` config file, a Kubernetes
+//! Secret's values handed in by `kube`), their precedence, validation of every value, AVP's
+//! error texts for missing credentials, and which settings a tenant may override.
+//! Must not: talk to Vault or Kubernetes, read the process environment anywhere but
+//! [`from_process_env`], or print a credential (they live in [`Sensitive`]).
+//!
+//! Precedence, highest first: allowlisted tenant overrides, the operator's process env, the
+//! config file, a Kubernetes Secret (`-s`/`AVP_SECRET`), defaults (`AVP_KV_VERSION=2`).
+//!
+//! **Tenant safety, deliberately stricter than AVP.** AVP strips `ARGOCD_ENV_` from the
+//! Application's plugin env and gives those values the highest precedence, so whoever edits an
+//! Application can point the plugin at their own Vault (harvesting its AppRole secret or service
+//! account JWT), switch auth method, send any readable file as a "JWT" (`AVP_K8S_TOKEN_PATH`),
+//! turn off TLS verification or `AVP_PATH_VALIDATION`. Here the request env changes nothing by
+//! default. An operator may allow tenants a few keys, each with a documented risk
+//! ([`TENANT_ALLOWABLE`]), through a [`TenantAllowlist`]; the backend type, address, auth
+//! method, credentials, auth mounts and TLS settings ([`TENANT_FORBIDDEN`]) can never be
+//! allowed, and listing one is a configuration error at startup.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,7 +28,7 @@ use serde_json::Value;
 
 use crate::secrets::KvVersion;
 
-/// A credential: `Debug`/`Display` never show it.
+/// A credential: `Debug` and `Display` print `***`, never the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Sensitive(String);
 
@@ -24,6 +36,8 @@ impl Sensitive {
     pub fn new(s: impl Into<String>) -> Self {
         Self(s.into())
     }
+
+    /// The credential itself, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -35,7 +49,14 @@ impl fmt::Debug for Sensitive {
     }
 }
 
-/// How the sidecar logs in to Vault (`AVP_AUTH_TYPE`).
+impl fmt::Display for Sensitive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How the sidecar logs in to Vault (`AVP_AUTH_TYPE`). Mounts are stored without AVP's `auth/`
+/// prefix (`approle`, `team/k8s`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Auth {
     Token(Sensitive),
@@ -54,20 +75,39 @@ pub enum Auth {
         password: Sensitive,
         mount: String,
     },
+    GitHub {
+        token: Sensitive,
+        mount: String,
+    },
 }
 
 impl Auth {
+    /// The `AVP_AUTH_TYPE` value for this method.
     pub fn kind(&self) -> &'static str {
         match self {
             Auth::Token(_) => "token",
             Auth::AppRole { .. } => "approle",
             Auth::Kubernetes { .. } => "k8s",
             Auth::UserPass { .. } => "userpass",
+            Auth::GitHub { .. } => "github",
+        }
+    }
+
+    /// The auth mount (without `auth/`), `None` for token auth.
+    pub fn mount(&self) -> Option<&str> {
+        match self {
+            Auth::Token(_) => None,
+            Auth::AppRole { mount, .. }
+            | Auth::Kubernetes { mount, .. }
+            | Auth::UserPass { mount, .. }
+            | Auth::GitHub { mount, .. } => Some(mount),
         }
     }
 }
 
-/// TLS settings (`VAULT_CACERT`, `VAULT_CAPATH`, `VAULT_CLIENT_CERT`/`KEY`, `VAULT_SKIP_VERIFY`).
+/// TLS settings (`VAULT_CACERT`, `VAULT_CAPATH`, `VAULT_CLIENT_CERT`/`_KEY`,
+/// `VAULT_SKIP_VERIFY`). `ca_certs` holds `VAULT_CACERT` and then every file of `VAULT_CAPATH`
+/// (each must be PEM, as for the Vault Go client). Used only for `https://` addresses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tls {
     pub ca_certs: Vec<PathBuf>,
@@ -76,16 +116,45 @@ pub struct Tls {
     pub skip_verify: bool,
 }
 
+/// Everything needed to reach and log in to Vault, validated.
 #[derive(Clone, Debug)]
 pub struct VaultConfig {
+    /// `http(s)://host[:port][/prefix]`, without a trailing slash.
     pub addr: String,
+    /// `X-Vault-Namespace`; checked to be a valid header value.
     pub namespace: Option<String>,
     pub auth: Auth,
+    /// Default engine version for paths without a `kv-version` annotation.
     pub kv_version: KvVersion,
+    /// `AVP_PATH_VALIDATION`, matched unanchored against every path (as AVP's `MatchString`).
     pub path_validation: Option<regex::Regex>,
     pub tls: Tls,
+    /// Per HTTP request to Vault (`VAULT_CLIENT_TIMEOUT`, default 10 s).
     pub timeout: Duration,
 }
+
+/// Default `VAULT_CLIENT_TIMEOUT`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `AVP_K8S_TOKEN_PATH`.
+pub const DEFAULT_K8S_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+/// The setting that turns the Vault backend on.
+pub const AVP_TYPE: &str = "AVP_TYPE";
+/// The prefix Argo CD puts on an Application's plugin env.
+pub const TENANT_PREFIX: &str = "ARGOCD_ENV_";
+
+/// argocd-vault-plugin backends other than Vault (for a clearer error than "unknown").
+const OTHER_AVP_BACKENDS: [&str; 10] = [
+    "ibmsecretsmanager",
+    "awssecretsmanager",
+    "gcpsecretmanager",
+    "azurekeyvault",
+    "sops",
+    "yandexcloudlockbox",
+    "1passwordconnect",
+    "keepersecretsmanager",
+    "delineasecretserver",
+    "kubernetessecret",
+];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
@@ -93,11 +162,21 @@ pub enum ConfigError {
         "must provide a supported vault type, received {0:?} (avp-sidecar supports AVP_TYPE=vault)"
     )]
     UnsupportedType(String),
+    #[error(
+        "AVP_TYPE={0:?} is an argocd-vault-plugin backend that avp-sidecar does not support (only AVP_TYPE=vault)"
+    )]
+    UnsupportedBackend(String),
     #[error("must provide a supported authentication type, received {0:?}")]
     UnsupportedAuth(String),
+    /// AVP's own message for a missing credential.
     #[error("{0}")]
     MissingCredential(&'static str),
-    #[error("VAULT_ADDR must be set to an http(s) URL, got {0:?}")]
+    /// A credential that cannot be sent as given; names the setting, never the value.
+    #[error(
+        "{0} contains characters not allowed in an HTTP header (whitespace or control characters?)"
+    )]
+    BadCredential(&'static str),
+    #[error("VAULT_ADDR must be an http(s) URL such as https://vault.example.com:8200, got {0:?}")]
     BadAddr(String),
     #[error("unsupported kvVersion specified: AVP_KV_VERSION={0:?} (must be 1 or 2)")]
     BadKvVersion(String),
@@ -107,8 +186,22 @@ pub enum ConfigError {
     BadNamespace(String),
     #[error("invalid {name}: {value:?}")]
     BadValue { name: &'static str, value: String },
+    /// A setting the Vault Go client reads that we deliberately do not emulate.
+    #[error("{name} is not supported by avp-sidecar: {hint}")]
+    Unsupported {
+        name: &'static str,
+        hint: &'static str,
+    },
+    #[error("VAULT_CLIENT_CERT and VAULT_CLIENT_KEY must be set together")]
+    HalfClientIdentity,
     #[error("reading config file {path}: {reason}")]
     File { path: String, reason: String },
+    #[error("tenant override allowlist: {key} can never be set by tenants: {reason}")]
+    TenantForbidden { key: String, reason: &'static str },
+    #[error(
+        "tenant override allowlist: {0:?} is not a setting tenants can be allowed (allowable: AVP_KV_VERSION, AVP_PATH_VALIDATION, VAULT_NAMESPACE, VAULT_CLIENT_TIMEOUT)"
+    )]
+    TenantUnknown(String),
 }
 
 /// Looks up a setting by name in the layered sources.
@@ -122,31 +215,61 @@ impl<F: Fn(&str) -> Option<String>> Lookup for F {
     }
 }
 
-/// Process env first, then the file's values, then a Kubernetes Secret's (`-s`/`AVP_SECRET`).
+impl Lookup for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+/// The operator's process environment. The only place this module reads it.
+pub fn from_process_env() -> HashMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// The sources of settings, highest precedence first: allowlisted tenant overrides, the
+/// operator's env, the config file, a Kubernetes Secret's values. Empty values count as unset
+/// (viper's default), so an empty variable cannot blank out a lower layer's value.
 #[derive(Clone, Debug, Default)]
 pub struct Layered {
+    /// Output of [`tenant_overrides`] only: never raw request env.
+    pub tenant: HashMap<String, String>,
     pub env: HashMap<String, String>,
     pub file: HashMap<String, String>,
     pub secret: HashMap<String, String>,
 }
 
 impl Layered {
-    /// The operator's environment (and optional config file). Never request env.
-    pub fn from_process(file: Option<&Path>) -> Result<Self, ConfigError> {
+    /// The given operator env plus the optional config file (`-c`).
+    pub fn new(env: HashMap<String, String>, file: Option<&Path>) -> Result<Self, ConfigError> {
         Ok(Self {
-            env: std::env::vars().collect(),
+            env,
             file: match file {
                 Some(p) => read_file(p)?,
                 None => HashMap::new(),
             },
-            secret: HashMap::new(),
+            ..Self::default()
         })
+    }
+
+    /// The process environment plus the optional config file. Never request env.
+    pub fn from_process(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::new(from_process_env(), file)
     }
 
     /// The same layers with a Secret's values underneath.
     pub fn with_secret(&self, secret: HashMap<String, String>) -> Self {
         Self {
             secret,
+            ..self.clone()
+        }
+    }
+
+    /// The same layers with a tenant's allowlisted overrides on top.
+    pub fn with_tenant(&self, overrides: &TenantOverrides) -> Self {
+        Self {
+            tenant: overrides.values.clone(),
             ..self.clone()
         }
     }
@@ -159,76 +282,152 @@ impl Layered {
 
 impl Lookup for Layered {
     fn get(&self, name: &str) -> Option<String> {
-        [&self.env, &self.file, &self.secret]
+        [&self.tenant, &self.env, &self.file, &self.secret]
             .into_iter()
             .find_map(|layer| layer.get(name).filter(|v| !v.is_empty()))
             .cloned()
     }
 }
 
-pub const AVP_TYPE: &str = "AVP_TYPE";
-
-/// Reads `-c FILE`: JSON or YAML mapping by extension, else `KEY=VALUE` lines (AVP accepts any
-/// format viper reads; these are the ones in use). Keys are case-insensitive (upper-cased).
+/// Reads `-c FILE` by extension: `.json` (serde_json), `.yaml`/`.yml` (a mapping; the first
+/// non-empty document), anything else `KEY=VALUE` lines (`#` comments, optional `export `,
+/// optional quotes). Keys are case-insensitive (upper-cased), as in viper. Values must be
+/// scalars; `null` means unset.
 pub fn read_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
     let err = |reason: String| ConfigError::File {
         path: path.display().to_string(),
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if matches!(ext, "yaml" | "yml" | "json") {
-        let doc = crate::yaml::parse_documents(&text)
-            .map_err(|e| err(e.to_string()))?
-            .into_iter()
-            .find(|d| !d.is_null());
-        let Some(Value::Object(map)) = doc else {
-            return Err(err("expected a mapping of settings".to_owned()));
-        };
-        map.into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Value::String(s) => s,
-                    Value::Bool(b) => b.to_string(),
-                    Value::Number(n) => n.to_string(),
-                    _ => return Err(err(format!("{k} must be a string, number or bool"))),
-                };
-                Ok((k.to_uppercase(), v))
-            })
-            .collect()
-    } else {
-        Ok(text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| {
-                let v = v.trim();
-                let v = v
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(v);
-                (
-                    k.trim().trim_start_matches("export ").trim().to_uppercase(),
-                    v.to_owned(),
-                )
-            })
-            .collect())
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "json" => {
+            let doc: Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+            mapping(doc).map_err(err)
+        }
+        "yaml" | "yml" => {
+            let doc = crate::yaml::parse_documents(&text)
+                .map_err(|e| err(e.to_string()))?
+                .into_iter()
+                .find(|d| !d.is_null())
+                .unwrap_or(Value::Null);
+            mapping(doc).map_err(err)
+        }
+        _ => parse_env_file(&text).map_err(err),
     }
 }
 
-fn auth_mount(l: &dyn Lookup, specific: Option<&str>, default: &str) -> String {
-    let raw = specific
-        .and_then(|k| l.get(k))
-        .or_else(|| l.get("AVP_MOUNT_PATH"))
-        .unwrap_or_else(|| default.to_owned());
-    // AVP takes the mount with its `auth/` prefix; vaultrs wants it without.
-    raw.trim_matches('/')
-        .strip_prefix("auth/")
-        .unwrap_or(raw.trim_matches('/'))
-        .to_owned()
+/// A JSON/YAML document as settings: a mapping of scalars.
+fn mapping(doc: Value) -> Result<HashMap<String, String>, String> {
+    let map = match doc {
+        Value::Object(map) => map,
+        Value::Null => return Ok(HashMap::new()),
+        _ => return Err("expected a mapping of settings".to_owned()),
+    };
+    let mut out = HashMap::new();
+    for (k, v) in map {
+        let v = match v {
+            Value::String(s) => s,
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            Value::Null => continue,
+            Value::Array(_) | Value::Object(_) => {
+                return Err(format!("{k} must be a string, number or bool"));
+            }
+        };
+        out.insert(k.to_uppercase(), v);
+    }
+    Ok(out)
 }
 
+/// `KEY=VALUE` lines. A malformed line is an error naming its number (not its text, which
+/// could be a pasted credential).
+fn parse_env_file(text: &str) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(format!("line {}: expected KEY=VALUE", i + 1));
+        };
+        let k = k.trim();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("line {}: invalid key", i + 1));
+        }
+        let v = v.trim();
+        let v = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(open, close)| v.strip_prefix(*open)?.strip_suffix(*close))
+            .unwrap_or(v);
+        out.insert(k.to_uppercase(), v.to_owned());
+    }
+    Ok(out)
+}
+
+/// A value that must be present and non-blank.
+fn required(l: &dyn Lookup, name: &str) -> Option<String> {
+    l.get(name).filter(|v| !v.trim().is_empty())
+}
+
+/// A credential sent in a header (`X-Vault-Token`): surrounding whitespace is dropped (files
+/// and Secrets often end in a newline), the rest must be visible ASCII.
+fn header_credential(name: &'static str, v: String) -> Result<Sensitive, ConfigError> {
+    let v = v.trim();
+    if is_header_safe(v) {
+        Ok(Sensitive::new(v))
+    } else {
+        Err(ConfigError::BadCredential(name))
+    }
+}
+
+/// Non-empty visible ASCII: always a valid HTTP header value (vaultrs panics on invalid ones).
+pub fn is_header_safe(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| (0x21..0x7f).contains(&b))
+}
+
+/// The auth mount: the specific setting, else `AVP_MOUNT_PATH`, else AVP's default. AVP takes
+/// it with its `auth/` prefix; vaultrs and our requests want it without.
+fn auth_mount(
+    l: &dyn Lookup,
+    specific: Option<&'static str>,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let (name, raw) = match specific.and_then(|k| l.get(k).map(|v| (k, v))) {
+        Some(found) => found,
+        None => match l.get("AVP_MOUNT_PATH") {
+            Some(v) => ("AVP_MOUNT_PATH", v),
+            None => ("AVP_MOUNT_PATH", default.to_owned()),
+        },
+    };
+    let trimmed = raw.trim().trim_matches('/');
+    let mount = match trimmed {
+        "auth" => "",
+        _ => trimmed.strip_prefix("auth/").unwrap_or(trimmed),
+    };
+    if is_clean_path(mount) {
+        Ok(mount.to_owned())
+    } else {
+        Err(ConfigError::BadValue { name, value: raw })
+    }
+}
+
+/// Non-empty `/`-separated segments, none empty, `.` or `..`, no whitespace, control
+/// characters, `?`, `#` or `%`.
+pub fn is_clean_path(p: &str) -> bool {
+    !p.is_empty()
+        && p.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+        && p.chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '?' | '#' | '%'))
+}
+
+/// Go's `strconv.ParseBool`, which the Vault client uses for `VAULT_SKIP_VERIFY`.
 fn parse_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
@@ -237,28 +436,88 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+fn parse_addr(raw: Option<String>) -> Result<String, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let addr = raw.trim().trim_end_matches('/');
+    let bad = || ConfigError::BadAddr(raw.clone());
+    let url = reqwest::Url::parse(addr).map_err(|_| bad())?;
+    let ok = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some_and(|h| !h.is_empty())
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if ok { Ok(addr.to_owned()) } else { Err(bad()) }
+}
+
+fn parse_kv_version(raw: Option<String>) -> Result<KvVersion, ConfigError> {
+    match raw.as_deref().map(str::trim) {
+        None | Some("2") => Ok(KvVersion::V2),
+        Some("1") => Ok(KvVersion::V1),
+        Some(_) => Err(ConfigError::BadKvVersion(raw.unwrap_or_default())),
+    }
+}
+
+fn parse_path_validation(raw: Option<String>) -> Result<Option<regex::Regex>, ConfigError> {
+    raw.map(|re| {
+        regex::Regex::new(&re)
+            .map_err(|e| ConfigError::BadPathValidation(re.clone(), e.to_string()))
+    })
+    .transpose()
+}
+
+fn parse_namespace(raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    match raw {
+        None => Ok(None),
+        Some(ns) => {
+            let trimmed = ns.trim().trim_matches('/');
+            if trimmed.is_empty() {
+                Ok(None)
+            } else if is_header_safe(trimmed) {
+                Ok(Some(trimmed.to_owned()))
+            } else {
+                Err(ConfigError::BadNamespace(ns))
+            }
+        }
+    }
+}
+
+fn parse_timeout(raw: Option<String>) -> Result<Duration, ConfigError> {
+    match raw {
+        None => Ok(DEFAULT_TIMEOUT),
+        Some(v) => parse_duration(&v).ok_or(ConfigError::BadValue {
+            name: "VAULT_CLIENT_TIMEOUT",
+            value: v,
+        }),
+    }
+}
+
 impl VaultConfig {
+    /// Reads and validates every setting. Check order and missing-credential texts follow
+    /// AVP (`pkg/config/config.go`, `pkg/auth/vault/*.go`).
     pub fn from_lookup(l: &dyn Lookup) -> Result<Self, ConfigError> {
         let kind = l.get(AVP_TYPE).unwrap_or_default();
-        if kind.trim() != "vault" {
-            return Err(ConfigError::UnsupportedType(kind));
+        match kind.trim() {
+            "vault" => {}
+            other if OTHER_AVP_BACKENDS.contains(&other) => {
+                return Err(ConfigError::UnsupportedBackend(other.to_owned()));
+            }
+            _ => return Err(ConfigError::UnsupportedType(kind)),
         }
-        let addr = l.get("VAULT_ADDR").unwrap_or_default();
-        if !(addr.starts_with("http://") || addr.starts_with("https://")) {
-            return Err(ConfigError::BadAddr(addr));
-        }
+        let addr = parse_addr(l.get("VAULT_ADDR"))?;
         let auth_type = l.get("AVP_AUTH_TYPE").unwrap_or_default();
         let auth = match auth_type.trim() {
-            "token" => Auth::Token(Sensitive::new(l.get("VAULT_TOKEN").ok_or(
-                ConfigError::MissingCredential(
+            "token" => {
+                let token = required(l, "VAULT_TOKEN").ok_or(ConfigError::MissingCredential(
                     "VAULT_TOKEN for token authentication cannot be empty",
-                ),
-            )?)),
-            "approle" => match (l.get("AVP_ROLE_ID"), l.get("AVP_SECRET_ID")) {
+                ))?;
+                Auth::Token(header_credential("VAULT_TOKEN", token)?)
+            }
+            "approle" => match (required(l, "AVP_ROLE_ID"), required(l, "AVP_SECRET_ID")) {
                 (Some(role_id), Some(secret_id)) => Auth::AppRole {
                     role_id,
                     secret_id: Sensitive::new(secret_id),
-                    mount: auth_mount(l, None, "auth/approle"),
+                    mount: auth_mount(l, None, "auth/approle")?,
                 },
                 _ => {
                     return Err(ConfigError::MissingCredential(
@@ -266,23 +525,29 @@ impl VaultConfig {
                     ));
                 }
             },
+            "github" => Auth::GitHub {
+                token: Sensitive::new(required(l, "AVP_GITHUB_TOKEN").ok_or(
+                    ConfigError::MissingCredential(
+                        "AVP_GITHUB_TOKEN for github authentication cannot be empty",
+                    ),
+                )?),
+                mount: auth_mount(l, None, "auth/github")?,
+            },
             "k8s" => Auth::Kubernetes {
-                role: l.get("AVP_K8S_ROLE").ok_or(ConfigError::MissingCredential(
+                role: required(l, "AVP_K8S_ROLE").ok_or(ConfigError::MissingCredential(
                     "AVP_K8S_ROLE cannot be empty when using Kubernetes Auth",
                 ))?,
                 jwt_path: l
                     .get("AVP_K8S_TOKEN_PATH")
-                    .unwrap_or_else(|| {
-                        "/var/run/secrets/kubernetes.io/serviceaccount/token".to_owned()
-                    })
+                    .unwrap_or_else(|| DEFAULT_K8S_TOKEN_PATH.to_owned())
                     .into(),
-                mount: auth_mount(l, Some("AVP_K8S_MOUNT_PATH"), "auth/kubernetes"),
+                mount: auth_mount(l, Some("AVP_K8S_MOUNT_PATH"), "auth/kubernetes")?,
             },
-            "userpass" => match (l.get("AVP_USERNAME"), l.get("AVP_PASSWORD")) {
+            "userpass" => match (required(l, "AVP_USERNAME"), required(l, "AVP_PASSWORD")) {
                 (Some(username), Some(password)) => Auth::UserPass {
                     username,
                     password: Sensitive::new(password),
-                    mount: auth_mount(l, None, "auth/userpass"),
+                    mount: auth_mount(l, None, "auth/userpass")?,
                 },
                 _ => {
                     return Err(ConfigError::MissingCredential(
@@ -290,29 +555,28 @@ impl VaultConfig {
                     ));
                 }
             },
-            other => return Err(ConfigError::UnsupportedAuth(other.to_owned())),
+            _ => return Err(ConfigError::UnsupportedAuth(auth_type)),
         };
-        let kv_version = match l.get("AVP_KV_VERSION").as_deref() {
-            None | Some("2") => KvVersion::V2,
-            Some("1") => KvVersion::V1,
-            Some(other) => return Err(ConfigError::BadKvVersion(other.to_owned())),
-        };
-        let path_validation = l
-            .get("AVP_PATH_VALIDATION")
-            .map(|re| {
-                regex::Regex::new(&re)
-                    .map_err(|e| ConfigError::BadPathValidation(re.clone(), e.to_string()))
-            })
-            .transpose()?;
-        let namespace = l.get("VAULT_NAMESPACE");
-        if let Some(ns) = &namespace
-            && !ns.bytes().all(|b| (0x21..0x7f).contains(&b))
-        {
-            return Err(ConfigError::BadNamespace(ns.clone()));
+        let kv_version = parse_kv_version(l.get("AVP_KV_VERSION"))?;
+        let path_validation = parse_path_validation(l.get("AVP_PATH_VALIDATION"))?;
+        let namespace = parse_namespace(l.get("VAULT_NAMESPACE"))?;
+        for (name, hint) in [
+            (
+                "VAULT_TLS_SERVER_NAME",
+                "use the name on Vault's certificate in VAULT_ADDR",
+            ),
+            (
+                "VAULT_CACERT_BYTES",
+                "write the CA bundle to a file and set VAULT_CACERT",
+            ),
+        ] {
+            if l.get(name).is_some() {
+                return Err(ConfigError::Unsupported { name, hint });
+            }
         }
         let skip_verify = match l.get("VAULT_SKIP_VERIFY") {
             None => false,
-            Some(v) => parse_bool(&v).ok_or(ConfigError::BadValue {
+            Some(v) => parse_bool(v.trim()).ok_or(ConfigError::BadValue {
                 name: "VAULT_SKIP_VERIFY",
                 value: v,
             })?,
@@ -334,23 +598,23 @@ impl VaultConfig {
             files.sort();
             ca_certs.extend(files);
         }
-        let timeout = match l.get("VAULT_CLIENT_TIMEOUT") {
-            None => Duration::from_secs(10),
-            Some(v) => parse_duration(&v).ok_or(ConfigError::BadValue {
-                name: "VAULT_CLIENT_TIMEOUT",
-                value: v,
-            })?,
-        };
+        let (client_cert, client_key) =
+            match (l.get("VAULT_CLIENT_CERT"), l.get("VAULT_CLIENT_KEY")) {
+                (Some(c), Some(k)) => (Some(PathBuf::from(c)), Some(PathBuf::from(k))),
+                (None, None) => (None, None),
+                _ => return Err(ConfigError::HalfClientIdentity),
+            };
+        let timeout = parse_timeout(l.get("VAULT_CLIENT_TIMEOUT"))?;
         Ok(Self {
-            addr: addr.trim_end_matches('/').to_owned(),
+            addr,
             namespace,
             auth,
             kv_version,
             path_validation,
             tls: Tls {
                 ca_certs,
-                client_cert: l.get("VAULT_CLIENT_CERT").map(PathBuf::from),
-                client_key: l.get("VAULT_CLIENT_KEY").map(PathBuf::from),
+                client_cert,
+                client_key,
                 skip_verify,
             },
             timeout,
@@ -358,19 +622,202 @@ impl VaultConfig {
     }
 }
 
-/// `30`, `30s`, `500ms`, `2m` (the forms Vault's `VAULT_CLIENT_TIMEOUT` takes in practice).
+/// Go's `time.ParseDuration` for non-negative values (`30s`, `1m30s`, `1.5s`, `500ms`), plus a
+/// bare number meaning seconds (Vault's `parseutil.ParseDurationSecond`). Zero is refused:
+/// it would mean "wait forever".
 fn parse_duration(v: &str) -> Option<Duration> {
     let v = v.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (n, unit) = v.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    match unit {
-        "" | "s" => Some(Duration::from_secs(n)),
-        "ms" => Some(Duration::from_millis(n)),
-        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
-        _ => None,
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(v.parse().ok()?)).filter(|d| !d.is_zero());
     }
-    .filter(|d| !d.is_zero())
+    let mut rest = v;
+    let mut total = Duration::ZERO;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let nanos_per_unit: f64 = match unit {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return None;
+        }
+        let n: f64 = num.parse().ok()?;
+        let nanos = n * nanos_per_unit;
+        // A day is plenty for a request timeout; refuse absurd values instead of overflowing.
+        if !nanos.is_finite() || nanos > 86_400e9 {
+            return None;
+        }
+        total = total.checked_add(Duration::from_nanos(nanos as u64))?;
+        rest = tail;
+    }
+    Some(total).filter(|d| !d.is_zero() && *d <= Duration::from_secs(86_400))
+}
+
+/// Settings an operator may let tenants set with `ARGOCD_ENV_<KEY>`, and what that risks:
+/// - `AVP_KV_VERSION`: how paths without a `kv-version` annotation are read (tenants can
+///   already choose per manifest with the annotation).
+/// - `AVP_PATH_VALIDATION`: **replaces** the operator's regex, so it can loosen it; enforce
+///   paths with the per-project path policy instead.
+/// - `VAULT_NAMESPACE`: the same credentials in another namespace; only safe if the sidecar's
+///   Vault identity can read nothing there that the tenant may not see.
+/// - `VAULT_CLIENT_TIMEOUT`: how long one Vault request may take (bounded by the request's
+///   deadline anyway).
+pub const TENANT_ALLOWABLE: [&str; 4] = [
+    "AVP_KV_VERSION",
+    "AVP_PATH_VALIDATION",
+    "VAULT_NAMESPACE",
+    "VAULT_CLIENT_TIMEOUT",
+];
+
+/// Settings tenants can never set, even if an operator lists them, and why.
+pub const TENANT_FORBIDDEN: [(&str, &str); 21] = [
+    ("AVP_TYPE", "it selects the secret backend"),
+    (
+        "VAULT_ADDR",
+        "a tenant could send the sidecar's Vault credentials to a server they control",
+    ),
+    ("AVP_AUTH_TYPE", "it selects how the sidecar logs in"),
+    ("VAULT_TOKEN", "it is a credential"),
+    ("AVP_ROLE_ID", "it is a credential"),
+    ("AVP_SECRET_ID", "it is a credential"),
+    ("AVP_GITHUB_TOKEN", "it is a credential"),
+    ("AVP_USERNAME", "it is a credential"),
+    ("AVP_PASSWORD", "it is a credential"),
+    (
+        "AVP_K8S_ROLE",
+        "it selects the Vault role (and so the policies) the sidecar logs in with",
+    ),
+    (
+        "AVP_K8S_TOKEN_PATH",
+        "a tenant could send any file the sidecar can read to Vault as a JWT",
+    ),
+    ("AVP_MOUNT_PATH", "it selects where the sidecar logs in"),
+    ("AVP_K8S_MOUNT_PATH", "it selects where the sidecar logs in"),
+    ("VAULT_CACERT", "it changes which servers TLS trusts"),
+    ("VAULT_CAPATH", "it changes which servers TLS trusts"),
+    ("VAULT_CACERT_BYTES", "it changes which servers TLS trusts"),
+    ("VAULT_SKIP_VERIFY", "it turns off TLS verification"),
+    (
+        "VAULT_TLS_SERVER_NAME",
+        "it changes which servers TLS trusts",
+    ),
+    ("VAULT_CLIENT_CERT", "it is a credential"),
+    ("VAULT_CLIENT_KEY", "it is a credential"),
+    (
+        "AVP_SECRET",
+        "config Secrets are governed by the operator's config-secret allowlist",
+    ),
+];
+
+/// The operator's list of settings tenants may override, validated at startup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantAllowlist(Vec<&'static str>);
+
+impl TenantAllowlist {
+    /// From operator flags; entries may be comma-separated, any case, with or without
+    /// `ARGOCD_ENV_`. A forbidden or unknown key is an error, not silently dropped.
+    pub fn new(keys: &[String]) -> Result<Self, ConfigError> {
+        let mut allowed = Vec::new();
+        for raw in keys.iter().flat_map(|k| k.split(',')) {
+            let key = raw.trim().to_ascii_uppercase();
+            let key = key.strip_prefix(TENANT_PREFIX).unwrap_or(&key);
+            if key.is_empty() {
+                continue;
+            }
+            if let Some((_, reason)) = TENANT_FORBIDDEN.iter().find(|(k, _)| *k == key) {
+                return Err(ConfigError::TenantForbidden {
+                    key: key.to_owned(),
+                    reason,
+                });
+            }
+            let Some(known) = TENANT_ALLOWABLE.iter().find(|k| **k == key) else {
+                return Err(ConfigError::TenantUnknown(raw.trim().to_owned()));
+            };
+            if !allowed.contains(known) {
+                allowed.push(*known);
+            }
+        }
+        Ok(Self(allowed))
+    }
+
+    pub fn keys(&self) -> &[&'static str] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What a request's env contributes: allowlisted, validated values, and the names of Vault/AVP
+/// settings it tried to set that were ignored (for a log line; never their values).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantOverrides {
+    pub values: HashMap<String, String>,
+    pub ignored: Vec<String>,
+}
+
+impl TenantOverrides {
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// The request env's `ARGOCD_ENV_<KEY>` values that the operator allowed, keyed by `<KEY>`
+/// (upper-cased, as viper is case-insensitive), each validated like an operator value.
+/// Everything else is ignored; `AVP_*`/`VAULT_*` names among them are listed in `ignored`
+/// (except `AVP_SECRET`, which the config-secret policy handles). Other request variables
+/// (without the prefix) are Argo CD's build env and never settings.
+pub fn tenant_overrides<'a>(
+    request_env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    allowlist: &TenantAllowlist,
+) -> Result<TenantOverrides, ConfigError> {
+    let mut out = TenantOverrides::default();
+    for (name, value) in request_env {
+        let Some(key) = name.strip_prefix(TENANT_PREFIX) else {
+            continue;
+        };
+        let key = key.to_ascii_uppercase();
+        if let Some(allowed) = allowlist.0.iter().find(|k| **k == key) {
+            if value.is_empty() {
+                continue;
+            }
+            validate_tenant_value(allowed, value)?;
+            out.values.insert(key, value.to_owned());
+        } else if (key.starts_with("AVP_") || key.starts_with("VAULT_")) && key != "AVP_SECRET" {
+            out.ignored.push(format!("{TENANT_PREFIX}{key}"));
+        }
+    }
+    out.ignored.sort();
+    out.ignored.dedup();
+    Ok(out)
+}
+
+/// The same checks as for operator values, so a bad tenant value fails that request clearly.
+fn validate_tenant_value(key: &str, value: &str) -> Result<(), ConfigError> {
+    let v = Some(value.to_owned());
+    match key {
+        "AVP_KV_VERSION" => parse_kv_version(v).map(drop),
+        "AVP_PATH_VALIDATION" => parse_path_validation(v).map(drop),
+        "VAULT_NAMESPACE" => parse_namespace(v).map(drop),
+        "VAULT_CLIENT_TIMEOUT" => parse_timeout(v).map(drop),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -382,20 +829,28 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        VaultConfig::from_lookup(&move |k: &str| map.get(k).cloned())
+        VaultConfig::from_lookup(&map)
     }
 
     const BASE: [(&str, &str); 2] = [
         ("AVP_TYPE", "vault"),
         ("VAULT_ADDR", "http://127.0.0.1:8200"),
     ];
+    const TOKEN: [(&str, &str); 2] = [("AVP_AUTH_TYPE", "token"), ("VAULT_TOKEN", "t0ken")];
 
     fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
         BASE.iter().copied().chain(extra.iter().copied()).collect()
     }
 
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
-    fn auth_types_and_mounts() {
+    fn approle_with_default_and_custom_mount() {
         let c = cfg(&with(&[
             ("AVP_AUTH_TYPE", " approle "),
             ("AVP_ROLE_ID", "r"),
@@ -410,6 +865,18 @@ mod tests {
                 mount: "approle".into()
             }
         );
+        let c = cfg(&with(&[
+            ("AVP_AUTH_TYPE", "approle"),
+            ("AVP_ROLE_ID", "r"),
+            ("AVP_SECRET_ID", "s"),
+            ("AVP_MOUNT_PATH", "/auth/team/approle/"),
+        ]))
+        .expect("ok");
+        assert_eq!(c.auth.mount(), Some("team/approle"));
+    }
+
+    #[test]
+    fn userpass_and_github() {
         let c = cfg(&with(&[
             ("AVP_AUTH_TYPE", "userpass"),
             ("AVP_USERNAME", "u"),
@@ -426,81 +893,216 @@ mod tests {
             }
         );
         let c = cfg(&with(&[
+            ("AVP_AUTH_TYPE", "github"),
+            ("AVP_GITHUB_TOKEN", "ghp_x"),
+        ]))
+        .expect("ok");
+        assert_eq!(
+            c.auth,
+            Auth::GitHub {
+                token: Sensitive::new("ghp_x"),
+                mount: "github".into()
+            }
+        );
+        assert_eq!(c.auth.kind(), "github");
+    }
+
+    #[test]
+    fn kubernetes_defaults_and_mount_priority() {
+        let c = cfg(&with(&[
             ("AVP_AUTH_TYPE", "k8s"),
             ("AVP_K8S_ROLE", "argocd"),
-            ("AVP_K8S_MOUNT_PATH", "auth/k8s-prod"),
         ]))
         .expect("ok");
         assert_eq!(
             c.auth,
             Auth::Kubernetes {
                 role: "argocd".into(),
-                jwt_path: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+                jwt_path: DEFAULT_K8S_TOKEN_PATH.into(),
+                mount: "kubernetes".into()
+            }
+        );
+        // AVP_K8S_MOUNT_PATH wins over AVP_MOUNT_PATH.
+        let c = cfg(&with(&[
+            ("AVP_AUTH_TYPE", "k8s"),
+            ("AVP_K8S_ROLE", "argocd"),
+            ("AVP_MOUNT_PATH", "auth/general"),
+            ("AVP_K8S_MOUNT_PATH", "auth/k8s-prod"),
+            ("AVP_K8S_TOKEN_PATH", "/tmp/jwt"),
+        ]))
+        .expect("ok");
+        assert_eq!(
+            c.auth,
+            Auth::Kubernetes {
+                role: "argocd".into(),
+                jwt_path: "/tmp/jwt".into(),
                 mount: "k8s-prod".into()
             }
         );
-        let c = cfg(&with(&[("AVP_AUTH_TYPE", "token"), ("VAULT_TOKEN", "s.x")])).expect("ok");
-        assert_eq!(c.auth.kind(), "token");
+        let c = cfg(&with(&[
+            ("AVP_AUTH_TYPE", "k8s"),
+            ("AVP_K8S_ROLE", "argocd"),
+            ("AVP_MOUNT_PATH", "auth/general"),
+        ]))
+        .expect("ok");
+        assert_eq!(c.auth.mount(), Some("general"));
+    }
+
+    #[test]
+    fn token_auth_and_defaults() {
+        let c = cfg(&with(&[
+            ("AVP_AUTH_TYPE", "token"),
+            ("VAULT_TOKEN", " s.x\n"),
+        ]))
+        .expect("ok");
+        assert_eq!(c.auth, Auth::Token(Sensitive::new("s.x")));
+        assert_eq!(c.auth.mount(), None);
         assert_eq!(c.kv_version, KvVersion::V2);
-        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(c.namespace, None);
+        assert!(c.path_validation.is_none());
+        assert_eq!(c.tls, Tls::default());
+        let err = cfg(&with(&[("AVP_AUTH_TYPE", "token"), ("VAULT_TOKEN", "a b")]))
+            .expect_err("space in token");
+        assert_eq!(err, ConfigError::BadCredential("VAULT_TOKEN"));
+        assert!(!err.to_string().contains("a b"));
     }
 
     #[test]
     fn missing_credentials_use_avp_messages() {
-        for (auth, needle) in [
-            ("approle", "AVP_ROLE_ID and AVP_SECRET_ID"),
-            ("token", "VAULT_TOKEN for token authentication"),
-            ("k8s", "AVP_K8S_ROLE cannot be empty"),
-            ("userpass", "AVP_USERNAME and AVP_PASSWORD"),
+        for (auth, extra, message) in [
+            (
+                "approle",
+                ("AVP_ROLE_ID", "r"),
+                "AVP_ROLE_ID and AVP_SECRET_ID for approle authentication cannot be empty",
+            ),
+            (
+                "approle",
+                ("AVP_SECRET_ID", "s"),
+                "AVP_ROLE_ID and AVP_SECRET_ID for approle authentication cannot be empty",
+            ),
+            (
+                "token",
+                ("VAULT_TOKEN", "  "),
+                "VAULT_TOKEN for token authentication cannot be empty",
+            ),
+            (
+                "k8s",
+                ("AVP_K8S_MOUNT_PATH", "auth/k"),
+                "AVP_K8S_ROLE cannot be empty when using Kubernetes Auth",
+            ),
+            (
+                "userpass",
+                ("AVP_USERNAME", "u"),
+                "AVP_USERNAME and AVP_PASSWORD for userpass authentication cannot be empty",
+            ),
+            (
+                "userpass",
+                ("AVP_PASSWORD", "p"),
+                "AVP_USERNAME and AVP_PASSWORD for userpass authentication cannot be empty",
+            ),
+            (
+                "github",
+                ("AVP_MOUNT_PATH", "auth/gh"),
+                "AVP_GITHUB_TOKEN for github authentication cannot be empty",
+            ),
         ] {
-            let err = cfg(&with(&[("AVP_AUTH_TYPE", auth)])).expect_err(auth);
-            assert!(err.to_string().contains(needle), "{err}");
+            let err = cfg(&with(&[("AVP_AUTH_TYPE", auth), extra])).expect_err(auth);
+            assert_eq!(err, ConfigError::MissingCredential(message), "{auth}");
+            assert_eq!(err.to_string(), message);
         }
+    }
+
+    #[test]
+    fn backend_and_auth_type_errors() {
+        assert_eq!(
+            cfg(&with(&[("AVP_AUTH_TYPE", "iam")])).err(),
+            Some(ConfigError::UnsupportedAuth("iam".into()))
+        );
+        assert_eq!(
+            cfg(&BASE).err(),
+            Some(ConfigError::UnsupportedAuth(String::new()))
+        );
+        let err = cfg(&[("AVP_TYPE", " awssecretsmanager ")]).expect_err("aws");
+        assert_eq!(
+            err,
+            ConfigError::UnsupportedBackend("awssecretsmanager".into())
+        );
+        assert!(err.to_string().contains("does not support"), "{err}");
         assert!(matches!(
-            cfg(&with(&[("AVP_AUTH_TYPE", "github")])),
-            Err(ConfigError::UnsupportedAuth(_))
-        ));
-        assert!(matches!(
-            cfg(&[("AVP_TYPE", "awssecretsmanager")]),
+            cfg(&[("AVP_TYPE", "vaulty")]),
             Err(ConfigError::UnsupportedType(_))
         ));
-        assert!(matches!(
-            cfg(&[
-                ("AVP_TYPE", "vault"),
-                ("VAULT_ADDR", "127.0.0.1:8200"),
-                ("AVP_AUTH_TYPE", "token"),
-                ("VAULT_TOKEN", "t")
-            ]),
-            Err(ConfigError::BadAddr(_))
-        ));
+        assert!(matches!(cfg(&[]), Err(ConfigError::UnsupportedType(_))));
+        // AVP_TYPE is trimmed, as in AVP.
+        let mut pairs = vec![("AVP_TYPE", " vault\n"), ("VAULT_ADDR", "https://v:8200/")];
+        pairs.extend(TOKEN);
+        assert_eq!(cfg(&pairs).expect("ok").addr, "https://v:8200");
+    }
+
+    #[test]
+    fn addresses() {
+        for bad in [
+            "",
+            "127.0.0.1:8200",
+            "ftp://v",
+            "http://",
+            "http://[",
+            "https://user:pw@v",
+            "https://v?x=1",
+        ] {
+            let mut pairs = vec![("AVP_TYPE", "vault"), ("VAULT_ADDR", bad)];
+            pairs.extend(TOKEN);
+            let err = cfg(&pairs).expect_err(bad);
+            assert!(matches!(err, ConfigError::BadAddr(_)), "{bad}: {err}");
+        }
+        let mut pairs = vec![
+            ("AVP_TYPE", "vault"),
+            ("VAULT_ADDR", "https://v.example/prefix/"),
+        ];
+        pairs.extend(TOKEN);
+        assert_eq!(cfg(&pairs).expect("ok").addr, "https://v.example/prefix");
     }
 
     #[test]
     fn validation_of_values() {
-        let tok = [("AVP_AUTH_TYPE", "token"), ("VAULT_TOKEN", "t")];
-        let bad: [(&str, &str); 5] = [
+        let bad: [(&str, &str); 11] = [
             ("AVP_KV_VERSION", "3"),
             ("AVP_PATH_VALIDATION", "(?!x)"),
             ("VAULT_NAMESPACE", "team\nX-Evil: 1"),
+            ("VAULT_NAMESPACE", "team a"),
             ("VAULT_SKIP_VERIFY", "maybe"),
             ("VAULT_CLIENT_TIMEOUT", "soon"),
+            ("VAULT_CLIENT_TIMEOUT", "0"),
+            ("VAULT_CLIENT_TIMEOUT", "-1s"),
+            ("VAULT_TLS_SERVER_NAME", "vault"),
+            ("VAULT_CLIENT_CERT", "/c.pem"),
+            ("VAULT_CAPATH", "/nonexistent/ca/dir"),
         ];
         for b in bad {
-            let mut pairs = with(&tok);
+            let mut pairs = with(&TOKEN);
             pairs.push(b);
-            assert!(cfg(&pairs).is_err(), "{b:?}");
+            let err = cfg(&pairs).expect_err(b.0);
+            assert!(!err.to_string().is_empty(), "{b:?}");
         }
-        let mut pairs = with(&tok);
+        let mut pairs = with(&TOKEN);
         pairs.extend([
             ("AVP_KV_VERSION", "1"),
             ("VAULT_SKIP_VERIFY", "true"),
             ("VAULT_CLIENT_TIMEOUT", "500ms"),
             ("AVP_PATH_VALIDATION", "^secret/"),
+            ("VAULT_NAMESPACE", "team-a/child/"),
+            ("VAULT_CACERT", "/etc/ca.pem"),
+            ("VAULT_CLIENT_CERT", "/c.pem"),
+            ("VAULT_CLIENT_KEY", "/k.pem"),
         ]);
         let c = cfg(&pairs).expect("ok");
         assert_eq!(c.kv_version, KvVersion::V1);
         assert!(c.tls.skip_verify);
+        assert_eq!(c.tls.ca_certs, vec![PathBuf::from("/etc/ca.pem")]);
+        assert_eq!(c.tls.client_key, Some(PathBuf::from("/k.pem")));
         assert_eq!(c.timeout, Duration::from_millis(500));
+        assert_eq!(c.namespace.as_deref(), Some("team-a/child"));
         assert!(
             c.path_validation
                 .is_some_and(|r| r.is_match("secret/data/x"))
@@ -508,56 +1110,371 @@ mod tests {
     }
 
     #[test]
-    fn credentials_never_in_debug() {
-        let c = cfg(&with(&[
-            ("AVP_AUTH_TYPE", "approle"),
-            ("AVP_ROLE_ID", "r"),
-            ("AVP_SECRET_ID", "super-secret-id"),
-        ]))
-        .expect("ok");
-        assert!(!format!("{c:?}").contains("super-secret-id"));
+    fn bad_mounts_are_rejected() {
+        for mount in ["auth/../sys", "auth/a b", "auth/", "auth/x?y"] {
+            let err = cfg(&with(&[
+                ("AVP_AUTH_TYPE", "approle"),
+                ("AVP_ROLE_ID", "r"),
+                ("AVP_SECRET_ID", "s"),
+                ("AVP_MOUNT_PATH", mount),
+            ]))
+            .expect_err(mount);
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::BadValue {
+                        name: "AVP_MOUNT_PATH",
+                        ..
+                    }
+                ),
+                "{mount}: {err}"
+            );
+        }
     }
 
     #[test]
-    fn env_wins_over_file_and_file_formats() {
+    fn ca_path_files_are_added_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let yaml = dir.path().join("avp.yaml");
-        std::fs::write(
-            &yaml,
-            "AVP_TYPE: vault\nvault_addr: http://file:8200\nAVP_KV_VERSION: 1\n",
-        )
-        .expect("write");
-        let env_file = dir.path().join("avp.env");
-        std::fs::write(
-            &env_file,
-            "# c\nexport AVP_TYPE=vault\nVAULT_ADDR=\"http://envfile:8200\"\n",
-        )
-        .expect("write");
-        let file = read_file(&yaml).expect("yaml");
+        for name in ["b.pem", "a.pem"] {
+            std::fs::write(dir.path().join(name), "x").expect("write");
+        }
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        let path = dir.path().display().to_string();
+        let mut pairs: Vec<(&str, &str)> = with(&TOKEN);
+        pairs.push(("VAULT_CACERT", "/first.pem"));
+        pairs.push(("VAULT_CAPATH", &path));
+        let c = cfg(&pairs).expect("ok");
         assert_eq!(
-            file.get("VAULT_ADDR").map(String::as_str),
-            Some("http://file:8200")
+            c.tls.ca_certs,
+            vec![
+                PathBuf::from("/first.pem"),
+                dir.path().join("a.pem"),
+                dir.path().join("b.pem")
+            ]
         );
-        assert_eq!(file.get("AVP_KV_VERSION").map(String::as_str), Some("1"));
+    }
+
+    #[test]
+    fn durations() {
+        for (text, want) in [
+            ("30", Duration::from_secs(30)),
+            ("30s", Duration::from_secs(30)),
+            ("1m30s", Duration::from_secs(90)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("250ms", Duration::from_millis(250)),
+            ("1h", Duration::from_secs(3600)),
+        ] {
+            assert_eq!(parse_duration(text), Some(want), "{text}");
+        }
+        for bad in [
+            "",
+            "s",
+            "1x",
+            "1..5s",
+            "0s",
+            "99999h",
+            "1 s",
+            ".s",
+            "18446744073709551616",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_in_debug_or_display() {
+        for (auth, extra) in [
+            (
+                "approle",
+                [("AVP_ROLE_ID", "r"), ("AVP_SECRET_ID", "super-secret-id")],
+            ),
+            (
+                "userpass",
+                [("AVP_USERNAME", "u"), ("AVP_PASSWORD", "super-secret-id")],
+            ),
+            ("token", [("VAULT_TOKEN", "super-secret-id"), ("X", "")]),
+            (
+                "github",
+                [("AVP_GITHUB_TOKEN", "super-secret-id"), ("X", "")],
+            ),
+        ] {
+            let mut pairs = with(&[("AVP_AUTH_TYPE", auth)]);
+            pairs.extend(extra);
+            let c = cfg(&pairs).expect(auth);
+            assert!(!format!("{c:?}").contains("super-secret-id"), "{auth}");
+        }
+        let s = Sensitive::new("super-secret-id");
+        assert_eq!(format!("{s} {s:?}"), "*** ***");
+        assert_eq!(s.expose(), "super-secret-id");
+    }
+
+    #[test]
+    fn precedence_env_over_file_over_secret() {
         let layered = Layered {
-            env: HashMap::from([("VAULT_ADDR".into(), "http://env:8200".into())]),
-            file,
-            secret: HashMap::from([
-                ("VAULT_ADDR".into(), "http://secret:8200".into()),
-                ("AVP_AUTH_TYPE".into(), "k8s".into()),
+            tenant: HashMap::new(),
+            env: map(&[("VAULT_ADDR", "http://env:8200"), ("AVP_KV_VERSION", "")]),
+            file: map(&[("VAULT_ADDR", "http://file:8200"), ("AVP_KV_VERSION", "1")]),
+            secret: map(&[
+                ("VAULT_ADDR", "http://secret:8200"),
+                ("AVP_AUTH_TYPE", "k8s"),
+                ("AVP_KV_VERSION", "2"),
             ]),
         };
-        assert_eq!(layered.get("AVP_AUTH_TYPE").as_deref(), Some("k8s"));
         assert_eq!(
             layered.get("VAULT_ADDR").as_deref(),
             Some("http://env:8200")
         );
-        assert!(layered.configured());
-        let envf = read_file(&env_file).expect("env file");
+        // An empty env value does not blank out the file's.
+        assert_eq!(layered.get("AVP_KV_VERSION").as_deref(), Some("1"));
+        assert_eq!(layered.get("AVP_AUTH_TYPE").as_deref(), Some("k8s"));
+        assert_eq!(layered.get("AVP_TYPE"), None);
+        assert!(!layered.configured());
+        let with_secret = layered.with_secret(map(&[("AVP_TYPE", "vault")]));
+        assert!(with_secret.configured());
         assert_eq!(
-            envf.get("VAULT_ADDR").map(String::as_str),
-            Some("http://envfile:8200")
+            with_secret.get("AVP_AUTH_TYPE"),
+            None,
+            "with_secret replaces the secret layer"
         );
-        assert_eq!(envf.get("AVP_TYPE").map(String::as_str), Some("vault"));
+    }
+
+    #[test]
+    fn layered_new_reads_the_file_under_the_env() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("avp.json");
+        std::fs::write(
+            &file,
+            r#"{"AVP_TYPE":"vault","vault_addr":"http://file:8200","AVP_AUTH_TYPE":"token","VAULT_TOKEN":"ft"}"#,
+        )
+        .expect("write");
+        let layered =
+            Layered::new(map(&[("VAULT_ADDR", "http://env:8200")]), Some(&file)).expect("ok");
+        let c = VaultConfig::from_lookup(&layered).expect("config");
+        assert_eq!(c.addr, "http://env:8200");
+        assert_eq!(c.auth, Auth::Token(Sensitive::new("ft")));
+        assert!(matches!(
+            Layered::new(HashMap::new(), Some(&dir.path().join("missing.yaml"))),
+            Err(ConfigError::File { .. })
+        ));
+    }
+
+    #[test]
+    fn file_formats() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).expect("write");
+            p
+        };
+        let yaml = read_file(&write(
+            "avp.yaml",
+            "# c\n---\nAVP_TYPE: vault\nvault_addr: http://file:8200\nAVP_KV_VERSION: 1\nVAULT_SKIP_VERIFY: yes\nVAULT_NAMESPACE: ~\n",
+        ))
+        .expect("yaml");
+        assert_eq!(
+            yaml,
+            map(&[
+                ("AVP_TYPE", "vault"),
+                ("VAULT_ADDR", "http://file:8200"),
+                ("AVP_KV_VERSION", "1"),
+                ("VAULT_SKIP_VERIFY", "true"),
+            ])
+        );
+        let json =
+            read_file(&write("avp.JSON", r#"{"avp_kv_version": 1, "x": false}"#)).expect("json");
+        assert_eq!(json, map(&[("AVP_KV_VERSION", "1"), ("X", "false")]));
+        let env = read_file(&write(
+            "avp.env",
+            "# c\n\nexport AVP_TYPE=vault\nVAULT_ADDR=\"http://envfile:8200\"\nAVP_PASSWORD='a=b'\n",
+        ))
+        .expect("env file");
+        assert_eq!(
+            env,
+            map(&[
+                ("AVP_TYPE", "vault"),
+                ("VAULT_ADDR", "http://envfile:8200"),
+                ("AVP_PASSWORD", "a=b"),
+            ])
+        );
+        assert!(
+            read_file(&write("empty.yaml", "# nothing\n"))
+                .expect("empty")
+                .is_empty()
+        );
+        for (name, text) in [
+            ("list.yaml", "- a\n- b\n"),
+            ("nested.yml", "VAULT_ADDR:\n  x: 1\n"),
+            ("broken.json", "{"),
+            ("array.json", "[1]"),
+            ("broken.yaml", "a: [\n"),
+        ] {
+            assert!(
+                matches!(read_file(&write(name, text)), Err(ConfigError::File { .. })),
+                "{name}"
+            );
+        }
+        let err = read_file(&write("bad.env", "AVP_TYPE=vault\nhvs.pasted-token\n"))
+            .expect_err("bad line");
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(!err.to_string().contains("pasted-token"), "{err}");
+    }
+
+    /// Every key family a tenant might try, each with a hostile value.
+    const HOSTILE: [(&str, &str); 22] = [
+        ("ARGOCD_ENV_AVP_TYPE", "awssecretsmanager"),
+        ("ARGOCD_ENV_VAULT_ADDR", "http://attacker:8200"),
+        ("ARGOCD_ENV_VAULT_NAMESPACE", "other-team"),
+        ("ARGOCD_ENV_AVP_AUTH_TYPE", "token"),
+        ("ARGOCD_ENV_VAULT_TOKEN", "attacker"),
+        ("ARGOCD_ENV_AVP_ROLE_ID", "attacker"),
+        ("ARGOCD_ENV_AVP_SECRET_ID", "attacker"),
+        ("ARGOCD_ENV_AVP_USERNAME", "attacker"),
+        ("ARGOCD_ENV_AVP_PASSWORD", "attacker"),
+        ("ARGOCD_ENV_AVP_GITHUB_TOKEN", "attacker"),
+        ("ARGOCD_ENV_AVP_K8S_ROLE", "admin"),
+        ("ARGOCD_ENV_AVP_K8S_TOKEN_PATH", "/etc/shadow"),
+        ("ARGOCD_ENV_AVP_MOUNT_PATH", "auth/evil"),
+        ("ARGOCD_ENV_AVP_K8S_MOUNT_PATH", "auth/evil"),
+        ("ARGOCD_ENV_VAULT_CACERT", "/tmp/evil.pem"),
+        ("ARGOCD_ENV_VAULT_CAPATH", "/tmp"),
+        ("ARGOCD_ENV_VAULT_SKIP_VERIFY", "true"),
+        ("ARGOCD_ENV_VAULT_CLIENT_CERT", "/tmp/c"),
+        ("ARGOCD_ENV_avp_kv_version", "1"),
+        ("ARGOCD_ENV_AVP_PATH_VALIDATION", ".*"),
+        ("ARGOCD_ENV_VAULT_CLIENT_TIMEOUT", "1h"),
+        ("VAULT_ADDR", "http://attacker-unprefixed:8200"),
+    ];
+
+    fn operator() -> Layered {
+        Layered {
+            env: map(&[
+                ("AVP_TYPE", "vault"),
+                ("VAULT_ADDR", "https://vault.op:8200"),
+                ("AVP_AUTH_TYPE", "k8s"),
+                ("AVP_K8S_ROLE", "argocd"),
+                ("AVP_PATH_VALIDATION", "^secret/data/"),
+            ]),
+            ..Layered::default()
+        }
+    }
+
+    #[test]
+    fn tenant_env_changes_nothing_by_default() {
+        let o = tenant_overrides(HOSTILE, &TenantAllowlist::default()).expect("ok");
+        assert!(o.is_empty());
+        // Every prefixed AVP/VAULT key is reported as ignored (by name), the plain one is not.
+        assert_eq!(o.ignored.len(), HOSTILE.len() - 1);
+        assert!(o.ignored.contains(&"ARGOCD_ENV_AVP_KV_VERSION".to_owned()));
+        assert!(!format!("{o:?}").contains("attacker"));
+        let c = VaultConfig::from_lookup(&operator().with_tenant(&o)).expect("config");
+        assert_eq!(c.addr, "https://vault.op:8200");
+        assert_eq!(c.namespace, None);
+        assert_eq!(
+            c.auth,
+            Auth::Kubernetes {
+                role: "argocd".into(),
+                jwt_path: DEFAULT_K8S_TOKEN_PATH.into(),
+                mount: "kubernetes".into()
+            }
+        );
+        assert_eq!(c.tls, Tls::default());
+        assert_eq!(c.kv_version, KvVersion::V2);
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(
+            c.path_validation.map(|r| r.as_str().to_owned()).as_deref(),
+            Some("^secret/data/")
+        );
+    }
+
+    #[test]
+    fn allowlisted_tenant_keys_apply_and_nothing_else() {
+        let allow = TenantAllowlist::new(&[
+            "avp_kv_version, ARGOCD_ENV_VAULT_NAMESPACE".into(),
+            "AVP_PATH_VALIDATION".into(),
+            "VAULT_CLIENT_TIMEOUT".into(),
+            "AVP_KV_VERSION".into(),
+        ])
+        .expect("allowlist");
+        assert_eq!(allow.keys().len(), 4);
+        let o = tenant_overrides(HOSTILE, &allow).expect("ok");
+        assert_eq!(
+            o.values,
+            map(&[
+                ("AVP_KV_VERSION", "1"),
+                ("VAULT_NAMESPACE", "other-team"),
+                ("AVP_PATH_VALIDATION", ".*"),
+                ("VAULT_CLIENT_TIMEOUT", "1h"),
+            ])
+        );
+        let c = VaultConfig::from_lookup(&operator().with_tenant(&o)).expect("config");
+        assert_eq!(c.kv_version, KvVersion::V1);
+        assert_eq!(c.namespace.as_deref(), Some("other-team"));
+        assert_eq!(c.timeout, Duration::from_secs(3600));
+        // Still the operator's address, auth, credentials, mounts and TLS.
+        assert_eq!(c.addr, "https://vault.op:8200");
+        assert_eq!(c.auth.kind(), "k8s");
+        assert_eq!(c.auth.mount(), Some("kubernetes"));
+        assert_eq!(c.tls, Tls::default());
+        // Allowlisted values are validated like the operator's.
+        for bad in [
+            ("ARGOCD_ENV_AVP_KV_VERSION", "3"),
+            ("ARGOCD_ENV_VAULT_NAMESPACE", "a\r\nX: y"),
+            ("ARGOCD_ENV_AVP_PATH_VALIDATION", "("),
+            ("ARGOCD_ENV_VAULT_CLIENT_TIMEOUT", "forever"),
+        ] {
+            assert!(tenant_overrides([bad], &allow).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn forbidden_keys_cannot_be_allowlisted() {
+        for (key, _) in TENANT_FORBIDDEN {
+            let err = TenantAllowlist::new(&[format!("ARGOCD_ENV_{key}")]).expect_err(key);
+            assert!(
+                matches!(&err, ConfigError::TenantForbidden { key: k, .. } if k == key),
+                "{key}: {err}"
+            );
+            assert!(err.to_string().contains("can never be set by tenants"));
+        }
+        assert!(matches!(
+            TenantAllowlist::new(&["HOME".into()]),
+            Err(ConfigError::TenantUnknown(_))
+        ));
+        assert_eq!(
+            TenantAllowlist::new(&[" , ".into()]).expect("empty"),
+            TenantAllowlist::default()
+        );
+        // Every name the config reads is either allowable or forbidden.
+        for key in [
+            "AVP_TYPE",
+            "VAULT_ADDR",
+            "AVP_AUTH_TYPE",
+            "VAULT_TOKEN",
+            "AVP_ROLE_ID",
+            "AVP_SECRET_ID",
+            "AVP_GITHUB_TOKEN",
+            "AVP_K8S_ROLE",
+            "AVP_K8S_MOUNT_PATH",
+            "AVP_K8S_TOKEN_PATH",
+            "AVP_MOUNT_PATH",
+            "AVP_USERNAME",
+            "AVP_PASSWORD",
+            "AVP_KV_VERSION",
+            "AVP_PATH_VALIDATION",
+            "VAULT_NAMESPACE",
+            "VAULT_CACERT",
+            "VAULT_CAPATH",
+            "VAULT_CLIENT_CERT",
+            "VAULT_CLIENT_KEY",
+            "VAULT_SKIP_VERIFY",
+            "VAULT_CLIENT_TIMEOUT",
+            "VAULT_TLS_SERVER_NAME",
+            "VAULT_CACERT_BYTES",
+        ] {
+            assert!(
+                TENANT_ALLOWABLE.contains(&key) || TENANT_FORBIDDEN.iter().any(|(k, _)| *k == key),
+                "{key}"
+            );
+        }
     }
 }

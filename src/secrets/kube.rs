@@ -1,6 +1,13 @@
 //! AVP's `-s [namespace:]name` / `AVP_SECRET`: Vault settings kept in a Kubernetes Secret, read
 //! with one plain HTTPS GET to the in-cluster API (service-account token and CA), no kube client.
 //!
+//! Owns: parsing `[namespace:]name` (default namespace `argocd`, as AVP), the operator's
+//! allowlist of Secrets ([`SecretPolicy`]), and fetching and decoding one Secret's `data` into
+//! setting names and values for the config layer (`config::Layered::with_secret`).
+//! Must not: decide precedence or validate settings (that is `config`), or put a Secret's
+//! values or the service-account token in an error or log line (errors name the Secret, the
+//! key and the HTTP status).
+//!
 //! Which Secrets a request may name is the operator's decision (`SecretPolicy`, optionally per
 //! Argo CD project): AVP reads whatever the Application names, so any tenant could use the
 //! sidecar's service account to load another team's Vault credentials.
@@ -15,6 +22,9 @@ use serde_json::Value;
 /// Default namespace when the name has none, as in AVP.
 pub const DEFAULT_NAMESPACE: &str = "argocd";
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// A Secret is at most 1 MiB; its JSON with base64 values is a bit larger.
+const MAX_RESPONSE_BYTES: usize = 4 << 20;
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `[namespace:]name`, validated as Kubernetes names.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -39,10 +49,22 @@ pub enum KubeError {
     NotAllowed { project: String, secret: String },
     #[error("could not connect to the Kubernetes API to read secret {secret}: {reason}")]
     Api { secret: String, reason: String },
-    #[error("secret {secret} not found or not readable: HTTP {status}")]
+    #[error("secret {secret} not found or not readable: HTTP {status}{}", status_hint(*.status))]
     Status { secret: String, status: u16 },
     #[error("secret {secret}: key {key} is not valid base64 or UTF-8")]
     Decode { secret: String, key: String },
+    #[error(
+        "invalid config-secret allow rule {0:?}: expected [project=]namespace:name (`*` matches any characters)"
+    )]
+    BadRule(String),
+}
+
+fn status_hint(status: u16) -> &'static str {
+    match status {
+        401 => " (the service-account token was rejected)",
+        403 => " (may the sidecar's service account get this Secret?)",
+        _ => "",
+    }
 }
 
 fn is_dns_name(s: &str) -> bool {
@@ -76,6 +98,30 @@ pub struct SecretPolicy {
 }
 
 impl SecretPolicy {
+    /// Like [`SecretPolicy::new`], refusing rules that could never match (no `namespace:`
+    /// part, empty project or pattern) instead of keeping them silently.
+    pub fn parse(rules: &[String]) -> Result<Self, KubeError> {
+        for rule in rules
+            .iter()
+            .flat_map(|r| r.split(','))
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
+            let (project, secret) = rule.split_once('=').unwrap_or(("*", rule));
+            let valid = !project.trim().is_empty()
+                && (secret.trim() == "*"
+                    || secret.split_once(':').is_some_and(|(ns, name)| {
+                        !ns.trim().is_empty() && !name.trim().is_empty()
+                    }));
+            if !valid {
+                return Err(KubeError::BadRule(rule.to_owned()));
+            }
+        }
+        Ok(Self::new(rules))
+    }
+
+    /// `[project=]namespace:name` rules, comma-separated or one per entry; without a project
+    /// a rule applies to every project.
     pub fn new(rules: &[String]) -> Self {
         Self {
             rules: rules
@@ -84,7 +130,9 @@ impl SecretPolicy {
                 .map(str::trim)
                 .filter(|r| !r.is_empty())
                 .map(|r| match r.split_once('=') {
-                    Some((project, secret)) => (project.to_owned(), secret.to_owned()),
+                    Some((project, secret)) => {
+                        (project.trim().to_owned(), secret.trim().to_owned())
+                    }
                     None => ("*".to_owned(), r.to_owned()),
                 })
                 .collect(),
@@ -131,7 +179,21 @@ fn glob(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-/// Where the API server is and how to authenticate to it.
+/// Where the API server is and how to authenticate to it. Every part can be overridden (tests,
+/// out-of-cluster use); the defaults are the in-cluster ones.
+#[derive(Clone, Debug, Default)]
+pub struct KubeSettings {
+    /// Base URL; default `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`.
+    pub api_url: Option<String>,
+    /// Bearer token file, read on every call (projected tokens rotate); default
+    /// `/var/run/secrets/kubernetes.io/serviceaccount/token`.
+    pub token_path: Option<PathBuf>,
+    /// CA bundle for an `https` API; default `.../serviceaccount/ca.crt` for the in-cluster
+    /// URL, the system roots for an overridden one.
+    pub ca_path: Option<PathBuf>,
+}
+
+/// A client for one API server.
 #[derive(Clone, Debug)]
 pub struct KubeApi {
     base: String,
@@ -140,38 +202,74 @@ pub struct KubeApi {
 }
 
 impl KubeApi {
-    /// In-cluster settings (`KUBERNETES_SERVICE_HOST`/`PORT`, the service-account token and CA),
-    /// or `api_url` (with `token_path`) for tests and out-of-cluster use.
+    /// In-cluster settings from the process env, or `api_url` (with `token_path`) for tests
+    /// and out-of-cluster use.
     pub fn new(api_url: Option<String>, token_path: Option<PathBuf>) -> Result<Self, KubeError> {
+        Self::from_settings(
+            KubeSettings {
+                api_url,
+                token_path,
+                ca_path: None,
+            },
+            &|name: &str| std::env::var(name).ok(),
+        )
+    }
+
+    /// `env` supplies `KUBERNETES_SERVICE_HOST`/`_PORT` when `api_url` is not set.
+    pub fn from_settings(
+        settings: KubeSettings,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, KubeError> {
         let err = |reason: String| KubeError::Api {
             secret: "-".to_owned(),
             reason,
         };
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
-        let base = match api_url {
-            Some(url) => url.trim_end_matches('/').to_owned(),
+        let (base, ca_path) = match settings.api_url {
+            Some(url) => (url.trim_end_matches('/').to_owned(), settings.ca_path),
             None => {
-                let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
-                    err("KUBERNETES_SERVICE_HOST is not set (not running in a cluster?)".to_owned())
-                })?;
-                let port =
-                    std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".to_owned());
-                let ca = std::fs::read(format!("{SA_DIR}/ca.crt"))
-                    .map_err(|e| err(format!("{SA_DIR}/ca.crt: {e}")))?;
-                let cert = reqwest::Certificate::from_pem(&ca).map_err(|e| err(e.to_string()))?;
-                builder = builder.tls_certs_only([cert]);
+                let host = env("KUBERNETES_SERVICE_HOST")
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| {
+                        err(
+                            "KUBERNETES_SERVICE_HOST is not set (not running in a cluster?)"
+                                .to_owned(),
+                        )
+                    })?;
+                let port = env("KUBERNETES_SERVICE_PORT")
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "443".to_owned());
                 let host = if host.contains(':') {
                     format!("[{host}]")
                 } else {
                     host
                 };
-                format!("https://{host}:{port}")
+                (
+                    format!("https://{host}:{port}"),
+                    Some(
+                        settings
+                            .ca_path
+                            .unwrap_or_else(|| PathBuf::from(format!("{SA_DIR}/ca.crt"))),
+                    ),
+                )
             }
         };
+        let url = reqwest::Url::parse(&base).map_err(|e| err(format!("API URL {base:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(err(format!("API URL {base:?} is not an http(s) URL")));
+        }
+        let mut builder = reqwest::Client::builder().timeout(TIMEOUT);
+        if let Some(ca) = ca_path.filter(|_| url.scheme() == "https") {
+            let pem = std::fs::read(&ca).map_err(|e| err(format!("{}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| err(format!("{}: {e}", ca.display())))?;
+            builder = builder.tls_certs_only(certs);
+        }
         Ok(Self {
             base,
-            token_path: token_path.unwrap_or_else(|| PathBuf::from(format!("{SA_DIR}/token"))),
+            token_path: settings
+                .token_path
+                .unwrap_or_else(|| PathBuf::from(format!("{SA_DIR}/token"))),
             client: builder.build().map_err(|e| err(e.to_string()))?,
         })
     }
@@ -189,17 +287,28 @@ impl KubeApi {
         let token = tokio::fs::read_to_string(&self.token_path)
             .await
             .map_err(|e| api(format!("{}: {e}", self.token_path.display())))?;
+        let token = token.trim();
+        if token.is_empty() || !token.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+            return Err(api(format!(
+                "{}: not a usable bearer token",
+                self.token_path.display()
+            )));
+        }
         let url = format!(
             "{}/api/v1/namespaces/{}/secrets/{}",
             self.base, secret.namespace, secret.name
         );
-        let resp = self
+        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| api("the service-account token is not a valid header value".to_owned()))?;
+        auth.set_sensitive(true);
+        let mut resp = self
             .client
             .get(&url)
-            .bearer_auth(token.trim())
+            .header(reqwest::header::AUTHORIZATION, auth)
+            .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| api(e.to_string()))?;
+            .map_err(|e| api(error_chain(&e)))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(KubeError::Status {
@@ -207,25 +316,58 @@ impl KubeApi {
                 status: status.as_u16(),
             });
         }
-        let bytes = resp.bytes().await.map_err(|e| api(e.to_string()))?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| api(error_chain(&e)))? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(api(format!(
+                    "response larger than {} MiB",
+                    MAX_RESPONSE_BYTES >> 20
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let body: Value =
             serde_json::from_slice(&bytes).map_err(|e| api(format!("bad response: {e}")))?;
-        let mut out = HashMap::new();
-        if let Some(data) = body.get("data").and_then(Value::as_object) {
-            for (k, v) in data {
-                let decoded = v
-                    .as_str()
-                    .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| KubeError::Decode {
-                        secret: secret.to_string(),
-                        key: k.clone(),
-                    })?;
-                out.insert(k.to_uppercase(), decoded.trim_end_matches('\n').to_owned());
-            }
-        }
-        Ok(out)
+        decode_data(secret, &body)
     }
+}
+
+/// A reqwest error with its causes, without the URL.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut msg = if e.is_timeout() {
+        format!("no answer within {TIMEOUT:?}")
+    } else {
+        "request failed".to_owned()
+    };
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    msg
+}
+
+/// A Secret object's `data` as settings: keys upper-cased (viper is case-insensitive), values
+/// base64-decoded UTF-8 without trailing newlines (files made with `--from-file` end in one).
+/// AVP marshals the same map to YAML and reads it back, which keeps every value a string.
+fn decode_data(secret: &SecretName, body: &Value) -> Result<HashMap<String, String>, KubeError> {
+    let mut out = HashMap::new();
+    let Some(data) = body.get("data").and_then(Value::as_object) else {
+        return Ok(out);
+    };
+    for (k, v) in data {
+        let decoded = v
+            .as_str()
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| KubeError::Decode {
+                secret: secret.to_string(),
+                key: k.clone(),
+            })?;
+        out.insert(k.to_uppercase(), decoded.trim_end_matches('\n').to_owned());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -282,5 +424,236 @@ mod tests {
         assert!(!glob("a*b*c", "a-c"));
         assert!(!glob("ab", "abc"));
         assert!(glob("*:avp", "ns:avp"));
+    }
+    #[test]
+    fn policy_rules_are_validated_and_errors_name_project_and_secret() {
+        for bad in ["avp-config", "=argocd:x", "team=", "team=:x", "ns:"] {
+            assert!(
+                matches!(
+                    SecretPolicy::parse(&[bad.into()]),
+                    Err(KubeError::BadRule(_))
+                ),
+                "{bad}"
+            );
+        }
+        let p = SecretPolicy::parse(&[" team-a = team-a:avp-* , *".into()]).expect("valid");
+        assert!(p.allows("team-a", &SecretName::parse("team-a:avp-x").expect("name")));
+        assert!(p.allows("other", &SecretName::parse("any:thing").expect("name")));
+        let p = SecretPolicy::parse(&["team-a=team-a:avp-*".into()]).expect("valid");
+        let err = p
+            .check(
+                "team-b",
+                &SecretName::parse("team-a:avp-config").expect("name"),
+            )
+            .expect_err("denied");
+        assert_eq!(
+            err.to_string(),
+            "project \"team-b\" may not use the AVP config secret team-a:avp-config (not allowed by the operator's --avp-secret-allow)"
+        );
+    }
+
+    #[test]
+    fn in_cluster_settings_come_from_the_given_env() {
+        let none = |_: &str| None;
+        let err = KubeApi::from_settings(KubeSettings::default(), &none).expect_err("no host");
+        assert!(
+            err.to_string()
+                .contains("KUBERNETES_SERVICE_HOST is not set"),
+            "{err}"
+        );
+        let env = |k: &str| (k == "KUBERNETES_SERVICE_HOST").then(|| "10.0.0.1".to_owned());
+        let err = KubeApi::from_settings(
+            KubeSettings {
+                ca_path: Some("/nonexistent/ca.crt".into()),
+                ..KubeSettings::default()
+            },
+            &env,
+        )
+        .expect_err("no CA");
+        assert!(err.to_string().contains("/nonexistent/ca.crt"), "{err}");
+        let api = KubeApi::from_settings(
+            KubeSettings {
+                api_url: Some("http://127.0.0.1:1/".into()),
+                ..KubeSettings::default()
+            },
+            &none,
+        )
+        .expect("override");
+        assert_eq!(api.base, "http://127.0.0.1:1");
+        assert!(
+            KubeApi::from_settings(
+                KubeSettings {
+                    api_url: Some("file:///etc".into()),
+                    ..KubeSettings::default()
+                },
+                &none
+            )
+            .is_err()
+        );
+    }
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[tokio::test]
+    async fn reads_and_decodes_a_secret() {
+        let body = serde_json::json!({"kind": "Secret", "data": {
+            "avp_type": b64("vault"),
+            "VAULT_ADDR": b64("http://vault:8200\n"),
+            "AVP_SECRET_ID": b64("sid-value-123"),
+        }})
+        .to_string();
+        let server = fake::Server::start(vec![(200, body)]).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "sa-token-xyz\n").expect("write");
+        let api = KubeApi::new(Some(server.addr.clone()), Some(token)).expect("api");
+        let data = api
+            .secret_data(&SecretName::parse("team-a:avp").expect("name"))
+            .await
+            .expect("secret");
+        assert_eq!(data.get("AVP_TYPE").map(String::as_str), Some("vault"));
+        assert_eq!(
+            data.get("VAULT_ADDR").map(String::as_str),
+            Some("http://vault:8200")
+        );
+        assert_eq!(
+            data.get("AVP_SECRET_ID").map(String::as_str),
+            Some("sid-value-123")
+        );
+        let seen = server.requests().await;
+        assert!(
+            seen[0].starts_with("GET /api/v1/namespaces/team-a/secrets/avp HTTP/1.1"),
+            "{}",
+            seen[0]
+        );
+        assert!(
+            seen[0]
+                .to_ascii_lowercase()
+                .contains("authorization: bearer sa-token-xyz\r\n"),
+            "{}",
+            seen[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn api_errors_name_the_secret_never_values_or_token() {
+        let server = fake::Server::start(vec![
+            (404, "{}".into()),
+            (403, "{}".into()),
+            (
+                200,
+                serde_json::json!({"data": {"GOOD": b64("x"), "BAD": "not base64 sid-value-123"}})
+                    .to_string(),
+            ),
+            (200, "<html>".into()),
+        ])
+        .await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "sa-token-xyz").expect("write");
+        let api = KubeApi::new(Some(server.addr.clone()), Some(token.clone())).expect("api");
+        let name = SecretName::parse("avp").expect("name");
+        let mut messages = Vec::new();
+        for want in [
+            "secret argocd:avp not found or not readable: HTTP 404",
+            "secret argocd:avp not found or not readable: HTTP 403 (may the sidecar's service account get this Secret?)",
+            "secret argocd:avp: key BAD is not valid base64 or UTF-8",
+            "could not connect to the Kubernetes API to read secret argocd:avp: bad response",
+        ] {
+            let err = api.secret_data(&name).await.expect_err(want);
+            assert!(err.to_string().starts_with(want), "{err}");
+            messages.push(err.to_string());
+        }
+        std::fs::write(&token, "\n").expect("write");
+        let err = api.secret_data(&name).await.expect_err("empty token");
+        assert!(
+            err.to_string().contains("not a usable bearer token"),
+            "{err}"
+        );
+        let missing =
+            KubeApi::new(Some(server.addr.clone()), Some(dir.path().join("none"))).expect("api");
+        messages.push(
+            missing
+                .secret_data(&name)
+                .await
+                .expect_err("no token")
+                .to_string(),
+        );
+        drop(server);
+        let down = KubeApi::new(Some("http://127.0.0.1:1".into()), Some(token)).expect("api");
+        std::fs::write(dir.path().join("token"), "sa-token-xyz").expect("write");
+        let err = down.secret_data(&name).await.expect_err("down");
+        assert!(
+            err.to_string()
+                .starts_with("could not connect to the Kubernetes API"),
+            "{err}"
+        );
+        messages.push(err.to_string());
+        for m in messages {
+            assert!(
+                !m.contains("sa-token-xyz") && !m.contains("sid-value-123"),
+                "{m}"
+            );
+        }
+    }
+
+    /// A minimal HTTP/1.1 server answering canned responses in order and recording requests.
+    mod fake {
+        use std::sync::Arc;
+
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::sync::Mutex;
+
+        pub struct Server {
+            pub addr: String,
+            seen: Arc<Mutex<Vec<String>>>,
+            task: tokio::task::JoinHandle<()>,
+        }
+
+        impl Server {
+            pub async fn start(mut answers: Vec<(u16, String)>) -> Server {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let addr = format!("http://{}", listener.local_addr().expect("addr"));
+                let seen = Arc::new(Mutex::new(Vec::new()));
+                let log = seen.clone();
+                answers.reverse();
+                let task = tokio::spawn(async move {
+                    while let Ok((mut s, _)) = listener.accept().await {
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        log.lock()
+                            .await
+                            .push(String::from_utf8_lossy(&buf).to_string());
+                        let (status, body) = answers.pop().unwrap_or((500, String::new()));
+                        let resp = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = s.write_all(resp.as_bytes()).await;
+                    }
+                });
+                Server { addr, seen, task }
+            }
+
+            pub async fn requests(&self) -> Vec<String> {
+                self.seen.lock().await.clone()
+            }
+        }
+
+        impl Drop for Server {
+            fn drop(&mut self) {
+                self.task.abort();
+            }
+        }
     }
 }

@@ -1,31 +1,56 @@
 //! The Vault (or OpenBao) backend: the only code that talks HTTP to Vault.
 //!
-//! Reads paths exactly as argocd-vault-plugin does: the path is the raw API path (KV v2 paths
-//! carry `data/`, which AVP never inserts), KV v2 returns `data.data` and honours `#version`,
-//! KV v1 returns `data` and ignores versions.
+//! Owns: the Vault client (TLS, namespace, timeout), logging in, keeping the token usable, and
+//! turning Vault's answers into [`SecretData`] or [`ReadError`] with AVP's meaning.
+//! Must not: log, return or format a token, credential or secret value (errors name paths,
+//! mounts and HTTP statuses only), read settings from the process env (vaultrs would, for any
+//! setting left unset, so every one is set explicitly), or panic on any answer from Vault.
 //!
-//! Token lifecycle: log in once and share the token across requests (AVP logs in on every run);
-//! renew it when two thirds of its TTL have passed (log in again if renewal fails or the TTL
-//! is used up); on a 403 log in again once and retry, which covers a revoked token. Only one
-//! login or renewal runs at a time; concurrent readers wait for it.
+//! Reads are AVP's: `GET /v1/<path>` with the path exactly as written (KV v2 paths carry
+//! `data/`, which AVP never inserts), `?version=N` for KV v2; KV v2 returns `data.data`, KV v1
+//! returns `data` and ignores versions. One difference: a KV v2 path with no `data` segment
+//! after the mount gets AVP's "did you forget to include /data/" error without asking Vault,
+//! which would usually answer 403 (reader policies cover `<mount>/data/*`) and hide the hint.
+//!
+//! The GET goes through the `reqwest` client that vaultrs built (same TLS settings and
+//! timeout) rather than `kv2::read`: vaultrs' KV v2 calls take mount and path apart and insert
+//! `data/` themselves, and collapse every 404 into one error, while AVP's messages need the
+//! response body (warnings mean "forgot `/data/`", `metadata` with a deletion time means
+//! "version deleted", a bare 404 means "not found"). Logins and token renewal use vaultrs
+//! (GitHub, which vaultrs lacks, is one POST through the same client). A GET whose connection
+//! breaks is retried once (Vault restarted under a pooled connection); timeouts are not.
+//!
+//! Token lifecycle: log in once, lazily, and share the token across requests (AVP logs in on
+//! every run); renew it when two thirds of its TTL have passed (log in again if renewal fails
+//! or the TTL is used up); on a 403 log in again once and retry, which covers a revoked or
+//! expired token. Only one login or renewal runs at a time; concurrent readers wait for it.
+//! A static `VAULT_TOKEN` is never renewed or replaced.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value};
 use tokio::sync::RwLock;
 use tokio::time::Instant;
-use vaultrs::client::{Client, VaultClient, VaultClientSettingsBuilder};
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
-use super::config::{Auth, VaultConfig};
+use super::config::{Auth, VaultConfig, is_clean_path, is_header_safe};
 use super::{KvVersion, ReadError, SecretData, SecretRequest, SecretSource};
 use crate::metrics::{self, METRICS};
+
+/// Larger answers are refused (a KV secret is at most a few MiB).
+const MAX_RESPONSE_BYTES: usize = 16 << 20;
+/// Vault error texts are cut to this many characters in our messages.
+const MAX_ERROR_CHARS: usize = 300;
 
 pub struct VaultSource {
     config: VaultConfig,
     /// The logged-in client; `None` until the first read (or after a rejected token).
     session: RwLock<Option<Session>>,
+    logins: AtomicU64,
 }
 
 /// A logged-in client and when its token needs attention.
@@ -39,11 +64,9 @@ struct Session {
 
 impl Session {
     fn new(client: VaultClient, ttl_secs: u64, renewable: bool) -> Self {
-        let refresh_at =
-            (ttl_secs > 0).then(|| Instant::now() + Duration::from_secs(ttl_secs) * 2 / 3);
         Self {
             client: Arc::new(client),
-            refresh_at,
+            refresh_at: refresh_at(ttl_secs),
             renewable,
         }
     }
@@ -53,10 +76,16 @@ impl Session {
     }
 }
 
+fn refresh_at(ttl_secs: u64) -> Option<Instant> {
+    (ttl_secs > 0)
+        .then(|| Instant::now() + Duration::from_secs(ttl_secs.min(u32::MAX.into())) * 2 / 3)
+}
+
 impl std::fmt::Debug for VaultSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VaultSource")
             .field("addr", &self.config.addr)
+            .field("namespace", &self.config.namespace)
             .field("auth", &self.config.auth.kind())
             .finish()
     }
@@ -77,17 +106,56 @@ pub enum LoginError {
     Client(String),
 }
 
+/// One HTTP answer from Vault.
+struct Answer {
+    status: u16,
+    body: Value,
+}
+
 impl VaultSource {
-    /// Validates TLS material up front; the first login happens on the first read.
+    /// Checks the settings and TLS material up front; the first login happens on the first
+    /// read.
     pub fn new(config: VaultConfig) -> Result<Self, LoginError> {
-        // rustls needs a process-wide crypto provider; installing twice is harmless.
+        // rustls needs a process-wide crypto provider; a second install fails harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // VaultConfig's fields are public: repeat the checks whose failure would panic in
+        // vaultrs (URL parsing, header values).
+        if reqwest::Url::parse(&config.addr).is_err() {
+            return Err(LoginError::Client(format!(
+                "invalid vault address {:?}",
+                config.addr
+            )));
+        }
+        if let Some(ns) = &config.namespace
+            && !is_header_safe(ns)
+        {
+            return Err(LoginError::Client(format!(
+                "VAULT_NAMESPACE {ns:?} is not a valid header value"
+            )));
+        }
+        if let Auth::Token(t) = &config.auth
+            && !is_header_safe(t.expose())
+        {
+            return Err(LoginError::Client(
+                "VAULT_TOKEN is not a valid header value".to_owned(),
+            ));
+        }
         let source = Self {
             config,
             session: RwLock::new(None),
+            logins: AtomicU64::new(0),
         };
         source.build_client("")?;
         Ok(source)
+    }
+
+    pub fn config(&self) -> &VaultConfig {
+        &self.config
+    }
+
+    /// Successful logins so far (token auth never logs in).
+    pub fn login_count(&self) -> u64 {
+        self.logins.load(Ordering::Relaxed)
     }
 
     /// Every setting explicit: vaultrs' defaults would read `VAULT_*` from the process env.
@@ -95,16 +163,21 @@ impl VaultSource {
         let c = &self.config;
         let identity = match (&c.tls.client_cert, &c.tls.client_key) {
             (Some(cert), Some(key)) => {
-                let mut pem = std::fs::read(cert)
-                    .map_err(|e| LoginError::Client(format!("{}: {e}", cert.display())))?;
-                pem.extend(
-                    std::fs::read(key)
-                        .map_err(|e| LoginError::Client(format!("{}: {e}", key.display())))?,
-                );
-                Some(
-                    vaultrs::client::Identity::from_pem(&pem)
-                        .map_err(|e| LoginError::Client(e.to_string()))?,
-                )
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p)
+                        .map_err(|e| LoginError::Client(format!("{}: {e}", p.display())))
+                };
+                let mut pem = read(cert)?;
+                pem.push(b'\n');
+                pem.extend(read(key)?);
+                Some(vaultrs::client::Identity::from_pem(&pem).map_err(|e| {
+                    LoginError::Client(format!(
+                        "client certificate {} / key {}: {}",
+                        cert.display(),
+                        key.display(),
+                        chain(&e)
+                    ))
+                })?)
             }
             _ => None,
         };
@@ -120,67 +193,94 @@ impl VaultSource {
             )
             .identity(identity)
             .verify(!c.tls.skip_verify)
-            .timeout(Some(c.timeout));
-        if let Some(ns) = &c.namespace {
-            b.set_namespace(ns.clone());
-        }
+            .timeout(Some(c.timeout))
+            .namespace(c.namespace.clone());
         let settings = b.build().map_err(|e| LoginError::Client(e.to_string()))?;
         VaultClient::new(settings).map_err(|e| LoginError::Client(describe(&e)))
     }
 
     async fn login(&self) -> Result<Session, LoginError> {
-        let mut client = self.build_client("")?;
         let (method, mount, result) = match &self.config.auth {
-            Auth::Token(t) => {
-                client.set_token(t.expose());
-                return Ok(Session::new(client, 0, false));
-            }
+            Auth::Token(t) => return Ok(Session::new(self.build_client(t.expose())?, 0, false)),
             Auth::AppRole {
                 role_id,
                 secret_id,
                 mount,
-            } => (
-                "approle",
-                mount,
-                vaultrs::auth::approle::login(&client, mount, role_id, secret_id.expose()).await,
-            ),
+            } => {
+                let client = self.build_client("")?;
+                (
+                    "approle",
+                    mount,
+                    vaultrs::auth::approle::login(&client, mount, role_id, secret_id.expose())
+                        .await
+                        .map(|i| (i.client_token, i.lease_duration, i.renewable))
+                        .map_err(|e| describe(&e)),
+                )
+            }
             Auth::UserPass {
                 username,
                 password,
                 mount,
-            } => (
-                "userpass",
-                mount,
-                vaultrs::auth::userpass::login(&client, mount, username, password.expose()).await,
-            ),
+            } => {
+                let client = self.build_client("")?;
+                (
+                    "userpass",
+                    mount,
+                    vaultrs::auth::userpass::login(&client, mount, username, password.expose())
+                        .await
+                        .map(|i| (i.client_token, i.lease_duration, i.renewable))
+                        .map_err(|e| describe(&e)),
+                )
+            }
             Auth::Kubernetes {
                 role,
                 jwt_path,
                 mount,
             } => {
-                let jwt =
-                    tokio::fs::read_to_string(jwt_path)
-                        .await
-                        .map_err(|e| LoginError::Jwt {
-                            path: jwt_path.display().to_string(),
-                            reason: e.to_string(),
-                        })?;
+                let jwt_err = |reason: String| LoginError::Jwt {
+                    path: jwt_path.display().to_string(),
+                    reason,
+                };
+                let jwt = tokio::fs::read_to_string(jwt_path)
+                    .await
+                    .map_err(|e| jwt_err(e.to_string()))?;
+                if jwt.trim().is_empty() {
+                    return Err(jwt_err("the file is empty".to_owned()));
+                }
+                let client = self.build_client("")?;
                 (
                     "kubernetes",
                     mount,
-                    vaultrs::auth::kubernetes::login(&client, mount, role, jwt.trim()).await,
+                    vaultrs::auth::kubernetes::login(&client, mount, role, jwt.trim())
+                        .await
+                        .map(|i| (i.client_token, i.lease_duration, i.renewable))
+                        .map_err(|e| describe(&e)),
+                )
+            }
+            Auth::GitHub { token, mount } => {
+                let client = self.build_client("")?;
+                (
+                    "github",
+                    mount,
+                    github_login(&client, mount, token.expose()).await,
                 )
             }
         };
-        let info = result.map_err(|e| LoginError::Rejected {
+        let rejected = |reason: String| LoginError::Rejected {
             method,
             mount: mount.clone(),
-            reason: describe(&e),
-        })?;
-        client.set_token(&info.client_token);
+            reason,
+        };
+        let (token, ttl, renewable) = result.map_err(rejected)?;
+        if !is_header_safe(&token) {
+            return Err(rejected("vault returned an unusable token".to_owned()));
+        }
+        let mut client = self.build_client("")?;
+        vaultrs::client::Client::set_token(&mut client, &token);
+        self.logins.fetch_add(1, Ordering::Relaxed);
         metrics::inc(&METRICS.vault_logins_total);
-        tracing::info!(method, mount = %mount, ttl_s = info.lease_duration, "logged in to vault");
-        Ok(Session::new(client, info.lease_duration, info.renewable))
+        tracing::info!(method, mount = %mount, ttl_s = ttl, "logged in to vault");
+        Ok(Session::new(client, ttl, renewable))
     }
 
     /// Renews the session's token; `None` if Vault refuses (then log in again).
@@ -195,9 +295,7 @@ impl VaultSource {
                 tracing::debug!(ttl_s = info.lease_duration, "renewed vault token");
                 Some(Session {
                     client: session.client.clone(),
-                    refresh_at: Some(
-                        Instant::now() + Duration::from_secs(info.lease_duration) * 2 / 3,
-                    ),
+                    refresh_at: refresh_at(info.lease_duration),
                     renewable: info.renewable,
                 })
             }
@@ -239,144 +337,1538 @@ impl VaultSource {
         }
     }
 
-    async fn read_once(
+    /// `GET /v1/<path>[?version=N]`; `Err` only for transport failures.
+    async fn get(
         &self,
         client: &VaultClient,
-        req: &SecretRequest,
-    ) -> Result<SecretData, ClientError> {
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<Answer, String> {
         metrics::inc(&METRICS.vault_reads_total);
-        let map: Map<String, Value> = match req.kv_version {
-            KvVersion::V1 => {
-                let (mount, path) = split_first(&req.path);
-                let raw = vaultrs::kv1::get_raw(client, mount, path).await?;
-                match raw.data {
-                    Value::Object(m) => m,
-                    _ => Map::new(),
-                }
-            }
-            KvVersion::V2 => {
-                let (mount, path) = split_data(&req.path).ok_or(ClientError::ResponseEmptyError)?;
-                match &req.version {
-                    Some(v) => {
-                        let v: u64 = v
-                            .trim()
-                            .parse()
-                            .map_err(|_| ClientError::InvalidUpdateParameter)?;
-                        vaultrs::kv2::read_version(client, mount, path, v).await?
-                    }
-                    None => vaultrs::kv2::read(client, mount, path).await?,
-                }
-            }
-        };
-        Ok(SecretData(map))
+        let mut url = api_url(client, path)?;
+        if let Some(v) = version {
+            url.query_pairs_mut().append_pair("version", &v.to_string());
+        }
+        let headers = headers(client)?;
+        let get = || client.http.http.get(url.clone()).headers(headers.clone());
+        match send(get(), self.config.timeout).await {
+            // A GET is idempotent: one more try when a pooled connection turned out dead
+            // (Vault restarted, a proxy closed it). Timeouts are not retried.
+            Err(Failure::Transport(_)) => send(get(), self.config.timeout).await,
+            other => other,
+        }
+        .map_err(Failure::into_message)
     }
 }
 
-/// `kv1/demo/legacy` → (`kv1`, `demo/legacy`); vaultrs joins them back with `/`.
-fn split_first(path: &str) -> (&str, &str) {
-    let path = path.trim_matches('/');
-    path.split_once('/').unwrap_or((path, ""))
+/// `<VAULT_ADDR>/v1/<path>`, each path segment percent-encoded (no query or fragment can be
+/// smuggled in through a path).
+fn api_url(client: &VaultClient, path: &str) -> Result<reqwest::Url, String> {
+    let mut url = client.settings.address.clone();
+    url.path_segments_mut()
+        .map_err(|()| "vault address cannot carry a path".to_owned())?
+        .pop_if_empty()
+        .push("v1")
+        .extend(path.split('/'));
+    Ok(url)
 }
 
-/// `team/kv/data/app/db` → (`team/kv`, `app/db`): KV v2 paths name the mount before `data/`.
-fn split_data(path: &str) -> Option<(&str, &str)> {
-    let path = path.trim_matches('/');
-    let idx = path.find("/data/")?;
-    Some((&path[..idx], &path[idx + "/data/".len()..]))
+/// The headers vaultrs' middleware would add; the token header is marked sensitive.
+fn headers(client: &VaultClient) -> Result<HeaderMap, String> {
+    let mut h = HeaderMap::new();
+    h.insert("x-vault-request", HeaderValue::from_static("true"));
+    if !client.settings.token.is_empty() {
+        let mut v = HeaderValue::from_str(&client.settings.token)
+            .map_err(|_| "the vault token is not a valid header value".to_owned())?;
+        v.set_sensitive(true);
+        h.insert("x-vault-token", v);
+    }
+    if let Some(ns) = &client.settings.namespace {
+        let v = HeaderValue::from_str(ns)
+            .map_err(|_| format!("namespace {ns:?} is not a valid header value"))?;
+        h.insert("x-vault-namespace", v);
+    }
+    Ok(h)
 }
 
-/// A vaultrs error as text without request bodies (which could echo credentials).
+/// Why a request got no usable answer.
+enum Failure {
+    /// No answer in time.
+    Timeout(String),
+    /// Could not connect, or the connection broke.
+    Transport(String),
+    /// An answer we refuse to read.
+    Answer(String),
+}
+
+impl Failure {
+    fn into_message(self) -> String {
+        match self {
+            Failure::Timeout(m) | Failure::Transport(m) | Failure::Answer(m) => m,
+        }
+    }
+}
+
+/// Sends and reads the body (capped). The body is JSON or `Null`.
+async fn send(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Answer, Failure> {
+    let mut resp = request.send().await.map_err(|e| transport(&e, timeout))?;
+    let status = resp.status().as_u16();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e, timeout))? {
+        if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(Failure::Answer(format!(
+                "HTTP {status}: response larger than {} MiB",
+                MAX_RESPONSE_BYTES >> 20
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(Answer { status, body })
+}
+
+/// GitHub login (vaultrs has none): `POST auth/<mount>/login {"token": ...}`.
+async fn github_login(
+    client: &VaultClient,
+    mount: &str,
+    token: &str,
+) -> Result<(String, u64, bool), String> {
+    let url = api_url(client, &format!("auth/{mount}/login"))?;
+    let body = serde_json::to_vec(&serde_json::json!({ "token": token }))
+        .map_err(|e| format!("encoding login request: {e}"))?;
+    let mut h = headers(client)?;
+    h.insert(
+        reqwest::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let timeout = client.settings.timeout.unwrap_or(Duration::ZERO);
+    let answer = send(client.http.http.post(url).headers(h).body(body), timeout)
+        .await
+        .map_err(Failure::into_message)?;
+    if !(200..300).contains(&answer.status) {
+        return Err(status_message(answer.status, &answer.body));
+    }
+    let auth = answer.body.get("auth");
+    let token = auth
+        .and_then(|a| a.get("client_token"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| "the response has no auth.client_token".to_owned())?;
+    let ttl = auth
+        .and_then(|a| a.get("lease_duration"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let renewable = auth
+        .and_then(|a| a.get("renewable"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok((token.to_owned(), ttl, renewable))
+}
+
+/// A transport error: what failed and why, without URL or headers.
+fn transport(e: &reqwest::Error, timeout: Duration) -> Failure {
+    if e.is_timeout() {
+        return Failure::Timeout(format!(
+            "no answer from vault within {timeout:?} (VAULT_CLIENT_TIMEOUT)"
+        ));
+    }
+    let what = if e.is_connect() {
+        "cannot connect to vault"
+    } else {
+        "request to vault failed"
+    };
+    let mut msg = what.to_owned();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    Failure::Transport(msg)
+}
+
+/// `HTTP <status>[: <vault's errors>]`, whitespace collapsed, length capped.
+fn status_message(status: u16, body: &Value) -> String {
+    let errors: Vec<&str> = body
+        .get("errors")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let text = errors.join("; ");
+    let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.is_empty() {
+        format!("HTTP {status}")
+    } else if text.chars().count() > MAX_ERROR_CHARS {
+        let cut: String = text.chars().take(MAX_ERROR_CHARS).collect();
+        format!("HTTP {status}: {cut}...")
+    } else {
+        format!("HTTP {status}: {text}")
+    }
+}
+
+/// An error and its sources as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    msg
+}
+
+/// A vaultrs error as text. vaultrs' errors carry URLs, statuses and Vault's messages, never
+/// request bodies or headers.
 fn describe(e: &ClientError) -> String {
     match e {
         ClientError::APIError { code, errors } => {
-            if errors.is_empty() {
-                format!("HTTP {code}")
-            } else {
-                format!("HTTP {code}: {}", errors.join("; "))
-            }
+            let body = serde_json::json!({ "errors": errors });
+            status_message(*code, &body)
         }
-        ClientError::RestClientError { source } => {
-            let mut msg = source.to_string();
-            let mut cause = std::error::Error::source(source);
-            while let Some(c) = cause {
-                msg.push_str(": ");
-                msg.push_str(&c.to_string());
-                cause = c.source();
-            }
-            msg
-        }
-        other => other.to_string(),
+        other => chain(other),
     }
 }
 
-fn map_error(req: &SecretRequest, e: &ClientError) -> ReadError {
-    match e {
-        ClientError::APIError { code: 404, .. } => match &req.version {
-            Some(v) => ReadError::VersionDeleted {
-                path: req.path.clone(),
-                version: v.clone(),
-            },
-            None => ReadError::NotFound(req.clone()),
+/// Whether a path names a `data` segment after its first (the mount's) segment.
+fn has_data_segment(path: &str) -> bool {
+    path.split('/').skip(1).any(|s| s == "data")
+}
+
+/// Vault's answer in AVP's terms (`pkg/backends/vault.go`, vault/api `Logical().Read`).
+fn interpret(req: &SecretRequest, answer: Answer) -> Result<SecretData, ReadError> {
+    let backend = |message: String| ReadError::Backend {
+        path: req.path.clone(),
+        message,
+    };
+    match answer.status {
+        200..=299 | 404 => {}
+        403 => return Err(ReadError::PermissionDenied(req.path.clone())),
+        status => return Err(backend(status_message(status, &answer.body))),
+    }
+    let data = answer.body.get("data").filter(|d| !d.is_null());
+    let warnings = answer
+        .body
+        .get("warnings")
+        .and_then(Value::as_array)
+        .is_some_and(|w| !w.is_empty());
+    // vault/api returns no secret for a 404 whose body has neither data nor warnings.
+    if answer.status == 404 && data.is_none() && !warnings {
+        return Err(ReadError::NotFound(req.clone()));
+    }
+    match req.kv_version {
+        KvVersion::V1 => match data {
+            Some(Value::Object(m)) => Ok(SecretData(m.clone())),
+            None => Err(ReadError::NotFound(req.clone())),
+            Some(_) => Err(backend("vault returned data that is not a map".to_owned())),
         },
-        ClientError::APIError { code: 403, .. } => ReadError::PermissionDenied(req.path.clone()),
-        ClientError::InvalidUpdateParameter => ReadError::Backend {
-            path: req.path.clone(),
-            message: format!(
-                "secret version {:?} is not a number",
-                req.version.as_deref().unwrap_or("")
-            ),
-        },
-        _ => ReadError::Backend {
-            path: req.path.clone(),
-            message: describe(e),
-        },
+        KvVersion::V2 => {
+            let empty = Map::new();
+            let map = match data {
+                Some(Value::Object(m)) => m,
+                None => &empty,
+                Some(_) => return Err(backend("vault returned data that is not a map".to_owned())),
+            };
+            match map.get("data") {
+                Some(Value::Object(inner)) => Ok(SecretData(inner.clone())),
+                Some(Value::Null) => Err(ReadError::VersionDeleted {
+                    path: req.path.clone(),
+                    version: req.version.clone().unwrap_or_else(|| {
+                        map.get("metadata")
+                            .and_then(|m| m.get("version"))
+                            .map(|v| v.to_string())
+                            .unwrap_or_default()
+                    }),
+                }),
+                Some(_) => Err(backend(
+                    "vault returned data.data that is not a map".to_owned(),
+                )),
+                // AVP: `len(secret.Data) == 0`, i.e. a warnings-only answer.
+                None if map.is_empty() => Err(ReadError::MissingDataSegment(req.path.clone())),
+                None => Err(backend(
+                    "could not get data from vault, check that kv-v2 is the correct engine"
+                        .to_owned(),
+                )),
+            }
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl SecretSource for VaultSource {
     async fn read(&self, req: &SecretRequest) -> Result<SecretData, ReadError> {
-        if req.kv_version == KvVersion::V2 && split_data(&req.path).is_none() {
+        let backend = |message: String| ReadError::Backend {
+            path: req.path.clone(),
+            message,
+        };
+        let path = req.path.trim_matches('/');
+        if !is_clean_path(path) {
+            return Err(backend(
+                "invalid vault path (empty, '.' or '..' segments, whitespace, control characters, '?', '#' and '%' are not allowed)"
+                    .to_owned(),
+            ));
+        }
+        // No KV v2 read can succeed without `data/` after the mount; say so without asking
+        // Vault (which would often answer 403: reader policies cover `<mount>/data/*`).
+        if req.kv_version == KvVersion::V2 && !has_data_segment(path) {
             return Err(ReadError::MissingDataSegment(req.path.clone()));
         }
-        let backend = |e: LoginError| ReadError::Backend {
-            path: req.path.clone(),
-            message: e.to_string(),
+        let version = match (req.kv_version, &req.version) {
+            (KvVersion::V2, Some(v)) => Some(
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| backend(format!("secret version {v:?} is not a number")))?,
+            ),
+            _ => None,
         };
-        let client = self.client().await.map_err(backend)?;
-        match self.read_once(&client, req).await {
-            Ok(data) => Ok(data),
-            // A 403 may mean our token expired or was revoked: log in again once.
-            Err(ClientError::APIError { code: 403, .. })
-                if !matches!(self.config.auth, Auth::Token(_)) =>
-            {
-                self.invalidate(&client).await;
-                let client = self.client().await.map_err(backend)?;
-                self.read_once(&client, req)
-                    .await
-                    .map_err(|e| map_error(req, &e))
-            }
-            Err(e) => Err(map_error(req, &e)),
+        let client = self.client().await.map_err(|e| backend(e.to_string()))?;
+        let mut answer = self.get(&client, path, version).await.map_err(backend)?;
+        // A 403 may mean our token expired or was revoked: log in again once.
+        if answer.status == 403 && !matches!(self.config.auth, Auth::Token(_)) {
+            self.invalidate(&client).await;
+            let client = self.client().await.map_err(|e| backend(e.to_string()))?;
+            answer = self.get(&client, path, version).await.map_err(backend)?;
         }
+        interpret(req, answer)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secrets::config::{Sensitive, Tls};
+    use serde_json::json;
+
+    fn req(path: &str, kv: KvVersion, version: Option<&str>) -> SecretRequest {
+        SecretRequest {
+            path: path.to_owned(),
+            kv_version: kv,
+            version: version.map(str::to_owned),
+        }
+    }
+
+    fn answer(status: u16, body: Value) -> Answer {
+        Answer { status, body }
+    }
+
+    fn config(addr: &str, auth: Auth, timeout: Duration) -> VaultConfig {
+        VaultConfig {
+            addr: addr.to_owned(),
+            namespace: None,
+            auth,
+            kv_version: KvVersion::V2,
+            path_validation: None,
+            tls: Tls::default(),
+            timeout,
+        }
+    }
 
     #[test]
-    fn path_splitting() {
+    fn interpret_kv2_answers() {
+        let r = req("secret/data/app", KvVersion::V2, None);
+        let ok = interpret(
+            &r,
+            answer(
+                200,
+                json!({"data": {"data": {"k": 1}, "metadata": {"version": 3}}}),
+            ),
+        )
+        .expect("ok");
+        assert_eq!(ok.0.get("k"), Some(&json!(1)));
+        let deleted =
+            json!({"data": {"data": null, "metadata": {"version": 3, "deletion_time": "t"}}});
         assert_eq!(
-            split_data("secret/data/demo/web"),
-            Some(("secret", "demo/web"))
+            interpret(&r, answer(404, deleted.clone())),
+            Err(ReadError::VersionDeleted {
+                path: "secret/data/app".into(),
+                version: "3".into()
+            })
+        );
+        let v = req("secret/data/app", KvVersion::V2, Some("1"));
+        assert_eq!(
+            interpret(&v, answer(404, deleted)),
+            Err(ReadError::VersionDeleted {
+                path: "secret/data/app".into(),
+                version: "1".into()
+            })
         );
         assert_eq!(
-            split_data("/team/kv/data/app/db/"),
-            Some(("team/kv", "app/db"))
+            interpret(&v, answer(404, json!({"errors": []}))),
+            Err(ReadError::NotFound(v.clone()))
         );
-        assert_eq!(split_data("secret/demo/web"), None);
-        assert_eq!(split_first("kv1/demo/legacy"), ("kv1", "demo/legacy"));
-        assert_eq!(split_first("kv1"), ("kv1", ""));
+        assert_eq!(
+            interpret(&r, answer(404, Value::Null)),
+            Err(ReadError::NotFound(r.clone()))
+        );
+        let no_data = req("secret/app", KvVersion::V2, None);
+        assert_eq!(
+            interpret(
+                &no_data,
+                answer(
+                    404,
+                    json!({"data": null, "warnings": ["Invalid path for a versioned K/V"]})
+                )
+            ),
+            Err(ReadError::MissingDataSegment("secret/app".into()))
+        );
+        let kv1_in_v2 = interpret(&no_data, answer(200, json!({"data": {"k": "v"}})))
+            .expect_err("kv1 in v2 mode");
+        assert!(
+            kv1_in_v2
+                .to_string()
+                .contains("kv-v2 is the correct engine")
+        );
+        assert!(!kv1_in_v2.to_string().contains("\"v\""));
+        assert_eq!(
+            interpret(&r, answer(403, json!({"errors": ["permission denied"]}))),
+            Err(ReadError::PermissionDenied("secret/data/app".into()))
+        );
+        let sealed =
+            interpret(&r, answer(503, json!({"errors": ["Vault is sealed"]}))).expect_err("sealed");
+        assert_eq!(
+            sealed.to_string(),
+            "vault read of secret/data/app failed: HTTP 503: Vault is sealed"
+        );
+        for weird in [json!({"data": "x"}), json!({"data": {"data": [1]}})] {
+            assert!(matches!(
+                interpret(&r, answer(200, weird)),
+                Err(ReadError::Backend { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn interpret_kv1_answers() {
+        let r = req("kv1/app", KvVersion::V1, Some("7"));
+        let ok = interpret(
+            &r,
+            answer(200, json!({"data": {"data": {"x": 1}, "k": "v"}})),
+        )
+        .expect("ok");
+        assert_eq!(ok.0.len(), 2, "KV v1 returns data as is");
+        assert_eq!(
+            interpret(&r, answer(404, json!({"errors": []}))),
+            Err(ReadError::NotFound(r.clone()))
+        );
+    }
+
+    #[test]
+    fn status_messages_are_short_and_flat() {
+        let long = "x".repeat(1000);
+        let m = status_message(500, &json!({"errors": [format!("a\n\tb {long}")]}));
+        assert!(m.starts_with("HTTP 500: a b xxx"), "{m}");
+        assert!(m.len() < MAX_ERROR_CHARS + 20);
+        assert_eq!(status_message(404, &Value::Null), "HTTP 404");
+    }
+
+    #[test]
+    fn data_segments() {
+        assert!(has_data_segment("secret/data/app"));
+        assert!(has_data_segment("team/kv/data/app"));
+        assert!(!has_data_segment("secret/app"));
+        assert!(!has_data_segment("data/app"));
+    }
+
+    #[test]
+    fn new_rejects_what_would_panic_in_vaultrs() {
+        let token = |t: &str| Auth::Token(Sensitive::new(t));
+        assert!(VaultSource::new(config("not a url", token("t"), Duration::from_secs(1))).is_err());
+        assert!(
+            VaultSource::new(config("http://v:1", token("a\nb"), Duration::from_secs(1))).is_err()
+        );
+        let mut c = config("http://v:1", token("t"), Duration::from_secs(1));
+        c.namespace = Some("a\r\nb".into());
+        assert!(VaultSource::new(c).is_err());
+        let mut c = config("https://v:1", token("t"), Duration::from_secs(1));
+        c.tls.ca_certs = vec!["/nonexistent/ca.pem".into()];
+        let err = VaultSource::new(c).expect_err("missing CA file");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bad_paths_and_versions_are_refused_before_any_request() {
+        // Port 9 (discard) on a closed address: nothing is sent for these requests anyway.
+        let source = VaultSource::new(config(
+            "http://127.0.0.1:9",
+            Auth::Token(Sensitive::new("t")),
+            Duration::from_secs(1),
+        ))
+        .expect("source");
+        for path in [
+            "secret/data/../x",
+            "secret//data/x",
+            "",
+            "secret/data/a b",
+            "secret/data/x?y=1",
+            "s/data/%2e",
+        ] {
+            let err = source
+                .read(&req(path, KvVersion::V2, None))
+                .await
+                .expect_err(path);
+            assert!(
+                err.to_string().contains("invalid vault path"),
+                "{path}: {err}"
+            );
+        }
+        assert_eq!(
+            source.read(&req("secret/app", KvVersion::V2, None)).await,
+            Err(ReadError::MissingDataSegment("secret/app".into())),
+            "no request for a KV v2 path without data/"
+        );
+        let err = source
+            .read(&req("secret/data/x", KvVersion::V2, Some("abc")))
+            .await
+            .expect_err("version");
+        assert!(
+            err.to_string()
+                .contains("secret version \"abc\" is not a number"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unresponsive_vault_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Accept connections and never answer.
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let source = VaultSource::new(config(
+            &format!("http://{addr}"),
+            Auth::Token(Sensitive::new("tok-never-shown")),
+            Duration::from_millis(500),
+        ))
+        .expect("source");
+        let started = std::time::Instant::now();
+        let err = source
+            .read(&req("secret/data/app", KvVersion::V2, None))
+            .await
+            .expect_err("timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("no answer from vault within 500ms"), "{msg}");
+        assert!(
+            msg.starts_with("vault read of secret/data/app failed"),
+            "{msg}"
+        );
+        assert!(!msg.contains("tok-never-shown"));
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn github_login_posts_the_token_and_uses_the_returned_one() {
+        let server = fake::Server::start(vec![
+            (
+                200,
+                json!({"auth": {"client_token": "gh-issued-token", "lease_duration": 3600, "renewable": true}}),
+            ),
+            (200, json!({"data": {"data": {"k": "v"}, "metadata": {"version": 1}}})),
+        ])
+        .await;
+        let mut c = config(
+            &server.addr,
+            Auth::GitHub {
+                token: Sensitive::new("ghp_personal"),
+                mount: "gh".into(),
+            },
+            Duration::from_secs(5),
+        );
+        c.namespace = Some("team-a".into());
+        let source = VaultSource::new(c).expect("source");
+        let data = source
+            .read(&req("secret/data/app", KvVersion::V2, Some("1")))
+            .await
+            .expect("read");
+        assert_eq!(data.0.get("k"), Some(&json!("v")));
+        assert_eq!(source.login_count(), 1);
+        let seen = server.requests().await;
+        assert_eq!(seen.len(), 2);
+        assert!(
+            seen[0].starts_with("POST /v1/auth/gh/login "),
+            "{}",
+            seen[0]
+        );
+        assert!(
+            seen[0].contains("{\"token\":\"ghp_personal\"}"),
+            "{}",
+            seen[0]
+        );
+        assert!(
+            seen[0]
+                .to_ascii_lowercase()
+                .contains("x-vault-namespace: team-a")
+        );
+        assert!(
+            seen[1].starts_with("GET /v1/secret/data/app?version=1 "),
+            "{}",
+            seen[1]
+        );
+        assert!(
+            seen[1]
+                .to_ascii_lowercase()
+                .contains("x-vault-token: gh-issued-token")
+        );
+        assert!(!format!("{source:?}").contains("ghp_personal"));
+    }
+
+    #[tokio::test]
+    async fn github_login_failure_names_mount_not_token() {
+        let server =
+            fake::Server::start(vec![(400, json!({"errors": ["failed to verify token"]}))]).await;
+        let source = VaultSource::new(config(
+            &server.addr,
+            Auth::GitHub {
+                token: Sensitive::new("ghp_personal"),
+                mount: "github".into(),
+            },
+            Duration::from_secs(5),
+        ))
+        .expect("source");
+        let err = source
+            .read(&req("secret/data/app", KvVersion::V2, None))
+            .await
+            .expect_err("login fails");
+        assert_eq!(
+            err.to_string(),
+            "vault read of secret/data/app failed: vault login (github at auth/github) failed: HTTP 400: failed to verify token"
+        );
+    }
+
+    /// A minimal HTTP/1.1 server answering canned JSON responses in order and recording
+    /// each request (head and body) as text.
+    mod fake {
+        use std::sync::Arc;
+
+        use serde_json::Value;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::sync::Mutex;
+
+        pub struct Server {
+            pub addr: String,
+            seen: Arc<Mutex<Vec<String>>>,
+            task: tokio::task::JoinHandle<()>,
+        }
+
+        impl Server {
+            pub async fn start(mut answers: Vec<(u16, Value)>) -> Server {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let addr = format!("http://{}", listener.local_addr().expect("addr"));
+                let seen = Arc::new(Mutex::new(Vec::new()));
+                let log = seen.clone();
+                answers.reverse();
+                let task = tokio::spawn(async move {
+                    while let Ok((mut s, _)) = listener.accept().await {
+                        // One request per connection is enough: we answer `Connection: close`.
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        let text = loop {
+                            let Ok(n) = s.read(&mut chunk).await else {
+                                break None;
+                            };
+                            if n == 0 {
+                                break None;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                            let text = String::from_utf8_lossy(&buf).to_string();
+                            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                                let len = head
+                                    .lines()
+                                    .find_map(|l| {
+                                        let (k, v) = l.split_once(':')?;
+                                        k.eq_ignore_ascii_case("content-length")
+                                            .then(|| v.trim().parse::<usize>().ok())?
+                                    })
+                                    .unwrap_or(0);
+                                if body.len() >= len {
+                                    break Some(text);
+                                }
+                            }
+                        };
+                        let Some(text) = text else { continue };
+                        log.lock().await.push(text);
+                        let (status, body) = answers.pop().unwrap_or((500, Value::Null));
+                        let body = body.to_string();
+                        let resp = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = s.write_all(resp.as_bytes()).await;
+                    }
+                });
+                Server { addr, seen, task }
+            }
+
+            pub async fn requests(&self) -> Vec<String> {
+                self.seen.lock().await.clone()
+            }
+        }
+
+        impl Drop for Server {
+            fn drop(&mut self) {
+                self.task.abort();
+            }
+        }
+    }
+}
+
+/// Against a real OpenBao dev server, started per test on a free port (see [`bao`]).
+#[cfg(test)]
+mod bao_tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::VaultSource;
+    use super::bao::Bao;
+    use crate::secrets::config::VaultConfig;
+    use crate::secrets::{KvVersion, ReadError, SecretRequest, SecretSource};
+
+    /// Every value and credential the seed writes; none may appear in an error or `Debug`.
+    const SECRET_VALUES: [&str; 8] = [
+        "s3cr3t-one",
+        "s3cr3t-two",
+        "s3cr3t-three",
+        "gone-value",
+        "forbidden-value",
+        "legacy-value",
+        "ns-value",
+        "alice-password-9",
+    ];
+
+    struct Seeded {
+        bao: Bao,
+        role_id: String,
+        secret_id: String,
+        token: String,
+    }
+
+    impl Seeded {
+        /// Everything that must never be printed.
+        fn secrets(&self) -> Vec<String> {
+            let mut all: Vec<String> = SECRET_VALUES.iter().map(|s| s.to_string()).collect();
+            all.extend([
+                self.secret_id.clone(),
+                self.token.clone(),
+                super::bao::ROOT_TOKEN.into(),
+            ]);
+            all
+        }
+
+        fn assert_clean(&self, text: &str) {
+            for s in self.secrets() {
+                assert!(!text.contains(&s), "secret {s:?} leaked into: {text}");
+            }
+        }
+
+        fn source(&self, settings: &[(&str, &str)]) -> VaultSource {
+            let mut env: HashMap<String, String> = HashMap::from([
+                ("AVP_TYPE".into(), "vault".into()),
+                ("VAULT_ADDR".into(), self.bao.addr.clone()),
+            ]);
+            env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            let config = VaultConfig::from_lookup(&env).expect("config");
+            let source = VaultSource::new(config).expect("source");
+            self.assert_clean(&format!("{source:?} {:?}", source.config()));
+            source
+        }
+
+        fn approle(&self) -> VaultSource {
+            self.source(&[
+                ("AVP_AUTH_TYPE", "approle"),
+                ("AVP_ROLE_ID", &self.role_id),
+                ("AVP_SECRET_ID", &self.secret_id),
+            ])
+        }
+
+        fn token_source(&self) -> VaultSource {
+            self.source(&[("AVP_AUTH_TYPE", "token"), ("VAULT_TOKEN", &self.token)])
+        }
+    }
+
+    async fn seeded() -> Seeded {
+        seed(Bao::start().await).await
+    }
+
+    async fn seed(bao: Bao) -> Seeded {
+        bao.api(
+            "POST",
+            "sys/mounts/kv1",
+            json!({"type": "kv", "options": {"version": "1"}}),
+        )
+        .await;
+        for password in ["s3cr3t-one", "s3cr3t-two"] {
+            bao.api(
+                "POST",
+                "secret/data/app",
+                json!({"data": {"password": password}}),
+            )
+            .await;
+        }
+        bao.api(
+            "POST",
+            "secret/data/app",
+            json!({"data": {"password": "s3cr3t-three", "user": "alice", "port": 5432, "enabled": true}}),
+        )
+        .await;
+        bao.api("POST", "secret/delete/app", json!({"versions": [1]}))
+            .await;
+        bao.api(
+            "POST",
+            "secret/data/gone",
+            json!({"data": {"k": "gone-value"}}),
+        )
+        .await;
+        bao.api("POST", "secret/destroy/gone", json!({"versions": [1]}))
+            .await;
+        bao.api(
+            "POST",
+            "secret/data/deleted-latest",
+            json!({"data": {"k": "gone-value"}}),
+        )
+        .await;
+        bao.api("DELETE", "secret/data/deleted-latest", Value::Null)
+            .await;
+        bao.api(
+            "POST",
+            "secret/data/forbidden",
+            json!({"data": {"k": "forbidden-value"}}),
+        )
+        .await;
+        bao.api("POST", "kv1/legacy", json!({"key": "legacy-value", "n": 7}))
+            .await;
+        bao.api("POST", "kv1/data/flat", json!({"key": "legacy-value"}))
+            .await;
+        bao.api(
+            "POST",
+            "sys/policies/acl/reader",
+            json!({"policy": "path \"secret/*\" { capabilities = [\"read\"] }\npath \"secret/data/forbidden\" { capabilities = [\"deny\"] }\npath \"kv1/*\" { capabilities = [\"read\"] }\n"}),
+        )
+        .await;
+        for method in ["approle", "userpass", "kubernetes"] {
+            bao.api(
+                "POST",
+                &format!("sys/auth/{method}"),
+                json!({"type": method}),
+            )
+            .await;
+        }
+        bao.api(
+            "POST",
+            "auth/approle/role/reader",
+            json!({"token_policies": ["reader"], "token_ttl": "1h"}),
+        )
+        .await;
+        let role_id = bao
+            .api("GET", "auth/approle/role/reader/role-id", Value::Null)
+            .await["data"]["role_id"]
+            .as_str()
+            .expect("role_id")
+            .to_owned();
+        let secret_id = bao
+            .api("POST", "auth/approle/role/reader/secret-id", Value::Null)
+            .await["data"]["secret_id"]
+            .as_str()
+            .expect("secret_id")
+            .to_owned();
+        bao.api(
+            "POST",
+            "auth/userpass/users/alice",
+            json!({"password": "alice-password-9", "token_policies": ["reader"]}),
+        )
+        .await;
+        let token = bao
+            .api(
+                "POST",
+                "auth/token/create",
+                json!({"policies": ["reader"], "ttl": "1h"}),
+            )
+            .await["auth"]["client_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        Seeded {
+            bao,
+            role_id,
+            secret_id,
+            token,
+        }
+    }
+
+    fn req(path: &str, kv: KvVersion, version: Option<&str>) -> SecretRequest {
+        SecretRequest {
+            path: path.to_owned(),
+            kv_version: kv,
+            version: version.map(str::to_owned),
+        }
+    }
+
+    fn v2(path: &str) -> SecretRequest {
+        req(path, KvVersion::V2, None)
+    }
+
+    #[tokio::test]
+    async fn token_auth_reads_kv2_versions_and_kv1() {
+        let s = seeded().await;
+        let source = s.token_source();
+        let latest = source.read(&v2("secret/data/app")).await.expect("latest");
+        assert_eq!(latest.0["password"], json!("s3cr3t-three"));
+        assert_eq!(latest.0["port"], json!(5432), "JSON types are kept");
+        assert_eq!(latest.0["enabled"], json!(true));
+        assert!(
+            !latest.0.contains_key("nope"),
+            "a missing key is the engine's business"
+        );
+        assert!(!format!("{latest:?}").contains("s3cr3t"));
+        let old = source
+            .read(&req("/secret/data/app/", KvVersion::V2, Some("2")))
+            .await
+            .expect("version 2");
+        assert_eq!(old.0["password"], json!("s3cr3t-two"));
+        let kv1 = source
+            .read(&req("kv1/legacy", KvVersion::V1, Some("5")))
+            .await
+            .expect("kv1 ignores versions");
+        assert_eq!(kv1.0["key"], json!("legacy-value"));
+        assert_eq!(kv1.0["n"], json!(7));
+        assert_eq!(source.login_count(), 0, "token auth never logs in");
+    }
+
+    #[tokio::test]
+    async fn kv_errors_match_avp() {
+        let s = seeded().await;
+        let source = s.token_source();
+        let cases: Vec<(SecretRequest, ReadError)> = vec![
+            (
+                v2("secret/data/missing"),
+                ReadError::NotFound(v2("secret/data/missing")),
+            ),
+            (
+                req("secret/data/app", KvVersion::V2, Some("99")),
+                ReadError::NotFound(req("secret/data/app", KvVersion::V2, Some("99"))),
+            ),
+            (
+                req("secret/data/app", KvVersion::V2, Some("1")),
+                ReadError::VersionDeleted {
+                    path: "secret/data/app".into(),
+                    version: "1".into(),
+                },
+            ),
+            (
+                req("secret/data/gone", KvVersion::V2, Some("1")),
+                ReadError::VersionDeleted {
+                    path: "secret/data/gone".into(),
+                    version: "1".into(),
+                },
+            ),
+            (
+                v2("secret/data/deleted-latest"),
+                ReadError::VersionDeleted {
+                    path: "secret/data/deleted-latest".into(),
+                    version: "1".into(),
+                },
+            ),
+            (
+                v2("secret/app"),
+                ReadError::MissingDataSegment("secret/app".into()),
+            ),
+            (
+                req("kv1/missing", KvVersion::V1, None),
+                ReadError::NotFound(req("kv1/missing", KvVersion::V1, None)),
+            ),
+            (
+                // OpenBao checks ACLs before routing: an unknown mount is denied, not missing.
+                v2("no-such-mount/data/x"),
+                ReadError::PermissionDenied("no-such-mount/data/x".into()),
+            ),
+            (
+                v2("secret/data/forbidden"),
+                ReadError::PermissionDenied("secret/data/forbidden".into()),
+            ),
+        ];
+        for (r, want) in cases {
+            let got = source.read(&r).await.expect_err(&r.path);
+            assert_eq!(got, want, "{r}");
+            s.assert_clean(&got.to_string());
+        }
+        assert!(
+            ReadError::NotFound(req("secret/data/app", KvVersion::V2, Some("99")))
+                .to_string()
+                .contains("version 99")
+        );
+        let root = s.source(&[
+            ("AVP_AUTH_TYPE", "token"),
+            ("VAULT_TOKEN", super::bao::ROOT_TOKEN),
+        ]);
+        assert_eq!(
+            root.read(&v2("no-such-mount/data/x")).await,
+            Err(ReadError::NotFound(v2("no-such-mount/data/x")))
+        );
+        // KV v2 mode on a KV v1 secret: AVP's "check that kv-v2 is the correct engine".
+        let err = source
+            .read(&v2("kv1/data/flat"))
+            .await
+            .expect_err("kv1 as kv2");
+        assert!(
+            err.to_string().contains("kv-v2 is the correct engine"),
+            "{err}"
+        );
+        s.assert_clean(&err.to_string());
+        // Vault's own validation error, passed through.
+        let err = source
+            .read(&v2("sys/mounts/kv1/tune"))
+            .await
+            .expect_err("not a kv path");
+        s.assert_clean(&err.to_string());
+    }
+
+    #[tokio::test]
+    async fn approle_logs_in_once_for_concurrent_reads() {
+        let s = seeded().await;
+        let source = std::sync::Arc::new(s.approle());
+        let reads = (0..16).map(|i| {
+            let source = source.clone();
+            tokio::spawn(async move {
+                let path = if i % 2 == 0 {
+                    "secret/data/app"
+                } else {
+                    "kv1/legacy"
+                };
+                let kv = if i % 2 == 0 {
+                    KvVersion::V2
+                } else {
+                    KvVersion::V1
+                };
+                source.read(&req(path, kv, None)).await
+            })
+        });
+        for r in reads {
+            r.await.expect("join").expect("read");
+        }
+        assert_eq!(source.login_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn userpass_login_and_rejected_credentials() {
+        let s = seeded().await;
+        let good = s.source(&[
+            ("AVP_AUTH_TYPE", "userpass"),
+            ("AVP_USERNAME", "alice"),
+            ("AVP_PASSWORD", "alice-password-9"),
+        ]);
+        assert_eq!(
+            good.read(&v2("secret/data/app")).await.expect("read").0["user"],
+            json!("alice")
+        );
+        assert_eq!(good.login_count(), 1);
+        let bad = s.source(&[
+            ("AVP_AUTH_TYPE", "userpass"),
+            ("AVP_USERNAME", "alice"),
+            ("AVP_PASSWORD", "wrong-password-1"),
+        ]);
+        let err = bad
+            .read(&v2("secret/data/app"))
+            .await
+            .expect_err("bad password");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("vault read of secret/data/app failed: vault login (userpass at auth/userpass) failed: HTTP 400"),
+            "{msg}"
+        );
+        assert!(!msg.contains("wrong-password-1"), "{msg}");
+        s.assert_clean(&msg);
+        let bad_role = s.source(&[
+            ("AVP_AUTH_TYPE", "approle"),
+            ("AVP_ROLE_ID", &s.role_id),
+            ("AVP_SECRET_ID", "not-the-secret-id"),
+        ]);
+        let msg = bad_role
+            .read(&v2("secret/data/app"))
+            .await
+            .expect_err("bad secret id")
+            .to_string();
+        assert!(
+            msg.contains("vault login (approle at auth/approle) failed"),
+            "{msg}"
+        );
+        assert!(!msg.contains("not-the-secret-id"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn kubernetes_login_errors_name_the_file_not_its_content() {
+        let s = seeded().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jwt = dir.path().join("token");
+        std::fs::write(&jwt, "header.jwt-content-secret.sig\n").expect("write");
+        let jwt_path = jwt.display().to_string();
+        let source = s.source(&[
+            ("AVP_AUTH_TYPE", "k8s"),
+            ("AVP_K8S_ROLE", "argocd"),
+            ("AVP_K8S_TOKEN_PATH", &jwt_path),
+        ]);
+        // The kubernetes method is enabled but not configured: Vault refuses the login.
+        let msg = source
+            .read(&v2("secret/data/app"))
+            .await
+            .expect_err("unconfigured k8s auth")
+            .to_string();
+        assert!(
+            msg.contains("vault login (kubernetes at auth/kubernetes) failed"),
+            "{msg}"
+        );
+        assert!(!msg.contains("jwt-content-secret"), "{msg}");
+        let missing = s.source(&[
+            ("AVP_AUTH_TYPE", "k8s"),
+            ("AVP_K8S_ROLE", "argocd"),
+            ("AVP_K8S_TOKEN_PATH", "/nonexistent/token"),
+        ]);
+        let msg = missing
+            .read(&v2("secret/data/app"))
+            .await
+            .expect_err("no jwt")
+            .to_string();
+        assert!(
+            msg.contains("reading kubernetes service account token /nonexistent/token"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn permission_denied_and_revoked_tokens() {
+        let s = seeded().await;
+        let approle = s.approle();
+        assert_eq!(
+            approle.read(&v2("secret/data/forbidden")).await,
+            Err(ReadError::PermissionDenied("secret/data/forbidden".into()))
+        );
+        assert_eq!(
+            approle.login_count(),
+            2,
+            "a 403 logs in again once, then gives up"
+        );
+        // Revoke every token issued by the approle login: the next read logs in again.
+        s.bao
+            .api(
+                "POST",
+                "sys/leases/revoke-prefix/auth/approle/login",
+                Value::Null,
+            )
+            .await;
+        let data = approle
+            .read(&v2("secret/data/app"))
+            .await
+            .expect("re-login");
+        assert_eq!(data.0["user"], json!("alice"));
+        assert_eq!(approle.login_count(), 3);
+        // A static token is never replaced: once revoked, reads are denied.
+        let token = s.token_source();
+        token
+            .read(&v2("secret/data/app"))
+            .await
+            .expect("token works");
+        s.bao
+            .api("POST", "auth/token/revoke", json!({"token": s.token}))
+            .await;
+        let err = token
+            .read(&v2("secret/data/app"))
+            .await
+            .expect_err("revoked");
+        assert_eq!(err, ReadError::PermissionDenied("secret/data/app".into()));
+        assert_eq!(token.login_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn short_lived_tokens_are_replaced() {
+        let s = seeded().await;
+        s.bao
+            .api(
+                "POST",
+                "auth/approle/role/short",
+                json!({"token_policies": ["reader"], "token_ttl": "2s", "token_max_ttl": "2s"}),
+            )
+            .await;
+        let role_id = s
+            .bao
+            .api("GET", "auth/approle/role/short/role-id", Value::Null)
+            .await["data"]["role_id"]
+            .as_str()
+            .expect("role_id")
+            .to_owned();
+        let secret_id = s
+            .bao
+            .api("POST", "auth/approle/role/short/secret-id", Value::Null)
+            .await["data"]["secret_id"]
+            .as_str()
+            .expect("secret_id")
+            .to_owned();
+        let source = s.source(&[
+            ("AVP_AUTH_TYPE", "approle"),
+            ("AVP_ROLE_ID", &role_id),
+            ("AVP_SECRET_ID", &secret_id),
+        ]);
+        source.read(&v2("secret/data/app")).await.expect("first");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        source
+            .read(&v2("secret/data/app"))
+            .await
+            .expect("after expiry");
+        assert_eq!(source.login_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn namespace_is_sent() {
+        let s = seeded().await;
+        s.bao.api("POST", "sys/namespaces/team-a", json!({})).await;
+        s.bao
+            .api_ns(
+                "team-a",
+                "POST",
+                "sys/mounts/secret",
+                json!({"type": "kv", "options": {"version": "2"}}),
+            )
+            .await;
+        s.bao
+            .api_ns(
+                "team-a",
+                "POST",
+                "secret/data/app",
+                json!({"data": {"k": "ns-value"}}),
+            )
+            .await;
+        let in_ns = s.source(&[
+            ("AVP_AUTH_TYPE", "token"),
+            ("VAULT_TOKEN", super::bao::ROOT_TOKEN),
+            ("VAULT_NAMESPACE", "team-a"),
+        ]);
+        assert_eq!(
+            in_ns
+                .read(&v2("secret/data/app"))
+                .await
+                .expect("in namespace")
+                .0["k"],
+            json!("ns-value")
+        );
+        let root = s.source(&[
+            ("AVP_AUTH_TYPE", "token"),
+            ("VAULT_TOKEN", super::bao::ROOT_TOKEN),
+        ]);
+        assert_eq!(
+            root.read(&v2("secret/data/app")).await.expect("root").0["user"],
+            json!("alice")
+        );
+    }
+
+    #[tokio::test]
+    async fn vault_stopped_is_a_clear_bounded_error() {
+        let mut s = seeded().await;
+        let source = s.approle();
+        source.read(&v2("secret/data/app")).await.expect("up");
+        s.bao.stop();
+        let started = std::time::Instant::now();
+        let err = source.read(&v2("secret/data/app")).await.expect_err("down");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("vault read of secret/data/app failed: cannot connect to vault"),
+            "{msg}"
+        );
+        s.assert_clean(&msg);
+        // A fresh source (login needed) fails the same way.
+        let fresh = s.approle();
+        let msg = fresh
+            .read(&v2("secret/data/app"))
+            .await
+            .expect_err("down")
+            .to_string();
+        assert!(
+            msg.contains("vault login (approle at auth/approle) failed"),
+            "{msg}"
+        );
+        s.assert_clean(&msg);
+    }
+
+    #[tokio::test]
+    async fn tls_verification_ca_and_client_identity() {
+        let s = seed(Bao::start_tls().await).await;
+        let ca = s.bao.tls_file("vault-ca.pem");
+        let token = [
+            ("AVP_AUTH_TYPE", "token"),
+            ("VAULT_TOKEN", s.token.as_str()),
+        ];
+        fn with<'a>(
+            token: &[(&'a str, &'a str)],
+            extra: &[(&'a str, &'a str)],
+        ) -> Vec<(&'a str, &'a str)> {
+            token.iter().chain(extra).copied().collect()
+        }
+        let untrusted = s.source(&with(&token, &[]));
+        let msg = untrusted
+            .read(&v2("secret/data/app"))
+            .await
+            .expect_err("unknown CA")
+            .to_string();
+        assert!(msg.contains("certificate"), "{msg}");
+        s.assert_clean(&msg);
+        let trusted = s.source(&with(&token, &[("VAULT_CACERT", &ca)]));
+        assert_eq!(
+            trusted
+                .read(&v2("secret/data/app"))
+                .await
+                .expect("with CA")
+                .0["user"],
+            json!("alice")
+        );
+        let ca_dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(&ca, ca_dir.path().join("ca.pem")).expect("copy");
+        let ca_path = ca_dir.path().display().to_string();
+        let by_dir = s.source(&with(&token, &[("VAULT_CAPATH", &ca_path)]));
+        by_dir
+            .read(&v2("secret/data/app"))
+            .await
+            .expect("with CA dir");
+        let skip = s.source(&with(&token, &[("VAULT_SKIP_VERIFY", "true")]));
+        skip.read(&v2("secret/data/app"))
+            .await
+            .expect("skip verify");
+        // A client identity is loaded and offered (the dev server does not require one).
+        let cert = s.bao.tls_file("vault-cert.pem");
+        let key = s.bao.tls_file("vault-key.pem");
+        let mtls = s.source(&with(
+            &token,
+            &[
+                ("VAULT_CACERT", &ca),
+                ("VAULT_CLIENT_CERT", &cert),
+                ("VAULT_CLIENT_KEY", &key),
+            ],
+        ));
+        mtls.read(&v2("secret/data/app"))
+            .await
+            .expect("with identity");
+    }
+}
+
+/// A real OpenBao dev server for tests: started on a free port, stopped on drop.
+///
+/// Self-contained on purpose (std, tokio, reqwest, tempfile). The binary is `$BAO_BIN`, else
+/// `<crate>/.tools/bin/bao` (installed by `scripts/install-tools.sh`), else `bao` on `PATH`;
+/// without one the test fails saying so: it never skips silently.
+#[cfg(test)]
+pub(crate) mod bao {
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+
+    pub const ROOT_TOKEN: &str = "root-token-for-tests";
+
+    pub struct Bao {
+        pub addr: String,
+        child: Option<Child>,
+        dir: tempfile::TempDir,
+        http: reqwest::Client,
+    }
+
+    fn binary() -> PathBuf {
+        if let Some(p) = std::env::var_os("BAO_BIN") {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "BAO_BIN={} is not a file", p.display());
+            return p;
+        }
+        let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/bao");
+        if local.is_file() {
+            return local;
+        }
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|d| d.join("bao"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "OpenBao is needed for this test and was not found: run scripts/install-tools.sh \
+                     (installs .tools/bin/bao), put `bao` on PATH, or set BAO_BIN"
+                )
+            })
+    }
+
+    /// A port whose successor is free too (the dev server also binds port+1 for clustering).
+    fn free_port_pair() -> u16 {
+        for _ in 0..200 {
+            let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
+                continue;
+            };
+            let Ok(port) = l.local_addr().map(|a| a.port()) else {
+                continue;
+            };
+            if port < 65000 && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+                return port;
+            }
+        }
+        panic!("no free pair of TCP ports on 127.0.0.1");
+    }
+
+    impl Bao {
+        pub async fn start() -> Bao {
+            Self::launch(false).await
+        }
+
+        /// With `-dev-tls`: a generated CA and certificate (for 127.0.0.1) in [`Bao::tls_file`].
+        pub async fn start_tls() -> Bao {
+            Self::launch(true).await
+        }
+
+        async fn launch(tls: bool) -> Bao {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let bin = binary();
+            let mut last_log = String::new();
+            // Another process may take the port between our probe and bao's bind: retry.
+            for _ in 0..5 {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let port = free_port_pair();
+                let log = std::fs::File::create(dir.path().join("bao.log")).expect("log file");
+                let mut cmd = Command::new(&bin);
+                cmd.args([
+                    "server",
+                    "-dev",
+                    "-dev-no-store-token",
+                    &format!("-dev-root-token-id={ROOT_TOKEN}"),
+                    &format!("-dev-listen-address=127.0.0.1:{port}"),
+                ])
+                .env("HOME", dir.path())
+                .env_remove("VAULT_ADDR")
+                .env_remove("BAO_ADDR")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log file"))
+                .stderr(log);
+                if tls {
+                    let certs = dir.path().join("tls");
+                    std::fs::create_dir(&certs).expect("tls dir");
+                    cmd.args([
+                        "-dev-tls",
+                        &format!("-dev-tls-cert-dir={}", certs.display()),
+                    ]);
+                }
+                let child = cmd
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+                let scheme = if tls { "https" } else { "http" };
+                let http = reqwest::Client::builder()
+                    .tls_danger_accept_invalid_certs(true)
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .expect("http client");
+                let mut bao = Bao {
+                    addr: format!("{scheme}://127.0.0.1:{port}"),
+                    child: Some(child),
+                    dir,
+                    http,
+                };
+                if bao.wait_ready().await {
+                    return bao;
+                }
+                last_log = bao.log();
+                bao.stop();
+            }
+            panic!("OpenBao dev server did not start; last log:\n{last_log}");
+        }
+
+        async fn wait_ready(&mut self) -> bool {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Some(child) = self.child.as_mut()
+                    && !matches!(child.try_wait(), Ok(None))
+                {
+                    return false;
+                }
+                let health = self
+                    .http
+                    .get(format!("{}/v1/sys/health", self.addr))
+                    .send()
+                    .await;
+                if health.is_ok_and(|r| r.status().is_success()) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+
+        pub fn log(&self) -> String {
+            std::fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default()
+        }
+
+        /// A file of `-dev-tls` mode (`vault-ca.pem`, `vault-cert.pem`, `vault-key.pem`).
+        pub fn tls_file(&self, name: &str) -> String {
+            self.dir.path().join("tls").join(name).display().to_string()
+        }
+
+        /// An API call with the root token; panics unless it succeeds. Returns the JSON body.
+        pub async fn api(&self, method: &str, path: &str, body: Value) -> Value {
+            self.call(None, method, path, body).await
+        }
+
+        /// Like [`Bao::api`], in a namespace.
+        pub async fn api_ns(&self, ns: &str, method: &str, path: &str, body: Value) -> Value {
+            self.call(Some(ns), method, path, body).await
+        }
+
+        async fn call(&self, ns: Option<&str>, method: &str, path: &str, body: Value) -> Value {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}/v1/{path}", self.addr))
+                .header("x-vault-token", ROOT_TOKEN);
+            if let Some(ns) = ns {
+                req = req.header("x-vault-namespace", ns);
+            }
+            if !body.is_null() {
+                req = req
+                    .header("content-type", "application/json")
+                    .body(body.to_string());
+            }
+            let resp = req
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            assert!(
+                status.is_success(),
+                "{method} {path}: HTTP {status}: {text}"
+            );
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        }
+
+        /// Stops the server (idempotent).
+        pub fn stop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    impl Drop for Bao {
+        fn drop(&mut self) {
+            self.stop();
+        }
     }
 }
