@@ -13,7 +13,14 @@ pub fn init(default_format: &str) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .or_else(|| EnvFilter::try_new(level.to_lowercase()).ok())
+        // vaultrs and rustify log every failed Vault call at ERROR; our own error says it once.
+        .or_else(|| {
+            EnvFilter::try_new(format!(
+                "{},vaultrs=warn,rustify=warn",
+                level.to_lowercase()
+            ))
+            .ok()
+        })
         .unwrap_or_else(|| EnvFilter::new("info"));
     let format = std::env::var(LOG_FORMAT_ENV).unwrap_or_else(|_| default_format.to_owned());
     let builder = tracing_subscriber::fmt()
