@@ -504,7 +504,7 @@ mod tests {
             "AVP_SECRET_ID": b64("sid-value-123"),
         }})
         .to_string();
-        let server = fake::Server::start(vec![(200, body)]).await;
+        let server = crate::secrets::fake_http::Server::start(vec![(200, body)]).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let token = dir.path().join("token");
         std::fs::write(&token, "sa-token-xyz\n").expect("write");
@@ -539,7 +539,7 @@ mod tests {
 
     #[tokio::test]
     async fn api_errors_name_the_secret_never_values_or_token() {
-        let server = fake::Server::start(vec![
+        let server = crate::secrets::fake_http::Server::start(vec![
             (404, "{}".into()),
             (403, "{}".into()),
             (
@@ -596,64 +596,6 @@ mod tests {
                 !m.contains("sa-token-xyz") && !m.contains("sid-value-123"),
                 "{m}"
             );
-        }
-    }
-
-    /// A minimal HTTP/1.1 server answering canned responses in order and recording requests.
-    mod fake {
-        use std::sync::Arc;
-
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        use tokio::sync::Mutex;
-
-        pub struct Server {
-            pub addr: String,
-            seen: Arc<Mutex<Vec<String>>>,
-            task: tokio::task::JoinHandle<()>,
-        }
-
-        impl Server {
-            pub async fn start(mut answers: Vec<(u16, String)>) -> Server {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                let addr = format!("http://{}", listener.local_addr().expect("addr"));
-                let seen = Arc::new(Mutex::new(Vec::new()));
-                let log = seen.clone();
-                answers.reverse();
-                let task = tokio::spawn(async move {
-                    while let Ok((mut s, _)) = listener.accept().await {
-                        let mut buf = Vec::new();
-                        let mut chunk = [0u8; 4096];
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        log.lock()
-                            .await
-                            .push(String::from_utf8_lossy(&buf).to_string());
-                        let (status, body) = answers.pop().unwrap_or((500, String::new()));
-                        let resp = format!(
-                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let _ = s.write_all(resp.as_bytes()).await;
-                    }
-                });
-                Server { addr, seen, task }
-            }
-
-            pub async fn requests(&self) -> Vec<String> {
-                self.seen.lock().await.clone()
-            }
-        }
-
-        impl Drop for Server {
-            fn drop(&mut self) {
-                self.task.abort();
-            }
         }
     }
 }

@@ -84,6 +84,8 @@ pub trait SecretSource: Send + Sync {
 
 pub mod cache;
 pub mod config;
+#[cfg(test)]
+mod fake_http;
 pub mod kube;
 pub mod policy;
 pub mod vault;

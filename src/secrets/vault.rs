@@ -867,12 +867,13 @@ mod tests {
 
     #[tokio::test]
     async fn github_login_posts_the_token_and_uses_the_returned_one() {
-        let server = fake::Server::start(vec![
+        let server = crate::secrets::fake_http::Server::start(vec![
             (
                 200,
-                json!({"auth": {"client_token": "gh-issued-token", "lease_duration": 3600, "renewable": true}}),
+                json!({"auth": {"client_token": "gh-issued-token", "lease_duration": 3600, "renewable": true}})
+                    .to_string(),
             ),
-            (200, json!({"data": {"data": {"k": "v"}, "metadata": {"version": 1}}})),
+            (200, json!({"data": {"data": {"k": "v"}, "metadata": {"version": 1}}}).to_string()),
         ])
         .await;
         let mut c = config(
@@ -923,8 +924,11 @@ mod tests {
 
     #[tokio::test]
     async fn github_login_failure_names_mount_not_token() {
-        let server =
-            fake::Server::start(vec![(400, json!({"errors": ["failed to verify token"]}))]).await;
+        let server = crate::secrets::fake_http::Server::start(vec![(
+            400,
+            json!({"errors": ["failed to verify token"]}).to_string(),
+        )])
+        .await;
         let source = VaultSource::new(config(
             &server.addr,
             Auth::GitHub {
@@ -942,84 +946,6 @@ mod tests {
             err.to_string(),
             "vault read of secret/data/app failed: vault login (github at auth/github) failed: HTTP 400: failed to verify token"
         );
-    }
-
-    /// A minimal HTTP/1.1 server answering canned JSON responses in order and recording
-    /// each request (head and body) as text.
-    mod fake {
-        use std::sync::Arc;
-
-        use serde_json::Value;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        use tokio::sync::Mutex;
-
-        pub struct Server {
-            pub addr: String,
-            seen: Arc<Mutex<Vec<String>>>,
-            task: tokio::task::JoinHandle<()>,
-        }
-
-        impl Server {
-            pub async fn start(mut answers: Vec<(u16, Value)>) -> Server {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                let addr = format!("http://{}", listener.local_addr().expect("addr"));
-                let seen = Arc::new(Mutex::new(Vec::new()));
-                let log = seen.clone();
-                answers.reverse();
-                let task = tokio::spawn(async move {
-                    while let Ok((mut s, _)) = listener.accept().await {
-                        // One request per connection is enough: we answer `Connection: close`.
-                        let mut buf = Vec::new();
-                        let mut chunk = [0u8; 4096];
-                        let text = loop {
-                            let Ok(n) = s.read(&mut chunk).await else {
-                                break None;
-                            };
-                            if n == 0 {
-                                break None;
-                            }
-                            buf.extend_from_slice(&chunk[..n]);
-                            let text = String::from_utf8_lossy(&buf).to_string();
-                            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                                let len = head
-                                    .lines()
-                                    .find_map(|l| {
-                                        let (k, v) = l.split_once(':')?;
-                                        k.eq_ignore_ascii_case("content-length")
-                                            .then(|| v.trim().parse::<usize>().ok())?
-                                    })
-                                    .unwrap_or(0);
-                                if body.len() >= len {
-                                    break Some(text);
-                                }
-                            }
-                        };
-                        let Some(text) = text else { continue };
-                        log.lock().await.push(text);
-                        let (status, body) = answers.pop().unwrap_or((500, Value::Null));
-                        let body = body.to_string();
-                        let resp = format!(
-                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let _ = s.write_all(resp.as_bytes()).await;
-                    }
-                });
-                Server { addr, seen, task }
-            }
-
-            pub async fn requests(&self) -> Vec<String> {
-                self.seen.lock().await.clone()
-            }
-        }
-
-        impl Drop for Server {
-            fn drop(&mut self) {
-                self.task.abort();
-            }
-        }
     }
 }
 
