@@ -95,6 +95,10 @@ pub struct SecretsArgs {
         value_delimiter = ','
     )]
     pub leak_guard_projects: Vec<String>,
+    /// Distinct secret reads (unique path and version) one render may need; more fail the
+    /// request before anything is read.
+    #[arg(long, env = "AVP_SIDECAR_MAX_SECRET_READS", default_value_t = 1000)]
+    pub max_secret_reads: usize,
     /// Kubernetes API URL (default: in-cluster service).
     #[arg(long, env = "AVP_SIDECAR_KUBE_API", hide = true)]
     pub kube_api: Option<String>,
@@ -154,6 +158,7 @@ impl SecretsArgs {
             config_secrets,
             concurrency: self.read_concurrency.max(1),
             policy,
+            max_reads: self.max_secret_reads,
         })
     }
 
@@ -213,9 +218,22 @@ pub struct ServeArgs {
     /// Max number of entries in a repository archive.
     #[arg(long, env = "AVP_SIDECAR_MAX_ENTRIES", default_value_t = 200_000)]
     pub max_entries: u64,
-    /// Deadline in seconds for requests that carry none (0 = none, like Argo).
-    #[arg(long, env = "AVP_SIDECAR_DEFAULT_TIMEOUT_SECONDS", default_value_t = 0)]
+    /// Deadline in seconds for requests that carry none (0 = none, as Argo's server). The
+    /// repo-server always sends one; this bounds other clients.
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_DEFAULT_TIMEOUT_SECONDS",
+        default_value_t = 300
+    )]
     pub default_timeout_seconds: u64,
+    /// Streaming requests in progress at once (each holds a spooled archive and an extracted
+    /// repository on disk); more are refused with RESOURCE_EXHAUSTED. 0: no limit.
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 128
+    )]
+    pub max_concurrent_requests: usize,
     /// Memory for rendered output reused across requests with identical inputs, in MiB
     /// (0 disables the render cache).
     #[arg(long, env = "AVP_SIDECAR_RENDER_CACHE_MB", default_value_t = 128)]
@@ -255,8 +273,17 @@ pub struct Settings {
     pub max_compressed_bytes: u64,
     pub unpack_limits: UnpackLimits,
     pub default_timeout: Option<Duration>,
+    /// Admission for streaming requests; `None` when unlimited.
+    pub request_slots: Option<RequestSlots>,
     pub drain_timeout: Duration,
     pub renderer: crate::render::Renderer,
+}
+
+/// The cap on streaming requests in progress.
+#[derive(Clone, Debug)]
+pub struct RequestSlots {
+    pub semaphore: std::sync::Arc<tokio::sync::Semaphore>,
+    pub limit: usize,
 }
 
 impl RenderArgs {
@@ -307,6 +334,12 @@ impl ServeArgs {
             },
             default_timeout: (self.default_timeout_seconds > 0)
                 .then(|| Duration::from_secs(self.default_timeout_seconds)),
+            request_slots: (self.max_concurrent_requests > 0).then(|| RequestSlots {
+                semaphore: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                    self.max_concurrent_requests,
+                )),
+                limit: self.max_concurrent_requests,
+            }),
             drain_timeout: Duration::from_secs(self.drain_seconds),
             renderer: self.render.renderer()?,
         })

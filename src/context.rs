@@ -53,6 +53,35 @@ impl RequestEnv {
     }
 }
 
+/// The one rule for operator configuration versus requests: operator settings (Vault address,
+/// auth, credentials, TLS, mounts, KV version, path validation; our own `AVP_SIDECAR_*` policy,
+/// limits and tool paths; the tools' own `HELM_*`/`KUSTOMIZE_*`, `PATH` and the loader's
+/// `LD_*`) come from flags, the process env and the `-c` file, read once at startup. The request
+/// env is only ever read by name for app context (`ARGOCD_APP_*`, `KUBE_*`), the plugin env
+/// the built-ins understand (`IMAGE_NAME`, `IMAGE_TAG`, `APP_REPO`: validated data), and
+/// `AVP_SECRET` (checked against the operator's allowlist); children see it minus
+/// [`is_reserved_name`]. This returns the names in a request that look like attempts to set an
+/// operator setting (AVP would have honoured `ARGOCD_ENV_VAULT_ADDR` and friends), so they can
+/// be reported; their values are never read.
+pub fn ignored_operator_names(request: &RequestEnv) -> Vec<&str> {
+    const SETTING_PREFIXES: &[&str] = &["VAULT_", "AVP_", "BAO_"];
+    let mut names: Vec<&str> = request
+        .entries()
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|name| match name.strip_prefix(PLUGIN_ENV_PREFIX) {
+            Some(bare) => {
+                let bare = bare.to_ascii_uppercase();
+                bare != "AVP_SECRET" && SETTING_PREFIXES.iter().any(|p| bare.starts_with(p))
+            }
+            None => is_reserved_name(name),
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 /// Names a request may not override in a child's environment, even though the child env is
 /// otherwise "server env, then request env" like Argo's: the request cannot redirect tools or
 /// the dynamic loader.
@@ -117,6 +146,33 @@ mod tests {
         assert_eq!(e.get("B"), Some(""));
         assert_eq!(e.non_empty("B"), None);
         assert_eq!(e.entries().len(), 3);
+    }
+
+    #[test]
+    fn operator_setting_attempts_are_named() {
+        let req = RequestEnv::new(env(&[
+            ("ARGOCD_APP_NAME", "web"),
+            ("ARGOCD_ENV_VAULT_ADDR", "http://evil"),
+            ("ARGOCD_ENV_avp_auth_type", "token"),
+            ("ARGOCD_ENV_AVP_SIDECAR_LEAK_GUARD", "allow"),
+            ("ARGOCD_ENV_AVP_SECRET", "team:cfg"),
+            ("ARGOCD_ENV_IMAGE_TAG", "1.2.3"),
+            ("ARGOCD_ENV_PATH", "/evil"),
+            ("PATH", "/evil"),
+            ("LD_PRELOAD", "/evil.so"),
+            ("VAULT_ADDR", "http://evil"),
+        ]));
+        assert_eq!(
+            ignored_operator_names(&req),
+            [
+                "ARGOCD_ENV_AVP_SIDECAR_LEAK_GUARD",
+                "ARGOCD_ENV_VAULT_ADDR",
+                "ARGOCD_ENV_avp_auth_type",
+                "LD_PRELOAD",
+                "PATH",
+                "VAULT_ADDR",
+            ]
+        );
     }
 
     #[test]

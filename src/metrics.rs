@@ -40,6 +40,7 @@ macro_rules! counters {
 counters! {
     requests_total: "CMP RPCs received",
     requests_failed_total: "CMP RPCs answered with an error",
+    requests_rejected_total: "streaming RPCs refused at the concurrent-request limit",
     vault_logins_total: "Vault logins",
     vault_renewals_total: "Vault token renewals",
     vault_reads_total: "secret reads sent to Vault",
@@ -54,6 +55,7 @@ counters! {
     tool_queue_milliseconds_total: "time renders waited for a tool slot",
     policy_denials_total: "renders refused by the per-project path policy",
     leak_guard_hits_total: "objects with placeholders outside Secret data",
+    operator_overrides_ignored_total: "requests whose env named operator settings (ignored)",
 }
 
 /// The process's counters.

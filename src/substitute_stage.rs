@@ -57,6 +57,11 @@ pub enum StageError {
     /// The operator's policy does not let this project read this path.
     #[error("project {project:?} may not read vault path {path} (operator path policy)")]
     PathDenied { project: String, path: String },
+    /// More distinct secret reads than the operator allows for one render.
+    #[error(
+        "the manifests need {count} distinct secret reads, more than the limit of {limit} (--max-secret-reads)"
+    )]
+    TooManyReads { count: usize, limit: usize },
     /// Placeholders would put secrets outside Secret data, and the policy says deny.
     #[error(
         "project {project:?}: placeholders outside kind Secret data/stringData in {objects} (leak guard: deny)"
@@ -148,12 +153,21 @@ impl ConfigSecrets {
 
 /// Shared substitution state: the operator's backend, optional config secrets, read cap,
 /// per-project policy.
-#[derive(Default)]
 pub struct Substituter {
     pub default: Backend,
     pub config_secrets: Option<ConfigSecrets>,
     pub concurrency: usize,
     pub policy: Policy,
+    /// Distinct reads one render may need (each unique path/version is one read).
+    pub max_reads: usize,
+}
+
+/// What the operator imposes on one request's reads.
+#[derive(Clone, Copy)]
+pub struct Guard<'a> {
+    pub policy: &'a Policy,
+    pub project: &'a str,
+    pub max_reads: usize,
 }
 
 impl std::fmt::Debug for Substituter {
@@ -191,7 +205,11 @@ impl Substituter {
             documents,
             self.concurrency,
             deadline,
-            Some((&self.policy, project)),
+            Some(Guard {
+                policy: &self.policy,
+                project,
+                max_reads: self.max_reads,
+            }),
         )
         .await
     }
@@ -257,17 +275,26 @@ pub async fn read_and_apply(
     documents: Vec<Value>,
     concurrency: usize,
     deadline: Option<Instant>,
-    policy: Option<(&Policy, &str)>,
+    guard: Option<Guard<'_>>,
 ) -> Result<Vec<Value>, StageError> {
     let requests = substitute::collect(&documents, &backend.options)?;
-    if let Some((policy, project)) = policy
-        && let Some(denied) = requests.iter().find(|r| !policy.allows(project, &r.path))
-    {
-        metrics::inc(&METRICS.policy_denials_total);
-        return Err(StageError::PathDenied {
-            project: project.to_owned(),
-            path: denied.path.clone(),
-        });
+    if let Some(guard) = guard {
+        if requests.len() > guard.max_reads {
+            return Err(StageError::TooManyReads {
+                count: requests.len(),
+                limit: guard.max_reads,
+            });
+        }
+        if let Some(denied) = requests
+            .iter()
+            .find(|r| !guard.policy.allows(guard.project, &r.path))
+        {
+            metrics::inc(&METRICS.policy_denials_total);
+            return Err(StageError::PathDenied {
+                project: guard.project.to_owned(),
+                path: denied.path.clone(),
+            });
+        }
     }
     let mut fetched = Fetched::new();
     if let Some(first) = requests.iter().next() {

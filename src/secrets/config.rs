@@ -2,22 +2,19 @@
 //!
 //! Owns: reading the operator's sources (process env, the `-c` config file, a Kubernetes
 //! Secret's values handed in by `kube`), their precedence, validation of every value, AVP's
-//! error texts for missing credentials, and which settings a tenant may override.
+//! error texts for missing credentials.
 //! Must not: talk to Vault or Kubernetes, read the process environment anywhere but
 //! [`from_process_env`], or print a credential (they live in [`Sensitive`]).
 //!
-//! Precedence, highest first: allowlisted tenant overrides, the operator's process env, the
-//! config file, a Kubernetes Secret (`-s`/`AVP_SECRET`), defaults (`AVP_KV_VERSION=2`).
+//! Precedence, highest first: the operator's process env, the config file, a Kubernetes Secret
+//! (`-s`/`AVP_SECRET`, operator-allowlisted), defaults (`AVP_KV_VERSION=2`).
 //!
 //! **Tenant safety, deliberately stricter than AVP.** AVP strips `ARGOCD_ENV_` from the
 //! Application's plugin env and gives those values the highest precedence, so whoever edits an
 //! Application can point the plugin at their own Vault (harvesting its AppRole secret or service
 //! account JWT), switch auth method, send any readable file as a "JWT" (`AVP_K8S_TOKEN_PATH`),
-//! turn off TLS verification or `AVP_PATH_VALIDATION`. Here the request env changes nothing by
-//! default. An operator may allow tenants a few keys, each with a documented risk
-//! ([`TENANT_ALLOWABLE`]), through a [`TenantAllowlist`]; the backend type, address, auth
-//! method, credentials, auth mounts and TLS settings ([`TENANT_FORBIDDEN`]) can never be
-//! allowed, and listing one is a configuration error at startup.
+//! turn off TLS verification or `AVP_PATH_VALIDATION`. Here no layer is ever built from request
+//! env (see `context::RequestEnv::ignored_operator_names`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -139,8 +136,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_K8S_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 /// The setting that turns the Vault backend on.
 pub const AVP_TYPE: &str = "AVP_TYPE";
-/// The prefix Argo CD puts on an Application's plugin env.
-pub const TENANT_PREFIX: &str = "ARGOCD_ENV_";
 
 /// argocd-vault-plugin backends other than Vault (for a clearer error than "unknown").
 const OTHER_AVP_BACKENDS: [&str; 10] = [
@@ -196,12 +191,6 @@ pub enum ConfigError {
     HalfClientIdentity,
     #[error("reading config file {path}: {reason}")]
     File { path: String, reason: String },
-    #[error("tenant override allowlist: {key} can never be set by tenants: {reason}")]
-    TenantForbidden { key: String, reason: &'static str },
-    #[error(
-        "tenant override allowlist: {0:?} is not a setting tenants can be allowed (allowable: AVP_KV_VERSION, AVP_PATH_VALIDATION, VAULT_NAMESPACE, VAULT_CLIENT_TIMEOUT)"
-    )]
-    TenantUnknown(String),
 }
 
 /// Looks up a setting by name in the layered sources.
@@ -228,13 +217,10 @@ pub fn from_process_env() -> HashMap<String, String> {
         .collect()
 }
 
-/// The sources of settings, highest precedence first: allowlisted tenant overrides, the
-/// operator's env, the config file, a Kubernetes Secret's values. Empty values count as unset
+/// The sources of settings, highest precedence first: the operator's env, the config file, a Kubernetes Secret's values. Empty values count as unset
 /// (viper's default), so an empty variable cannot blank out a lower layer's value.
 #[derive(Clone, Debug, Default)]
 pub struct Layered {
-    /// Output of [`tenant_overrides`] only: never raw request env.
-    pub tenant: HashMap<String, String>,
     pub env: HashMap<String, String>,
     pub file: HashMap<String, String>,
     pub secret: HashMap<String, String>,
@@ -266,14 +252,6 @@ impl Layered {
         }
     }
 
-    /// The same layers with a tenant's allowlisted overrides on top.
-    pub fn with_tenant(&self, overrides: &TenantOverrides) -> Self {
-        Self {
-            tenant: overrides.values.clone(),
-            ..self.clone()
-        }
-    }
-
     /// Whether any Vault setting is present at all (else substitution has no backend).
     pub fn configured(&self) -> bool {
         self.get(AVP_TYPE).is_some()
@@ -282,7 +260,7 @@ impl Layered {
 
 impl Lookup for Layered {
     fn get(&self, name: &str) -> Option<String> {
-        [&self.tenant, &self.env, &self.file, &self.secret]
+        [&self.env, &self.file, &self.secret]
             .into_iter()
             .find_map(|layer| layer.get(name).filter(|v| !v.is_empty()))
             .cloned()
@@ -666,158 +644,6 @@ fn parse_duration(v: &str) -> Option<Duration> {
         rest = tail;
     }
     Some(total).filter(|d| !d.is_zero() && *d <= Duration::from_secs(86_400))
-}
-
-/// Settings an operator may let tenants set with `ARGOCD_ENV_<KEY>`, and what that risks:
-/// - `AVP_KV_VERSION`: how paths without a `kv-version` annotation are read (tenants can
-///   already choose per manifest with the annotation).
-/// - `AVP_PATH_VALIDATION`: **replaces** the operator's regex, so it can loosen it; enforce
-///   paths with the per-project path policy instead.
-/// - `VAULT_NAMESPACE`: the same credentials in another namespace; only safe if the sidecar's
-///   Vault identity can read nothing there that the tenant may not see.
-/// - `VAULT_CLIENT_TIMEOUT`: how long one Vault request may take (bounded by the request's
-///   deadline anyway).
-pub const TENANT_ALLOWABLE: [&str; 4] = [
-    "AVP_KV_VERSION",
-    "AVP_PATH_VALIDATION",
-    "VAULT_NAMESPACE",
-    "VAULT_CLIENT_TIMEOUT",
-];
-
-/// Settings tenants can never set, even if an operator lists them, and why.
-pub const TENANT_FORBIDDEN: [(&str, &str); 21] = [
-    ("AVP_TYPE", "it selects the secret backend"),
-    (
-        "VAULT_ADDR",
-        "a tenant could send the sidecar's Vault credentials to a server they control",
-    ),
-    ("AVP_AUTH_TYPE", "it selects how the sidecar logs in"),
-    ("VAULT_TOKEN", "it is a credential"),
-    ("AVP_ROLE_ID", "it is a credential"),
-    ("AVP_SECRET_ID", "it is a credential"),
-    ("AVP_GITHUB_TOKEN", "it is a credential"),
-    ("AVP_USERNAME", "it is a credential"),
-    ("AVP_PASSWORD", "it is a credential"),
-    (
-        "AVP_K8S_ROLE",
-        "it selects the Vault role (and so the policies) the sidecar logs in with",
-    ),
-    (
-        "AVP_K8S_TOKEN_PATH",
-        "a tenant could send any file the sidecar can read to Vault as a JWT",
-    ),
-    ("AVP_MOUNT_PATH", "it selects where the sidecar logs in"),
-    ("AVP_K8S_MOUNT_PATH", "it selects where the sidecar logs in"),
-    ("VAULT_CACERT", "it changes which servers TLS trusts"),
-    ("VAULT_CAPATH", "it changes which servers TLS trusts"),
-    ("VAULT_CACERT_BYTES", "it changes which servers TLS trusts"),
-    ("VAULT_SKIP_VERIFY", "it turns off TLS verification"),
-    (
-        "VAULT_TLS_SERVER_NAME",
-        "it changes which servers TLS trusts",
-    ),
-    ("VAULT_CLIENT_CERT", "it is a credential"),
-    ("VAULT_CLIENT_KEY", "it is a credential"),
-    (
-        "AVP_SECRET",
-        "config Secrets are governed by the operator's config-secret allowlist",
-    ),
-];
-
-/// The operator's list of settings tenants may override, validated at startup.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TenantAllowlist(Vec<&'static str>);
-
-impl TenantAllowlist {
-    /// From operator flags; entries may be comma-separated, any case, with or without
-    /// `ARGOCD_ENV_`. A forbidden or unknown key is an error, not silently dropped.
-    pub fn new(keys: &[String]) -> Result<Self, ConfigError> {
-        let mut allowed = Vec::new();
-        for raw in keys.iter().flat_map(|k| k.split(',')) {
-            let key = raw.trim().to_ascii_uppercase();
-            let key = key.strip_prefix(TENANT_PREFIX).unwrap_or(&key);
-            if key.is_empty() {
-                continue;
-            }
-            if let Some((_, reason)) = TENANT_FORBIDDEN.iter().find(|(k, _)| *k == key) {
-                return Err(ConfigError::TenantForbidden {
-                    key: key.to_owned(),
-                    reason,
-                });
-            }
-            let Some(known) = TENANT_ALLOWABLE.iter().find(|k| **k == key) else {
-                return Err(ConfigError::TenantUnknown(raw.trim().to_owned()));
-            };
-            if !allowed.contains(known) {
-                allowed.push(*known);
-            }
-        }
-        Ok(Self(allowed))
-    }
-
-    pub fn keys(&self) -> &[&'static str] {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// What a request's env contributes: allowlisted, validated values, and the names of Vault/AVP
-/// settings it tried to set that were ignored (for a log line; never their values).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TenantOverrides {
-    pub values: HashMap<String, String>,
-    pub ignored: Vec<String>,
-}
-
-impl TenantOverrides {
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-}
-
-/// The request env's `ARGOCD_ENV_<KEY>` values that the operator allowed, keyed by `<KEY>`
-/// (upper-cased, as viper is case-insensitive), each validated like an operator value.
-/// Everything else is ignored; `AVP_*`/`VAULT_*` names among them are listed in `ignored`
-/// (except `AVP_SECRET`, which the config-secret policy handles). Other request variables
-/// (without the prefix) are Argo CD's build env and never settings.
-pub fn tenant_overrides<'a>(
-    request_env: impl IntoIterator<Item = (&'a str, &'a str)>,
-    allowlist: &TenantAllowlist,
-) -> Result<TenantOverrides, ConfigError> {
-    let mut out = TenantOverrides::default();
-    for (name, value) in request_env {
-        let Some(key) = name.strip_prefix(TENANT_PREFIX) else {
-            continue;
-        };
-        let key = key.to_ascii_uppercase();
-        if let Some(allowed) = allowlist.0.iter().find(|k| **k == key) {
-            if value.is_empty() {
-                continue;
-            }
-            validate_tenant_value(allowed, value)?;
-            out.values.insert(key, value.to_owned());
-        } else if (key.starts_with("AVP_") || key.starts_with("VAULT_")) && key != "AVP_SECRET" {
-            out.ignored.push(format!("{TENANT_PREFIX}{key}"));
-        }
-    }
-    out.ignored.sort();
-    out.ignored.dedup();
-    Ok(out)
-}
-
-/// The same checks as for operator values, so a bad tenant value fails that request clearly.
-fn validate_tenant_value(key: &str, value: &str) -> Result<(), ConfigError> {
-    let v = Some(value.to_owned());
-    match key {
-        "AVP_KV_VERSION" => parse_kv_version(v).map(drop),
-        "AVP_PATH_VALIDATION" => parse_path_validation(v).map(drop),
-        "VAULT_NAMESPACE" => parse_namespace(v).map(drop),
-        "VAULT_CLIENT_TIMEOUT" => parse_timeout(v).map(drop),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
@@ -1211,7 +1037,6 @@ mod tests {
     #[test]
     fn precedence_env_over_file_over_secret() {
         let layered = Layered {
-            tenant: HashMap::new(),
             env: map(&[("VAULT_ADDR", "http://env:8200"), ("AVP_KV_VERSION", "")]),
             file: map(&[("VAULT_ADDR", "http://file:8200"), ("AVP_KV_VERSION", "1")]),
             secret: map(&[
@@ -1317,164 +1142,5 @@ mod tests {
             .expect_err("bad line");
         assert!(err.to_string().contains("line 2"), "{err}");
         assert!(!err.to_string().contains("pasted-token"), "{err}");
-    }
-
-    /// Every key family a tenant might try, each with a hostile value.
-    const HOSTILE: [(&str, &str); 22] = [
-        ("ARGOCD_ENV_AVP_TYPE", "awssecretsmanager"),
-        ("ARGOCD_ENV_VAULT_ADDR", "http://attacker:8200"),
-        ("ARGOCD_ENV_VAULT_NAMESPACE", "other-team"),
-        ("ARGOCD_ENV_AVP_AUTH_TYPE", "token"),
-        ("ARGOCD_ENV_VAULT_TOKEN", "attacker"),
-        ("ARGOCD_ENV_AVP_ROLE_ID", "attacker"),
-        ("ARGOCD_ENV_AVP_SECRET_ID", "attacker"),
-        ("ARGOCD_ENV_AVP_USERNAME", "attacker"),
-        ("ARGOCD_ENV_AVP_PASSWORD", "attacker"),
-        ("ARGOCD_ENV_AVP_GITHUB_TOKEN", "attacker"),
-        ("ARGOCD_ENV_AVP_K8S_ROLE", "admin"),
-        ("ARGOCD_ENV_AVP_K8S_TOKEN_PATH", "/etc/shadow"),
-        ("ARGOCD_ENV_AVP_MOUNT_PATH", "auth/evil"),
-        ("ARGOCD_ENV_AVP_K8S_MOUNT_PATH", "auth/evil"),
-        ("ARGOCD_ENV_VAULT_CACERT", "/tmp/evil.pem"),
-        ("ARGOCD_ENV_VAULT_CAPATH", "/tmp"),
-        ("ARGOCD_ENV_VAULT_SKIP_VERIFY", "true"),
-        ("ARGOCD_ENV_VAULT_CLIENT_CERT", "/tmp/c"),
-        ("ARGOCD_ENV_avp_kv_version", "1"),
-        ("ARGOCD_ENV_AVP_PATH_VALIDATION", ".*"),
-        ("ARGOCD_ENV_VAULT_CLIENT_TIMEOUT", "1h"),
-        ("VAULT_ADDR", "http://attacker-unprefixed:8200"),
-    ];
-
-    fn operator() -> Layered {
-        Layered {
-            env: map(&[
-                ("AVP_TYPE", "vault"),
-                ("VAULT_ADDR", "https://vault.op:8200"),
-                ("AVP_AUTH_TYPE", "k8s"),
-                ("AVP_K8S_ROLE", "argocd"),
-                ("AVP_PATH_VALIDATION", "^secret/data/"),
-            ]),
-            ..Layered::default()
-        }
-    }
-
-    #[test]
-    fn tenant_env_changes_nothing_by_default() {
-        let o = tenant_overrides(HOSTILE, &TenantAllowlist::default()).expect("ok");
-        assert!(o.is_empty());
-        // Every prefixed AVP/VAULT key is reported as ignored (by name), the plain one is not.
-        assert_eq!(o.ignored.len(), HOSTILE.len() - 1);
-        assert!(o.ignored.contains(&"ARGOCD_ENV_AVP_KV_VERSION".to_owned()));
-        assert!(!format!("{o:?}").contains("attacker"));
-        let c = VaultConfig::from_lookup(&operator().with_tenant(&o)).expect("config");
-        assert_eq!(c.addr, "https://vault.op:8200");
-        assert_eq!(c.namespace, None);
-        assert_eq!(
-            c.auth,
-            Auth::Kubernetes {
-                role: "argocd".into(),
-                jwt_path: DEFAULT_K8S_TOKEN_PATH.into(),
-                mount: "kubernetes".into()
-            }
-        );
-        assert_eq!(c.tls, Tls::default());
-        assert_eq!(c.kv_version, KvVersion::V2);
-        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
-        assert_eq!(
-            c.path_validation.map(|r| r.as_str().to_owned()).as_deref(),
-            Some("^secret/data/")
-        );
-    }
-
-    #[test]
-    fn allowlisted_tenant_keys_apply_and_nothing_else() {
-        let allow = TenantAllowlist::new(&[
-            "avp_kv_version, ARGOCD_ENV_VAULT_NAMESPACE".into(),
-            "AVP_PATH_VALIDATION".into(),
-            "VAULT_CLIENT_TIMEOUT".into(),
-            "AVP_KV_VERSION".into(),
-        ])
-        .expect("allowlist");
-        assert_eq!(allow.keys().len(), 4);
-        let o = tenant_overrides(HOSTILE, &allow).expect("ok");
-        assert_eq!(
-            o.values,
-            map(&[
-                ("AVP_KV_VERSION", "1"),
-                ("VAULT_NAMESPACE", "other-team"),
-                ("AVP_PATH_VALIDATION", ".*"),
-                ("VAULT_CLIENT_TIMEOUT", "1h"),
-            ])
-        );
-        let c = VaultConfig::from_lookup(&operator().with_tenant(&o)).expect("config");
-        assert_eq!(c.kv_version, KvVersion::V1);
-        assert_eq!(c.namespace.as_deref(), Some("other-team"));
-        assert_eq!(c.timeout, Duration::from_secs(3600));
-        // Still the operator's address, auth, credentials, mounts and TLS.
-        assert_eq!(c.addr, "https://vault.op:8200");
-        assert_eq!(c.auth.kind(), "k8s");
-        assert_eq!(c.auth.mount(), Some("kubernetes"));
-        assert_eq!(c.tls, Tls::default());
-        // Allowlisted values are validated like the operator's.
-        for bad in [
-            ("ARGOCD_ENV_AVP_KV_VERSION", "3"),
-            ("ARGOCD_ENV_VAULT_NAMESPACE", "a\r\nX: y"),
-            ("ARGOCD_ENV_AVP_PATH_VALIDATION", "("),
-            ("ARGOCD_ENV_VAULT_CLIENT_TIMEOUT", "forever"),
-        ] {
-            assert!(tenant_overrides([bad], &allow).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn forbidden_keys_cannot_be_allowlisted() {
-        for (key, _) in TENANT_FORBIDDEN {
-            let err = TenantAllowlist::new(&[format!("ARGOCD_ENV_{key}")]).expect_err(key);
-            assert!(
-                matches!(&err, ConfigError::TenantForbidden { key: k, .. } if k == key),
-                "{key}: {err}"
-            );
-            assert!(err.to_string().contains("can never be set by tenants"));
-        }
-        assert!(matches!(
-            TenantAllowlist::new(&["HOME".into()]),
-            Err(ConfigError::TenantUnknown(_))
-        ));
-        assert_eq!(
-            TenantAllowlist::new(&[" , ".into()]).expect("empty"),
-            TenantAllowlist::default()
-        );
-        // Every name the config reads is either allowable or forbidden.
-        for key in [
-            "AVP_TYPE",
-            "VAULT_ADDR",
-            "AVP_AUTH_TYPE",
-            "VAULT_TOKEN",
-            "AVP_ROLE_ID",
-            "AVP_SECRET_ID",
-            "AVP_GITHUB_TOKEN",
-            "AVP_K8S_ROLE",
-            "AVP_K8S_MOUNT_PATH",
-            "AVP_K8S_TOKEN_PATH",
-            "AVP_MOUNT_PATH",
-            "AVP_USERNAME",
-            "AVP_PASSWORD",
-            "AVP_KV_VERSION",
-            "AVP_PATH_VALIDATION",
-            "VAULT_NAMESPACE",
-            "VAULT_CACERT",
-            "VAULT_CAPATH",
-            "VAULT_CLIENT_CERT",
-            "VAULT_CLIENT_KEY",
-            "VAULT_SKIP_VERIFY",
-            "VAULT_CLIENT_TIMEOUT",
-            "VAULT_TLS_SERVER_NAME",
-            "VAULT_CACERT_BYTES",
-        ] {
-            assert!(
-                TENANT_ALLOWABLE.contains(&key) || TENANT_FORBIDDEN.iter().any(|(k, _)| *k == key),
-                "{key}"
-            );
-        }
     }
 }

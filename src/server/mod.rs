@@ -37,6 +37,9 @@ pub enum RequestError {
     /// The request's deadline passed.
     #[error("context deadline exceeded")]
     Deadline,
+    /// More requests in flight than the operator allows; refused before anything is written.
+    #[error("too many concurrent requests (limit {limit}, --max-concurrent-requests); retry later")]
+    Busy { limit: usize },
     /// Our own failure (work dir creation, a panicked blocking task).
     #[error("internal error: {0}")]
     Internal(String),

@@ -162,6 +162,20 @@ impl CmpService {
         Ok((workdir, unpacked))
     }
 
+    /// A place among the requests in progress, held until the request is answered.
+    fn admit(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, RequestError> {
+        let Some(slots) = &self.shared.settings.request_slots else {
+            return Ok(None);
+        };
+        match slots.semaphore.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => {
+                metrics::inc(&METRICS.requests_rejected_total);
+                Err(RequestError::Busy { limit: slots.limit })
+            }
+        }
+    }
+
     /// The render-cache key for a GenerateManifest request, known from the metadata alone.
     fn cache_key(&self, metadata: &ManifestRequestMetadata) -> render_cache::Key {
         let env: Vec<(String, String)> = metadata
@@ -206,10 +220,16 @@ impl CmpService {
         };
         let result = async {
             let job = async {
+                let _slot = self.admit()?;
                 let (workdir, unpacked) = self.receive(&mut stream, use_cache).await?;
                 let span = tracing::Span::current();
                 span.record("app", unpacked.env.app_name());
                 span.record("project", unpacked.env.project());
+                let ignored = crate::context::ignored_operator_names(&unpacked.env);
+                if !ignored.is_empty() {
+                    metrics::inc(&METRICS.operator_overrides_ignored_total);
+                    warn!(names = ?ignored, "request env names operator settings; ignored (they are set by the operator only)");
+                }
                 let result = work(unpacked, deadline).await;
                 drop(workdir);
                 result

@@ -33,16 +33,19 @@ fn code(err: &RequestError) -> Code {
         RequestError::Stream(e) => match e {
             StreamError::TooLarge { .. } => Code::ResourceExhausted,
             StreamError::Transport(_) => Code::Cancelled,
+            StreamError::Io(e) if is_disk_full(e) => Code::ResourceExhausted,
             StreamError::Io(_) => Code::Internal,
             _ => Code::InvalidArgument,
         },
         RequestError::Unpack(e) => match e {
             UnpackError::TooLarge(_) | UnpackError::TooManyEntries(_) => Code::ResourceExhausted,
+            UnpackError::Io { source, .. } if is_disk_full(source) => Code::ResourceExhausted,
             UnpackError::Io { .. } => Code::Internal,
             _ => Code::InvalidArgument,
         },
         RequestError::AppPath(_) => Code::InvalidArgument,
         RequestError::Deadline => Code::DeadlineExceeded,
+        RequestError::Busy { .. } => Code::ResourceExhausted,
         RequestError::Internal(_) => Code::Internal,
         RequestError::Pipeline(e) => match e {
             PipelineError::NotSupported { .. } => Code::FailedPrecondition,
@@ -63,10 +66,21 @@ fn code(err: &RequestError) -> Code {
                 | StageError::Leak { .. }
                 | StageError::ConfigSecret(KubeError::NotAllowed { .. }) => Code::PermissionDenied,
                 StageError::Deadline { .. } => Code::DeadlineExceeded,
+                StageError::TooManyReads { .. } => Code::ResourceExhausted,
                 _ => Code::FailedPrecondition,
             },
         },
     }
+}
+
+/// The work dir's file system is full, or a file-size limit was hit: the operator's capacity,
+/// not a broken request, so retrying later (or elsewhere) may work.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge
+    )
 }
 
 /// Builds the status for a failed RPC; `prefix` is Argo's (e.g. `error generating manifests`).
