@@ -405,10 +405,12 @@ async fn env_values_are_data_not_code() {
 
 /// A server whose "kustomize" records its process group in a pid file, traps SIGTERM and never
 /// finishes.
-fn sleep_trap_server(scratch: &Path) -> TestServer {
+fn sleep_trap_server(scratch: &Path, extra_args: &[&str]) -> TestServer {
+    let mut args = vec!["--kill-grace-seconds".to_owned(), "2".to_owned()];
+    args.extend(extra_args.iter().map(|a| a.to_string()));
     TestServer::start_with(ServerOptions {
         kustomize: Some(support::repo_root().join("tests/fixtures/tools/sleep-trap")),
-        args: vec!["--kill-grace-seconds".into(), "2".into()],
+        args,
         env: vec![(
             "SLEEP_TRAP_PIDFILE".into(),
             scratch.join("pid").display().to_string(),
@@ -453,7 +455,7 @@ fn stuck_request() -> StreamSpec {
 #[tokio::test]
 async fn deadline_kills_the_tool_process_group() {
     let scratch = tempfile::tempdir().expect("tempdir");
-    let server = sleep_trap_server(scratch.path());
+    let server = sleep_trap_server(scratch.path(), &[]);
     let started = std::time::Instant::now();
     let err = support::generate(
         &server.socket,
@@ -480,7 +482,7 @@ async fn deadline_kills_the_tool_process_group() {
 #[tokio::test]
 async fn client_cancel_kills_the_tool() {
     let scratch = tempfile::tempdir().expect("tempdir");
-    let server = sleep_trap_server(scratch.path());
+    let server = sleep_trap_server(scratch.path(), &[]);
     let socket = server.socket.clone();
     let call =
         tokio::spawn(async move { support::generate(&socket, &stuck_request(), None).await });
@@ -488,4 +490,27 @@ async fn client_cancel_kills_the_tool() {
     call.abort(); // drops the client connection mid-request
     support::assert_group_gone(pgid, Duration::from_secs(6)).await;
     assert_workdirs_removed(&server).await;
+}
+
+#[tokio::test]
+async fn requests_over_the_concurrency_cap_are_refused_until_a_slot_frees() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let server = sleep_trap_server(scratch.path(), &["--max-concurrent-requests", "1"]);
+    let socket = server.socket.clone();
+    let stuck =
+        tokio::spawn(async move { support::generate(&socket, &stuck_request(), None).await });
+    let pgid = tool_pgid(scratch.path()).await;
+    let err = support::generate(&server.socket, &spec(with_app(vec![]), "app"), None)
+        .await
+        .expect_err("over the cap");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message()
+            .contains("too many concurrent requests (limit 1"),
+        "{err:?}"
+    );
+    stuck.abort();
+    support::assert_group_gone(pgid, Duration::from_secs(6)).await;
+    assert_workdirs_removed(&server).await;
+    assert_still_serving(&server).await;
 }

@@ -4,5 +4,6 @@ mod commands;
 mod core;
 mod deploy;
 mod hostile;
+mod isolation;
 mod perf;
 mod vault;

@@ -215,23 +215,6 @@ async fn kv1_with_default_kv_version() {
 }
 
 #[tokio::test]
-async fn tenant_env_cannot_redirect_vault() {
-    let bao = Bao::start();
-    let server = server_with(bao.approle_env());
-    let hostile = [
-        ("VAULT_ADDR", "http://127.0.0.1:1"),
-        ("AVP_AUTH_TYPE", "token"),
-        ("VAULT_TOKEN", "attacker"),
-        ("AVP_PATH_VALIDATION", "^nothing$"),
-        ("AVP_KV_VERSION", "1"),
-    ];
-    let v = render_value(&server, "<path:secret/data/demo/web#username>", &hostile)
-        .await
-        .expect("operator config wins");
-    assert_eq!(v, "demo-user");
-}
-
-#[tokio::test]
 async fn vault_down_is_a_clear_error_and_server_recovers() {
     let bao = Bao::start();
     let mut env = bao.approle_env();

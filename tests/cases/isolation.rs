@@ -1,0 +1,233 @@
+//! Operator configuration is immutable from requests: for every family of settings, a tenant
+//! who sets them through `--plugin-env` (and, defensively, as raw request env) changes nothing.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use serde_json::json;
+use tonic::Code;
+
+use crate::support::bao::Bao;
+use crate::support::{self, ServerOptions, TestServer, find};
+
+/// A kustomize app: a Secret filled from `path` and a ConfigMap with `cm_value`.
+fn repo(path: &str, cm_value: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).expect("mkdir");
+    std::fs::write(
+        app.join("kustomization.yaml"),
+        "resources: [secret.yaml, cm.yaml]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        app.join("secret.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  user: <path:{path}#username>\n"
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        app.join("cm.yaml"),
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  v: \"{cm_value}\"\n"
+        ),
+    )
+    .expect("write");
+    dir
+}
+
+/// The env the repo-server sends, with `hostile` added both as plugin env and as raw names.
+fn env_with(hostile: &[(&str, String)]) -> Vec<(String, String)> {
+    let plugin: Vec<(&str, &str)> = hostile.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env = support::argo_env("s", "demo", &plugin);
+    env.extend(hostile.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    env
+}
+
+async fn render(
+    server: &TestServer,
+    repo: &tempfile::TempDir,
+    env: Vec<(String, String)>,
+) -> Result<Vec<serde_json::Value>, tonic::Status> {
+    let spec = support::dir_stream(repo.path(), "app", env);
+    support::generate(&server.socket, &spec, Some(Duration::from_secs(60))).await
+}
+
+#[tokio::test]
+async fn tenant_overrides_of_every_operator_setting_are_ignored() {
+    let bao = Bao::start();
+    // Where a redirected Vault client would connect: must see no connection.
+    let trap = TcpListener::bind("127.0.0.1:0").expect("bind");
+    trap.set_nonblocking(true).expect("nonblocking");
+    let trap_addr = format!("http://{}", trap.local_addr().expect("addr"));
+    let server = TestServer::start_with(ServerOptions {
+        env: bao.approle_env(),
+        args: [
+            "--path-allow",
+            "secret/data/demo/*",
+            "--leak-guard",
+            "deny",
+            "--max-output-mb",
+            "16",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    });
+    let ok_repo = repo("secret/data/demo/web", "plain");
+    let baseline = render(&server, &ok_repo, env_with(&[]))
+        .await
+        .expect("baseline");
+    assert_eq!(
+        find(&baseline, "Secret", "s")["stringData"]["user"],
+        "demo-user"
+    );
+
+    let s = String::from;
+    let families: Vec<(&str, Vec<(&str, String)>)> = vec![
+        (
+            "vault address, backend, auth and credentials",
+            vec![
+                ("AVP_TYPE", s("awssecretsmanager")),
+                ("VAULT_ADDR", trap_addr.clone()),
+                ("BAO_ADDR", trap_addr.clone()),
+                ("AVP_AUTH_TYPE", s("token")),
+                ("VAULT_TOKEN", s("attacker")),
+                ("AVP_ROLE_ID", s("attacker")),
+                ("AVP_SECRET_ID", s("attacker")),
+                ("AVP_K8S_ROLE", s("admin")),
+                ("AVP_K8S_TOKEN_PATH", s("/etc/shadow")),
+            ],
+        ),
+        (
+            "vault TLS",
+            vec![
+                ("VAULT_SKIP_VERIFY", s("true")),
+                ("VAULT_CACERT", s("/tmp/evil.pem")),
+                ("VAULT_CAPATH", s("/tmp")),
+                ("VAULT_CLIENT_CERT", s("/tmp/c.pem")),
+                ("VAULT_CLIENT_KEY", s("/tmp/k.pem")),
+            ],
+        ),
+        (
+            "mounts, engine and namespace",
+            vec![
+                ("AVP_MOUNT_PATH", s("auth/evil")),
+                ("AVP_K8S_MOUNT_PATH", s("auth/evil")),
+                ("AVP_KV_VERSION", s("1")),
+                ("VAULT_NAMESPACE", s("other-team")),
+                ("AVP_PATH_VALIDATION", s("^nothing$")),
+            ],
+        ),
+        (
+            "sidecar policy",
+            vec![
+                ("AVP_SIDECAR_PATH_ALLOW", s("**")),
+                ("AVP_SIDECAR_LEAK_GUARD", s("allow")),
+                ("AVP_SIDECAR_LEAK_GUARD_PROJECTS", s("default=allow")),
+                ("AVP_SIDECAR_SECRET_ALLOW", s("*:*")),
+            ],
+        ),
+        (
+            "sidecar limits",
+            vec![
+                ("AVP_SIDECAR_MAX_OUTPUT_MB", s("0")),
+                ("AVP_SIDECAR_MAX_SECRET_READS", s("0")),
+                ("AVP_SIDECAR_MAX_EXTRACTED_MB", s("0")),
+                ("AVP_SIDECAR_MAX_ENTRIES", s("0")),
+                ("AVP_SIDECAR_MAX_CONCURRENT_RENDERS", s("0")),
+                ("AVP_SIDECAR_DEFAULT_TIMEOUT_SECONDS", s("1")),
+            ],
+        ),
+        (
+            "tool paths and the loader",
+            vec![
+                ("AVP_SIDECAR_KUSTOMIZE", s("/bin/false")),
+                ("AVP_SIDECAR_HELM", s("/bin/false")),
+                ("PATH", s("/nonexistent")),
+                ("HOME", s("/nonexistent")),
+                ("LD_PRELOAD", s("/nonexistent.so")),
+                ("KUSTOMIZE_PLUGIN_HOME", s("/nonexistent")),
+                ("HELM_PLUGINS", s("/nonexistent")),
+            ],
+        ),
+    ];
+    for (family, hostile) in &families {
+        let docs = render(&server, &ok_repo, env_with(hostile))
+            .await
+            .unwrap_or_else(|e| panic!("{family}: {e:?}"));
+        assert_eq!(docs, baseline, "{family} changed the output");
+        let log = server.log();
+        for (name, _) in hostile {
+            // Raw names are reported; plugin-env names when they name a Vault/AVP setting
+            // (`ARGOCD_ENV_PATH` is just data for a child process).
+            let mut reported = vec![format!("\"{name}\"")];
+            if ["VAULT_", "AVP_", "BAO_"]
+                .iter()
+                .any(|p| name.starts_with(p))
+            {
+                reported.push(format!("\"ARGOCD_ENV_{name}\""));
+            }
+            for r in reported {
+                assert!(log.contains(&r), "{family}: ignored {r} not reported");
+            }
+        }
+    }
+    let all: Vec<(&str, String)> = families.into_iter().flat_map(|(_, h)| h).collect();
+    // Policy still applies with every override attempted at once.
+    let err = render(
+        &server,
+        &repo("secret/data/other/web", "plain"),
+        env_with(&all),
+    )
+    .await
+    .expect_err("path policy");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = render(
+        &server,
+        &repo(
+            "secret/data/demo/web",
+            "<path:secret/data/demo/web#username>",
+        ),
+        env_with(&all),
+    )
+    .await
+    .expect_err("leak guard");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("leak guard: deny"), "{err:?}");
+    assert!(
+        trap.accept().is_err(),
+        "a tenant redirected the Vault client"
+    );
+    assert!(
+        !server.log().contains("attacker"),
+        "values of ignored names are never logged"
+    );
+}
+
+#[tokio::test]
+async fn distinct_secret_reads_are_capped() {
+    let bao = Bao::start();
+    let server = TestServer::start_with(ServerOptions {
+        env: bao.approle_env(),
+        args: ["--max-secret-reads", "1"].map(String::from).to_vec(),
+        ..Default::default()
+    });
+    let one = repo("secret/data/demo/web", "plain");
+    let docs = render(&server, &one, env_with(&[]))
+        .await
+        .expect("one read");
+    assert_eq!(
+        find(&docs, "Secret", "s")["stringData"],
+        json!({"user": "demo-user"})
+    );
+    let two = repo("secret/data/demo/web", "<path:kv/data/test#hello>");
+    let err = render(&server, &two, env_with(&[])).await.expect_err("two");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message()
+            .contains("2 distinct secret reads, more than the limit of 1"),
+        "{err:?}"
+    );
+}
