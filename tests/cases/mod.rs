@@ -3,6 +3,7 @@ mod cli;
 mod commands;
 mod core;
 mod deploy;
+mod faults;
 mod hostile;
 mod isolation;
 mod perf;

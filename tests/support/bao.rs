@@ -11,6 +11,7 @@ pub struct Bao {
     pub addr: String,
     pub state: PathBuf,
     pub port: u16,
+    audit: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -33,20 +34,35 @@ impl Bao {
 
     fn start_inner(audit: bool) -> Bao {
         let dir = tempfile::tempdir().expect("tempdir");
-        let state = dir.path().join("vault");
-        let audit_env: Vec<(&str, String)> = if audit {
-            vec![(
-                "BAO_AUDIT_LOG",
-                state.join("audit.log").display().to_string(),
-            )]
+        let port = free_port_pair();
+        let bao = Bao {
+            addr: format!("http://127.0.0.1:{port}"),
+            state: dir.path().join("vault"),
+            port,
+            audit,
+            _dir: dir,
+        };
+        bao.launch();
+        bao
+    }
+
+    /// Stops the server and starts a fresh one on the same port (the dev server keeps nothing:
+    /// it is seeded again, with new AppRole credentials; the root token stays the same).
+    pub fn restart(&self) {
+        self.stop();
+        self.launch();
+    }
+
+    fn launch(&self) {
+        let audit_env: Vec<(&str, String)> = if self.audit {
+            vec![("BAO_AUDIT_LOG", self.audit_log().display().to_string())]
         } else {
             Vec::new()
         };
-        let port = free_port_pair();
         let run = |script: &str, extra: &[(&str, String)]| {
             let out = Command::new(repo_root().join("vault-dev").join(script))
-                .env("VAULT_DEV_STATE", &state)
-                .env("BAO_PORT", port.to_string())
+                .env("VAULT_DEV_STATE", &self.state)
+                .env("BAO_PORT", self.port.to_string())
                 .env("BAO_ROOT_TOKEN", ROOT_TOKEN)
                 .envs(extra.iter().map(|(k, v)| (*k, v.clone())))
                 .output()
@@ -58,21 +74,24 @@ impl Bao {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        let addr = format!("http://127.0.0.1:{port}");
         run("start.sh", &audit_env);
         run(
             "seed.sh",
             &[
-                ("VAULT_ADDR", addr.clone()),
+                ("VAULT_ADDR", self.addr.clone()),
                 ("VAULT_TOKEN", ROOT_TOKEN.to_owned()),
             ],
         );
-        Bao {
-            addr,
-            state,
-            port,
-            _dir: dir,
-        }
+    }
+
+    /// Env for the sidecar: token login with the root token, which survives `restart`.
+    pub fn token_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AVP_TYPE".into(), "vault".into()),
+            ("VAULT_ADDR".into(), self.addr.clone()),
+            ("AVP_AUTH_TYPE".into(), "token".into()),
+            ("VAULT_TOKEN".into(), ROOT_TOKEN.into()),
+        ]
     }
 
     pub fn file(&self, name: &str) -> String {

@@ -53,6 +53,8 @@ pub struct ServerOptions {
     pub kustomize: Option<PathBuf>,
     pub helm: Option<PathBuf>,
     pub config_dir: Option<PathBuf>,
+    /// `--workdir` (default: a dir inside the server's temp dir).
+    pub workdir: Option<PathBuf>,
 }
 
 impl TestServer {
@@ -63,7 +65,7 @@ impl TestServer {
     pub fn start_with(opts: ServerOptions) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("plugin.sock");
-        let work = dir.path().join("work");
+        let work = opts.workdir.unwrap_or_else(|| dir.path().join("work"));
         let log = dir.path().join("server.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_avp-sidecar"));
         cmd.arg("serve")
