@@ -366,11 +366,7 @@ async fn one_process_serves_every_plugin_on_its_own_socket() {
 
 #[tokio::test]
 async fn metrics_and_probe_endpoints() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = support::free_port();
     let server = TestServer::start_with(ServerOptions {
         args: vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")],
         ..Default::default()
@@ -378,15 +374,7 @@ async fn metrics_and_probe_endpoints() {
     support::generate(&server.socket, &mono("apps/chart", &[]), None)
         .await
         .expect("generate");
-    let get = |path: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .expect("write");
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read");
-        out
-    };
+    let get = |path: &str| support::http_get(port, path);
     let metrics = get("/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(

@@ -400,3 +400,85 @@ async fn per_project_path_policy_and_leak_guard() {
     );
     assert_no_secrets(&warn.log(), &[]);
 }
+
+#[tokio::test]
+async fn secret_values_never_reach_errors_logs_or_metrics() {
+    let bao = Bao::start();
+    bao.api(
+        "POST",
+        "secret/data/hygiene/app",
+        Some(json!({"data": {
+            "plain": "HYG-S3CRET-PLAIN",
+            "json": "{\"a\":\"HYG-S3CRET-JSON\"}",
+            "notb64": "HYG!S3CRET!NOTB64",
+            "obj": {"k": "HYG-S3CRET-OBJ"},
+        }})),
+    );
+    let port = support::free_port();
+    let mut env = bao.approle_env();
+    env.push(("AVP_SIDECAR_LEAK_GUARD".into(), "deny".into()));
+    let server = TestServer::start_with(ServerOptions {
+        env,
+        args: vec![
+            "--metrics-addr".into(),
+            format!("127.0.0.1:{port}"),
+            "--path-allow".into(),
+            "secret/data/hygiene/*".into(),
+        ],
+        ..Default::default()
+    });
+    let p = "secret/data/hygiene/app";
+    // Each goes wrong with a secret value in hand (or about to be); the last ones succeed.
+    let cases = [
+        format!("<path:{p}#plain | jsonPath {{.x}}>"),
+        format!("<path:{p}#json | jsonPath {{.nope}}>"),
+        format!("<path:{p}#notb64 | base64decode>"),
+        format!("<path:{p}#plain | nosuchmodifier>"),
+        format!("<path:{p}#nokey>"),
+        format!("x-<path:{p}#obj>-x"),
+        format!("<path:{p}#obj | jsonPath {{.k.z}}>"),
+        "<path:secret/data/demo/web#password>".to_owned(),
+        format!("<path:{p}#json | jsonParse>"),
+        format!("<path:{p}#plain>"),
+    ];
+    let mut errors = String::new();
+    for value in &cases {
+        match render_value(&server, value, &[]).await {
+            Ok(v) => assert!(
+                value.ends_with("#plain>") || value.contains("obj") || value.contains("jsonParse"),
+                "{value} should fail, got {v}"
+            ),
+            Err(e) => errors.push_str(&format!("{}\n", e.message())),
+        }
+    }
+    // A placeholder outside Secret data with the leak guard on deny.
+    let repo = tempfile::tempdir().expect("tempdir");
+    let app = repo.path().join("app");
+    std::fs::create_dir_all(&app).expect("mkdir");
+    std::fs::write(app.join("kustomization.yaml"), "resources: [cm.yaml]\n").expect("write");
+    std::fs::write(
+        app.join("cm.yaml"),
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  v: <path:{p}#plain>\n"
+        ),
+    )
+    .expect("write");
+    let spec = support::dir_stream(repo.path(), "app", argo_env("c", "demo", &[]));
+    let err = support::generate(&server.socket, &spec, None)
+        .await
+        .expect_err("leak guard");
+    errors.push_str(err.message());
+    assert!(errors.lines().count() >= 7, "too few failures:\n{errors}");
+    let metrics = support::http_get(port, "/metrics");
+    for (what, text) in [
+        ("errors", &errors),
+        ("log", &server.log()),
+        ("metrics", &metrics),
+    ] {
+        assert!(
+            !text.contains("S3CRET"),
+            "a secret value reached the {what}:\n{text}"
+        );
+        assert_no_secrets(text, &[bao.file("approle_secret_id")]);
+    }
+}
