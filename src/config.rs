@@ -95,6 +95,15 @@ pub struct SecretsArgs {
         value_delimiter = ','
     )]
     pub leak_guard_projects: Vec<String>,
+    /// A project's own Vault settings, as `project=FILE` (AVP config file format, above the
+    /// process env): e.g. its own AppRole, so Vault's policies and audit log see the project.
+    /// Projects without one use the default settings.
+    #[arg(
+        long = "project-vault-config",
+        env = "AVP_SIDECAR_PROJECT_VAULT_CONFIG",
+        value_delimiter = ','
+    )]
+    pub project_vault_config: Vec<String>,
     /// Distinct secret reads (unique path and version) one render may need; more fail the
     /// request before anything is read.
     #[arg(long, env = "AVP_SIDECAR_MAX_SECRET_READS", default_value_t = 1000)]
@@ -143,7 +152,7 @@ impl SecretsArgs {
             Some(ConfigSecrets::new(
                 self.kube()?,
                 policy,
-                layered,
+                layered.clone(),
                 self.cache_policy(),
             ))
         };
@@ -153,8 +162,32 @@ impl SecretsArgs {
             &self.leak_guard_projects,
         )
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut projects = std::collections::HashMap::new();
+        for rule in &self.project_vault_config {
+            let Some((project, file)) = rule.split_once('=') else {
+                return Err(ConfigError::Invalid(format!(
+                    "--project-vault-config {rule:?}: expected project=FILE"
+                )));
+            };
+            let (project, file) = (project.trim(), Path::new(file.trim()));
+            let layers = layered
+                .with_project_file(file)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            let backend = Backend::from_lookup(
+                &layers,
+                &format!(" (project {project})"),
+                self.cache_policy(),
+            )
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            if project.is_empty() || projects.insert(project.to_owned(), backend).is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "--project-vault-config {rule:?}: empty or repeated project"
+                )));
+            }
+        }
         Ok(Substituter {
             default,
+            projects,
             config_secrets,
             concurrency: self.read_concurrency.max(1),
             policy,

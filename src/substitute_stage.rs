@@ -155,6 +155,8 @@ impl ConfigSecrets {
 /// per-project policy.
 pub struct Substituter {
     pub default: Backend,
+    /// Projects with their own Vault settings (and so their own login and cache).
+    pub projects: HashMap<String, Backend>,
     pub config_secrets: Option<ConfigSecrets>,
     pub concurrency: usize,
     pub policy: Policy,
@@ -178,6 +180,7 @@ impl std::fmt::Debug for Substituter {
                 &self.default.source.as_ref().map(|_| "configured"),
             )
             .field("config_secrets", &self.config_secrets.is_some())
+            .field("projects", &self.projects.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -185,7 +188,11 @@ impl std::fmt::Debug for Substituter {
 impl Substituter {
     async fn backend(&self, env: &RequestEnv) -> Result<Backend, StageError> {
         match (env.plugin(AVP_SECRET), &self.config_secrets) {
-            (None, _) => Ok(self.default.clone()),
+            (None, _) => Ok(self
+                .projects
+                .get(env.project())
+                .unwrap_or(&self.default)
+                .clone()),
             (Some(name), Some(secrets)) => secrets.backend(name, env.project()).await,
             (Some(name), None) => Err(StageError::ConfigSecretsDisabled(name.to_owned())),
         }

@@ -217,10 +217,12 @@ pub fn from_process_env() -> HashMap<String, String> {
         .collect()
 }
 
-/// The sources of settings, highest precedence first: the operator's env, the config file, a Kubernetes Secret's values. Empty values count as unset
+/// The sources of settings, highest precedence first: a project's settings file, the operator's env, the config file, a Kubernetes Secret's values. Empty values count as unset
 /// (viper's default), so an empty variable cannot blank out a lower layer's value.
 #[derive(Clone, Debug, Default)]
 pub struct Layered {
+    /// A project's own settings file (`--project-vault-config`), above everything else.
+    pub project: HashMap<String, String>,
     pub env: HashMap<String, String>,
     pub file: HashMap<String, String>,
     pub secret: HashMap<String, String>,
@@ -252,6 +254,14 @@ impl Layered {
         }
     }
 
+    /// The same layers with a project's settings file on top (its own Vault identity).
+    pub fn with_project_file(&self, file: &Path) -> Result<Self, ConfigError> {
+        Ok(Self {
+            project: read_file(file)?,
+            ..self.clone()
+        })
+    }
+
     /// Whether any Vault setting is present at all (else substitution has no backend).
     pub fn configured(&self) -> bool {
         self.get(AVP_TYPE).is_some()
@@ -260,7 +270,7 @@ impl Layered {
 
 impl Lookup for Layered {
     fn get(&self, name: &str) -> Option<String> {
-        [&self.env, &self.file, &self.secret]
+        [&self.project, &self.env, &self.file, &self.secret]
             .into_iter()
             .find_map(|layer| layer.get(name).filter(|v| !v.is_empty()))
             .cloned()
@@ -1035,8 +1045,9 @@ mod tests {
     }
 
     #[test]
-    fn precedence_env_over_file_over_secret() {
+    fn precedence_project_over_env_over_file_over_secret() {
         let layered = Layered {
+            project: HashMap::new(),
             env: map(&[("VAULT_ADDR", "http://env:8200"), ("AVP_KV_VERSION", "")]),
             file: map(&[("VAULT_ADDR", "http://file:8200"), ("AVP_KV_VERSION", "1")]),
             secret: map(&[
@@ -1060,6 +1071,22 @@ mod tests {
             with_secret.get("AVP_AUTH_TYPE"),
             None,
             "with_secret replaces the secret layer"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("team.env");
+        std::fs::write(
+            &file,
+            "VAULT_ADDR=http://team:8200\nAVP_AUTH_TYPE=approle\n",
+        )
+        .expect("write");
+        let team = layered.with_project_file(&file).expect("project file");
+        assert_eq!(team.get("VAULT_ADDR").as_deref(), Some("http://team:8200"));
+        assert_eq!(team.get("AVP_AUTH_TYPE").as_deref(), Some("approle"));
+        assert_eq!(team.get("AVP_KV_VERSION").as_deref(), Some("1"));
+        assert!(
+            layered
+                .with_project_file(&dir.path().join("missing"))
+                .is_err()
         );
     }
 

@@ -231,3 +231,53 @@ async fn distinct_secret_reads_are_capped() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_project_can_have_its_own_vault_identity() {
+    let bao = Bao::start_with_audit();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let team_a = scratch.path().join("team-a.env");
+    std::fs::write(
+        &team_a,
+        "AVP_AUTH_TYPE=userpass\nAVP_USERNAME=avp\nAVP_PASSWORD=avp-password\n",
+    )
+    .expect("write");
+    let server = TestServer::start_with(ServerOptions {
+        env: bao.approle_env(),
+        args: vec![
+            "--project-vault-config".into(),
+            format!("team-a={}", team_a.display()),
+        ],
+        ..Default::default()
+    });
+    let app = repo("secret/data/demo/web", "plain");
+    for project in ["default", "team-a"] {
+        let mut env = env_with(&[]);
+        for (k, v) in &mut env {
+            if k == "ARGOCD_APP_PROJECT_NAME" {
+                *v = project.to_owned();
+            }
+        }
+        let docs = render(&server, &app, env).await.expect(project);
+        assert_eq!(
+            find(&docs, "Secret", "s")["stringData"]["user"],
+            "demo-user"
+        );
+    }
+    // Vault's audit log attributes each project's read to its own identity.
+    let reads_by = |display_name: &str| {
+        std::fs::read_to_string(bao.audit_log())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| {
+                e["type"] == "request"
+                    && e["request"]["path"] == "secret/data/demo/web"
+                    && e["auth"]["display_name"] == display_name
+            })
+            .count()
+    };
+    assert_eq!(reads_by("approle"), 1);
+    assert_eq!(reads_by("userpass-avp"), 1);
+    assert!(!server.log().contains("avp-password"));
+}
