@@ -251,6 +251,12 @@ pub struct ServeArgs {
     /// Max number of entries in a repository archive.
     #[arg(long, env = "AVP_SIDECAR_MAX_ENTRIES", default_value_t = 200_000)]
     pub max_entries: u64,
+    /// Max length in bytes of a path inside a repository archive.
+    #[arg(long, env = "AVP_SIDECAR_MAX_PATH_BYTES", default_value_t = 4096)]
+    pub max_path_bytes: usize,
+    /// Max directory depth of a path inside a repository archive.
+    #[arg(long, env = "AVP_SIDECAR_MAX_PATH_DEPTH", default_value_t = 128)]
+    pub max_path_depth: usize,
     /// Deadline in seconds for requests that carry none (0 = none, as Argo's server). The
     /// repo-server always sends one; this bounds other clients.
     #[arg(
@@ -363,7 +369,8 @@ impl ServeArgs {
             unpack_limits: UnpackLimits {
                 max_extracted_bytes: self.max_extracted_mb.saturating_mul(1 << 20),
                 max_entries: self.max_entries,
-                ..UnpackLimits::default()
+                max_path_bytes: self.max_path_bytes,
+                max_path_depth: self.max_path_depth,
             },
             default_timeout: (self.default_timeout_seconds > 0)
                 .then(|| Duration::from_secs(self.default_timeout_seconds)),

@@ -276,6 +276,27 @@ async fn entry_count_bomb() {
 }
 
 #[tokio::test]
+async fn path_length_and_depth_limits() {
+    let server = TestServer::start_with(ServerOptions {
+        args: ["--max-path-depth", "4", "--max-path-bytes", "64"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    });
+    let long: &'static str = Box::leak(format!("x/{}", "n".repeat(80)).into_boxed_str());
+    for name in ["a/b/c/d/e/f.yaml", long] {
+        let archive = with_app(vec![Entry::File(name, b"x")]);
+        expect_error(
+            &server,
+            &spec(archive, "app"),
+            Code::InvalidArgument,
+            "archive entry path too long or too deep",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
 async fn compressed_size_limit() {
     let server = TestServer::start_with(ServerOptions {
         args: vec!["--max-compressed-mb".into(), "1".into()],
