@@ -142,7 +142,7 @@ fn substitution_input() -> (Vec<Value>, Fetched, usize) {
                 kv_version: KvVersion::V2,
                 version: None,
             },
-            Ok(SecretData(data)),
+            Ok(SecretData::new(data)),
         );
     }
     (docs, fetched, bytes)

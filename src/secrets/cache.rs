@@ -178,7 +178,7 @@ impl CachingSource {
 
 fn approx_size(req: &SecretRequest, data: &SecretData) -> usize {
     let values: usize = data
-        .0
+        .values()
         .iter()
         .map(|(k, v)| k.len() + v.to_string().len())
         .sum();
@@ -228,7 +228,7 @@ mod tests {
             }
             let mut m = serde_json::Map::new();
             m.insert("n".into(), n.into());
-            Ok(SecretData(m))
+            Ok(SecretData::new(m))
         }
     }
 

@@ -36,14 +36,46 @@ impl fmt::Display for SecretRequest {
     }
 }
 
-/// The key/value data of one secret (`data` for KV v1, `data.data` for KV v2).
+/// The key/value data of one secret (`data` for KV v1, `data.data` for KV v2), and the KV v2
+/// version it came from (`data.metadata.version`), which rotation tracking and rollout hashes
+/// use instead of values.
 #[derive(Clone, Default, PartialEq)]
-pub struct SecretData(pub Map<String, Value>);
+pub struct SecretData {
+    values: Map<String, Value>,
+    version: Option<u64>,
+}
+
+impl SecretData {
+    pub fn new(values: Map<String, Value>) -> Self {
+        Self {
+            values,
+            version: None,
+        }
+    }
+
+    pub fn with_version(self, version: Option<u64>) -> Self {
+        Self { version, ..self }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.values.get(key)
+    }
+
+    pub fn values(&self) -> &Map<String, Value> {
+        &self.values
+    }
+
+    /// The KV v2 version read; `None` for KV v1.
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+}
 
 impl fmt::Debug for SecretData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.0.keys().map(|k| (k, "***")))
+            .entries(self.values.keys().map(|k| (k, "***")))
+            .entry(&"(version)", &self.version)
             .finish()
     }
 }

@@ -557,7 +557,7 @@ fn interpret(req: &SecretRequest, answer: Answer) -> Result<SecretData, ReadErro
     }
     match req.kv_version {
         KvVersion::V1 => match data {
-            Some(Value::Object(m)) => Ok(SecretData(m.clone())),
+            Some(Value::Object(m)) => Ok(SecretData::new(m.clone())),
             None => Err(ReadError::NotFound(req.clone())),
             Some(_) => Err(backend("vault returned data that is not a map".to_owned())),
         },
@@ -569,7 +569,11 @@ fn interpret(req: &SecretRequest, answer: Answer) -> Result<SecretData, ReadErro
                 Some(_) => return Err(backend("vault returned data that is not a map".to_owned())),
             };
             match map.get("data") {
-                Some(Value::Object(inner)) => Ok(SecretData(inner.clone())),
+                Some(Value::Object(inner)) => Ok(SecretData::new(inner.clone()).with_version(
+                    map.get("metadata")
+                        .and_then(|m| m.get("version"))
+                        .and_then(Value::as_u64),
+                )),
                 Some(Value::Null) => Err(ReadError::VersionDeleted {
                     path: req.path.clone(),
                     version: req.version.clone().unwrap_or_else(|| {
@@ -673,7 +677,7 @@ mod tests {
             ),
         )
         .expect("ok");
-        assert_eq!(ok.0.get("k"), Some(&json!(1)));
+        assert_eq!(ok.get("k"), Some(&json!(1)));
         let deleted =
             json!({"data": {"data": null, "metadata": {"version": 3, "deletion_time": "t"}}});
         assert_eq!(
@@ -744,7 +748,7 @@ mod tests {
             answer(200, json!({"data": {"data": {"x": 1}, "k": "v"}})),
         )
         .expect("ok");
-        assert_eq!(ok.0.len(), 2, "KV v1 returns data as is");
+        assert_eq!(ok.values().len(), 2, "KV v1 returns data as is");
         assert_eq!(
             interpret(&r, answer(404, json!({"errors": []}))),
             Err(ReadError::NotFound(r.clone()))
@@ -890,7 +894,7 @@ mod tests {
             .read(&req("secret/data/app", KvVersion::V2, Some("1")))
             .await
             .expect("read");
-        assert_eq!(data.0.get("k"), Some(&json!("v")));
+        assert_eq!(data.get("k"), Some(&json!("v")));
         assert_eq!(source.login_count(), 1);
         let seen = server.requests().await;
         assert_eq!(seen.len(), 2);
@@ -1150,25 +1154,28 @@ mod bao_tests {
         let s = seeded().await;
         let source = s.token_source();
         let latest = source.read(&v2("secret/data/app")).await.expect("latest");
-        assert_eq!(latest.0["password"], json!("s3cr3t-three"));
-        assert_eq!(latest.0["port"], json!(5432), "JSON types are kept");
-        assert_eq!(latest.0["enabled"], json!(true));
+        assert_eq!(latest.values()["password"], json!("s3cr3t-three"));
+        assert_eq!(latest.values()["port"], json!(5432), "JSON types are kept");
+        assert_eq!(latest.values()["enabled"], json!(true));
         assert!(
-            !latest.0.contains_key("nope"),
+            !latest.values().contains_key("nope"),
             "a missing key is the engine's business"
         );
         assert!(!format!("{latest:?}").contains("s3cr3t"));
+        assert_eq!(latest.version(), Some(3), "the KV v2 version read");
         let old = source
             .read(&req("/secret/data/app/", KvVersion::V2, Some("2")))
             .await
             .expect("version 2");
-        assert_eq!(old.0["password"], json!("s3cr3t-two"));
+        assert_eq!(old.values()["password"], json!("s3cr3t-two"));
+        assert_eq!(old.version(), Some(2));
         let kv1 = source
             .read(&req("kv1/legacy", KvVersion::V1, Some("5")))
             .await
             .expect("kv1 ignores versions");
-        assert_eq!(kv1.0["key"], json!("legacy-value"));
-        assert_eq!(kv1.0["n"], json!(7));
+        assert_eq!(kv1.values()["key"], json!("legacy-value"));
+        assert_eq!(kv1.values()["n"], json!(7));
+        assert_eq!(kv1.version(), None);
         assert_eq!(source.login_count(), 0, "token auth never logs in");
     }
 
@@ -1295,7 +1302,10 @@ mod bao_tests {
             ("AVP_PASSWORD", "alice-password-9"),
         ]);
         assert_eq!(
-            good.read(&v2("secret/data/app")).await.expect("read").0["user"],
+            good.read(&v2("secret/data/app"))
+                .await
+                .expect("read")
+                .values()["user"],
             json!("alice")
         );
         assert_eq!(good.login_count(), 1);
@@ -1396,7 +1406,7 @@ mod bao_tests {
             .read(&v2("secret/data/app"))
             .await
             .expect("re-login");
-        assert_eq!(data.0["user"], json!("alice"));
+        assert_eq!(data.values()["user"], json!("alice"));
         assert_eq!(approle.login_count(), 3);
         // A static token is never replaced: once revoked, reads are denied.
         let token = s.token_source();
@@ -1483,7 +1493,7 @@ mod bao_tests {
                 .read(&v2("secret/data/app"))
                 .await
                 .expect("in namespace")
-                .0["k"],
+                .values()["k"],
             json!("ns-value")
         );
         let root = s.source(&[
@@ -1491,7 +1501,10 @@ mod bao_tests {
             ("VAULT_TOKEN", super::bao::ROOT_TOKEN),
         ]);
         assert_eq!(
-            root.read(&v2("secret/data/app")).await.expect("root").0["user"],
+            root.read(&v2("secret/data/app"))
+                .await
+                .expect("root")
+                .values()["user"],
             json!("alice")
         );
     }
@@ -1557,7 +1570,7 @@ mod bao_tests {
                 .read(&v2("secret/data/app"))
                 .await
                 .expect("with CA")
-                .0["user"],
+                .values()["user"],
             json!("alice")
         );
         let ca_dir = tempfile::tempdir().expect("tempdir");

@@ -574,10 +574,10 @@ impl Replacer<'_> {
                 match self.fetched.get(&req) {
                     None => return Err(Problem::NotFetched(req)),
                     Some(Err(e)) => return Err(Problem::Read(e.clone())),
-                    Some(Ok(data)) => data.0.get(*key),
+                    Some(Ok(data)) => data.get(key),
                 }
             }
-            Source::Generic { key } => self.generic_data.and_then(|d| d.0.get(*key)),
+            Source::Generic { key } => self.generic_data.and_then(|d| d.get(key)),
         };
         let raw = match raw {
             None | Some(Value::Null) => return Err(Problem::MissingValue(site())),

@@ -20,7 +20,7 @@ fn req(path: &str, kv_version: KvVersion, version: Option<&str>) -> SecretReques
 
 fn data(value: Value) -> SecretData {
     match value {
-        Value::Object(map) => SecretData(map),
+        Value::Object(map) => SecretData::new(map),
         other => panic!("test secret data must be an object, got {other}"),
     }
 }
