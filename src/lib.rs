@@ -8,6 +8,7 @@ pub mod context;
 pub mod discovery;
 pub mod manifest;
 pub mod metrics;
+pub mod path_template;
 pub mod pipeline;
 pub mod plugin;
 pub mod protocol;
