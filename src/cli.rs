@@ -240,6 +240,10 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         Some(name) => args.secrets.backend_with_secret(name).await?,
         None => args.secrets.substituter()?.default,
     };
+    // In a command plugin (`... | avp-sidecar generate -`) the app context is this process's
+    // env, as the repo-server set it for the plugin.
+    let process_env = avp_sidecar::context::RequestEnv::new(std::env::vars());
+    let backend = backend.with_paths(&args.secrets.path_settings()?, &process_env);
     let concurrency = args.secrets.read_concurrency.max(1);
     let out =
         avp_sidecar::substitute_stage::read_and_apply(&backend, docs, concurrency, None, None)

@@ -409,7 +409,10 @@ mod tests {
             &names(&["TEAM"]),
         )
         .expect("valid");
-        assert_eq!(t.render(&vars()).expect("renders"), "kv/data/team-a/web-proj/blue");
+        assert_eq!(
+            t.render(&vars()).expect("renders"),
+            "kv/data/team-a/web-proj/blue"
+        );
         let v = PathVars {
             app: "a_b.c".into(),
             ..vars()
@@ -417,7 +420,10 @@ mod tests {
         let t = PathTemplate::parse("x/{{{app}}}/{{! comment }}y", &[]).expect("valid");
         assert_eq!(t.render(&v).expect("renders"), "x/a_b.c/y");
         let t = PathTemplate::parse("plain/path", &[]).expect("valid");
-        assert_eq!(t.render(&PathVars::default()).expect("renders"), "plain/path");
+        assert_eq!(
+            t.render(&PathVars::default()).expect("renders"),
+            "plain/path"
+        );
     }
 
     #[test]
@@ -434,7 +440,10 @@ mod tests {
             "kv/{{app",
         ] {
             let err = PathTemplate::parse(bad, &[]).expect_err(bad);
-            assert!(matches!(err, PathTemplateError::Invalid { .. }), "{bad}: {err}");
+            assert!(
+                matches!(err, PathTemplateError::Invalid { .. }),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -462,17 +471,23 @@ mod tests {
         for (value, want) in cases {
             assert_eq!(check_segment(value), Err(want), "{value:?}");
         }
-        assert_eq!(check_segment(&"a".repeat(254)), Err(SegmentProblem::TooLong));
+        assert_eq!(
+            check_segment(&"a".repeat(254)),
+            Err(SegmentProblem::TooLong)
+        );
     }
 
     #[test]
     fn unsafe_value_names_variable_and_template() {
-        let t = PathTemplate::parse("kv/data/{{env.TEAM}}/{{app}}", &names(&["TEAM"]))
-            .expect("valid");
+        let t =
+            PathTemplate::parse("kv/data/{{env.TEAM}}/{{app}}", &names(&["TEAM"])).expect("valid");
         let mut v = vars();
         v.env.insert("TEAM".into(), "../other".into());
         let err = t.render(&v).expect_err("rejected").to_string();
-        assert!(err.contains("env.TEAM") && err.contains("kv/data/{{env.TEAM}}/{{app}}"), "{err}");
+        assert!(
+            err.contains("env.TEAM") && err.contains("kv/data/{{env.TEAM}}/{{app}}"),
+            "{err}"
+        );
         assert!(err.contains("\"../other\""), "{err}");
         v.env.clear();
         let err = t.render(&v).expect_err("unset").to_string();
@@ -491,9 +506,12 @@ mod tests {
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
-        let settings =
-            PathSettings::new(Some("kv/data/{{namespace}}/{{app}}"), true, &names(&["TEAM"]))
-                .expect("valid");
+        let settings = PathSettings::new(
+            Some("kv/data/{{namespace}}/{{app}}"),
+            true,
+            &names(&["TEAM"]),
+        )
+        .expect("valid");
         let ctx = settings.for_request(&env);
         assert_eq!(ctx.vars().env.len(), 1);
         assert_eq!(
@@ -505,7 +523,9 @@ mod tests {
             "kv/data/blue/x"
         );
         assert!(ctx.resolve("kv/{{env.OTHER}}").is_err());
-        let off = PathSettings::new(None, false, &[]).expect("valid").for_request(&env);
+        let off = PathSettings::new(None, false, &[])
+            .expect("valid")
+            .for_request(&env);
         assert!(off.default_path().is_none());
         assert_eq!(off.resolve("kv/{{app}}").expect("literal"), "kv/{{app}}");
         assert!(PathSettings::new(Some("kv/{{nope}}"), false, &[]).is_err());

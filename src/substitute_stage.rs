@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::context::RequestEnv;
 use crate::metrics::{self, METRICS};
+use crate::path_template::{PathSettings, PathVars};
 use crate::secrets::cache::{CachePolicy, CachingSource};
 use crate::secrets::config::{ConfigError, Layered, Lookup, VaultConfig};
 use crate::secrets::kube::{KubeApi, KubeError, SecretName, SecretPolicy};
@@ -57,6 +58,9 @@ pub enum StageError {
     /// The operator's policy does not let this project read this path.
     #[error("project {project:?} may not read vault path {path} (operator path policy)")]
     PathDenied { project: String, path: String },
+    /// A templated policy rule could not be rendered for this request.
+    #[error("operator path policy: {0}")]
+    PathTemplate(#[from] crate::path_template::PathTemplateError),
     /// Placeholders would put secrets outside Secret data, and the policy says deny.
     #[error(
         "project {project:?}: placeholders outside kind Secret data/stringData in {objects} (leak guard: deny)"
@@ -88,12 +92,19 @@ impl Backend {
         let options = Options {
             default_kv_version: config.kv_version,
             path_validation: config.path_validation.clone(),
+            paths: None,
         };
         let vault: Arc<dyn SecretSource> = Arc::new(VaultSource::new(config)?);
         Ok(Self {
             source: Some(Arc::new(CachingSource::new(vault, cache))),
             options,
         })
+    }
+
+    /// This backend with the request's path templating (default path, templates in paths).
+    pub fn with_paths(mut self, paths: &PathSettings, env: &RequestEnv) -> Self {
+        self.options.paths = Some(Arc::new(paths.for_request(env)));
+        self
     }
 }
 
@@ -154,6 +165,8 @@ pub struct Substituter {
     pub config_secrets: Option<ConfigSecrets>,
     pub concurrency: usize,
     pub policy: Policy,
+    /// Operator path templates, applied to every request's backend.
+    pub paths: PathSettings,
 }
 
 impl std::fmt::Debug for Substituter {
@@ -183,7 +196,7 @@ impl Substituter {
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Vec<Value>, StageError> {
-        let backend = self.backend(env).await?;
+        let backend = self.backend(env).await?.with_paths(&self.paths, env);
         let project = env.project();
         self.guard_leaks(&documents, &backend.options, project)?;
         read_and_apply(
@@ -260,14 +273,22 @@ pub async fn read_and_apply(
     policy: Option<(&Policy, &str)>,
 ) -> Result<Vec<Value>, StageError> {
     let requests = substitute::collect(&documents, &backend.options)?;
-    if let Some((policy, project)) = policy
-        && let Some(denied) = requests.iter().find(|r| !policy.allows(project, &r.path))
-    {
-        metrics::inc(&METRICS.policy_denials_total);
-        return Err(StageError::PathDenied {
-            project: project.to_owned(),
-            path: denied.path.clone(),
-        });
+    if let Some((policy, project)) = policy {
+        let no_vars = PathVars::default();
+        let vars = backend
+            .options
+            .paths
+            .as_ref()
+            .map_or(&no_vars, |p| p.vars());
+        for request in &requests {
+            if !policy.allows_for(project, &request.path, vars)? {
+                metrics::inc(&METRICS.policy_denials_total);
+                return Err(StageError::PathDenied {
+                    project: project.to_owned(),
+                    path: request.path.clone(),
+                });
+            }
+        }
     }
     let mut fetched = Fetched::new();
     if let Some(first) = requests.iter().next() {
