@@ -226,6 +226,10 @@ pub struct ServeArgs {
     /// Directory of ConfigManagementPlugin definitions (`*.yaml`).
     #[arg(long, default_value = DEFAULT_CONFIG_DIR)]
     pub config_dir: PathBuf,
+    /// An argocd-cm ConfigMap whose `configManagementPlugins` are served as well (converted
+    /// as `plugins import` does; warnings are logged).
+    #[arg(long = "argocd-cm", env = "AVP_SIDECAR_ARGOCD_CM", value_name = "FILE")]
+    pub argocd_cm: Option<PathBuf>,
     /// Directory for plugin sockets.
     #[arg(long, env = "ARGOCD_PLUGINSOCKFILEPATH", default_value = DEFAULT_SOCKET_DIR)]
     pub socket_dir: PathBuf,
