@@ -100,11 +100,11 @@ fn lowercase_keys(map: Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
+/// Argo's `Command`: `command` and `args`.
+type CommandArgs = (Vec<String>, Vec<String>);
+
 /// A `{command: [...], args: [...]}` value; `None` when absent or null.
-fn command(
-    value: Option<&Value>,
-    field: &str,
-) -> Result<Option<(Vec<String>, Vec<String>)>, String> {
+fn command(value: Option<&Value>, field: &str) -> Result<Option<CommandArgs>, String> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -213,7 +213,7 @@ fn convert(entry: Value, index: usize, source_name: &str) -> Result<Imported, Im
         None => {
             let mut spec = Map::new();
             let mut replaced = false;
-            let mut cmd = |(c, a): (Vec<String>, Vec<String>)| {
+            let mut cmd = |(c, a): CommandArgs| {
                 let mut swap = |v: Vec<String>| -> Vec<String> {
                     v.into_iter()
                         .map(|s| {

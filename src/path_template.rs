@@ -32,6 +32,9 @@ pub enum PathTemplateError {
     /// The template does not parse, uses more than `{{variable}}`, or names an unknown variable.
     #[error("invalid path template {template:?}: {reason}")]
     Invalid { template: String, reason: String },
+    /// An operator-listed env name that cannot be a variable name.
+    #[error("--path-template-env: {0:?} is not an env name (A-Z a-z 0-9 _)")]
+    EnvName(String),
     /// A variable's value for this request is not one safe path segment.
     #[error("path template {template:?}: {variable} {problem}")]
     Value {
@@ -315,14 +318,11 @@ impl PathSettings {
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty())
             .collect();
-        if let Some(bad) = env_names.iter().find(|n| {
-            !n.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_'))
-        }) {
-            return Err(PathTemplateError::Invalid {
-                template: String::new(),
-                reason: format!("--path-template-env: {bad:?} is not an env name"),
-            });
+        if let Some(bad) = env_names
+            .iter()
+            .find(|n| !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            return Err(PathTemplateError::EnvName(bad.clone()));
         }
         let default_path = default_path
             .map(str::trim)

@@ -42,6 +42,10 @@
 //! - Versions are dropped from KV v1 requests (AVP ignores them), so they deduplicate.
 //! - Errors print the field key and the original (pre-substitution) field text, truncated,
 //!   and no field text at all for Secrets; modifier and parse errors never quote values.
+//! - Opt-in extensions, off unless the operator configures them ([`Options::paths`]): a default
+//!   path for objects with bare `<key>` placeholders and no path annotation (such objects then
+//!   behave as if annotated with it), and `{{variable}}` templates in annotation and inline
+//!   paths. Rendering happens before path validation, so every check sees the rendered path.
 //! - Where AVP panics (empty modifier segment, `sha256sum`/`jsonPath` on numbers, ConfigMap
 //!   floats or maps) this engine returns an error or a value. See `modifiers` and `jsonpath`
 //!   for their own differences.

@@ -1525,7 +1525,7 @@ fn unsafe_env_value_fails_before_reads() {
         json!({}),
         json!({ "stringData": { "url": "<DATABASE_URL>" } }),
     );
-    let err = collect(&[secret.clone()], &opts).expect_err("rejected");
+    let err = collect(std::slice::from_ref(&secret), &opts).expect_err("rejected");
     assert!(
         matches!(err.problems[..], [Problem::PathTemplate(_)]),
         "{err}"

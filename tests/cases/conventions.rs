@@ -339,3 +339,43 @@ async fn imported_argocd_cm_plugin_renders_like_the_builtin() {
     }
     assert!(from_cm.log().contains("lockRepo"), "{}", from_cm.log());
 }
+
+#[test]
+fn invalid_operator_templates_stop_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (flag, value, want) in [
+        (
+            "--default-path",
+            "kv/data/{{nope}}",
+            "unknown variable \"nope\"",
+        ),
+        (
+            "--default-path",
+            "kv/{{#if app}}x{{/if}}",
+            "only {{variable}}",
+        ),
+        (
+            "--path-allow",
+            "kv/data/{{env.TEAM}}/*",
+            "unknown variable \"env.TEAM\"",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_avp-sidecar"))
+            .arg("serve")
+            .arg("--socket")
+            .arg(dir.path().join("s.sock"))
+            .arg("--workdir")
+            .arg(dir.path())
+            .args([
+                "--kustomize",
+                &support::tool("kustomize").display().to_string(),
+            ])
+            .args(["--helm", &support::tool("helm").display().to_string()])
+            .args([flag, value])
+            .output()
+            .expect("run serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value}");
+        assert!(stderr.contains(want), "{flag} {value}: {stderr}");
+    }
+}
