@@ -11,9 +11,9 @@
 //! (opt-in) are parsed per use.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use handlebars::template::{Parameter, TemplateElement};
 use handlebars::{Handlebars, Path as HbPath, Template};
@@ -342,6 +342,7 @@ impl PathSettings {
             settings: self.clone(),
             vars: PathVars::from_request(env, &self.env_names),
             default_rendered: OnceLock::new(),
+            rendered: Mutex::default(),
         }
     }
 }
@@ -353,6 +354,9 @@ pub struct PathContext {
     vars: PathVars,
     /// The default path, rendered on first need (a request that never uses it cannot fail on it).
     default_rendered: OnceLock<Result<String, PathTemplateError>>,
+    /// Templated manifest paths already rendered for this request: both engine phases, and
+    /// every placeholder sharing a path, render it once.
+    rendered: Mutex<HashMap<String, Result<String, PathTemplateError>>>,
 }
 
 impl PathContext {
@@ -379,8 +383,13 @@ impl PathContext {
         if !self.settings.templates_in_paths || !is_template(path) {
             return Ok(Cow::Borrowed(path));
         }
-        PathTemplate::parse(path, &self.settings.env_names)?
-            .render(&self.vars)
+        let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        rendered
+            .entry(path.to_owned())
+            .or_insert_with(|| {
+                PathTemplate::parse(path, &self.settings.env_names)?.render(&self.vars)
+            })
+            .clone()
             .map(Cow::Owned)
     }
 }

@@ -379,3 +379,51 @@ fn invalid_operator_templates_stop_the_server() {
         assert!(stderr.contains(want), "{flag} {value}: {stderr}");
     }
 }
+
+/// `| avp-sidecar generate -` in a command plugin (what `plugins import` keeps for custom
+/// pipelines) applies the operator's default path with the app context the repo-server sent.
+#[tokio::test]
+async fn default_path_in_a_command_plugin_pipeline() {
+    let bao = Bao::start();
+    seed(
+        &bao,
+        "team-a/web",
+        json!({ "DATABASE_URL": "postgres://team-a-web" }),
+    );
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_avp-sidecar"))
+        .parent()
+        .expect("dir")
+        .to_path_buf();
+    let tools = support::repo_root().join(".tools/bin");
+    let mut env = bao.approle_env();
+    env.push(("AVP_SIDECAR_DEFAULT_PATH".into(), DEFAULT_PATH.into()));
+    env.push((
+        "PATH".into(),
+        format!(
+            "{}:{}:{}",
+            tools.display(),
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    ));
+    let config = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        config.path().join("plugin.yaml"),
+        "apiVersion: argoproj.io/v1alpha1\nkind: ConfigManagementPlugin\nmetadata:\n  name: cmp\nspec:\n  generate:\n    command: [bash, -c]\n    args: ['set -o pipefail; kustomize build . | avp-sidecar generate -']\n",
+    )
+    .expect("write");
+    let server = TestServer::start_with(ServerOptions {
+        plugin: Some("cmp".into()),
+        config_dir: Some(config.path().to_path_buf()),
+        env,
+        ..Default::default()
+    });
+    let repo = secret_repo("{DATABASE_URL: <DATABASE_URL>}");
+    let docs = render(&server, &repo, app_env("web", "team-a", "default", &[]))
+        .await
+        .expect("generate");
+    assert_eq!(
+        find(&docs, "Secret", "app-env")["stringData"]["DATABASE_URL"],
+        "postgres://team-a-web"
+    );
+}
