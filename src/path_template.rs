@@ -33,7 +33,9 @@ pub enum PathTemplateError {
     #[error("invalid path template {template:?}: {reason}")]
     Invalid { template: String, reason: String },
     /// An operator-listed env name that cannot be a variable name.
-    #[error("--path-template-env: {0:?} is not an env name (A-Z a-z 0-9 _)")]
+    #[error(
+        "--path-template-env: {0:?} is not an env name (A-Z a-z 0-9 _) or names an operator setting (VAULT_*, AVP_*, BAO_*)"
+    )]
     EnvName(String),
     /// A variable's value for this request is not one safe path segment.
     #[error("path template {template:?}: {variable} {problem}")]
@@ -318,9 +320,16 @@ impl PathSettings {
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty())
             .collect();
+        // Names of operator settings (`VAULT_*`, `AVP_*`, `BAO_*`) are never request data.
+        let reserved = |n: &str| {
+            let upper = n.to_ascii_uppercase();
+            ["VAULT_", "AVP_", "BAO_"]
+                .iter()
+                .any(|p| upper.starts_with(p))
+        };
         if let Some(bad) = env_names
             .iter()
-            .find(|n| !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .find(|n| reserved(n) || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
         {
             return Err(PathTemplateError::EnvName(bad.clone()));
         }
@@ -539,5 +548,6 @@ mod tests {
         assert_eq!(off.resolve("kv/{{app}}").expect("literal"), "kv/{{app}}");
         assert!(PathSettings::new(Some("kv/{{nope}}"), false, &[]).is_err());
         assert!(PathSettings::new(None, false, &names(&["A-B"])).is_err());
+        assert!(PathSettings::new(None, false, &names(&["avp_team"])).is_err());
     }
 }
