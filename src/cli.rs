@@ -240,6 +240,10 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         Some(name) => args.secrets.backend_with_secret(name).await?,
         None => args.secrets.substituter()?.default,
     };
+    // In a command plugin (`... | avp-sidecar generate -`) the app context is this process's
+    // env, as the repo-server set it for the plugin.
+    let process_env = avp_sidecar::context::RequestEnv::new(std::env::vars());
+    let backend = backend.with_paths(&args.secrets.path_settings()?, &process_env);
     let concurrency = args.secrets.read_concurrency.max(1);
     let out =
         avp_sidecar::substitute_stage::read_and_apply(&backend, docs, concurrency, None, None)
@@ -387,6 +391,75 @@ pub fn version(args: &avp_sidecar::config::RenderArgs) -> anyhow::Result<()> {
             tool_version("kustomize", &r.tools.kustomize, &["version"]);
         }
         Err(e) => println!("tools: {e}"),
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum PluginsCommand {
+    /// Convert the `configManagementPlugins` of an argocd-cm ConfigMap (removed in Argo CD 2.8)
+    /// into ConfigManagementPlugin files for the sidecar's config dir.
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The argocd-cm ConfigMap (YAML, e.g. from `kubectl get cm argocd-cm -o yaml`).
+    pub file: PathBuf,
+    /// Write `<name>.yaml` per plugin into this directory (default: print all to stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Overwrite existing files in --out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Reads and converts an argocd-cm file (shared by `plugins import` and `serve --argocd-cm`).
+pub fn read_argocd_cm(
+    file: &std::path::Path,
+) -> anyhow::Result<Vec<avp_sidecar::argocd_cm::Imported>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    Ok(avp_sidecar::argocd_cm::import(
+        &text,
+        &file.display().to_string(),
+    )?)
+}
+
+/// `avp-sidecar plugins import`: definitions to stdout or `--out`, warnings to stderr.
+pub fn import_plugins(args: &ImportArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let imported = read_argocd_cm(&args.file)?;
+    if imported.is_empty() {
+        bail!("{}: configManagementPlugins is empty", args.file.display());
+    }
+    let mut stdout = std::io::stdout().lock();
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for p in &imported {
+            let path = dir.join(format!("{}.yaml", p.name));
+            if path.exists() && !args.force {
+                bail!("{} exists (pass --force to overwrite)", path.display());
+            }
+        }
+    }
+    for p in &imported {
+        for warning in &p.warnings {
+            eprintln!("warning: plugin {}: {warning}", p.name);
+        }
+        match &args.out {
+            Some(dir) => {
+                let path = dir.join(format!("{}.yaml", p.name));
+                std::fs::write(&path, &p.yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                let kind = match p.plugin.kind {
+                    avp_sidecar::plugin::Kind::Builtin(_) => "built-in pipeline",
+                    avp_sidecar::plugin::Kind::Commands(_) => "command plugin",
+                };
+                writeln!(stdout, "{}: {kind} -> {}", p.name, path.display())?;
+            }
+            None => write!(stdout, "---\n{}", p.yaml)?,
+        }
     }
     Ok(())
 }

@@ -108,6 +108,24 @@ pub struct SecretsArgs {
     /// request before anything is read.
     #[arg(long, env = "AVP_SIDECAR_MAX_SECRET_READS", default_value_t = 1000)]
     pub max_secret_reads: usize,
+    /// Vault path for objects that use bare `<KEY>` placeholders without an
+    /// `avp.kubernetes.io/path` annotation, as a template over the app context, e.g.
+    /// `kv/data/{{namespace}}/{{app}}`. Unset (default): such objects are left alone, as in AVP.
+    #[arg(long, env = "AVP_SIDECAR_DEFAULT_PATH", value_name = "TEMPLATE")]
+    pub default_path: Option<String>,
+    /// Render `{{variables}}` in `avp.kubernetes.io/path` annotations and inline `<path:...>`
+    /// placeholders. Off (default): `{{` in a path is literal, as in AVP.
+    #[arg(long, env = "AVP_SIDECAR_PATH_TEMPLATES")]
+    pub path_templates: bool,
+    /// Plugin env names whose `ARGOCD_ENV_<NAME>` values path templates and policy rules may use
+    /// as `{{env.NAME}}`; none by default (tenants set these values).
+    #[arg(
+        long = "path-template-env",
+        env = "AVP_SIDECAR_PATH_TEMPLATE_ENV",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub path_template_env: Vec<String>,
     /// Kubernetes API URL (default: in-cluster service).
     #[arg(long, env = "AVP_SIDECAR_KUBE_API", hide = true)]
     pub kube_api: Option<String>,
@@ -156,10 +174,12 @@ impl SecretsArgs {
                 self.cache_policy(),
             ))
         };
-        let policy = crate::secrets::policy::Policy::new(
+        let paths = self.path_settings()?;
+        let policy = crate::secrets::policy::Policy::with_template_env(
             &self.path_allow,
             self.leak_guard,
             &self.leak_guard_projects,
+            &paths.env_names,
         )
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let mut projects = std::collections::HashMap::new();
@@ -192,7 +212,18 @@ impl SecretsArgs {
             concurrency: self.read_concurrency.max(1),
             policy,
             max_reads: self.max_secret_reads,
+            paths,
         })
+    }
+
+    /// Path templates, parsed once so a bad template stops the server at startup.
+    pub fn path_settings(&self) -> Result<crate::path_template::PathSettings, ConfigError> {
+        crate::path_template::PathSettings::new(
+            self.default_path.as_deref(),
+            self.path_templates,
+            &self.path_template_env,
+        )
+        .map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// The backend for the CLI's `-s NAME`: the operator runs the CLI, so no policy applies.
@@ -233,6 +264,10 @@ pub struct ServeArgs {
     /// Directory of ConfigManagementPlugin definitions (`*.yaml`).
     #[arg(long, default_value = DEFAULT_CONFIG_DIR)]
     pub config_dir: PathBuf,
+    /// An argocd-cm ConfigMap whose `configManagementPlugins` are served as well (converted
+    /// as `plugins import` does; warnings are logged).
+    #[arg(long = "argocd-cm", env = "AVP_SIDECAR_ARGOCD_CM", value_name = "FILE")]
+    pub argocd_cm: Option<PathBuf>,
     /// Directory for plugin sockets.
     #[arg(long, env = "ARGOCD_PLUGINSOCKFILEPATH", default_value = DEFAULT_SOCKET_DIR)]
     pub socket_dir: PathBuf,

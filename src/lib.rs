@@ -3,11 +3,13 @@
 //!
 //! See ARCHITECTURE.md for the module map, data flow and invariants.
 
+pub mod argocd_cm;
 pub mod config;
 pub mod context;
 pub mod discovery;
 pub mod manifest;
 pub mod metrics;
+pub mod path_template;
 pub mod pipeline;
 pub mod plugin;
 pub mod protocol;

@@ -37,6 +37,9 @@ enum Command {
     Render(Box<cli::RenderCmdArgs>),
     /// Print the version and the helm and kustomize versions found.
     Version(avp_sidecar::config::RenderArgs),
+    /// Plugin definitions: import argocd-cm plugins.
+    #[command(subcommand)]
+    Plugins(cli::PluginsCommand),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
             cli::render(*args)
         }
         Command::Version(args) => cli::version(&args),
+        Command::Plugins(cli::PluginsCommand::Import(args)) => cli::import_plugins(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,11 +71,33 @@ fn main() -> ExitCode {
 }
 
 fn select_plugins(args: &ServeArgs) -> anyhow::Result<Vec<Plugin>> {
-    let from_dir = if args.config_dir.is_dir() {
+    let mut from_dir = if args.config_dir.is_dir() {
         plugin::load_dir(&args.config_dir)?
     } else {
         Vec::new()
     };
+    if let Some(cm) = &args.argocd_cm {
+        for imported in cli::read_argocd_cm(cm)? {
+            for note in &imported.notes {
+                tracing::info!(plugin = %imported.name, file = %cm.display(), "argocd-cm import: {note}");
+            }
+            for warning in &imported.warnings {
+                tracing::warn!(plugin = %imported.name, file = %cm.display(), "argocd-cm import: {warning}");
+            }
+            if from_dir
+                .iter()
+                .any(|p| p.full_name() == imported.plugin.full_name())
+            {
+                bail!(
+                    "plugin {:?} from {} is also defined in {}",
+                    imported.name,
+                    cm.display(),
+                    args.config_dir.display()
+                );
+            }
+            from_dir.push(imported.plugin);
+        }
+    }
     if args.plugins.is_empty() {
         if args.socket.is_some() {
             return Ok(vec![

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::context::RequestEnv;
 use crate::metrics::{self, METRICS};
+use crate::path_template::{PathSettings, PathVars};
 use crate::secrets::cache::{CachePolicy, CachingSource};
 use crate::secrets::config::{ConfigError, Layered, Lookup, VaultConfig};
 use crate::secrets::kube::{KubeApi, KubeError, SecretName, SecretPolicy};
@@ -62,6 +63,9 @@ pub enum StageError {
         "the manifests need {count} distinct secret reads, more than the limit of {limit} (--max-secret-reads)"
     )]
     TooManyReads { count: usize, limit: usize },
+    /// A templated policy rule could not be rendered for this request.
+    #[error("operator path policy: {0}")]
+    PathTemplate(#[from] crate::path_template::PathTemplateError),
     /// Placeholders would put secrets outside Secret data, and the policy says deny.
     #[error(
         "project {project:?}: placeholders outside kind Secret data/stringData in {objects} (leak guard: deny)"
@@ -93,12 +97,19 @@ impl Backend {
         let options = Options {
             default_kv_version: config.kv_version,
             path_validation: config.path_validation.clone(),
+            paths: None,
         };
         let vault: Arc<dyn SecretSource> = Arc::new(VaultSource::new(config)?);
         Ok(Self {
             source: Some(Arc::new(CachingSource::new(vault, cache))),
             options,
         })
+    }
+
+    /// This backend with the request's path templating (default path, templates in paths).
+    pub fn with_paths(mut self, paths: &PathSettings, env: &RequestEnv) -> Self {
+        self.options.paths = Some(Arc::new(paths.for_request(env)));
+        self
     }
 }
 
@@ -162,6 +173,8 @@ pub struct Substituter {
     pub policy: Policy,
     /// Distinct reads one render may need (each unique path/version is one read).
     pub max_reads: usize,
+    /// Operator path templates, applied to every request's backend.
+    pub paths: PathSettings,
 }
 
 /// What the operator imposes on one request's reads.
@@ -204,7 +217,7 @@ impl Substituter {
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Vec<Value>, StageError> {
-        let backend = self.backend(env).await?;
+        let backend = self.backend(env).await?.with_paths(&self.paths, env);
         let project = env.project();
         self.guard_leaks(&documents, &backend.options, project)?;
         read_and_apply(
@@ -292,15 +305,23 @@ pub async fn read_and_apply(
                 limit: guard.max_reads,
             });
         }
-        if let Some(denied) = requests
-            .iter()
-            .find(|r| !guard.policy.allows(guard.project, &r.path))
-        {
-            metrics::inc(&METRICS.policy_denials_total);
-            return Err(StageError::PathDenied {
-                project: guard.project.to_owned(),
-                path: denied.path.clone(),
-            });
+        let no_vars = PathVars::default();
+        let vars = backend
+            .options
+            .paths
+            .as_ref()
+            .map_or(&no_vars, |p| p.vars());
+        for request in &requests {
+            if !guard
+                .policy
+                .allows_for(guard.project, &request.path, vars)?
+            {
+                metrics::inc(&METRICS.policy_denials_total);
+                return Err(StageError::PathDenied {
+                    project: guard.project.to_owned(),
+                    path: request.path.clone(),
+                });
+            }
         }
     }
     let mut fetched = Fetched::new();

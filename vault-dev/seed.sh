@@ -89,6 +89,10 @@ kv2("kv", "testing", {"name": "test-kv-name", "namespace": "test-kv-namespace", 
 kv2("kv", "test", {"hello": "world"})
 kv2("kv", "versioned", {"secret": "version1"}, {"secret": "version2"})
 
+# examples/conventions: one path per destination namespace and app (kv/data/<namespace>/<app>).
+kv2("kv", "shop/payments", {"DATABASE_URL": "postgres://payments:pay-s3cr3t@db.shop:5432/payments",
+                            "STRIPE_API_KEY": "sk_test_conventions"})
+
 # A read-only policy and three ways to get it: approle, userpass, a plain token.
 policy = "\n".join(f'path "{p}" {{ capabilities = ["read"] }}' for p in
                    ["secret/data/*", "secret/metadata/*", "kv1/*", "avp-v1/*", "kv/data/*", "kv/metadata/*"])

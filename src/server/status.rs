@@ -11,6 +11,7 @@ use crate::protocol::unpack::UnpackError;
 use crate::render::RenderError;
 use crate::render::tool::ToolError;
 use crate::secrets::kube::KubeError;
+use crate::substitute::Problem;
 use crate::substitute_stage::StageError;
 
 /// `prefix: error: cause: cause`, each source once.
@@ -67,6 +68,15 @@ fn code(err: &RequestError) -> Code {
                 | StageError::ConfigSecret(KubeError::NotAllowed { .. }) => Code::PermissionDenied,
                 StageError::Deadline { .. } => Code::DeadlineExceeded,
                 StageError::TooManyReads { .. } => Code::ResourceExhausted,
+                // A path template the request's values cannot fill (e.g. `../x` in an env value).
+                StageError::PathTemplate(_) => Code::InvalidArgument,
+                StageError::Substitute(s)
+                    if s.problems
+                        .iter()
+                        .any(|p| matches!(p, Problem::PathTemplate(_))) =>
+                {
+                    Code::InvalidArgument
+                }
                 _ => Code::FailedPrecondition,
             },
         },

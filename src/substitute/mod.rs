@@ -42,6 +42,10 @@
 //! - Versions are dropped from KV v1 requests (AVP ignores them), so they deduplicate.
 //! - Errors print the field key and the original (pre-substitution) field text, truncated,
 //!   and no field text at all for Secrets; modifier and parse errors never quote values.
+//! - Opt-in extensions, off unless the operator configures them ([`Options::paths`]): a default
+//!   path for objects with bare `<key>` placeholders and no path annotation (such objects then
+//!   behave as if annotated with it), and `{{variable}}` templates in annotation and inline
+//!   paths. Rendering happens before path validation, so every check sees the rendered path.
 //! - Where AVP panics (empty modifier segment, `sha256sum`/`jsonPath` on numbers, ConfigMap
 //!   floats or maps) this engine returns an error or a value. See `modifiers` and `jsonpath`
 //!   for their own differences.
@@ -54,8 +58,11 @@ mod placeholder;
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
+
+use crate::path_template::{PathContext, PathTemplateError};
 
 use crate::secrets::{Fetched, KvVersion, ReadError, SecretData, SecretRequest};
 
@@ -74,6 +81,10 @@ pub struct Options {
     /// `AVP_PATH_VALIDATION`: every path read must match (unanchored `is_match`, as Go's
     /// `MatchString`).
     pub path_validation: Option<regex::Regex>,
+    /// The request's path templating (operator settings + app context): the default path for
+    /// bare `<KEY>` placeholders without `avp.kubernetes.io/path`, and `{{...}}` in annotation
+    /// and inline paths when enabled. `None`: paths are used as written (AVP).
+    pub paths: Option<Arc<PathContext>>,
 }
 
 /// Every secret read `docs` need, deduplicated. Ignored manifests need none.
@@ -192,6 +203,10 @@ pub enum Problem {
     },
     #[error("null value for placeholder {0}")]
     NullValue(Site),
+    /// A templated path could not be rendered for this request (bad template or a variable
+    /// value that is not one safe path segment). Reported before any read.
+    #[error("{0}")]
+    PathTemplate(PathTemplateError),
 }
 
 /// Where a placeholder problem happened.
@@ -257,7 +272,9 @@ impl<'o> Manifest<'o> {
                 "ConfigMap" => Kind::ConfigMap,
                 _ => Kind::Other,
             },
-            mode: if annotations.path.is_some() {
+            mode: if annotations.path.is_some()
+                || opts.paths.as_ref().is_some_and(|p| p.has_default_path())
+            {
                 Mode::Generic
             } else {
                 Mode::InlineOnly
@@ -277,6 +294,11 @@ impl<'o> Manifest<'o> {
     /// The request for reading `path` at `version` from this manifest, after path validation
     /// and kv-version checks (in AVP's order).
     fn request(&self, path: &str, version: &str) -> Result<SecretRequest, Problem> {
+        let path = match &self.opts.paths {
+            Some(paths) => paths.resolve(path).map_err(Problem::PathTemplate)?,
+            None => Cow::Borrowed(path),
+        };
+        let path = path.as_ref();
         if let Some(re) = &self.opts.path_validation
             && !re.is_match(path)
         {
@@ -296,10 +318,18 @@ impl<'o> Manifest<'o> {
         })
     }
 
-    /// The annotation path to read for generic placeholders; `None` when it is empty (every
-    /// generic placeholder is then missing, as in AVP).
-    fn annotation_path(&self) -> Option<&str> {
-        self.annotations.path.as_deref().filter(|p| !p.is_empty())
+    /// The path to read for generic placeholders: the annotation, else the operator's default
+    /// path (rendered for this request). `None` when the annotation is empty (every generic
+    /// placeholder is then missing, as in AVP) or there is neither.
+    fn generic_path(&self) -> Result<Option<&str>, Problem> {
+        match (&self.annotations.path, &self.opts.paths) {
+            (Some(p), _) => Ok(Some(p.as_str()).filter(|p| !p.is_empty())),
+            (None, Some(paths)) => paths
+                .default_path()
+                .transpose()
+                .map_err(Problem::PathTemplate),
+            (None, None) => Ok(None),
+        }
     }
 
     /// Finds the reads this (non-ignored) manifest needs, or everything that stops it early.
@@ -324,7 +354,14 @@ impl<'o> Manifest<'o> {
         let mut problems = Vec::new();
         let mut requests = BTreeSet::new();
         let mut annotation_read = None;
-        let generic_path = self.annotation_path().filter(|_| wants_generic);
+        let generic_path = if wants_generic {
+            self.generic_path().unwrap_or_else(|problem| {
+                problems.push(problem);
+                None
+            })
+        } else {
+            None
+        };
         let wanted = generic_path
             .map(|p| (p, self.annotations.secret_version.as_str(), true))
             .into_iter()

@@ -1050,6 +1050,7 @@ fn kv_and_secret_version_shape_requests() {
         let opts = Options {
             default_kv_version,
             path_validation: None,
+            ..Options::default()
         };
         let got = collect(&[doc], &opts).unwrap_or_else(|e| panic!("{annotations} {field}: {e}"));
         assert_eq!(got, want.into_iter().collect(), "{annotations} {field}");
@@ -1092,6 +1093,7 @@ fn path_validation() {
     let opts = Options {
         default_kv_version: V1,
         path_validation: Some(regex::Regex::new(r"^secret/[a-z]+$").expect("regex")),
+        ..Options::default()
     };
     let allowed = manifest(
         "Deployment",
@@ -1126,6 +1128,7 @@ fn path_validation() {
     let loose = Options {
         default_kv_version: V1,
         path_validation: Some(regex::Regex::new("testing").expect("regex")),
+        ..Options::default()
     };
     let doc = manifest(
         "Deployment",
@@ -1226,6 +1229,7 @@ fn errors_are_aggregated_per_manifest_and_stop_the_run() {
     let opts = Options {
         default_kv_version: V1,
         path_validation: None,
+        ..Options::default()
     };
     let mut vault = avp_vault();
     vault.0.push((
@@ -1423,5 +1427,147 @@ fn errors_never_contain_secret_values() {
     assert_eq!(
         messages(&err),
         ["missing vault value for placeholder missing in string f"]
+    );
+}
+
+/// Options with path templating for an app `web` in namespace `team-a`, project `proj`.
+fn templated(default_path: Option<&str>, templates_in_paths: bool, team: &str) -> Options {
+    let settings = crate::path_template::PathSettings::new(
+        default_path,
+        templates_in_paths,
+        &["TEAM".to_owned()],
+    )
+    .expect("valid settings");
+    let env = crate::context::RequestEnv::new(
+        [
+            ("ARGOCD_APP_NAME", "web"),
+            ("ARGOCD_APP_NAMESPACE", "team-a"),
+            ("ARGOCD_APP_PROJECT_NAME", "proj"),
+            ("ARGOCD_ENV_TEAM", team),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    Options {
+        paths: Some(Arc::new(settings.for_request(&env))),
+        ..Options::default()
+    }
+}
+
+fn conventions_vault() -> FakeVault {
+    FakeVault(vec![
+        (
+            req("kv/data/team-a/web", V2, None),
+            data(json!({ "DATABASE_URL": "postgres://db", "USER": "u" })),
+        ),
+        (
+            req("kv/data/team-a/web", V2, Some("1")),
+            data(json!({ "DATABASE_URL": "postgres://old" })),
+        ),
+        (
+            req("kv/data/blue/shared", V2, None),
+            data(json!({ "TOKEN": "t" })),
+        ),
+    ])
+}
+
+#[test]
+fn default_path_fills_bare_placeholders_without_annotation() {
+    let opts = templated(Some("kv/data/{{namespace}}/{{app}}"), false, "blue");
+    let secret = manifest(
+        "Secret",
+        json!({}),
+        json!({ "stringData": { "url": "<DATABASE_URL>", "user": "<USER>" } }),
+    );
+    let out = render_with(vec![secret.clone()], &opts, &conventions_vault()).expect("renders");
+    assert_eq!(
+        out[0]["stringData"],
+        json!({ "url": "postgres://db", "user": "u" })
+    );
+    // Without the setting, AVP semantics: no annotation, no generic placeholders.
+    let out = render_with(vec![secret], &Options::default(), &conventions_vault()).expect("ok");
+    assert_eq!(out[0]["stringData"]["url"], "<DATABASE_URL>");
+}
+
+#[test]
+fn default_path_keeps_annotations_and_versions() {
+    let opts = templated(Some("kv/data/{{namespace}}/{{app}}"), false, "blue");
+    let annotated = manifest(
+        "Secret",
+        json!({ "avp.kubernetes.io/path": "kv/data/blue/shared" }),
+        json!({ "stringData": { "t": "<TOKEN>" } }),
+    );
+    let versioned = manifest(
+        "Secret",
+        json!({ "avp.kubernetes.io/secret-version": "1" }),
+        json!({ "stringData": { "url": "<DATABASE_URL>" } }),
+    );
+    let ignored = manifest(
+        "ConfigMap",
+        json!({ "avp.kubernetes.io/ignore": "true" }),
+        json!({ "data": { "html": "<b>" } }),
+    );
+    let out = render_with(
+        vec![annotated, versioned, ignored],
+        &opts,
+        &conventions_vault(),
+    )
+    .expect("renders");
+    assert_eq!(out[0]["stringData"]["t"], "t");
+    assert_eq!(out[1]["stringData"]["url"], "postgres://old");
+    assert_eq!(out[2]["data"]["html"], "<b>");
+}
+
+#[test]
+fn unsafe_env_value_fails_before_reads() {
+    let opts = templated(Some("kv/data/{{env.TEAM}}/{{app}}"), false, "../other");
+    let secret = manifest(
+        "Secret",
+        json!({}),
+        json!({ "stringData": { "url": "<DATABASE_URL>" } }),
+    );
+    let err = collect(std::slice::from_ref(&secret), &opts).expect_err("rejected");
+    assert!(
+        matches!(err.problems[..], [Problem::PathTemplate(_)]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("env.TEAM"), "{err}");
+    // No placeholders: the default path is never rendered, so nothing fails.
+    let plain = manifest("Secret", json!({}), json!({ "stringData": { "a": "b" } }));
+    assert!(collect(&[plain], &opts).expect("ok").is_empty());
+}
+
+#[test]
+fn templates_in_annotation_and_inline_paths_are_opt_in() {
+    let docs = vec![
+        manifest(
+            "Secret",
+            json!({ "avp.kubernetes.io/path": "kv/data/{{env.TEAM}}/shared" }),
+            json!({ "stringData": { "t": "<TOKEN>" } }),
+        ),
+        manifest(
+            "Secret",
+            json!({}),
+            json!({ "stringData": { "u": "<path:kv/data/{{namespace}}/{{app}}#DATABASE_URL>" } }),
+        ),
+    ];
+    let on = templated(None, true, "blue");
+    let out = render_with(docs.clone(), &on, &conventions_vault()).expect("renders");
+    assert_eq!(out[0]["stringData"]["t"], "t");
+    assert_eq!(out[1]["stringData"]["u"], "postgres://db");
+    // Off: `{{` is literal, so the literal path is read (and is not found).
+    let off = templated(None, false, "blue");
+    let requests = collect(&docs, &off).expect("collects");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path == "kv/data/{{env.TEAM}}/shared")
+    );
+    assert!(render_with(docs.clone(), &off, &conventions_vault()).is_err());
+    // On, with an unsafe value: rejected in collect.
+    let bad = templated(None, true, "a/b");
+    let err = collect(&docs, &bad).expect_err("rejected");
+    assert!(
+        matches!(err.problems[..], [Problem::PathTemplate(_)]),
+        "{err}"
     );
 }

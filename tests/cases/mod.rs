@@ -1,6 +1,7 @@
 mod authority;
 mod cli;
 mod commands;
+mod conventions;
 mod core;
 mod deploy;
 mod faults;
