@@ -204,6 +204,14 @@ impl SecretSource for CachingSource {
         }
         outcome
     }
+
+    /// Never cached: callers ask because they want Vault's current answer.
+    async fn metadata(
+        &self,
+        req: &SecretRequest,
+    ) -> Result<Option<crate::secrets::KvMetadata>, ReadError> {
+        self.inner.metadata(req).await
+    }
 }
 
 #[cfg(test)]

@@ -107,11 +107,26 @@ pub enum ReadError {
 /// Results of all reads one render needs, keyed by request.
 pub type Fetched = HashMap<SecretRequest, Result<SecretData, ReadError>>;
 
+/// What KV v2 metadata says about a secret: versions and their state, never values. Lets
+/// `check` verify paths and rotation tracking notice new versions without reading data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvMetadata {
+    pub current_version: u64,
+    /// Versions still readable (not deleted, not destroyed), ascending.
+    pub live_versions: Vec<u64>,
+}
+
 /// A backend that can read secrets. Implementations must be cheap to share across requests.
 #[async_trait]
 pub trait SecretSource: Send + Sync {
     /// Reads one secret.
     async fn read(&self, req: &SecretRequest) -> Result<SecretData, ReadError>;
+
+    /// KV v2 metadata of the secret `req` names (its `data/` path read as `metadata/`).
+    /// `Ok(None)` where there is no such thing (KV v1, sources without versions).
+    async fn metadata(&self, _req: &SecretRequest) -> Result<Option<KvMetadata>, ReadError> {
+        Ok(None)
+    }
 }
 
 pub mod cache;

@@ -38,7 +38,7 @@ use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
 use super::config::{Auth, VaultConfig, is_clean_path, is_header_safe};
-use super::{KvVersion, ReadError, SecretData, SecretRequest, SecretSource};
+use super::{KvMetadata, KvVersion, ReadError, SecretData, SecretRequest, SecretSource};
 use crate::metrics::{self, METRICS};
 
 /// Larger answers are refused (a KV secret is at most a few MiB).
@@ -624,15 +624,74 @@ impl SecretSource for VaultSource {
             ),
             _ => None,
         };
-        let client = self.client().await.map_err(|e| backend(e.to_string()))?;
-        let mut answer = self.get(&client, path, version).await.map_err(backend)?;
-        // A 403 may mean our token expired or was revoked: log in again once.
+        let answer = self.get_relogin(path, version).await.map_err(backend)?;
+        interpret(req, answer)
+    }
+
+    async fn metadata(&self, req: &SecretRequest) -> Result<Option<KvMetadata>, ReadError> {
+        let backend = |message: String| ReadError::Backend {
+            path: req.path.clone(),
+            message,
+        };
+        if req.kv_version == KvVersion::V1 {
+            return Ok(None);
+        }
+        let path = req.path.trim_matches('/');
+        if !is_clean_path(path) {
+            return Err(backend("invalid vault path".to_owned()));
+        }
+        // `<mount>/data/<rest>` → `<mount>/metadata/<rest>`.
+        let mut segments: Vec<&str> = path.split('/').collect();
+        let Some(data) = segments.iter().skip(1).position(|s| *s == "data") else {
+            return Err(ReadError::MissingDataSegment(req.path.clone()));
+        };
+        segments[data + 1] = "metadata";
+        let answer = self
+            .get_relogin(&segments.join("/"), None)
+            .await
+            .map_err(backend)?;
+        match answer.status {
+            200..=299 => {}
+            404 => return Err(ReadError::NotFound(req.clone())),
+            403 => return Err(ReadError::PermissionDenied(req.path.clone())),
+            status => return Err(backend(status_message(status, &answer.body))),
+        }
+        let data = &answer.body["data"];
+        let current_version = data["current_version"]
+            .as_u64()
+            .ok_or_else(|| backend("vault metadata has no current_version".to_owned()))?;
+        let mut live_versions: Vec<u64> = data["versions"]
+            .as_object()
+            .map(|versions| {
+                versions
+                    .iter()
+                    .filter(|(_, v)| {
+                        v["destroyed"] != Value::Bool(true)
+                            && v["deletion_time"].as_str().unwrap_or("").is_empty()
+                    })
+                    .filter_map(|(k, _)| k.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        live_versions.sort_unstable();
+        Ok(Some(KvMetadata {
+            current_version,
+            live_versions,
+        }))
+    }
+}
+
+impl VaultSource {
+    /// `get`, logging in again once on a 403 (our token may have expired or been revoked).
+    async fn get_relogin(&self, path: &str, version: Option<u64>) -> Result<Answer, String> {
+        let client = self.client().await.map_err(|e| e.to_string())?;
+        let answer = self.get(&client, path, version).await?;
         if answer.status == 403 && !matches!(self.config.auth, Auth::Token(_)) {
             self.invalidate(&client).await;
-            let client = self.client().await.map_err(|e| backend(e.to_string()))?;
-            answer = self.get(&client, path, version).await.map_err(backend)?;
+            let client = self.client().await.map_err(|e| e.to_string())?;
+            return self.get(&client, path, version).await;
         }
-        interpret(req, answer)
+        Ok(answer)
     }
 }
 
@@ -1176,6 +1235,28 @@ mod bao_tests {
         assert_eq!(kv1.values()["key"], json!("legacy-value"));
         assert_eq!(kv1.values()["n"], json!(7));
         assert_eq!(kv1.version(), None);
+        let meta = source
+            .metadata(&v2("secret/data/app"))
+            .await
+            .expect("metadata")
+            .expect("kv v2 has metadata");
+        assert_eq!(meta.current_version, 3);
+        assert_eq!(
+            meta.live_versions,
+            [2, 3],
+            "version 1 is deleted in the seed"
+        );
+        assert_eq!(
+            source
+                .metadata(&req("kv1/legacy", KvVersion::V1, None))
+                .await
+                .expect("kv1"),
+            None
+        );
+        assert!(matches!(
+            source.metadata(&v2("secret/data/nope")).await,
+            Err(ReadError::NotFound(_))
+        ));
         assert_eq!(source.login_count(), 0, "token auth never logs in");
     }
 
