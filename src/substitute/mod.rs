@@ -618,3 +618,6 @@ fn truncate(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;
