@@ -244,6 +244,12 @@ mod tests {
                 json!({"kind": "C", "n": 1.0})
             ]
         );
+        // Found by the property tests: floats are read correctly rounded, as Go does (serde_json's
+        // default parser was one ULP off here).
+        assert_eq!(
+            split("{\"n\": -360287970.76464844}"),
+            vec![json!({"n": -360_287_970.764_648_44})]
+        );
         // A third value that fails is an error: two values made it a JSON stream.
         assert!(matches!(
             split_tool_output("{}{}{"),
@@ -323,3 +329,6 @@ mod tests {
         assert!(split_tool_output("v: .nan\n").is_err());
     }
 }
+
+#[cfg(test)]
+mod props;

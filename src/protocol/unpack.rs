@@ -271,7 +271,11 @@ fn create_symlink(dest: &Path, rel: &Path, target: &Path) -> Result<(), UnpackEr
         return Err(illegal());
     };
     let link_path = parent.join(file_name);
-    let relative = relative_path(link_dir, &target_rel);
+    // The link goes where its directory really is, which differs from `link_dir` when a
+    // component of it is a symlink (`b -> .`, then `b/L -> ..`). The relative target must start
+    // from there, or its `..` steps would climb out of `dest`.
+    let real_link_dir = parent.strip_prefix(dest).map_err(|_| illegal())?;
+    let relative = relative_path(real_link_dir, &target_rel);
     std::os::unix::fs::symlink(&relative, &link_path).map_err(io_err(&link_path))
 }
 
@@ -316,6 +320,32 @@ mod tests {
         check("a/../../x", None);
     }
 
+    /// Found by the property tests: `b -> a/..` is `b -> .`, so `b/L` is really `L`, and a target
+    /// of `..` computed from `b` would have made `L -> ..`, pointing outside the tree.
+    #[test]
+    fn symlink_below_a_link_to_its_own_dir_stays_inside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = fs::canonicalize(dir.path()).expect("canonical");
+        create_symlink(&dest, Path::new("b"), Path::new("a/..")).expect("b -> .");
+        create_symlink(&dest, Path::new("b/L"), Path::new("..")).expect("b/L -> dest");
+        assert_eq!(
+            fs::read_link(dest.join("L")).expect("L"),
+            PathBuf::from(".")
+        );
+        create_symlink(&dest, Path::new("b/b/b/M"), Path::new("../../../c")).expect("M -> c");
+        assert_eq!(
+            fs::read_link(dest.join("M")).expect("M"),
+            PathBuf::from("c")
+        );
+        fs::create_dir(dest.join("d")).expect("d");
+        create_symlink(&dest, Path::new("e"), Path::new("d")).expect("e -> d");
+        create_symlink(&dest, Path::new("e/N"), Path::new("../c")).expect("N -> c");
+        assert_eq!(
+            fs::read_link(dest.join("d/N")).expect("N"),
+            PathBuf::from("../c")
+        );
+    }
+
     #[test]
     fn relative_path_rules() {
         let check = |from: &str, to: &str, want: &str| {
@@ -331,3 +361,6 @@ mod tests {
         check("a", "a", ".");
     }
 }
+
+#[cfg(test)]
+mod props;

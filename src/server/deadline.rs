@@ -13,23 +13,25 @@ pub fn buffer(timeout: Duration) -> Duration {
     (timeout / 20).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
-/// Parses a `grpc-timeout` value: 1–8 digits and a unit (H, M, S, m, u, n).
+/// Parses a `grpc-timeout` value: 1–8 digits and a unit (H, M, S, m, u, n). Anything else,
+/// including non-ASCII text, is `None`.
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    if v.len() < 2 || v.len() > 9 {
+    // Work on bytes: the unit is one ASCII byte, and slicing the text before a multi-byte last
+    // character would not be on a char boundary.
+    let (&unit, digits) = v.as_bytes().split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let (digits, unit) = v.split_at(v.len() - 1);
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
+    let n = digits
+        .iter()
+        .fold(0_u64, |n, d| n * 10 + u64::from(d - b'0'));
     Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
         _ => return None,
     })
 }
@@ -72,6 +74,11 @@ mod tests {
         check("-1S", None);
         check("1x", None);
         check("", None);
+        check("00000001S", Some(Duration::from_secs(1)));
+        check("000000001S", None);
+        // Found by the property tests: a multi-byte last character used to panic.
+        check("0\u{a1}", None);
+        check("1\u{e9}", None);
     }
 
     #[test]
@@ -82,3 +89,6 @@ mod tests {
         assert_eq!(buffer(Duration::from_secs(3600)), Duration::from_secs(1));
     }
 }
+
+#[cfg(test)]
+mod props;

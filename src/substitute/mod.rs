@@ -655,3 +655,6 @@ fn truncate(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;
