@@ -126,6 +126,41 @@ pub struct SecretsArgs {
         value_name = "NAME"
     )]
     pub path_template_env: Vec<String>,
+    /// Migration to External Secrets: `off` (only Secrets annotated
+    /// `avp.kubernetes.io/output: external-secret`), `on` (every Secret with placeholders unless
+    /// annotated `secret`), `enforce` (every one, no opt-out).
+    #[arg(
+        long = "external-secrets",
+        env = "AVP_SIDECAR_EXTERNAL_SECRETS",
+        value_enum,
+        default_value = "off"
+    )]
+    pub external_secrets: crate::substitute::external::Mode,
+    /// Per-project overrides, `project=off|on|enforce`.
+    #[arg(
+        long = "external-secrets-project",
+        env = "AVP_SIDECAR_EXTERNAL_SECRETS_PROJECTS",
+        value_delimiter = ','
+    )]
+    pub external_secrets_projects: Vec<String>,
+    /// The External Secrets Operator store the generated ExternalSecrets name (required for
+    /// any conversion).
+    #[arg(long, env = "AVP_SIDECAR_EXTERNAL_SECRETS_STORE")]
+    pub external_secrets_store: Option<String>,
+    /// Kind of that store: `ClusterSecretStore` or `SecretStore`.
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_EXTERNAL_SECRETS_STORE_KIND",
+        default_value = "ClusterSecretStore"
+    )]
+    pub external_secrets_store_kind: String,
+    /// `spec.refreshInterval` of the generated ExternalSecrets.
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_EXTERNAL_SECRETS_REFRESH",
+        default_value = "1h"
+    )]
+    pub external_secrets_refresh: String,
     /// Kubernetes API URL (default: in-cluster service).
     #[arg(long, env = "AVP_SIDECAR_KUBE_API", hide = true)]
     pub kube_api: Option<String>,
@@ -212,6 +247,7 @@ impl SecretsArgs {
             concurrency: self.read_concurrency.max(1),
             policy,
             max_reads: self.max_secret_reads,
+            external_secrets: self.external_secrets()?,
             paths,
         })
     }
@@ -224,6 +260,53 @@ impl SecretsArgs {
             &self.path_template_env,
         )
         .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    fn external_secrets(&self) -> Result<crate::substitute_stage::ExternalSecrets, ConfigError> {
+        use crate::substitute::external::{Mode, Store};
+        let invalid = |m: String| ConfigError::Invalid(m);
+        if !["ClusterSecretStore", "SecretStore"]
+            .contains(&self.external_secrets_store_kind.as_str())
+        {
+            return Err(invalid(format!(
+                "--external-secrets-store-kind {:?}: expected ClusterSecretStore or SecretStore",
+                self.external_secrets_store_kind
+            )));
+        }
+        let mut projects = std::collections::HashMap::new();
+        for rule in &self.external_secrets_projects {
+            let parsed = rule.split_once('=').and_then(|(p, m)| {
+                let mode = <Mode as clap::ValueEnum>::from_str(m.trim(), true).ok()?;
+                Some((p.trim().to_owned(), mode))
+            });
+            let Some((project, mode)) = parsed.filter(|(p, _)| !p.is_empty()) else {
+                return Err(invalid(format!(
+                    "--external-secrets-project {rule:?}: expected project=off|on|enforce"
+                )));
+            };
+            projects.insert(project, mode);
+        }
+        let store = self
+            .external_secrets_store
+            .as_ref()
+            .filter(|s| !s.trim().is_empty())
+            .map(|name| Store {
+                name: name.trim().to_owned(),
+                kind: self.external_secrets_store_kind.clone(),
+                refresh_interval: self.external_secrets_refresh.clone(),
+            });
+        let converting =
+            self.external_secrets != Mode::Off || projects.values().any(|m| *m != Mode::Off);
+        if converting && store.is_none() {
+            return Err(invalid(
+                "--external-secrets on/enforce needs --external-secrets-store".to_owned(),
+            ));
+        }
+        Ok(crate::substitute_stage::ExternalSecrets {
+            store,
+            mode: self.external_secrets,
+            projects,
+        })
     }
 
     /// The backend for the CLI's `-s NAME`: the operator runs the CLI, so no policy applies.

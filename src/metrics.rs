@@ -55,6 +55,7 @@ counters! {
     tool_queue_milliseconds_total: "time renders waited for a tool slot",
     policy_denials_total: "renders refused by the per-project path policy",
     leak_guard_hits_total: "objects with placeholders outside Secret data",
+    external_secrets_total: "Secrets emitted as ExternalSecrets (migration mode)",
     operator_overrides_ignored_total: "requests whose env named operator settings (ignored)",
 }
 

@@ -19,7 +19,7 @@ use crate::secrets::kube::{KubeApi, KubeError, SecretName, SecretPolicy};
 use crate::secrets::policy::{LeakMode, Policy};
 use crate::secrets::vault::{LoginError, VaultSource};
 use crate::secrets::{Fetched, SecretSource};
-use crate::substitute::{self, Options, SubstituteError};
+use crate::substitute::{self, Options, SubstituteError, external};
 
 /// Independent reads in flight at once for one render.
 pub const DEFAULT_READ_CONCURRENCY: usize = 8;
@@ -66,6 +66,9 @@ pub enum StageError {
     /// A templated policy rule could not be rendered for this request.
     #[error("operator path policy: {0}")]
     PathTemplate(#[from] crate::path_template::PathTemplateError),
+    /// Migration mode: an `avp.kubernetes.io/output` value or setting that cannot be honoured.
+    #[error("{object}: {reason}")]
+    Output { object: String, reason: String },
     /// Placeholders would put secrets outside Secret data, and the policy says deny.
     #[error(
         "project {project:?}: placeholders outside kind Secret data/stringData in {objects} (leak guard: deny)"
@@ -175,6 +178,66 @@ pub struct Substituter {
     pub max_reads: usize,
     /// Operator path templates, applied to every request's backend.
     pub paths: PathSettings,
+    pub external_secrets: ExternalSecrets,
+}
+
+/// Migration to External Secrets: which Secrets become `ExternalSecret`s, per project.
+#[derive(Clone, Debug, Default)]
+pub struct ExternalSecrets {
+    /// `None`: not configured; then only an explicit annotation is an error.
+    pub store: Option<external::Store>,
+    pub mode: external::Mode,
+    pub projects: HashMap<String, external::Mode>,
+}
+
+impl ExternalSecrets {
+    /// Replaces the Secrets this project converts by `ExternalSecret`s, before anything is read:
+    /// their values are then never read here at all.
+    fn apply(
+        &self,
+        documents: Vec<Value>,
+        options: &Options,
+        project: &str,
+    ) -> Result<Vec<Value>, StageError> {
+        let mode = self.projects.get(project).copied().unwrap_or(self.mode);
+        documents
+            .into_iter()
+            .enumerate()
+            .map(|(index, doc)| {
+                let object_name = || {
+                    format!(
+                        "Secret/{}",
+                        doc["metadata"]["name"].as_str().unwrap_or_default()
+                    )
+                };
+                let convert = external::wants_conversion(&doc, mode).map_err(|reason| {
+                    StageError::Output {
+                        object: object_name(),
+                        reason,
+                    }
+                })?;
+                let (true, Some(object)) = (convert, doc.as_object()) else {
+                    return Ok(doc);
+                };
+                let Some(store) = &self.store else {
+                    return Err(StageError::Output {
+                        object: object_name(),
+                        reason: format!(
+                            "{} asks for an ExternalSecret, but this sidecar has no --external-secrets-store",
+                            external::OUTPUT_ANNOTATION
+                        ),
+                    });
+                };
+                match external::convert(object, index, options, store)? {
+                    Some(converted) => {
+                        metrics::inc(&METRICS.external_secrets_total);
+                        Ok(converted)
+                    }
+                    None => Ok(doc),
+                }
+            })
+            .collect()
+    }
 }
 
 /// What the operator imposes on one request's reads.
@@ -219,6 +282,9 @@ impl Substituter {
     ) -> Result<Vec<Value>, StageError> {
         let backend = self.backend(env).await?.with_paths(&self.paths, env);
         let project = env.project();
+        let documents = self
+            .external_secrets
+            .apply(documents, &backend.options, project)?;
         self.guard_leaks(&documents, &backend.options, project)?;
         read_and_apply(
             &backend,

@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::secrets::KvVersion;
 
+/// Every AVP annotation starts with this.
+pub(crate) const PREFIX: &str = "avp.kubernetes.io/";
 pub(crate) const PATH: &str = "avp.kubernetes.io/path";
 pub(crate) const IGNORE: &str = "avp.kubernetes.io/ignore";
 pub(crate) const KV_VERSION: &str = "avp.kubernetes.io/kv-version";

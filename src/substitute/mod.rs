@@ -51,6 +51,7 @@
 //!   for their own differences.
 
 mod annotations;
+pub mod external;
 mod jsonpath;
 mod modifiers;
 mod placeholder;
@@ -203,6 +204,9 @@ pub enum Problem {
     },
     #[error("null value for placeholder {0}")]
     NullValue(Site),
+    /// Migration mode: this placeholder has no `ExternalSecret` equivalent.
+    #[error("cannot convert {what} to an ExternalSecret: {reason}")]
+    NotConvertible { what: String, reason: String },
     /// A templated path could not be rendered for this request (bad template or a variable
     /// value that is not one safe path segment). Reported before any read.
     #[error("{0}")]

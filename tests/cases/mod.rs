@@ -7,5 +7,6 @@ mod deploy;
 mod faults;
 mod hostile;
 mod isolation;
+mod migration;
 mod perf;
 mod vault;

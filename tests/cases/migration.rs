@@ -1,0 +1,136 @@
+//! Migration to External Secrets through the real server: converted Secrets become
+//! `ExternalSecret`s naming the same Vault paths, and their values are never read.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tonic::Code;
+
+use crate::support::bao::Bao;
+use crate::support::{self, ServerOptions, TestServer, argo_env, find};
+
+/// Secret `a` (opted in by annotation when `annotate_a`) reads only `kv/data/test`; Secret `b`
+/// reads `secret/data/demo/web`, with `b_output` as its output annotation if set.
+fn repo(annotate_a: bool, b_output: Option<&str>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).expect("mkdir");
+    std::fs::write(
+        app.join("kustomization.yaml"),
+        "resources: [a.yaml, b.yaml]\n",
+    )
+    .expect("write");
+    let annotations = |a: Option<&str>| {
+        a.map(|v| format!("  annotations:\n    avp.kubernetes.io/output: {v}\n"))
+            .unwrap_or_default()
+    };
+    std::fs::write(
+        app.join("a.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: a\n{}stringData:\n  hello: <path:kv/data/test#hello>\n  greeting: \"say <path:kv/data/test#hello>!\"\n",
+            annotations(annotate_a.then_some("external-secret"))
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        app.join("b.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: b\n{}stringData:\n  user: <path:secret/data/demo/web#username>\n",
+            annotations(b_output)
+        ),
+    )
+    .expect("write");
+    dir
+}
+
+async fn render(
+    server: &TestServer,
+    repo: &tempfile::TempDir,
+) -> Result<Vec<serde_json::Value>, tonic::Status> {
+    let spec = support::dir_stream(repo.path(), "app", argo_env("m", "demo", &[]));
+    support::generate(&server.socket, &spec, Some(Duration::from_secs(60))).await
+}
+
+fn server(bao: &Bao, extra: &[&str]) -> TestServer {
+    let mut args = vec![
+        "--external-secrets-store".to_owned(),
+        "vault-backend".to_owned(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    TestServer::start_with(ServerOptions {
+        env: bao.approle_env(),
+        args,
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn annotated_secrets_become_external_secrets_and_are_never_read() {
+    let bao = Bao::start_with_audit();
+    let server = server(&bao, &[]);
+    let docs = render(&server, &repo(true, None)).await.expect("render");
+    let es = find(&docs, "ExternalSecret", "a");
+    assert_eq!(es["apiVersion"], "external-secrets.io/v1");
+    assert_eq!(
+        es["spec"]["secretStoreRef"],
+        json!({"kind": "ClusterSecretStore", "name": "vault-backend"})
+    );
+    let data = es["spec"]["data"].as_array().expect("spec.data");
+    assert!(
+        data.contains(
+            &json!({"secretKey": "hello", "remoteRef": {"key": "kv/data/test", "property": "hello"}})
+        ),
+        "{data:?}"
+    );
+    assert_eq!(
+        es["spec"]["target"]["template"]["data"]["greeting"],
+        "say {{ index . \"_avp_greeting_0\" }}!"
+    );
+    // The unconverted Secret is filled as before.
+    assert_eq!(
+        find(&docs, "Secret", "b")["stringData"]["user"],
+        "demo-user"
+    );
+    let text = serde_json::to_string(&docs).expect("json");
+    assert!(
+        !text.contains("world"),
+        "a converted value was inlined: {text}"
+    );
+    let audit = bao.audit_log();
+    assert_eq!(Bao::audited_requests(&audit, "read", "kv/data/test"), 0);
+    assert_eq!(
+        Bao::audited_requests(&audit, "read", "secret/data/demo/web"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_project_can_enforce_external_secrets() {
+    let bao = Bao::start();
+    let server = server(&bao, &["--external-secrets-project", "default=enforce"]);
+    let docs = render(&server, &repo(false, None)).await.expect("render");
+    for name in ["a", "b"] {
+        find(&docs, "ExternalSecret", name);
+    }
+    let err = render(&server, &repo(false, Some("secret")))
+        .await
+        .expect_err("opt-out refused");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("Secret/b"), "{err:?}");
+    assert!(
+        err.message().contains("requires ExternalSecrets"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn conversion_without_a_store_is_refused() {
+    let server = TestServer::start();
+    let err = render(&server, &repo(true, None))
+        .await
+        .expect_err("no store");
+    assert!(
+        err.message().contains("no --external-secrets-store"),
+        "{err:?}"
+    );
+}
