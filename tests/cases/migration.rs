@@ -134,3 +134,25 @@ async fn conversion_without_a_store_is_refused() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn the_example_renders_as_documented() {
+    let server = TestServer::start_with(ServerOptions {
+        args: vec!["--external-secrets-store".into(), "vault-backend".into()],
+        ..Default::default()
+    });
+    let spec = support::dir_stream(
+        &support::repo_root().join("examples/external-secrets"),
+        "app",
+        argo_env("web", "demo", &[]),
+    );
+    let docs = support::generate(&server.socket, &spec, None)
+        .await
+        .expect("no Vault needed: nothing is read");
+    let es = find(&docs, "ExternalSecret", "web-db");
+    assert_eq!(es["spec"]["data"].as_array().map(Vec::len), Some(4));
+    assert_eq!(
+        es["spec"]["target"]["template"]["data"]["DB_URL"],
+        "postgres://{{ index . \"_avp_DB_URL_0\" }}:{{ index . \"_avp_DB_URL_1\" }}@db:5432/app"
+    );
+}
