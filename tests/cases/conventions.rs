@@ -3,7 +3,6 @@
 //! OpenBao, and `plugins import` / `serve --argocd-cm` against the built-in pipeline.
 
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::json;
 use tonic::Code;
@@ -52,27 +51,12 @@ fn app_env(
 
 /// A repo whose `app/` holds one Secret with `string_data` (YAML flow map).
 fn secret_repo(string_data: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = dir.path().join("app");
-    std::fs::create_dir_all(&app).expect("mkdir");
-    std::fs::write(app.join("kustomization.yaml"), "resources: [secret.yaml]\n").expect("write");
-    std::fs::write(
-        app.join("secret.yaml"),
-        format!(
+    support::kustomize_app(&[(
+        "secret.yaml",
+        &format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-env\nstringData: {string_data}\n"
         ),
-    )
-    .expect("write");
-    dir
-}
-
-async fn render(
-    server: &TestServer,
-    repo: &tempfile::TempDir,
-    env: Vec<(String, String)>,
-) -> Result<Vec<serde_json::Value>, tonic::Status> {
-    let spec = support::dir_stream(repo.path(), "app", env);
-    support::generate(&server.socket, &spec, Some(Duration::from_secs(60))).await
+    )])
 }
 
 #[tokio::test]
@@ -94,7 +78,7 @@ async fn bare_key_without_annotation_reads_namespace_app_path() {
         ("team-a", "postgres://team-a-web"),
         ("team-b", "postgres://team-b-web"),
     ] {
-        let docs = render(&server, &repo, app_env("web", namespace, "default", &[]))
+        let docs = support::render_app(&server, &repo, app_env("web", namespace, "default", &[]))
             .await
             .expect("generate");
         assert_eq!(
@@ -103,7 +87,7 @@ async fn bare_key_without_annotation_reads_namespace_app_path() {
         );
     }
     // A missing app path is Vault's 404, named by its rendered path.
-    let err = render(&server, &repo, app_env("api", "team-a", "default", &[]))
+    let err = support::render_app(&server, &repo, app_env("api", "team-a", "default", &[]))
         .await
         .expect_err("no secret at kv/data/team-a/api");
     assert!(err.message().contains("kv/data/team-a/api"), "{err:?}");
@@ -113,7 +97,7 @@ async fn bare_key_without_annotation_reads_namespace_app_path() {
         env: bao.approle_env(),
         ..Default::default()
     });
-    let docs = render(&plain, &repo, app_env("web", "team-a", "default", &[]))
+    let docs = support::render_app(&plain, &repo, app_env("web", "team-a", "default", &[]))
         .await
         .expect("generate");
     assert_eq!(
@@ -183,7 +167,7 @@ async fn tenant_env_value_cannot_escape_its_segment() {
     let inline = secret_repo("{DATABASE_URL: '<path:kv/data/{{env.TEAM}}/web#DATABASE_URL>'}");
 
     for repo in [&bare, &inline] {
-        let docs = render(
+        let docs = support::render_app(
             &server,
             repo,
             app_env("web", "ns", "default", &[("TEAM", "blue")]),
@@ -202,9 +186,10 @@ async fn tenant_env_value_cannot_escape_its_segment() {
             (None, "is empty or not set"),
         ] {
             let plugin_env: Vec<(&str, &str)> = team.map(|t| ("TEAM", t)).into_iter().collect();
-            let err = render(&server, repo, app_env("web", "ns", "default", &plugin_env))
-                .await
-                .expect_err("rejected");
+            let err =
+                support::render_app(&server, repo, app_env("web", "ns", "default", &plugin_env))
+                    .await
+                    .expect_err("rejected");
             assert_eq!(err.code(), Code::InvalidArgument, "{team:?}: {err:?}");
             assert!(
                 err.message().contains("env.TEAM") && err.message().contains(want),
@@ -240,7 +225,7 @@ async fn path_policy_rules_use_the_project() {
         ],
     );
     let repo = secret_repo("{DATABASE_URL: <DATABASE_URL>}");
-    let docs = render(&server, &repo, app_env("web", "team-a", "team-a", &[]))
+    let docs = support::render_app(&server, &repo, app_env("web", "team-a", "team-a", &[]))
         .await
         .expect("project team-a reads kv/data/team-a/*");
     assert_eq!(
@@ -248,7 +233,7 @@ async fn path_policy_rules_use_the_project() {
         "postgres://team-a"
     );
     // Project team-b deploying into namespace team-a may not read team-a's secrets.
-    let err = render(&server, &repo, app_env("web", "team-a", "team-b", &[]))
+    let err = support::render_app(&server, &repo, app_env("web", "team-a", "team-b", &[]))
         .await
         .expect_err("denied");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
@@ -419,7 +404,7 @@ async fn default_path_in_a_command_plugin_pipeline() {
         ..Default::default()
     });
     let repo = secret_repo("{DATABASE_URL: <DATABASE_URL>}");
-    let docs = render(&server, &repo, app_env("web", "team-a", "default", &[]))
+    let docs = support::render_app(&server, &repo, app_env("web", "team-a", "default", &[]))
         .await
         .expect("generate");
     assert_eq!(

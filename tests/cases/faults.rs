@@ -18,12 +18,7 @@ const SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstring
 
 /// A kustomize app dir holding `secret.yaml` with `secret`.
 fn vault_app(secret: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = dir.path().join("app");
-    std::fs::create_dir_all(&app).expect("mkdir");
-    std::fs::write(app.join("kustomization.yaml"), "resources: [secret.yaml]\n").expect("write");
-    std::fs::write(app.join("secret.yaml"), secret).expect("write");
-    dir
+    support::kustomize_app(&[("secret.yaml", secret)])
 }
 
 fn user(docs: &[serde_json::Value]) -> &serde_json::Value {
@@ -142,7 +137,8 @@ async fn slow_vault_hits_the_deadline_cleanly() {
     let app = vault_app(SECRET);
     let spec = support::dir_stream(app.path(), "app", argo_env("web", "demo", &[]));
     let started = Instant::now();
-    let err = support::generate(&server.socket, &spec, Some(Duration::from_secs(3)))
+    // 10 s: the server answers at 95% of it, a margin a loaded CI machine keeps.
+    let err = support::generate(&server.socket, &spec, Some(Duration::from_secs(10)))
         .await
         .expect_err("vault too slow");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
@@ -151,7 +147,7 @@ async fn slow_vault_hits_the_deadline_cleanly() {
             .contains("deadline exceeded while reading 1 secret(s) from vault"),
         "{err:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(3), "answered late");
+    assert!(started.elapsed() < Duration::from_secs(10), "answered late");
     assert!(server.leftover_workdirs().is_empty());
 
     proxy.delay_ms.store(0, Ordering::Relaxed);

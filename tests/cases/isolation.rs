@@ -2,7 +2,6 @@
 //! who sets them through `--plugin-env` (and, defensively, as raw request env) changes nothing.
 
 use std::net::TcpListener;
-use std::time::Duration;
 
 use serde_json::json;
 use tonic::Code;
@@ -12,29 +11,20 @@ use crate::support::{self, ServerOptions, TestServer, find};
 
 /// A kustomize app: a Secret filled from `path` and a ConfigMap with `cm_value`.
 fn repo(path: &str, cm_value: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = dir.path().join("app");
-    std::fs::create_dir_all(&app).expect("mkdir");
-    std::fs::write(
-        app.join("kustomization.yaml"),
-        "resources: [secret.yaml, cm.yaml]\n",
-    )
-    .expect("write");
-    std::fs::write(
-        app.join("secret.yaml"),
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  user: <path:{path}#username>\n"
+    support::kustomize_app(&[
+        (
+            "secret.yaml",
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  user: <path:{path}#username>\n"
+            ),
         ),
-    )
-    .expect("write");
-    std::fs::write(
-        app.join("cm.yaml"),
-        format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  v: \"{cm_value}\"\n"
+        (
+            "cm.yaml",
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  v: \"{cm_value}\"\n"
+            ),
         ),
-    )
-    .expect("write");
-    dir
+    ])
 }
 
 /// The env the repo-server sends, with `hostile` added both as plugin env and as raw names.
@@ -43,15 +33,6 @@ fn env_with(hostile: &[(&str, String)]) -> Vec<(String, String)> {
     let mut env = support::argo_env("s", "demo", &plugin);
     env.extend(hostile.iter().map(|(k, v)| (k.to_string(), v.clone())));
     env
-}
-
-async fn render(
-    server: &TestServer,
-    repo: &tempfile::TempDir,
-    env: Vec<(String, String)>,
-) -> Result<Vec<serde_json::Value>, tonic::Status> {
-    let spec = support::dir_stream(repo.path(), "app", env);
-    support::generate(&server.socket, &spec, Some(Duration::from_secs(60))).await
 }
 
 #[tokio::test]
@@ -76,7 +57,7 @@ async fn tenant_overrides_of_every_operator_setting_are_ignored() {
         ..Default::default()
     });
     let ok_repo = repo("secret/data/demo/web", "plain");
-    let baseline = render(&server, &ok_repo, env_with(&[]))
+    let baseline = support::render_app(&server, &ok_repo, env_with(&[]))
         .await
         .expect("baseline");
     assert_eq!(
@@ -154,7 +135,7 @@ async fn tenant_overrides_of_every_operator_setting_are_ignored() {
         ),
     ];
     for (family, hostile) in &families {
-        let docs = render(&server, &ok_repo, env_with(hostile))
+        let docs = support::render_app(&server, &ok_repo, env_with(hostile))
             .await
             .unwrap_or_else(|e| panic!("{family}: {e:?}"));
         assert_eq!(docs, baseline, "{family} changed the output");
@@ -176,7 +157,7 @@ async fn tenant_overrides_of_every_operator_setting_are_ignored() {
     }
     let all: Vec<(&str, String)> = families.into_iter().flat_map(|(_, h)| h).collect();
     // Policy still applies with every override attempted at once.
-    let err = render(
+    let err = support::render_app(
         &server,
         &repo("secret/data/other/web", "plain"),
         env_with(&all),
@@ -184,7 +165,7 @@ async fn tenant_overrides_of_every_operator_setting_are_ignored() {
     .await
     .expect_err("path policy");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    let err = render(
+    let err = support::render_app(
         &server,
         &repo(
             "secret/data/demo/web",
@@ -215,7 +196,7 @@ async fn distinct_secret_reads_are_capped() {
         ..Default::default()
     });
     let one = repo("secret/data/demo/web", "plain");
-    let docs = render(&server, &one, env_with(&[]))
+    let docs = support::render_app(&server, &one, env_with(&[]))
         .await
         .expect("one read");
     assert_eq!(
@@ -223,7 +204,9 @@ async fn distinct_secret_reads_are_capped() {
         json!({"user": "demo-user"})
     );
     let two = repo("secret/data/demo/web", "<path:kv/data/test#hello>");
-    let err = render(&server, &two, env_with(&[])).await.expect_err("two");
+    let err = support::render_app(&server, &two, env_with(&[]))
+        .await
+        .expect_err("two");
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(
         err.message()
@@ -258,7 +241,9 @@ async fn a_project_can_have_its_own_vault_identity() {
                 *v = project.to_owned();
             }
         }
-        let docs = render(&server, &app, env).await.expect(project);
+        let docs = support::render_app(&server, &app, env)
+            .await
+            .expect(project);
         assert_eq!(
             find(&docs, "Secret", "s")["stringData"]["user"],
             "demo-user"

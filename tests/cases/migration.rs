@@ -1,8 +1,6 @@
 //! Migration to External Secrets through the real server: converted Secrets become
 //! `ExternalSecret`s naming the same Vault paths, and their values are never read.
 
-use std::time::Duration;
-
 use serde_json::json;
 use tonic::Code;
 
@@ -12,43 +10,33 @@ use crate::support::{self, ServerOptions, TestServer, argo_env, find};
 /// Secret `a` (opted in by annotation when `annotate_a`) reads only `kv/data/test`; Secret `b`
 /// reads `secret/data/demo/web`, with `b_output` as its output annotation if set.
 fn repo(annotate_a: bool, b_output: Option<&str>) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = dir.path().join("app");
-    std::fs::create_dir_all(&app).expect("mkdir");
-    std::fs::write(
-        app.join("kustomization.yaml"),
-        "resources: [a.yaml, b.yaml]\n",
-    )
-    .expect("write");
     let annotations = |a: Option<&str>| {
         a.map(|v| format!("  annotations:\n    avp.kubernetes.io/output: {v}\n"))
             .unwrap_or_default()
     };
-    std::fs::write(
-        app.join("a.yaml"),
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: a\n{}stringData:\n  hello: <path:kv/data/test#hello>\n  greeting: \"say <path:kv/data/test#hello>!\"\n",
-            annotations(annotate_a.then_some("external-secret"))
+    support::kustomize_app(&[
+        (
+            "a.yaml",
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: a\n{}stringData:\n  hello: <path:kv/data/test#hello>\n  greeting: \"say <path:kv/data/test#hello>!\"\n",
+                annotations(annotate_a.then_some("external-secret"))
+            ),
         ),
-    )
-    .expect("write");
-    std::fs::write(
-        app.join("b.yaml"),
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: b\n{}stringData:\n  user: <path:secret/data/demo/web#username>\n",
-            annotations(b_output)
+        (
+            "b.yaml",
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: b\n{}stringData:\n  user: <path:secret/data/demo/web#username>\n",
+                annotations(b_output)
+            ),
         ),
-    )
-    .expect("write");
-    dir
+    ])
 }
 
 async fn render(
     server: &TestServer,
     repo: &tempfile::TempDir,
 ) -> Result<Vec<serde_json::Value>, tonic::Status> {
-    let spec = support::dir_stream(repo.path(), "app", argo_env("m", "demo", &[]));
-    support::generate(&server.socket, &spec, Some(Duration::from_secs(60))).await
+    support::render_app(server, repo, argo_env("m", "demo", &[])).await
 }
 
 fn server(bao: &Bao, extra: &[&str]) -> TestServer {

@@ -114,18 +114,12 @@ async fn token_and_userpass_logins() {
 
 /// A one-file repo whose Secret holds `value`.
 fn secret_repo(value: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = dir.path().join("app");
-    std::fs::create_dir_all(&app).expect("mkdir");
-    std::fs::write(app.join("kustomization.yaml"), "resources: [secret.yaml]\n").expect("write");
-    std::fs::write(
-        app.join("secret.yaml"),
-        format!(
+    support::kustomize_app(&[(
+        "secret.yaml",
+        &format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  v: \"{value}\"\n"
         ),
-    )
-    .expect("write");
-    dir
+    )])
 }
 
 async fn render_value(
@@ -452,17 +446,12 @@ async fn secret_values_never_reach_errors_logs_or_metrics() {
         }
     }
     // A placeholder outside Secret data with the leak guard on deny.
-    let repo = tempfile::tempdir().expect("tempdir");
-    let app = repo.path().join("app");
-    std::fs::create_dir_all(&app).expect("mkdir");
-    std::fs::write(app.join("kustomization.yaml"), "resources: [cm.yaml]\n").expect("write");
-    std::fs::write(
-        app.join("cm.yaml"),
-        format!(
+    let repo = support::kustomize_app(&[(
+        "cm.yaml",
+        &format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  v: <path:{p}#plain>\n"
         ),
-    )
-    .expect("write");
+    )]);
     let spec = support::dir_stream(repo.path(), "app", argo_env("c", "demo", &[]));
     let err = support::generate(&server.socket, &spec, None)
         .await

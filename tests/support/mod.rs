@@ -289,3 +289,31 @@ pub fn http_get(port: u16, path: &str) -> String {
     s.read_to_string(&mut out).expect("read");
     out
 }
+
+/// A repository whose `app/` is a kustomize app made of `files` (name, content), all listed as
+/// resources.
+pub fn kustomize_app(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).expect("mkdir");
+    let names: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
+    std::fs::write(
+        app.join("kustomization.yaml"),
+        format!("resources: [{}]\n", names.join(", ")),
+    )
+    .expect("write");
+    for (name, content) in files {
+        std::fs::write(app.join(name), content).expect("write");
+    }
+    dir
+}
+
+/// GenerateManifest for `app/` of `repo` with `env`, under a 60 s deadline.
+pub async fn render_app(
+    server: &TestServer,
+    repo: &tempfile::TempDir,
+    env: Vec<(String, String)>,
+) -> Result<Vec<serde_json::Value>, tonic::Status> {
+    let spec = dir_stream(repo.path(), "app", env);
+    generate(&server.socket, &spec, Some(Duration::from_secs(60))).await
+}
