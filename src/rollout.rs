@@ -685,6 +685,15 @@ mod tests {
         assert_eq!(out[1], w);
     }
 
+    /// The canonical form is part of the contract (a change re-rolls every annotated
+    /// workload once): this pins it. `examples/rollout/` shows the same value.
+    #[test]
+    fn canonical_form_is_pinned() {
+        let versions = BTreeSet::from([("secret/data/demo/web".to_owned(), "2".to_owned())]);
+        let used = BTreeMap::from([("web-db", versions.iter().collect())]);
+        assert_eq!(hash(&used), "f0034bed8fac885f");
+    }
+
     #[test]
     fn settings_per_project() {
         let s = RolloutSettings::new(false, &["team-a=on, team-b=OFF".into(), "c=off".into()])
