@@ -2,6 +2,8 @@
 //! reads from a real OpenBao; a new KV v2 version must change the pod-template annotation of
 //! the workload that uses the Secret, and nothing else, and no value may show anywhere.
 
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -127,8 +129,42 @@ async fn new_version_changes_the_hash_of_the_user_only() {
     assert_no_values(&log);
 }
 
+/// `avp-sidecar generate` (a command plugin's `... | avp-sidecar generate -`) with `env`;
+/// the rendered YAML.
+fn pipe_generate(bao: &Bao, env: &[(&str, &str)]) -> String {
+    let repo = app_repo();
+    let built = Command::new(support::tool("kustomize"))
+        .arg("build")
+        .arg(repo.path().join("app"))
+        .output()
+        .expect("kustomize");
+    assert!(built.status.success(), "kustomize build failed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_avp-sidecar"))
+        .args(["generate", "-"])
+        .env_remove("AVP_SIDECAR_ROLLOUT_HASH")
+        .env_remove("AVP_SIDECAR_ROLLOUT_HASH_PROJECTS")
+        .envs(bao.token_env())
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&built.stdout)
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "generate failed: {stderr}");
+    assert_no_values(&stderr);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[tokio::test]
-async fn off_by_default_and_per_project() {
+async fn off_by_default_per_project_and_in_generate() {
     let bao = Bao::start();
     for (args, want) in [
         (&[][..], false),
@@ -146,5 +182,27 @@ async fn off_by_default_and_per_project() {
         assert_eq!(annotation(&docs, "web").is_some(), want, "{args:?}");
         assert_eq!(annotation(&docs, "idle"), None, "{args:?}");
         assert_no_values(&server.log());
+    }
+    // A command plugin's `generate` takes the operator's env and the project from its own env.
+    for (env, want) in [
+        (vec![("ARGOCD_APP_PROJECT_NAME", "team")], 0),
+        (vec![("AVP_SIDECAR_ROLLOUT_HASH", "true")], 1),
+        (
+            vec![
+                ("ARGOCD_APP_PROJECT_NAME", "team"),
+                ("AVP_SIDECAR_ROLLOUT_HASH_PROJECTS", "team=on"),
+            ],
+            1,
+        ),
+        (
+            vec![
+                ("ARGOCD_APP_PROJECT_NAME", "other"),
+                ("AVP_SIDECAR_ROLLOUT_HASH_PROJECTS", "team=on"),
+            ],
+            0,
+        ),
+    ] {
+        let yaml = pipe_generate(&bao, &env);
+        assert_eq!(yaml.matches(ANNOTATION).count(), want, "{env:?}:\n{yaml}");
     }
 }
