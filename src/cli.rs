@@ -245,8 +245,23 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let process_env = avp_sidecar::context::RequestEnv::new(std::env::vars());
     let backend = backend.with_paths(&args.secrets.path_settings()?, &process_env);
     let concurrency = args.secrets.read_concurrency.max(1);
+    // The operator runs `generate`: no path policy or read cap, only the rollout hash if on.
+    let rollout = avp_sidecar::rollout::RolloutSettings::new(
+        args.secrets.rollout_hash,
+        &args.secrets.rollout_hash_projects,
+    )?;
+    let no_policy = avp_sidecar::secrets::policy::Policy::default();
+    let guard =
+        rollout
+            .enabled(process_env.project())
+            .then(|| avp_sidecar::substitute_stage::Guard {
+                policy: &no_policy,
+                project: process_env.project(),
+                max_reads: usize::MAX,
+                rollout_hash: true,
+            });
     let out =
-        avp_sidecar::substitute_stage::read_and_apply(&backend, docs, concurrency, None, None)
+        avp_sidecar::substitute_stage::read_and_apply(&backend, docs, concurrency, None, guard)
             .await?;
     let mut text = String::new();
     for d in &out {

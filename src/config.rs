@@ -95,6 +95,18 @@ pub struct SecretsArgs {
         value_delimiter = ','
     )]
     pub leak_guard_projects: Vec<String>,
+    /// Annotate pod templates that use Secrets filled from Vault with a hash of the secret
+    /// paths and versions read (`avp.kubernetes.io/secret-versions`), so a new version rolls
+    /// the workload on the next sync.
+    #[arg(long, env = "AVP_SIDECAR_ROLLOUT_HASH")]
+    pub rollout_hash: bool,
+    /// Per-project overrides of `--rollout-hash`, `project=on|off`.
+    #[arg(
+        long = "rollout-hash-project",
+        env = "AVP_SIDECAR_ROLLOUT_HASH_PROJECTS",
+        value_delimiter = ','
+    )]
+    pub rollout_hash_projects: Vec<String>,
     /// A project's own Vault settings, as `project=FILE` (AVP config file format, above the
     /// process env): e.g. its own AppRole, so Vault's policies and audit log see the project.
     /// Projects without one use the default settings.
@@ -249,6 +261,11 @@ impl SecretsArgs {
             max_reads: self.max_secret_reads,
             external_secrets: self.external_secrets()?,
             paths,
+            rollout: crate::rollout::RolloutSettings::new(
+                self.rollout_hash,
+                &self.rollout_hash_projects,
+            )
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?,
         })
     }
 

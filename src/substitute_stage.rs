@@ -179,6 +179,8 @@ pub struct Substituter {
     /// Operator path templates, applied to every request's backend.
     pub paths: PathSettings,
     pub external_secrets: ExternalSecrets,
+    /// Which projects get rollout hashes on their pod templates.
+    pub rollout: crate::rollout::RolloutSettings,
 }
 
 /// Migration to External Secrets: which Secrets become `ExternalSecret`s, per project.
@@ -246,6 +248,8 @@ pub struct Guard<'a> {
     pub policy: &'a Policy,
     pub project: &'a str,
     pub max_reads: usize,
+    /// Annotate pod templates with the versions of the placeholder Secrets they use.
+    pub rollout_hash: bool,
 }
 
 impl std::fmt::Debug for Substituter {
@@ -295,6 +299,7 @@ impl Substituter {
                 policy: &self.policy,
                 project,
                 max_reads: self.max_reads,
+                rollout_hash: self.rollout.enabled(project),
             }),
         )
         .await
@@ -425,5 +430,14 @@ pub async fn read_and_apply(
             });
         }
     }
-    Ok(substitute::apply(documents, &backend.options, &fetched)?)
+    // Planned before apply: afterwards the Secrets no longer show which reads they used.
+    let rollout = guard
+        .filter(|g| g.rollout_hash)
+        .map(|_| crate::rollout::plan(&documents, &backend.options));
+    let mut documents = substitute::apply(documents, &backend.options, &fetched)?;
+    if let Some(plan) = rollout {
+        let workloads = crate::rollout::annotate(&mut documents, &plan, &fetched);
+        tracing::debug!(workloads, "rollout hashes set");
+    }
+    Ok(documents)
 }

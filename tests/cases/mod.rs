@@ -9,4 +9,5 @@ mod hostile;
 mod isolation;
 mod migration;
 mod perf;
+mod rollout;
 mod vault;
