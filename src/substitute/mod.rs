@@ -51,6 +51,7 @@
 //!   for their own differences.
 
 mod annotations;
+mod inspect;
 mod jsonpath;
 mod modifiers;
 mod placeholder;
@@ -65,6 +66,8 @@ use serde_json::{Map, Value};
 use crate::path_template::{PathContext, PathTemplateError};
 
 use crate::secrets::{Fetched, KvVersion, ReadError, SecretData, SecretRequest};
+
+pub use inspect::{InspectedDocument, InspectedField, InspectedPlaceholder, inspect};
 
 use annotations::Annotations;
 use modifiers::ModifierError;
