@@ -236,9 +236,10 @@ pub async fn check(docs: &[Value], opts: &CheckOptions<'_>) -> Result<Report, Ch
                     Some("data" | "stringData")
                 );
             let field_name = field.path.join(".");
+            let field_key = field.path.last().map(String::as_str);
             for ph in &field.placeholders {
                 placeholders += 1;
-                let locations = index.locate(&ph.text, &object);
+                let locations = index.locate(&ph.text, field_key, &object);
                 let shown = heuristics::shorten(&ph.text);
                 let read = match &ph.request {
                     Ok(Some(req)) => describe_request(req),
@@ -337,7 +338,7 @@ pub async fn check(docs: &[Value], opts: &CheckOptions<'_>) -> Result<Report, Ch
             };
             for miss in heuristics::near_misses(&field.text, &taken, &ctx) {
                 let text = &field.text[miss.range.clone()];
-                let locations = index.locate(text, &object);
+                let locations = index.locate(text, field_key, &object);
                 add(
                     Rule::NotAPlaceholder,
                     Level::Warning,

@@ -107,9 +107,11 @@ impl RepoIndex {
         &self.app_entry
     }
 
-    /// Every file and line holding `needle`, preferring files under the app path; the object
-    /// alone when the text is in no file (built by helm logic, from a remote chart, encoded).
-    pub fn locate(&self, needle: &str, object: &str) -> Vec<Location> {
+    /// Every file and line holding `needle`, preferring files under the app path, and among
+    /// those the lines that also name `field` (the same placeholder often sits in several
+    /// fields); the object alone when the text is in no file (built by helm logic, from a
+    /// remote chart, encoded).
+    pub fn locate(&self, needle: &str, field: Option<&str>, object: &str) -> Vec<Location> {
         let hits = |in_app: bool| -> Vec<Location> {
             self.files
                 .iter()
@@ -133,6 +135,16 @@ impl RepoIndex {
             found = hits(false);
         }
         found.dedup();
+        if let Some(field) = field.filter(|f| !f.is_empty()) {
+            let named: Vec<Location> = found
+                .iter()
+                .filter(|l| self.line_names(l, field))
+                .cloned()
+                .collect();
+            if !named.is_empty() {
+                found = named;
+            }
+        }
         if found.is_empty() {
             found.push(Location {
                 file: None,
@@ -141,6 +153,23 @@ impl RepoIndex {
             });
         }
         found
+    }
+}
+
+impl RepoIndex {
+    /// Whether the line of `at` holds `field` as a key (`field:` or `"field":`).
+    fn line_names(&self, at: &Location, field: &str) -> bool {
+        let (Some(file), Some(line)) = (&at.file, at.line) else {
+            return false;
+        };
+        self.files
+            .iter()
+            .find(|f| &f.rel == file)
+            .and_then(|f| f.text.lines().nth(line - 1))
+            .is_some_and(|l| {
+                let l = l.trim_start().trim_start_matches("- ");
+                l.starts_with(&format!("{field}:")) || l.starts_with(&format!("\"{field}\":"))
+            })
     }
 }
 
@@ -231,7 +260,7 @@ mod tests {
         assert_eq!(index.app_entry(), "apps/web/kustomization.yaml");
         let at = |needle: &str| -> Vec<(Option<String>, Option<usize>)> {
             index
-                .locate(needle, "Secret/s")
+                .locate(needle, None, "Secret/s")
                 .into_iter()
                 .map(|l| (l.file, l.line))
                 .collect()
@@ -248,6 +277,9 @@ mod tests {
             [(Some("base/secret.yaml".to_owned()), Some(2))]
         );
         assert_eq!(at("<path:none#k>"), [(None, None)]);
+        let c = index.locate("<path:x#k>", Some("c"), "Secret/s");
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].line, Some(3));
     }
 
     #[test]
