@@ -283,9 +283,10 @@ mod tests {
     #[test]
     fn real_placeholders_are_skipped() {
         let text = "a <path:secret/data/x#k> b";
-        let taken = [2..24];
-        assert_eq!(&text[taken[0].clone()], "<path:secret/data/x#k>");
-        assert!(near_misses(text, &taken, &ctx("")).is_empty());
+        let start = text.find('<').expect("placeholder");
+        let real = start..text.len() - 2;
+        assert_eq!(&text[real.clone()], "<path:secret/data/x#k>");
+        assert!(near_misses(text, std::slice::from_ref(&real), &ctx("")).is_empty());
     }
 
     #[test]
