@@ -9,6 +9,8 @@ use clap::{Args, ValueEnum};
 
 use avp_sidecar::protocol::client::{RepoStream, connect};
 
+pub mod check;
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Rpc {
     /// CheckPluginConfiguration
@@ -304,46 +306,60 @@ pub struct RenderCmdArgs {
     pub secrets: avp_sidecar::config::SecretsArgs,
 }
 
-#[tokio::main(flavor = "current_thread")]
-pub async fn render(args: RenderCmdArgs) -> anyhow::Result<()> {
-    use avp_sidecar::plugin::Plugin;
-    use avp_sidecar::protocol::{client, unpack, workdir::WorkDir};
-
-    let plugin = if args.config_dir.is_dir() {
-        avp_sidecar::plugin::load_dir(&args.config_dir)?
-            .into_iter()
-            .find(|p| p.name == args.plugin || p.full_name() == args.plugin)
-    } else {
-        None
-    }
-    .or_else(|| Plugin::builtin(&args.plugin))
-    .with_context(|| format!("unknown plugin {:?}", args.plugin))?;
+/// The request env of a local render: plugin env as `ARGOCD_ENV_*`, raw entries as they are,
+/// and the repo-server's default app name (the app directory's name) when none is given.
+pub fn local_env(
+    dir: &std::path::Path,
+    app_path: &str,
+    plugin_env: &[String],
+    raw: &[String],
+) -> anyhow::Result<avp_sidecar::context::RequestEnv> {
     let mut env = Vec::new();
-    for kv in &args.plugin_env {
+    for kv in plugin_env {
         let (k, v) = split(kv)?;
         env.push((format!("ARGOCD_ENV_{k}"), v));
     }
-    for kv in &args.env {
+    for kv in raw {
         env.push(split(kv)?);
     }
     if !env.iter().any(|(k, _)| k == avp_sidecar::context::APP_NAME) {
         // Like the repo-server's default for an app at the repo root: the directory's name.
-        let app_dir = args
-            .dir
-            .join(&args.app_path)
-            .canonicalize()
-            .unwrap_or_default();
+        let app_dir = dir.join(app_path).canonicalize().unwrap_or_default();
         let base = app_dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         env.insert(0, (avp_sidecar::context::APP_NAME.to_owned(), base));
     }
-    let env = avp_sidecar::context::RequestEnv::new(env);
+    Ok(avp_sidecar::context::RequestEnv::new(env))
+}
+
+/// Renders a local checkout as the server would (shared by `render` and `check`): the plugin
+/// by name, the repository copied through the repo-server's archive and our unpack rules, then
+/// discovery and the tool run. Returns the plugin and the pre-substitution documents.
+pub async fn render_checkout(
+    dir: &std::path::Path,
+    app_path: &str,
+    plugin_name: &str,
+    config_dir: &std::path::Path,
+    pipeline: &avp_sidecar::pipeline::Pipeline,
+    env: &avp_sidecar::context::RequestEnv,
+) -> anyhow::Result<(avp_sidecar::plugin::Plugin, Vec<serde_json::Value>)> {
+    use avp_sidecar::plugin::Plugin;
+    use avp_sidecar::protocol::{client, unpack, workdir::WorkDir};
+
+    let plugin = if config_dir.is_dir() {
+        avp_sidecar::plugin::load_dir(config_dir)?
+            .into_iter()
+            .find(|p| p.name == plugin_name || p.full_name() == plugin_name)
+    } else {
+        None
+    }
+    .or_else(|| Plugin::builtin(plugin_name))
+    .with_context(|| format!("unknown plugin {plugin_name:?}"))?;
 
     // The same copy the server works on: archive like the repo-server, unpack with its rules.
-    let archive =
-        client::tgz_dir(&args.dir).with_context(|| format!("archiving {}", args.dir.display()))?;
+    let archive = client::tgz_dir(dir).with_context(|| format!("archiving {}", dir.display()))?;
     let work = WorkDir::create(&std::env::temp_dir())?;
     let archive_path = work.tmp().join("repo.tar.gz");
     std::fs::write(&archive_path, &archive)?;
@@ -352,27 +368,39 @@ pub async fn render(args: RenderCmdArgs) -> anyhow::Result<()> {
         &work.repo(),
         &unpack::UnpackOptions::default(),
     )?;
-    let app_dir = work.repo().join(&args.app_path);
+    let app_dir = work.repo().join(app_path);
     anyhow::ensure!(
         app_dir.is_dir(),
         "app path {:?} is not a directory in {}",
-        args.app_path,
-        args.dir.display()
+        app_path,
+        dir.display()
     );
+    let rendered = pipeline
+        .render(&plugin, &app_dir, &work.tmp(), env, None)
+        .await?;
+    Ok((plugin, rendered.documents))
+}
 
+#[tokio::main(flavor = "current_thread")]
+pub async fn render(args: RenderCmdArgs) -> anyhow::Result<()> {
+    let env = local_env(&args.dir, &args.app_path, &args.plugin_env, &args.env)?;
     let pipeline = avp_sidecar::pipeline::Pipeline {
         renderer: args.render.renderer()?,
         substitute: std::sync::Arc::new(args.secrets.substituter()?),
     };
-    let rendered = pipeline
-        .render(&plugin, &app_dir, &work.tmp(), &env, None)
-        .await?;
+    let (plugin, rendered) = render_checkout(
+        &args.dir,
+        &args.app_path,
+        &args.plugin,
+        &args.config_dir,
+        &pipeline,
+        &env,
+    )
+    .await?;
     let documents = if args.no_secrets {
-        rendered.documents
+        rendered
     } else {
-        pipeline
-            .substitute(&plugin, rendered.documents, &env, None)
-            .await?
+        pipeline.substitute(&plugin, rendered, &env, None).await?
     };
     let mut out = String::new();
     for d in &documents {

@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the module map, data flow and invariants.
 
 pub mod argocd_cm;
+pub mod check;
 pub mod config;
 pub mod context;
 pub mod discovery;

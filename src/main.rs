@@ -35,6 +35,9 @@ enum Command {
     Call(Box<cli::CallArgs>),
     /// Render a local checkout exactly as the server would, and print the manifests.
     Render(Box<cli::RenderCmdArgs>),
+    /// Render a checkout like the sidecar and check its placeholders: where each comes from,
+    /// whether policy and Vault allow and have it (exit 1 on problems; for CI).
+    Check(Box<cli::check::CheckArgs>),
     /// Print the version and the helm and kustomize versions found.
     Version(avp_sidecar::config::RenderArgs),
     /// Plugin definitions: import argocd-cm plugins.
@@ -57,6 +60,17 @@ fn main() -> ExitCode {
         Command::Render(args) => {
             avp_sidecar::telemetry::init("text");
             cli::render(*args)
+        }
+        Command::Check(args) => {
+            avp_sidecar::telemetry::init("text");
+            // 0: clean, 1: findings that fail, 2: the check could not run.
+            return match cli::check::run(*args) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("avp-sidecar: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Command::Version(args) => cli::version(&args),
         Command::Plugins(cli::PluginsCommand::Import(args)) => cli::import_plugins(&args),

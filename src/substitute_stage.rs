@@ -266,7 +266,9 @@ impl std::fmt::Debug for Substituter {
 }
 
 impl Substituter {
-    async fn backend(&self, env: &RequestEnv) -> Result<Backend, StageError> {
+    /// The request's backend: its `AVP_SECRET` config Secret, its project's settings, or the
+    /// operator's default (without path templating; see [`Backend::with_paths`]).
+    pub async fn backend(&self, env: &RequestEnv) -> Result<Backend, StageError> {
         match (env.plugin(AVP_SECRET), &self.config_secrets) {
             (None, _) => Ok(self
                 .projects

@@ -212,6 +212,11 @@ impl SecretSource for CachingSource {
     ) -> Result<Option<crate::secrets::KvMetadata>, ReadError> {
         self.inner.metadata(req).await
     }
+
+    /// Never cached, like metadata.
+    async fn capabilities(&self, path: &str) -> Result<Option<Vec<String>>, ReadError> {
+        self.inner.capabilities(path).await
+    }
 }
 
 #[cfg(test)]

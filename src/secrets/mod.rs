@@ -127,6 +127,13 @@ pub trait SecretSource: Send + Sync {
     async fn metadata(&self, _req: &SecretRequest) -> Result<Option<KvMetadata>, ReadError> {
         Ok(None)
     }
+
+    /// What the caller's token may do on `path` (Vault's `sys/capabilities-self`: `read`,
+    /// `deny`, ...), asked without touching the secret. `Ok(None)` where there is no such
+    /// question (sources without policies).
+    async fn capabilities(&self, _path: &str) -> Result<Option<Vec<String>>, ReadError> {
+        Ok(None)
+    }
 }
 
 pub mod cache;

@@ -679,6 +679,50 @@ impl SecretSource for VaultSource {
             live_versions,
         }))
     }
+
+    /// `POST sys/capabilities-self {"paths": [path]}`: lets `check` tell "may read the data
+    /// but not the metadata" from "may not read" without reading a value.
+    async fn capabilities(&self, path: &str) -> Result<Option<Vec<String>>, ReadError> {
+        let backend = |message: String| ReadError::Backend {
+            path: path.to_owned(),
+            message,
+        };
+        let clean = path.trim_matches('/');
+        if !is_clean_path(clean) {
+            return Err(backend("invalid vault path".to_owned()));
+        }
+        let client = self.client().await.map_err(|e| backend(e.to_string()))?;
+        let url = api_url(&client, "sys/capabilities-self").map_err(backend)?;
+        let mut h = headers(&client).map_err(backend)?;
+        h.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let body = serde_json::json!({ "paths": [clean] }).to_string();
+        let answer = send(
+            client.http.http.post(url).headers(h).body(body),
+            self.config.timeout,
+        )
+        .await
+        .map_err(|f| backend(f.into_message()))?;
+        match answer.status {
+            200..=299 => {}
+            403 => return Err(ReadError::PermissionDenied(path.to_owned())),
+            status => return Err(backend(status_message(status, &answer.body))),
+        }
+        // Vault answers `{"<path>": [...], "capabilities": [...]}` (and the same under `data`).
+        let body = &answer.body;
+        let list = [&body[clean], &body["data"][clean], &body["capabilities"]]
+            .into_iter()
+            .find_map(Value::as_array)
+            .ok_or_else(|| backend("vault's capabilities answer has no list".to_owned()))?;
+        Ok(Some(
+            list.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+        ))
+    }
 }
 
 impl VaultSource {

@@ -52,6 +52,7 @@
 
 mod annotations;
 pub mod external;
+mod inspect;
 mod jsonpath;
 mod modifiers;
 mod placeholder;
@@ -66,6 +67,8 @@ use serde_json::{Map, Value};
 use crate::path_template::{PathContext, PathTemplateError};
 
 use crate::secrets::{Fetched, KvVersion, ReadError, SecretData, SecretRequest};
+
+pub use inspect::{InspectedDocument, InspectedField, InspectedPlaceholder, inspect};
 
 use annotations::Annotations;
 use modifiers::ModifierError;

@@ -1,4 +1,5 @@
 mod authority;
+mod check;
 mod cli;
 mod commands;
 mod conventions;
