@@ -213,6 +213,7 @@ impl SecretsArgs {
             policy,
             max_reads: self.max_secret_reads,
             paths,
+            rotation: None,
         })
     }
 
@@ -328,6 +329,8 @@ pub struct ServeArgs {
     pub render: RenderArgs,
     #[command(flatten)]
     pub secrets: SecretsArgs,
+    #[command(flatten)]
+    pub rotation: crate::rotation::RotationArgs,
 }
 
 #[derive(Debug, thiserror::Error)]

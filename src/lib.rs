@@ -15,6 +15,7 @@ pub mod plugin;
 pub mod protocol;
 pub mod render;
 pub mod render_cache;
+pub mod rotation;
 pub mod secrets;
 pub mod server;
 pub mod substitute;

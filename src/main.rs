@@ -145,12 +145,14 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         args.render_cache_entries,
         args.render_cache_mb.saturating_mul(1 << 20),
     );
+    let mut substituter = args.secrets.substituter()?;
+    let _rotation = start_rotation(&args, &mut substituter)?;
     let shared = Arc::new(Shared {
         render_cache,
         tool_fingerprint,
         pipeline: Pipeline {
             renderer: settings.renderer.clone(),
-            substitute: Arc::new(args.secrets.substituter()?),
+            substitute: Arc::new(substituter),
         },
         settings,
     });
@@ -220,6 +222,32 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(counters = %avp_sidecar::metrics::METRICS.summary(), "stopped");
     Ok(())
+}
+
+/// Rotation tracking (`--rotation-poll-seconds`): the index goes into the substitution stage,
+/// the poller runs until serve returns.
+fn start_rotation(
+    args: &ServeArgs,
+    substituter: &mut avp_sidecar::substitute_stage::Substituter,
+) -> anyhow::Result<Option<AbortOnDrop<()>>> {
+    let Some(tracker) = args.rotation.tracker()? else {
+        return Ok(None);
+    };
+    let kube = avp_sidecar::secrets::kube::KubeApi::new(
+        args.secrets.kube_api.clone(),
+        args.secrets.kube_token_path.clone(),
+    )
+    .context("rotation tracking needs the Kubernetes API to refresh Applications")?;
+    tracing::info!(
+        every_seconds = args.rotation.rotation_poll_seconds,
+        app_namespace = %args.rotation.rotation_app_namespace,
+        max_apps = args.rotation.rotation_max_apps,
+        "rotation tracking on"
+    );
+    substituter.rotation = Some(tracker.clone());
+    Ok(Some(AbortOnDrop(
+        tracker.spawn(args.rotation.interval(), Arc::new(kube)),
+    )))
 }
 
 /// Aborts a background task when the owner goes away.

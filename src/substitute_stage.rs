@@ -175,6 +175,8 @@ pub struct Substituter {
     pub max_reads: usize,
     /// Operator path templates, applied to every request's backend.
     pub paths: PathSettings,
+    /// Rotation tracking: what each Application's last render read (`--rotation-poll-seconds`).
+    pub rotation: Option<Arc<crate::rotation::Tracker>>,
 }
 
 /// What the operator imposes on one request's reads.
@@ -217,10 +219,17 @@ impl Substituter {
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Vec<Value>, StageError> {
-        let backend = self.backend(env).await?.with_paths(&self.paths, env);
+        let mut backend = self.backend(env).await?.with_paths(&self.paths, env);
         let project = env.project();
         self.guard_leaks(&documents, &backend.options, project)?;
-        read_and_apply(
+        let recording = match (&self.rotation, &backend.source) {
+            (Some(tracker), Some(source)) => Some(tracker.recording(source.clone())),
+            _ => None,
+        };
+        if let Some(rec) = &recording {
+            backend.source = Some(rec.clone());
+        }
+        let documents = read_and_apply(
             &backend,
             documents,
             self.concurrency,
@@ -231,7 +240,11 @@ impl Substituter {
                 max_reads: self.max_reads,
             }),
         )
-        .await
+        .await?;
+        if let Some(tracker) = &self.rotation {
+            tracker.record(env, recording.as_deref());
+        }
+        Ok(documents)
     }
 
     /// Placeholders in objects other than Secrets, or in a Secret outside `data`/`stringData`,
