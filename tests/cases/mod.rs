@@ -8,4 +8,5 @@ mod faults;
 mod hostile;
 mod isolation;
 mod perf;
+mod rotation;
 mod vault;
