@@ -678,6 +678,29 @@ mod tests {
         );
     }
 
+    #[test]
+    fn off_by_default_and_flags_checked() {
+        let args = RotationArgs::default();
+        assert!(args.tracker().expect("valid").is_none());
+        let on = RotationArgs {
+            rotation_poll_seconds: 30,
+            ..Default::default()
+        };
+        assert!(on.tracker().expect("valid").is_some());
+        for bad in [
+            RotationArgs {
+                rotation_app_namespace: "Argo_CD".into(),
+                ..on.clone()
+            },
+            RotationArgs {
+                rotation_max_apps: 0,
+                ..on.clone()
+            },
+        ] {
+            assert!(bad.tracker().is_err(), "{bad:?}");
+        }
+    }
+
     #[tokio::test]
     async fn pinned_and_kv1_reads_are_not_tracked() {
         let t = Tracker::new("argocd", 10);
