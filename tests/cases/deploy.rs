@@ -93,7 +93,10 @@ fn check_rotation_component(docs: &[Value], pod_spec: &Value) {
     let binding = find(docs, "RoleBinding", "avp-sidecar-rotation");
     assert_eq!(binding["roleRef"]["name"], "avp-sidecar-rotation");
     assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
-    assert_eq!(binding["subjects"][0]["name"], pod_spec["serviceAccountName"]);
+    assert_eq!(
+        binding["subjects"][0]["name"],
+        pod_spec["serviceAccountName"]
+    );
     let cm = find(docs, "ConfigMap", "avp-sidecar-config");
     assert_eq!(cm["data"]["AVP_SIDECAR_ROTATION_POLL_SECONDS"], "60");
     let token_mount = |c: &Value| {
