@@ -17,6 +17,7 @@
 //! Application a render named.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +65,11 @@ pub struct RotationArgs {
         value_name = "N"
     )]
     pub rotation_max_apps: usize,
+    /// Keep the index in this JSON file (paths, versions and Application names; no values):
+    /// loaded at start, written after changes and at shutdown, so a restarted sidecar still
+    /// notices rotations for Applications it rendered before. Default: memory only.
+    #[arg(long, env = "AVP_SIDECAR_ROTATION_STATE", value_name = "FILE")]
+    pub rotation_state: Option<PathBuf>,
 }
 
 impl Default for RotationArgs {
@@ -72,6 +78,7 @@ impl Default for RotationArgs {
             rotation_poll_seconds: 0,
             rotation_app_namespace: "argocd".to_owned(),
             rotation_max_apps: 10_000,
+            rotation_state: None,
         }
     }
 }
@@ -82,6 +89,8 @@ pub enum RotationError {
     BadNamespace(String),
     #[error("--rotation-max-apps must be at least 1")]
     NoApps,
+    #[error("rotation state {path}: {reason}")]
+    State { path: String, reason: String },
 }
 
 impl RotationArgs {
@@ -102,10 +111,9 @@ impl RotationArgs {
         if self.rotation_max_apps == 0 {
             return Err(RotationError::NoApps);
         }
-        Ok(Some(Arc::new(Tracker::new(
-            &self.rotation_app_namespace,
-            self.rotation_max_apps,
-        ))))
+        let mut tracker = Tracker::new(&self.rotation_app_namespace, self.rotation_max_apps);
+        tracker.state = self.rotation_state.clone();
+        Ok(Some(Arc::new(tracker)))
     }
 
     pub fn interval(&self) -> Duration {
@@ -197,16 +205,29 @@ struct Index {
     /// The newest `current_version` seen per (source, path), so one rotation is counted and
     /// invalidated once even while some refreshes are retried.
     seen: HashMap<(SourceId, String), u64>,
+    /// Sources known at startup under a stable name (`default`, `project:<name>`), so the
+    /// state file can name them; kept alive here, so their ids never change.
+    registered: HashMap<String, Arc<dyn SecretSource>>,
+    /// Changed since the state file was last written.
+    dirty: bool,
 }
 
 impl Index {
-    fn remove(&mut self, app: &AppKey) {
-        if let Some(old) = self.apps.remove(app) {
+    fn remove(&mut self, app: &AppKey) -> bool {
+        let removed = self.apps.remove(app);
+        if let Some(old) = &removed {
             self.order.remove(&old.seq);
         }
+        removed.is_some()
     }
 
-    fn insert(&mut self, app: AppKey, reads: Vec<Tracked>, max_apps: usize) {
+    fn insert(&mut self, app: AppKey, mut reads: Vec<Tracked>, max_apps: usize) {
+        reads.sort();
+        let unchanged = match self.apps.get(&app) {
+            Some(old) => old.reads == reads,
+            None => reads.is_empty(),
+        };
+        self.dirty |= !unchanged;
         self.remove(&app);
         if reads.is_empty() {
             return;
@@ -225,6 +246,7 @@ impl Index {
                 break;
             };
             self.apps.remove(&oldest);
+            self.dirty = true;
         }
     }
 
@@ -247,6 +269,8 @@ pub struct Tracker {
     default_namespace: String,
     max_apps: usize,
     index: Mutex<Index>,
+    /// `--rotation-state`: where the index is kept across restarts.
+    state: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -265,7 +289,14 @@ impl Tracker {
             default_namespace: default_namespace.to_owned(),
             max_apps: max_apps.max(1),
             index: Mutex::default(),
+            state: None,
         }
+    }
+
+    /// Names a source that exists for the whole run (the default backend, a project's), so
+    /// what it read can be saved and found again after a restart.
+    pub fn register(&self, label: &str, source: Arc<dyn SecretSource>) {
+        self.lock().registered.insert(label.to_owned(), source);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -373,11 +404,15 @@ impl Tracker {
                     t.version = current;
                 }
             }
+            index.dirty = true;
         }
     }
 
     fn forget(&self, app: &AppKey) {
-        self.lock().remove(app);
+        let mut index = self.lock();
+        if index.remove(app) {
+            index.dirty = true;
+        }
     }
 
     /// One round: a metadata read per unique (source, path), then a refresh of each app that
@@ -458,6 +493,7 @@ impl Tracker {
             loop {
                 tick.tick().await;
                 let report = self.poll(refresher.as_ref()).await;
+                self.persist().await;
                 if report.polled > 0 {
                     tracing::debug!(
                         polled = report.polled,
@@ -470,6 +506,151 @@ impl Tracker {
             }
         })
     }
+}
+
+/// The state file: what each Application's last render read, oldest render first.
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct State {
+    apps: Vec<StateApp>,
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct StateApp {
+    namespace: String,
+    name: String,
+    reads: Vec<StateRead>,
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct StateRead {
+    /// A registered source's label.
+    source: String,
+    path: String,
+    version: u64,
+}
+
+impl Tracker {
+    /// The index as the state file holds it, if it changed since the last call. Reads through
+    /// unregistered sources (config Secrets' backends, made per request) are left out: they
+    /// are tracked again from the next render.
+    fn snapshot_if_dirty(&self) -> Option<State> {
+        let mut index = self.lock();
+        if !index.dirty {
+            return None;
+        }
+        index.dirty = false;
+        let labels: HashMap<SourceId, &str> = index
+            .registered
+            .iter()
+            .map(|(label, source)| (source_id(source), label.as_str()))
+            .collect();
+        let apps = index
+            .order
+            .values()
+            .filter_map(|app| {
+                let entry = index.apps.get(app)?;
+                let reads: Vec<StateRead> = entry
+                    .reads
+                    .iter()
+                    .filter_map(|t| {
+                        Some(StateRead {
+                            source: (*labels.get(&t.source)?).to_owned(),
+                            path: t.path.clone(),
+                            version: t.version,
+                        })
+                    })
+                    .collect();
+                (!reads.is_empty()).then(|| StateApp {
+                    namespace: app.namespace.clone(),
+                    name: app.name.clone(),
+                    reads,
+                })
+            })
+            .collect();
+        Some(State { apps })
+    }
+
+    /// Writes the state file if the index changed (atomically: a temp file, then rename).
+    /// Failures are logged and counted; the index stays in memory and is written next time.
+    pub async fn persist(&self) {
+        let Some(path) = &self.state else {
+            return;
+        };
+        let Some(state) = self.snapshot_if_dirty() else {
+            return;
+        };
+        if let Err(e) = write_state(path, &state).await {
+            self.lock().dirty = true;
+            metrics::inc(&METRICS.rotation_errors_total);
+            tracing::warn!(error = %e, "rotation: could not save the index");
+        }
+    }
+
+    /// Loads the state file written by an earlier run; a missing file is an empty index.
+    /// Entries naming a source this run did not register are skipped. Call after `register`.
+    pub fn load(&self) -> Result<usize, RotationError> {
+        let Some(path) = &self.state else {
+            return Ok(0);
+        };
+        let err = |reason: String| RotationError::State {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let state: State = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let mut index = self.lock();
+        let mut loaded = 0;
+        for app in state.apps {
+            let Some(key) = AppKey::parse(
+                &format!("{}_{}", app.namespace, app.name),
+                &self.default_namespace,
+            ) else {
+                continue;
+            };
+            let reads: Vec<Tracked> = app
+                .reads
+                .into_iter()
+                .filter_map(|r| {
+                    let source = index.registered.get(&r.source)?.clone();
+                    let id = source_id(&source);
+                    index.sources.entry(id).or_insert(source);
+                    Some(Tracked {
+                        source: id,
+                        path: r.path,
+                        version: r.version,
+                    })
+                })
+                .collect();
+            if !reads.is_empty() {
+                index.insert(key, reads, self.max_apps);
+                loaded += 1;
+            }
+        }
+        index.dirty = false;
+        Ok(loaded)
+    }
+}
+
+async fn write_state(path: &Path, state: &State) -> std::io::Result<()> {
+    let text = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .await?;
+    tokio::io::AsyncWriteExt::write_all(&mut file, &text).await?;
+    file.sync_all().await?;
+    drop(file);
+    tokio::fs::rename(&tmp, path).await
 }
 
 type MetadataAnswer = (
@@ -819,6 +1000,58 @@ mod tests {
         assert_eq!(report.errors, 1);
         assert!(t.is_empty(), "a deleted Application is forgotten");
         assert_eq!(t.poll(&patches).await.polled, 0, "nothing left to poll");
+    }
+
+    #[tokio::test]
+    async fn state_file_round_trip() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("rotation.json");
+        let versions = Arc::new(Versions::default());
+        versions.current.store(1, Ordering::SeqCst);
+        let default: Arc<dyn SecretSource> = versions.clone();
+        let per_request: Arc<dyn SecretSource> = Arc::new(Versions::default());
+        let web = req("secret/data/web", KvVersion::V2, None);
+
+        let mut first = Tracker::new("argocd", 10);
+        first.state = Some(file.clone());
+        first.register("default", default.clone());
+        render(&first, &default, "a", std::slice::from_ref(&web)).await;
+        render(&first, &per_request, "b", std::slice::from_ref(&web)).await;
+        first.persist().await;
+        let mode = std::fs::metadata(&file)
+            .expect("written")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&file).expect("read");
+        assert!(
+            text.contains("secret/data/web") && !text.contains("\"b\""),
+            "{text}"
+        );
+
+        std::fs::remove_file(&file).expect("rm");
+        render(&first, &default, "a", std::slice::from_ref(&web)).await;
+        first.persist().await;
+        assert!(!file.exists(), "an unchanged index is not written again");
+        render(&first, &default, "c", std::slice::from_ref(&web)).await;
+        first.persist().await;
+        assert!(file.exists());
+
+        // A restart: the same backend registered under the same name, a fresh tracker.
+        let mut second = Tracker::new("argocd", 10);
+        second.state = Some(file.clone());
+        second.register("default", default.clone());
+        assert_eq!(second.load().expect("load"), 2);
+        versions.current.store(2, Ordering::SeqCst);
+        let patches = Patches::default();
+        let report = second.poll(&patches).await;
+        assert_eq!(report.refreshed, [key("argocd", "a"), key("argocd", "c")]);
+
+        std::fs::write(&file, "{not json").expect("write");
+        assert!(second.load().is_err());
+        std::fs::remove_file(&file).expect("rm");
+        assert_eq!(second.load().expect("missing is empty"), 0);
     }
 
     #[tokio::test]

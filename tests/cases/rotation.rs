@@ -177,3 +177,61 @@ async fn rotation_is_off_by_default() {
     assert!(!server.log().contains("rotation tracking on"));
     assert_eq!(counter(metrics, "rotation_polls_total"), 0);
 }
+
+// Multi-threaded: `terminate` blocks this thread while the client's connection task must run
+// for the server's graceful shutdown to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_state_survives_a_restart() {
+    let bao = Bao::start();
+    let kube = KubeApi::start(HashMap::new());
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let state = state_dir.path().join("rotation.json");
+    let start = |poll: &str| {
+        TestServer::start_with(ServerOptions {
+            env: bao.approle_env(),
+            args: vec![
+                "--rotation-poll-seconds".into(),
+                poll.into(),
+                "--rotation-state".into(),
+                state.display().to_string(),
+                "--kube-api".into(),
+                kube.url.clone(),
+                "--kube-token-path".into(),
+                kube.token_file.path().display().to_string(),
+            ],
+            ..Default::default()
+        })
+    };
+    // Polls hourly: only the save at shutdown can write the state file.
+    let mut first = start("3600");
+    assert_eq!(
+        render(&first, "web-a", "<path:secret/data/demo/web#password>").await,
+        json!("s3cr3t-v2")
+    );
+    assert!(first.terminate().success(), "{}", first.log());
+    let saved = std::fs::read_to_string(&state).expect("state written at shutdown");
+    assert!(
+        saved.contains("web-a") && !saved.contains("s3cr3t"),
+        "{saved}"
+    );
+
+    let second = start("1");
+    assert!(second.log().contains("loaded_apps=1"), "{}", second.log());
+    bao.api(
+        "POST",
+        "secret/data/demo/web",
+        Some(json!({"data": {"username": "demo-user", "password": "s3cr3t-v3"}})),
+    );
+    let until = Instant::now() + Duration::from_secs(15);
+    while kube.patches().is_empty() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        patched_paths(&kube),
+        BTreeSet::from([
+            "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/web-a".to_owned()
+        ]),
+        "{}",
+        second.log()
+    );
+}
