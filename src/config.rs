@@ -266,6 +266,7 @@ impl SecretsArgs {
                 &self.rollout_hash_projects,
             )
             .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            rotation: None,
         })
     }
 
@@ -428,6 +429,8 @@ pub struct ServeArgs {
     pub render: RenderArgs,
     #[command(flatten)]
     pub secrets: SecretsArgs,
+    #[command(flatten)]
+    pub rotation: crate::rotation::RotationArgs,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,7 @@ pub mod protocol;
 pub mod render;
 pub mod render_cache;
 pub mod rollout;
+pub mod rotation;
 pub mod secrets;
 pub mod server;
 pub mod substitute;

@@ -159,12 +159,14 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         args.render_cache_entries,
         args.render_cache_mb.saturating_mul(1 << 20),
     );
+    let mut substituter = args.secrets.substituter()?;
+    let rotation = start_rotation(&args, &mut substituter)?;
     let shared = Arc::new(Shared {
         render_cache,
         tool_fingerprint,
         pipeline: Pipeline {
             renderer: settings.renderer.clone(),
-            substitute: Arc::new(args.secrets.substituter()?),
+            substitute: Arc::new(substituter),
         },
         settings,
     });
@@ -232,8 +234,67 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         tracing::warn!("drain timeout reached; exiting with requests in flight");
     }
+    if let Some(rotation) = rotation {
+        rotation.stop().await;
+    }
     tracing::info!(counters = %avp_sidecar::metrics::METRICS.summary(), "stopped");
     Ok(())
+}
+
+/// Rotation tracking while serving: the poller, and the index to save at shutdown.
+struct Rotation {
+    poller: AbortOnDrop<()>,
+    tracker: Arc<avp_sidecar::rotation::Tracker>,
+}
+
+impl Rotation {
+    /// Stops polling, then writes the index (`--rotation-state`) once more.
+    async fn stop(mut self) {
+        self.poller.0.abort();
+        let _ = (&mut self.poller.0).await;
+        self.tracker.persist().await;
+    }
+}
+
+/// Rotation tracking (`--rotation-poll-seconds`): the index goes into the substitution stage
+/// (loaded from `--rotation-state` if set), the poller runs until serve returns.
+fn start_rotation(
+    args: &ServeArgs,
+    substituter: &mut avp_sidecar::substitute_stage::Substituter,
+) -> anyhow::Result<Option<Rotation>> {
+    let Some(tracker) = args.rotation.tracker()? else {
+        return Ok(None);
+    };
+    if let Some(source) = &substituter.default.source {
+        tracker.register("default", source.clone());
+    }
+    for (project, backend) in &substituter.projects {
+        if let Some(source) = &backend.source {
+            tracker.register(&format!("project:{project}"), source.clone());
+        }
+    }
+    let loaded = tracker.load()?;
+    let kube = avp_sidecar::secrets::kube::KubeApi::new(
+        args.secrets.kube_api.clone(),
+        args.secrets.kube_token_path.clone(),
+    )
+    .context("rotation tracking needs the Kubernetes API to refresh Applications")?;
+    tracing::info!(
+        every_seconds = args.rotation.rotation_poll_seconds,
+        app_namespace = %args.rotation.rotation_app_namespace,
+        max_apps = args.rotation.rotation_max_apps,
+        loaded_apps = loaded,
+        "rotation tracking on"
+    );
+    substituter.rotation = Some(tracker.clone());
+    Ok(Some(Rotation {
+        poller: AbortOnDrop(
+            tracker
+                .clone()
+                .spawn(args.rotation.interval(), Arc::new(kube)),
+        ),
+        tracker,
+    }))
 }
 
 /// Aborts a background task when the owner goes away.

@@ -57,6 +57,10 @@ counters! {
     leak_guard_hits_total: "objects with placeholders outside Secret data",
     external_secrets_total: "Secrets emitted as ExternalSecrets (migration mode)",
     operator_overrides_ignored_total: "requests whose env named operator settings (ignored)",
+    rotation_polls_total: "KV v2 metadata reads by rotation tracking",
+    rotation_changes_total: "new secret versions noticed by rotation tracking",
+    rotation_refreshes_total: "Applications given a hard refresh after a rotation",
+    rotation_errors_total: "rotation tracking failures (metadata reads, Application patches)",
 }
 
 /// The process's counters.

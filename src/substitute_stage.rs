@@ -181,6 +181,8 @@ pub struct Substituter {
     pub external_secrets: ExternalSecrets,
     /// Which projects get rollout hashes on their pod templates.
     pub rollout: crate::rollout::RolloutSettings,
+    /// Rotation tracking: what each Application's last render read (`--rotation-poll-seconds`).
+    pub rotation: Option<Arc<crate::rotation::Tracker>>,
 }
 
 /// Migration to External Secrets: which Secrets become `ExternalSecret`s, per project.
@@ -286,13 +288,20 @@ impl Substituter {
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Vec<Value>, StageError> {
-        let backend = self.backend(env).await?.with_paths(&self.paths, env);
+        let mut backend = self.backend(env).await?.with_paths(&self.paths, env);
         let project = env.project();
         let documents = self
             .external_secrets
             .apply(documents, &backend.options, project)?;
         self.guard_leaks(&documents, &backend.options, project)?;
-        read_and_apply(
+        let recording = match (&self.rotation, &backend.source) {
+            (Some(tracker), Some(source)) => Some(tracker.recording(source.clone())),
+            _ => None,
+        };
+        if let Some(rec) = &recording {
+            backend.source = Some(rec.clone());
+        }
+        let documents = read_and_apply(
             &backend,
             documents,
             self.concurrency,
@@ -304,7 +313,11 @@ impl Substituter {
                 rollout_hash: self.rollout.enabled(project),
             }),
         )
-        .await
+        .await?;
+        if let Some(tracker) = &self.rotation {
+            tracker.record(env, recording.as_deref());
+        }
+        Ok(documents)
     }
 
     /// Placeholders in objects other than Secrets, or in a Secret outside `data`/`stringData`,

@@ -171,6 +171,24 @@ impl CachingSource {
         self.lock().len()
     }
 
+    /// Drops the latest-version entries of `path` (in flight or done); pinned versions stay,
+    /// they cannot change. A read already in flight still answers its waiters, but is not kept.
+    pub fn invalidate_path(&self, path: &str) -> usize {
+        let mut slots = self.lock();
+        let stale: Vec<SecretRequest> = slots
+            .keys()
+            .filter(|req| req.path == path && req.version.is_none())
+            .cloned()
+            .collect();
+        for req in &stale {
+            if let Some(old) = slots.remove(req) {
+                self.bytes
+                    .fetch_sub(old.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        stale.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -216,6 +234,11 @@ impl SecretSource for CachingSource {
     /// Never cached, like metadata.
     async fn capabilities(&self, path: &str) -> Result<Option<Vec<String>>, ReadError> {
         self.inner.capabilities(path).await
+    }
+
+    fn invalidate(&self, path: &str) {
+        self.invalidate_path(path);
+        self.inner.invalidate(path);
     }
 }
 
@@ -312,6 +335,31 @@ mod tests {
         c.read(&req("x/data/y", None)).await.expect("ok");
         c.read(&req("x/data/y", None)).await.expect("ok");
         assert_eq!(inner.reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn invalidate_drops_latest_reads_of_one_path_only() {
+        let policy = CachePolicy {
+            ttl: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let (inner, c) = cache(policy, false);
+        let latest = req("secret/data/a", None);
+        let pinned = req("secret/data/a", Some("1"));
+        let other = req("secret/data/b", None);
+        for r in [&latest, &pinned, &other] {
+            c.read(r).await.expect("read");
+        }
+        assert_eq!(inner.reads.load(Ordering::SeqCst), 3);
+        c.invalidate("secret/data/a");
+        for r in [&latest, &pinned, &other] {
+            c.read(r).await.expect("read");
+        }
+        assert_eq!(
+            inner.reads.load(Ordering::SeqCst),
+            4,
+            "only the latest read of the rotated path goes to the backend again"
+        );
     }
 
     #[tokio::test]

@@ -332,6 +332,81 @@ impl KubeApi {
     }
 }
 
+/// Why a patch of a Kubernetes object failed. Names the object and the HTTP status, never the
+/// token.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PatchError {
+    #[error("could not patch {object} through the Kubernetes API: {reason}")]
+    Api { object: String, reason: String },
+    #[error("patching {object}: HTTP {status}{}", patch_hint(*.status))]
+    Status { object: String, status: u16 },
+}
+
+impl PatchError {
+    /// The object does not exist (any more).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Status { status: 404, .. })
+    }
+}
+
+fn patch_hint(status: u16) -> &'static str {
+    match status {
+        401 => " (the service-account token was rejected)",
+        403 => {
+            " (may the sidecar's service account patch it? see sidecar/kustomize/avp-sidecar-rotation)"
+        }
+        404 => " (not found)",
+        _ => "",
+    }
+}
+
+impl KubeApi {
+    /// Applies a JSON merge patch (RFC 7386) to the object at `path` (below the API root, e.g.
+    /// `/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/web`). The caller builds
+    /// `path` from validated names. The response body is not needed and not read.
+    pub async fn merge_patch(&self, path: &str, patch: &Value) -> Result<(), PatchError> {
+        let api = |reason: String| PatchError::Api {
+            object: path.to_owned(),
+            reason,
+        };
+        let token = tokio::fs::read_to_string(&self.token_path)
+            .await
+            .map_err(|e| api(format!("{}: {e}", self.token_path.display())))?;
+        let token = token.trim();
+        if token.is_empty() || !token.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+            return Err(api(format!(
+                "{}: not a usable bearer token",
+                self.token_path.display()
+            )));
+        }
+        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| api("the service-account token is not a valid header value".to_owned()))?;
+        auth.set_sensitive(true);
+        let resp = self
+            .client
+            .patch(format!("{}{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, auth)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/merge-patch+json",
+            )
+            .body(patch.to_string())
+            .send()
+            .await
+            .map_err(|e| api(error_chain(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(PatchError::Status {
+                object: path.to_owned(),
+                status: status.as_u16(),
+            })
+        }
+    }
+}
+
 /// A reqwest error with its causes, without the URL.
 fn error_chain(e: &reqwest::Error) -> String {
     let mut msg = if e.is_timeout() {

@@ -134,6 +134,10 @@ pub trait SecretSource: Send + Sync {
     async fn capabilities(&self, _path: &str) -> Result<Option<Vec<String>>, ReadError> {
         Ok(None)
     }
+
+    /// Forgets anything kept for the latest version of `path`, so the next read asks the
+    /// backend again (rotation tracking saw a new version). Sources that keep nothing ignore it.
+    fn invalidate(&self, _path: &str) {}
 }
 
 pub mod cache;

@@ -77,6 +77,53 @@ fn repo_server_patch_builds_with_kustomize() {
     );
     let cm = find(&docs, "ConfigMap", "avp-sidecar-config");
     assert_eq!(cm["data"]["AVP_TYPE"], "vault");
+    check_rotation_component(&docs, spec);
+}
+
+/// The optional rotation component: a Role in Argo CD's namespace to patch Applications, bound
+/// to the repo-server's service account, rotation on, and a token for the sidecar only.
+fn check_rotation_component(docs: &[Value], pod_spec: &Value) {
+    let role = find(docs, "Role", "avp-sidecar-rotation");
+    assert_eq!(role["metadata"]["namespace"], "argocd");
+    let rules = role["rules"].as_array().expect("rules");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0]["apiGroups"], serde_json::json!(["argoproj.io"]));
+    assert_eq!(rules[0]["resources"], serde_json::json!(["applications"]));
+    assert_eq!(rules[0]["verbs"], serde_json::json!(["get", "patch"]));
+    let binding = find(docs, "RoleBinding", "avp-sidecar-rotation");
+    assert_eq!(binding["roleRef"]["name"], "avp-sidecar-rotation");
+    assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
+    assert_eq!(
+        binding["subjects"][0]["name"],
+        pod_spec["serviceAccountName"]
+    );
+    let cm = find(docs, "ConfigMap", "avp-sidecar-config");
+    assert_eq!(cm["data"]["AVP_SIDECAR_ROTATION_POLL_SECONDS"], "60");
+    let token_mount = |c: &Value| {
+        c["volumeMounts"].as_array().is_some_and(|m| {
+            m.iter().any(|m| {
+                m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+                    && m["name"] == "avp-sidecar-sa-token"
+            })
+        })
+    };
+    assert!(token_mount(sidecar_container(pod_spec)));
+    let others = pod_spec["containers"].as_array().expect("containers");
+    assert!(
+        !others
+            .iter()
+            .filter(|c| c["name"] != "avp-sidecar")
+            .any(token_mount),
+        "only the sidecar gets the token"
+    );
+    assert!(
+        pod_spec["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .any(|v| v["name"] == "avp-sidecar-sa-token"
+                && v["projected"]["sources"][0]["serviceAccountToken"]["path"] == "token")
+    );
 }
 
 #[test]

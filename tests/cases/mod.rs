@@ -11,4 +11,5 @@ mod isolation;
 mod migration;
 mod perf;
 mod rollout;
+mod rotation;
 mod vault;

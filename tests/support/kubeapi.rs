@@ -1,12 +1,13 @@
 //! A local stand-in for the Kubernetes API server (no cluster runs here): answers
 //! `GET /api/v1/namespaces/<ns>/secrets/<name>` for the Secrets it was given, and only to the
-//! expected bearer token. Plain HTTP on loopback; one thread, stops on drop.
+//! expected bearer token; accepts and records `PATCH /apis/argoproj.io/v1alpha1/namespaces/<ns>/
+//! applications/<name>` (rotation refreshes). Plain HTTP on loopback; one thread, stops on drop.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 
@@ -16,6 +17,15 @@ pub struct KubeApi {
     pub url: String,
     pub token_file: tempfile::NamedTempFile,
     stop: Arc<AtomicBool>,
+    patches: Arc<Mutex<Vec<Patch>>>,
+}
+
+/// One authorized PATCH request as received.
+#[derive(Clone, Debug)]
+pub struct Patch {
+    pub path: String,
+    pub content_type: String,
+    pub body: serde_json::Value,
 }
 
 impl KubeApi {
@@ -26,6 +36,8 @@ impl KubeApi {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let patches = Arc::new(Mutex::new(Vec::new()));
+        let recorded = patches.clone();
         std::thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
                 let Ok((stream, _)) = listener.accept() else {
@@ -37,17 +49,60 @@ impl KubeApi {
                 let mut request_line = String::new();
                 let _ = reader.read_line(&mut request_line);
                 let mut authorized = false;
+                let mut content_length = 0usize;
+                let mut content_type = String::new();
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                         break;
                     }
-                    if line.to_ascii_lowercase().starts_with("authorization:") {
+                    let lower = line.to_ascii_lowercase();
+                    if lower.starts_with("authorization:") {
                         authorized = line.trim_end().ends_with(&format!("Bearer {TOKEN}"));
+                    } else if let Some(v) = lower.strip_prefix("content-length:") {
+                        content_length = v.trim().parse().unwrap_or(0);
+                    } else if let Some(v) = lower.strip_prefix("content-type:") {
+                        content_type = v.trim().to_owned();
                     }
                 }
+                let mut body = vec![0u8; content_length.min(1 << 20)];
+                let _ = reader.read_exact(&mut body);
+                let method = request_line.split_whitespace().next().unwrap_or("");
                 let path = request_line.split_whitespace().nth(1).unwrap_or("");
                 let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+                if method == "PATCH" {
+                    let is_app = matches!(
+                        parts.as_slice(),
+                        [
+                            "apis",
+                            "argoproj.io",
+                            "v1alpha1",
+                            "namespaces",
+                            _,
+                            "applications",
+                            _
+                        ]
+                    );
+                    let status = match (authorized, is_app) {
+                        (false, _) => "401 Unauthorized",
+                        (true, false) => "404 Not Found",
+                        (true, true) => {
+                            recorded.lock().expect("lock").push(Patch {
+                                path: path.to_owned(),
+                                content_type,
+                                body: serde_json::from_slice(&body)
+                                    .unwrap_or(serde_json::Value::Null),
+                            });
+                            "200 OK"
+                        }
+                    };
+                    let mut stream = reader.into_inner();
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+                    );
+                    continue;
+                }
                 let found = match parts.as_slice() {
                     ["api", "v1", "namespaces", ns, "secrets", name] => {
                         secrets.get(&(ns.to_string(), name.to_string()))
@@ -87,7 +142,13 @@ impl KubeApi {
             url,
             token_file,
             stop,
+            patches,
         }
+    }
+
+    /// The PATCH requests received so far, in order.
+    pub fn patches(&self) -> Vec<Patch> {
+        self.patches.lock().expect("lock").clone()
     }
 }
 
