@@ -283,24 +283,11 @@ impl KubeApi {
             secret: secret.to_string(),
             reason,
         };
-        // Projected service-account tokens rotate: read the file on every call.
-        let token = tokio::fs::read_to_string(&self.token_path)
-            .await
-            .map_err(|e| api(format!("{}: {e}", self.token_path.display())))?;
-        let token = token.trim();
-        if token.is_empty() || !token.bytes().all(|b| (0x21..0x7f).contains(&b)) {
-            return Err(api(format!(
-                "{}: not a usable bearer token",
-                self.token_path.display()
-            )));
-        }
+        let auth = self.bearer().await.map_err(api)?;
         let url = format!(
             "{}/api/v1/namespaces/{}/secrets/{}",
             self.base, secret.namespace, secret.name
         );
-        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| api("the service-account token is not a valid header value".to_owned()))?;
-        auth.set_sensitive(true);
         let mut resp = self
             .client
             .get(&url)
@@ -361,6 +348,25 @@ fn patch_hint(status: u16) -> &'static str {
 }
 
 impl KubeApi {
+    /// The `Authorization` header (marked sensitive). Projected service-account tokens rotate:
+    /// the file is read on every call.
+    async fn bearer(&self) -> Result<reqwest::header::HeaderValue, String> {
+        let token = tokio::fs::read_to_string(&self.token_path)
+            .await
+            .map_err(|e| format!("{}: {e}", self.token_path.display()))?;
+        let token = token.trim();
+        if token.is_empty() || !token.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+            return Err(format!(
+                "{}: not a usable bearer token",
+                self.token_path.display()
+            ));
+        }
+        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| "the service-account token is not a valid header value".to_owned())?;
+        auth.set_sensitive(true);
+        Ok(auth)
+    }
+
     /// Applies a JSON merge patch (RFC 7386) to the object at `path` (below the API root, e.g.
     /// `/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/web`). The caller builds
     /// `path` from validated names. The response body is not needed and not read.
@@ -369,19 +375,7 @@ impl KubeApi {
             object: path.to_owned(),
             reason,
         };
-        let token = tokio::fs::read_to_string(&self.token_path)
-            .await
-            .map_err(|e| api(format!("{}: {e}", self.token_path.display())))?;
-        let token = token.trim();
-        if token.is_empty() || !token.bytes().all(|b| (0x21..0x7f).contains(&b)) {
-            return Err(api(format!(
-                "{}: not a usable bearer token",
-                self.token_path.display()
-            )));
-        }
-        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| api("the service-account token is not a valid header value".to_owned()))?;
-        auth.set_sensitive(true);
+        let auth = self.bearer().await.map_err(api)?;
         let resp = self
             .client
             .patch(format!("{}{path}", self.base))
