@@ -44,6 +44,7 @@ counters! {
     vault_logins_total: "Vault logins",
     vault_renewals_total: "Vault token renewals",
     vault_reads_total: "secret reads sent to Vault",
+    vault_retries_total: "Vault reads asked again after a transient answer (429, 5xx)",
     secret_cache_hits_total: "secret reads answered from the cache",
     secret_cache_misses_total: "secret reads that went to Vault",
     secret_cache_coalesced_total: "secret reads that joined an in-flight read",

@@ -351,14 +351,36 @@ impl VaultSource {
         }
         let headers = headers(client)?;
         let get = || client.http.http.get(url.clone()).headers(headers.clone());
-        match send(get(), self.config.timeout).await {
-            // A GET is idempotent: one more try when a pooled connection turned out dead
-            // (Vault restarted, a proxy closed it). Timeouts are not retried.
-            Err(Failure::Transport(_)) => send(get(), self.config.timeout).await,
-            other => other,
+        let mut retries = 0;
+        loop {
+            let result = match send(get(), self.config.timeout).await {
+                // A GET is idempotent: one more try when a pooled connection turned out dead
+                // (Vault restarted, a proxy closed it). Timeouts are not retried.
+                Err(Failure::Transport(_)) => send(get(), self.config.timeout).await,
+                other => other,
+            };
+            match result {
+                Ok(answer) if is_transient(answer.status) && retries < MAX_RETRIES => {
+                    retries += 1;
+                    metrics::inc(&METRICS.vault_retries_total);
+                    // The request's deadline still bounds this (the caller is cancelled).
+                    tokio::time::sleep(RETRY_WAIT * retries).await;
+                }
+                other => return other.map_err(Failure::into_message),
+            }
         }
-        .map_err(Failure::into_message)
     }
+}
+
+/// More tries after a transient answer, as Vault's Go client (and so AVP) makes.
+const MAX_RETRIES: u32 = 2;
+/// Wait before the n-th retry: n × this.
+const RETRY_WAIT: Duration = Duration::from_millis(250);
+
+/// Answers worth asking again: rate limited, or a server-side failure that is often brief
+/// (sealed or standby during a restart, overloaded). 501 (not implemented) is not brief.
+fn is_transient(status: u16) -> bool {
+    status == 429 || ((500..600).contains(&status) && status != 501)
 }
 
 /// `<VAULT_ADDR>/v1/<path>`, each path segment percent-encoded (no query or fragment can be
@@ -1027,6 +1049,54 @@ mod tests {
                 .contains("x-vault-token: gh-issued-token")
         );
         assert!(!format!("{source:?}").contains("ghp_personal"));
+    }
+
+    #[tokio::test]
+    async fn transient_answers_are_retried_twice() {
+        let sealed = || (503, json!({"errors": ["Vault is sealed"]}).to_string());
+        let ok = (
+            200,
+            json!({"data": {"data": {"k": "v"}, "metadata": {"version": 4}}}).to_string(),
+        );
+        let token = || Auth::Token(Sensitive::new("tok"));
+        let server =
+            crate::secrets::fake_http::Server::start(vec![sealed(), (429, String::new()), ok])
+                .await;
+        let source = VaultSource::new(config(&server.addr, token(), Duration::from_secs(5)))
+            .expect("source");
+        let data = source
+            .read(&req("secret/data/app", KvVersion::V2, None))
+            .await
+            .expect("third try answers");
+        assert_eq!(data.version(), Some(4));
+        assert_eq!(server.requests().await.len(), 3);
+
+        let server =
+            crate::secrets::fake_http::Server::start(vec![sealed(), sealed(), sealed(), sealed()])
+                .await;
+        let source = VaultSource::new(config(&server.addr, token(), Duration::from_secs(5)))
+            .expect("source");
+        let err = source
+            .read(&req("secret/data/app", KvVersion::V2, None))
+            .await
+            .expect_err("still sealed");
+        assert_eq!(
+            err.to_string(),
+            "vault read of secret/data/app failed: HTTP 503: Vault is sealed"
+        );
+        assert_eq!(server.requests().await.len(), 3, "two retries, no more");
+
+        // Not transient: answered at once.
+        let server = crate::secrets::fake_http::Server::start(vec![(501, String::new())]).await;
+        let source = VaultSource::new(config(&server.addr, token(), Duration::from_secs(5)))
+            .expect("source");
+        assert!(
+            source
+                .read(&req("secret/data/app", KvVersion::V2, None))
+                .await
+                .is_err()
+        );
+        assert_eq!(server.requests().await.len(), 1);
     }
 
     #[tokio::test]
