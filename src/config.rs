@@ -362,7 +362,7 @@ pub struct ServeArgs {
     /// built-ins when it has none.
     #[arg(long = "plugin")]
     pub plugins: Vec<String>,
-    /// Directory of ConfigManagementPlugin definitions (`*.yaml`).
+    /// Directory of ConfigManagementPlugin definitions (`*.yaml`, `*.yml`).
     #[arg(long, default_value = DEFAULT_CONFIG_DIR)]
     pub config_dir: PathBuf,
     /// An argocd-cm ConfigMap whose `configManagementPlugins` are served as well (converted

@@ -92,7 +92,9 @@ pub fn is_reserved_name(name: &str) -> bool {
     EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// Server variables never handed to children: credentials for Vault and our own settings.
+/// Server variables never handed to kustomize and helm: credentials for Vault and our own
+/// settings. (Operator-written command plugins get the whole server env, as in Argo CD, so
+/// `| avp-sidecar generate -` works.)
 pub fn is_private_server_name(name: &str) -> bool {
     const PREFIXES: &[&str] = &["VAULT_", "AVP_", "BAO_"];
     PREFIXES.iter().any(|p| name.starts_with(p))

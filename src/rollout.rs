@@ -245,9 +245,10 @@ fn same_namespace(workload: Option<&str>, secret: Option<&str>) -> bool {
 /// `avp.kubernetes.io/ignore: "true"` (Go `ParseBool` spellings) asks for the object to be left
 /// exactly as rendered, so it gets no annotation either.
 fn is_ignored(doc: &Value) -> bool {
-    doc.pointer("/metadata/annotations/avp.kubernetes.io~1ignore")
-        .and_then(Value::as_str)
-        .is_some_and(|v| matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True"))
+    // AVP's reading of the annotation, so a manifest is skipped here exactly when substitution
+    // skips it.
+    doc.as_object()
+        .is_some_and(|o| crate::substitute::annotations::Annotations::from_object(o).ignore)
 }
 
 /// Secret names a pod template uses: env, envFrom, volumes (plain and projected), image pull

@@ -25,15 +25,31 @@ pub struct ToolPaths {
 }
 
 /// Everything a render needs besides the request.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Renderer {
     pub tools: ToolPaths,
-    /// The server's own environment (already stripped of its private names by `child_env`).
+    /// The server's whole environment, Vault credentials included: `context::child_env` drops
+    /// the private names for kustomize and helm; operator command plugins get all of it, as in
+    /// Argo CD. Never printed (see the `Debug` impl).
     pub server_env: Vec<(String, String)>,
     pub limits: RunLimits,
     /// Tool runs allowed at once; more wait in line (with their deadline still running).
     pub slots: std::sync::Arc<tokio::sync::Semaphore>,
     pub max_concurrent: usize,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer")
+            .field("tools", &self.tools)
+            .field(
+                "server_env",
+                &format_args!("{} variables", self.server_env.len()),
+            )
+            .field("limits", &self.limits)
+            .field("max_concurrent", &self.max_concurrent)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -212,12 +212,18 @@ impl SecretSource for CachingSource {
             (false, true) => &METRICS.secret_cache_hits_total,
             (false, false) => &METRICS.secret_cache_coalesced_total,
         });
+        // Whoever actually reads settles the slot: the slot's creator may have been cancelled
+        // (request deadline) before its read finished, leaving the read to a later caller.
+        let mut read_here = false;
         let outcome = slot
             .cell
-            .get_or_init(|| async { self.inner.read(req).await })
+            .get_or_init(|| async {
+                read_here = true;
+                self.inner.read(req).await
+            })
             .await
             .clone();
-        if owner {
+        if read_here {
             self.settle(req, &slot, &outcome);
         }
         outcome

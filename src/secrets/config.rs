@@ -218,14 +218,31 @@ pub fn from_process_env() -> HashMap<String, String> {
 }
 
 /// The sources of settings, highest precedence first: a project's settings file, the operator's env, the config file, a Kubernetes Secret's values. Empty values count as unset
-/// (viper's default), so an empty variable cannot blank out a lower layer's value.
-#[derive(Clone, Debug, Default)]
+/// (viper's default), so an empty variable cannot blank out a lower layer's value. `Debug`
+/// prints names only: the layers hold credentials.
+#[derive(Clone, Default)]
 pub struct Layered {
     /// A project's own settings file (`--project-vault-config`), above everything else.
     pub project: HashMap<String, String>,
     pub env: HashMap<String, String>,
     pub file: HashMap<String, String>,
     pub secret: HashMap<String, String>,
+}
+
+impl fmt::Debug for Layered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn names(m: &HashMap<String, String>) -> Vec<&String> {
+            let mut k: Vec<&String> = m.keys().collect();
+            k.sort();
+            k
+        }
+        f.debug_struct("Layered")
+            .field("project", &names(&self.project))
+            .field("env", &format_args!("{} variables", self.env.len()))
+            .field("file", &names(&self.file))
+            .field("secret", &names(&self.secret))
+            .finish()
+    }
 }
 
 impl Layered {

@@ -50,7 +50,7 @@
 //!   floats or maps) this engine returns an error or a value. See `modifiers` and `jsonpath`
 //!   for their own differences.
 
-mod annotations;
+pub(crate) mod annotations;
 pub mod external;
 mod inspect;
 mod jsonpath;
