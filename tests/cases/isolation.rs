@@ -42,8 +42,11 @@ async fn tenant_overrides_of_every_operator_setting_are_ignored() {
     let trap = TcpListener::bind("127.0.0.1:0").expect("bind");
     trap.set_nonblocking(true).expect("nonblocking");
     let trap_addr = format!("http://{}", trap.local_addr().expect("addr"));
+    // No secret cache: every family's render reads Vault again through the (unchanged) client.
+    let mut env = bao.approle_env();
+    env.push(("AVP_SIDECAR_SECRET_CACHE_TTL_SECONDS".into(), "0".into()));
     let server = TestServer::start_with(ServerOptions {
-        env: bao.approle_env(),
+        env,
         args: [
             "--path-allow",
             "secret/data/demo/*",

@@ -100,6 +100,10 @@ async fn a_project_can_enforce_external_secrets() {
     for name in ["a", "b"] {
         find(&docs, "ExternalSecret", name);
     }
+    assert!(
+        docs.iter().all(|d| d["kind"] != "Secret"),
+        "no Secret is rendered inline: {docs:?}"
+    );
     let err = render(&server, &repo(false, Some("secret")))
         .await
         .expect_err("opt-out refused");

@@ -422,28 +422,29 @@ async fn secret_values_never_reach_errors_logs_or_metrics() {
         ..Default::default()
     });
     let p = "secret/data/hygiene/app";
-    // Each goes wrong with a secret value in hand (or about to be); the last ones succeed.
-    let cases = [
+    // Every error path with a secret value in hand (or about to be), then successes whose
+    // logs must stay clean too.
+    let failing = [
         format!("<path:{p}#plain | jsonPath {{.x}}>"),
         format!("<path:{p}#json | jsonPath {{.nope}}>"),
         format!("<path:{p}#notb64 | base64decode>"),
         format!("<path:{p}#plain | nosuchmodifier>"),
         format!("<path:{p}#nokey>"),
-        format!("x-<path:{p}#obj>-x"),
         format!("<path:{p}#obj | jsonPath {{.k.z}}>"),
         "<path:secret/data/demo/web#password>".to_owned(),
+    ];
+    let succeeding = [
+        format!("x-<path:{p}#obj>-x"),
         format!("<path:{p}#json | jsonParse>"),
         format!("<path:{p}#plain>"),
     ];
     let mut errors = String::new();
-    for value in &cases {
-        match render_value(&server, value, &[]).await {
-            Ok(v) => assert!(
-                value.ends_with("#plain>") || value.contains("obj") || value.contains("jsonParse"),
-                "{value} should fail, got {v}"
-            ),
-            Err(e) => errors.push_str(&format!("{}\n", e.message())),
-        }
+    for value in &failing {
+        let err = render_value(&server, value, &[]).await.expect_err(value);
+        errors.push_str(&format!("{}\n", err.message()));
+    }
+    for value in &succeeding {
+        render_value(&server, value, &[]).await.expect(value);
     }
     // A placeholder outside Secret data with the leak guard on deny.
     let repo = support::kustomize_app(&[(
@@ -457,7 +458,6 @@ async fn secret_values_never_reach_errors_logs_or_metrics() {
         .await
         .expect_err("leak guard");
     errors.push_str(err.message());
-    assert!(errors.lines().count() >= 7, "too few failures:\n{errors}");
     let metrics = support::http_get(port, "/metrics");
     for (what, text) in [
         ("errors", &errors),
