@@ -1,7 +1,10 @@
 //! Where secret values come from. Owns the `SecretSource` trait and the types the substitution
 //! engine exchanges with it. Knows nothing about YAML or manifests.
 //!
-//! Secret values live only inside `SecretData`, whose `Debug` prints key names, never values.
+//! Secret values live only inside `SecretData`, whose `Debug` prints key names, never values,
+//! and whose strings are overwritten when it is dropped (cache eviction, end of a render).
+//! Copies we cannot reach stay as they are: the HTTP client's receive buffers and the rendered
+//! manifests handed to the repo-server.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -53,8 +56,9 @@ impl SecretData {
         }
     }
 
-    pub fn with_version(self, version: Option<u64>) -> Self {
-        Self { version, ..self }
+    pub fn with_version(mut self, version: Option<u64>) -> Self {
+        self.version = version;
+        self
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -68,6 +72,23 @@ impl SecretData {
     /// The KV v2 version read; `None` for KV v1.
     pub fn version(&self) -> Option<u64> {
         self.version
+    }
+}
+
+impl Drop for SecretData {
+    fn drop(&mut self) {
+        self.values.values_mut().for_each(wipe);
+    }
+}
+
+/// Overwrites every string in `value` (keys are names, not secrets) before it is freed.
+pub(crate) fn wipe(value: &mut Value) {
+    use zeroize::Zeroize;
+    match value {
+        Value::String(s) => s.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(wipe),
+        Value::Object(map) => map.values_mut().for_each(wipe),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
@@ -147,3 +168,20 @@ mod fake_http;
 pub mod kube;
 pub mod policy;
 pub mod vault;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn wipe_clears_every_string_and_keeps_the_shape() {
+        let mut v = json!({"a": "s3cret", "b": [1, "x", {"c": "y"}], "d": null, "e": true});
+        wipe(&mut v);
+        assert_eq!(
+            v,
+            json!({"a": "", "b": [1, "", {"c": ""}], "d": null, "e": true})
+        );
+    }
+}

@@ -25,7 +25,9 @@
 //! every run); renew it when two thirds of its TTL have passed (log in again if renewal fails
 //! or the TTL is used up); on a 403 whose token `auth/token/lookup-self` also refuses (revoked
 //! or expired; Vault's `default` policy allows the lookup), log in again once and retry. Only
-//! one login or renewal runs at a time; concurrent readers wait for it.
+//! one login or renewal runs at a time; concurrent readers wait for it, and when it fails they
+//! all get its error rather than each trying again against a Vault that just said no (a caller
+//! that arrives after the failure tries afresh: failures are shared, not cached).
 //! A static `VAULT_TOKEN` is never renewed or replaced.
 
 use std::sync::Arc;
@@ -50,9 +52,17 @@ const MAX_ERROR_CHARS: usize = 300;
 
 pub struct VaultSource {
     config: VaultConfig,
-    /// The logged-in client; `None` until the first read (or after a rejected token).
-    session: RwLock<Option<Session>>,
+    session: RwLock<Slot>,
     logins: AtomicU64,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// The logged-in client; `None` until the first read (or after a rejected token).
+    current: Option<Session>,
+    /// The last login failure and when it happened, handed to callers that were already
+    /// waiting when it failed.
+    failure: Option<(Instant, LoginError)>,
 }
 
 /// A logged-in client and when its token needs attention.
@@ -94,7 +104,7 @@ impl std::fmt::Debug for VaultSource {
 }
 
 /// Why a login failed (messages name the method and mount, never a credential).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum LoginError {
     #[error("vault login ({method} at auth/{mount}) failed: {reason}")]
     Rejected {
@@ -108,10 +118,16 @@ pub enum LoginError {
     Client(String),
 }
 
-/// One HTTP answer from Vault.
+/// One HTTP answer from Vault; a secret's values (or a login token) while it lives.
 struct Answer {
     status: u16,
     body: Value,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        super::wipe(&mut self.body);
+    }
 }
 
 impl VaultSource {
@@ -144,7 +160,7 @@ impl VaultSource {
         }
         let source = Self {
             config,
-            session: RwLock::new(None),
+            session: RwLock::new(Slot::default()),
             logins: AtomicU64::new(0),
         };
         source.build_client("")?;
@@ -312,30 +328,52 @@ impl VaultSource {
     /// The shared client: logs in if there is none, renews or logs in again when the token is
     /// due. Only one caller does that at a time; the others wait and reuse its result.
     async fn client(&self) -> Result<Arc<VaultClient>, LoginError> {
-        if let Some(s) = self.session.read().await.as_ref()
+        // Before any lock: a reader queued behind a failing login counts as waiting for it.
+        let asked = Instant::now();
+        if let Some(s) = self.session.read().await.current.as_ref()
             && !s.due()
         {
             return Ok(s.client.clone());
         }
         let mut slot = self.session.write().await;
-        let next = match slot.as_ref() {
+        if let Some((at, err)) = &slot.failure
+            && *at >= asked
+        {
+            return Err(err.clone());
+        }
+        let next = match slot.current.as_ref() {
             Some(s) if !s.due() => return Ok(s.client.clone()),
             Some(s) => match self.renew(s).await {
-                Some(renewed) => renewed,
-                None => self.login().await?,
+                Some(renewed) => Ok(renewed),
+                None => self.login().await,
             },
-            None => self.login().await?,
+            None => self.login().await,
         };
-        let client = next.client.clone();
-        *slot = Some(next);
-        Ok(client)
+        match next {
+            Ok(next) => {
+                let client = next.client.clone();
+                *slot = Slot {
+                    current: Some(next),
+                    failure: None,
+                };
+                Ok(client)
+            }
+            Err(e) => {
+                slot.failure = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
     }
 
     /// Forgets `stale` (if still current) so the next `client()` logs in again.
     async fn invalidate(&self, stale: &Arc<VaultClient>) {
         let mut slot = self.session.write().await;
-        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(&s.client, stale)) {
-            *slot = None;
+        if slot
+            .current
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(&s.client, stale))
+        {
+            slot.current = None;
         }
     }
 
@@ -437,7 +475,12 @@ impl Failure {
 async fn send(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Answer, Failure> {
     let mut resp = request.send().await.map_err(|e| transport(&e, timeout))?;
     let status = resp.status().as_u16();
-    let mut bytes = Vec::new();
+    // Sized up front so the body is not copied around while growing; wiped when dropped.
+    let expected = resp
+        .content_length()
+        .unwrap_or(0)
+        .min(MAX_RESPONSE_BYTES as u64);
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(expected as usize));
     while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e, timeout))? {
         if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(Failure::Answer(format!(
@@ -1134,6 +1177,52 @@ mod tests {
             err.to_string(),
             "vault read of secret/data/app failed: vault login (github at auth/github) failed: HTTP 400: failed to verify token"
         );
+    }
+
+    #[tokio::test]
+    async fn readers_waiting_on_a_failed_login_share_its_error() {
+        let rejected = json!({"errors": ["invalid role or secret ID"]}).to_string();
+        // One rejection, then a second one for the caller that comes after the failure.
+        let server = crate::secrets::fake_http::Server::start(vec![
+            (400, rejected.clone()),
+            (400, rejected),
+        ])
+        .await;
+        let source = VaultSource::new(config(
+            &server.addr,
+            Auth::AppRole {
+                role_id: "role".into(),
+                secret_id: Sensitive::new("secret"),
+                mount: "approle".into(),
+            },
+            Duration::from_secs(5),
+        ))
+        .expect("source");
+        let reads = (0..10).map(|i| {
+            let source = &source;
+            async move {
+                source
+                    .read(&req(&format!("secret/data/app{i}"), KvVersion::V2, None))
+                    .await
+            }
+        });
+        for result in futures::future::join_all(reads).await {
+            let msg = result.expect_err("login fails").to_string();
+            assert!(
+                msg.contains("vault login (approle at auth/approle) failed: HTTP 400"),
+                "{msg}"
+            );
+        }
+        assert_eq!(
+            server.requests().await.len(),
+            1,
+            "one login for ten waiting readers"
+        );
+        // Failures are not cached: a later read tries again.
+        let _ = source
+            .read(&req("secret/data/app", KvVersion::V2, None))
+            .await;
+        assert_eq!(server.requests().await.len(), 2);
     }
 }
 
