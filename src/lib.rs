@@ -10,6 +10,7 @@ pub mod context;
 pub mod discovery;
 pub mod manifest;
 pub mod metrics;
+pub mod names;
 pub mod path_template;
 pub mod pipeline;
 pub mod plugin;

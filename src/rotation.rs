@@ -7,7 +7,9 @@
 //! memory, bounded, least recently rendered evicted). A background task reads each recorded
 //! path's metadata (never its data) once per interval; when `current_version` differs from what
 //! an Application read, the path is dropped from the secret cache and only the Applications that
-//! read the old version get the `argocd.argoproj.io/refresh: hard` annotation.
+//! read the old version get the `argocd.argoproj.io/refresh: hard` annotation (once per poll,
+//! however many of its paths changed). A path whose metadata is gone is a change to "version
+//! 0", so its Applications learn once that their next render fails.
 //!
 //! Not tracked: reads pinned to a version (`#v`, `secret-version`; they cannot change) and KV v1
 //! reads (no versions to compare without reading values). Nothing here sees secret values:
@@ -27,6 +29,7 @@ use futures::StreamExt;
 
 use crate::context::RequestEnv;
 use crate::metrics::{self, METRICS};
+use crate::names::{is_dns_label, is_dns_subdomain};
 use crate::secrets::kube::{KubeApi, PatchError};
 use crate::secrets::{KvMetadata, KvVersion, ReadError, SecretData, SecretRequest, SecretSource};
 
@@ -35,6 +38,8 @@ pub const REFRESH_ANNOTATION: &str = "argocd.argoproj.io/refresh";
 /// Metadata reads in flight at once per poll: enough to keep a poll short, few enough that a
 /// poll of thousands of paths does not look like a burst to Vault.
 const POLL_CONCURRENCY: usize = 4;
+/// The version recorded for a path whose metadata is gone (KV v2 versions start at 1).
+const GONE: u64 = 0;
 
 /// Flags of `serve` for rotation tracking (off unless `--rotation-poll-seconds` is set).
 #[derive(Args, Clone, Debug)]
@@ -103,7 +108,7 @@ impl RotationArgs {
         if !self.enabled() {
             return Ok(None);
         }
-        if !is_dns_label(&self.rotation_app_namespace) {
+        if !is_dns_label(&self.rotation_app_namespace, 63) {
             return Err(RotationError::BadNamespace(
                 self.rotation_app_namespace.clone(),
             ));
@@ -144,7 +149,7 @@ impl AppKey {
         let (namespace, name) = app_name
             .split_once('_')
             .unwrap_or((default_namespace, app_name));
-        (is_dns_label(namespace) && is_dns_subdomain(name)).then(|| Self {
+        (is_dns_label(namespace, 63) && is_dns_subdomain(name)).then(|| Self {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         })
@@ -157,19 +162,6 @@ impl AppKey {
             self.namespace, self.name
         )
     }
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && !s.starts_with(['-', '.'])
-        && !s.ends_with(['-', '.'])
-}
-
-fn is_dns_label(s: &str) -> bool {
-    s.len() <= 63 && !s.contains('.') && is_dns_subdomain(s)
 }
 
 /// Which backend read a path. Backends differ per project and per config Secret (each its own
@@ -430,6 +422,9 @@ impl Tracker {
             .buffer_unordered(POLL_CONCURRENCY)
             .collect()
             .await;
+        // Each app that read an old version, with every (source, path, version) it is told
+        // about: an app whose secrets rotated together gets one refresh.
+        let mut due: BTreeMap<AppKey, Vec<(SourceId, String, u64)>> = BTreeMap::new();
         for (id, source, path, answer) in answers {
             report.polled += 1;
             let current = match answer {
@@ -437,6 +432,10 @@ impl Tracker {
                     current_version, ..
                 })) => current_version,
                 Ok(None) => continue,
+                // Metadata and all versions deleted: tell the apps once (their next render
+                // fails with AVP's "could not find secrets"); a path written again starts at
+                // version 1 and counts as a change.
+                Err(ReadError::NotFound(_)) => GONE,
                 Err(e) => {
                     report.errors += 1;
                     metrics::inc(&METRICS.rotation_errors_total);
@@ -453,27 +452,40 @@ impl Tracker {
                 metrics::inc(&METRICS.rotation_changes_total);
                 source.invalidate(&path);
                 let names: Vec<String> = apps.iter().map(ToString::to_string).collect();
-                tracing::info!(path = %path, version = current, apps = %names.join(","), "rotation: new secret version; refreshing the applications that read it");
+                if current == GONE {
+                    tracing::warn!(path = %path, apps = %names.join(","), "rotation: secret deleted; refreshing the applications that read it");
+                } else {
+                    tracing::info!(path = %path, version = current, apps = %names.join(","), "rotation: new secret version; refreshing the applications that read it");
+                }
             }
             for app in apps {
-                match refresher.refresh(&app).await {
-                    Ok(()) => {
-                        self.advance(&app, id, &path, current);
-                        report.refreshed.push(app.clone());
-                        metrics::inc(&METRICS.rotation_refreshes_total);
-                        tracing::info!(app = %app, path = %path, version = current, "rotation: hard refresh requested");
+                due.entry(app)
+                    .or_default()
+                    .push((id, path.clone(), current));
+            }
+        }
+        for (app, changes) in due {
+            let paths: Vec<&str> = changes.iter().map(|(_, p, _)| p.as_str()).collect();
+            let paths = paths.join(",");
+            match refresher.refresh(&app).await {
+                Ok(()) => {
+                    for (id, path, current) in &changes {
+                        self.advance(&app, *id, path, *current);
                     }
-                    Err(e) if e.is_not_found() => {
-                        self.forget(&app);
-                        report.errors += 1;
-                        metrics::inc(&METRICS.rotation_errors_total);
-                        tracing::warn!(app = %app, error = %e, "rotation: application not found; no longer tracked");
-                    }
-                    Err(e) => {
-                        report.errors += 1;
-                        metrics::inc(&METRICS.rotation_errors_total);
-                        tracing::warn!(app = %app, path = %path, error = %e, "rotation: refresh failed; retrying next poll");
-                    }
+                    metrics::inc(&METRICS.rotation_refreshes_total);
+                    tracing::info!(app = %app, paths = %paths, "rotation: hard refresh requested");
+                    report.refreshed.push(app);
+                }
+                Err(e) if e.is_not_found() => {
+                    self.forget(&app);
+                    report.errors += 1;
+                    metrics::inc(&METRICS.rotation_errors_total);
+                    tracing::warn!(app = %app, error = %e, "rotation: application not found; no longer tracked");
+                }
+                Err(e) => {
+                    report.errors += 1;
+                    metrics::inc(&METRICS.rotation_errors_total);
+                    tracing::warn!(app = %app, paths = %paths, error = %e, "rotation: refresh failed; retrying next poll");
                 }
             }
         }
@@ -773,6 +785,9 @@ mod tests {
                 });
             }
             let current_version = self.current.load(Ordering::SeqCst);
+            if current_version == 0 {
+                return Err(ReadError::NotFound(req.clone()));
+            }
             Ok(Some(KvMetadata {
                 current_version,
                 live_versions: (1..=current_version).collect(),
@@ -969,6 +984,39 @@ mod tests {
         let report = t.poll(&patches).await;
         assert!(report.refreshed.is_empty(), "no second refresh");
         assert_eq!(patches.apps.lock().expect("lock").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn one_refresh_per_app_and_a_deleted_secret_is_told_once() {
+        let t = Tracker::new("argocd", 10);
+        let versions = Arc::new(Versions::default());
+        versions.current.store(1, Ordering::SeqCst);
+        let v: Arc<dyn SecretSource> = versions.clone();
+        let both = [
+            req("secret/data/web", KvVersion::V2, None),
+            req("secret/data/db", KvVersion::V2, None),
+        ];
+        render(&t, &v, "a", &both).await;
+        let patches = Patches::default();
+
+        versions.current.store(2, Ordering::SeqCst);
+        let report = t.poll(&patches).await;
+        assert_eq!((report.changes, report.refreshed.len()), (2, 1));
+        assert_eq!(
+            patches.apps.lock().expect("lock").len(),
+            1,
+            "one patch for two paths"
+        );
+
+        // Both paths deleted with their metadata: one more refresh, then quiet.
+        versions.current.store(0, Ordering::SeqCst);
+        let report = t.poll(&patches).await;
+        assert_eq!((report.errors, report.refreshed.len()), (0, 1));
+        assert!(t.poll(&patches).await.refreshed.is_empty());
+        // Written again: version 1 is news.
+        versions.current.store(1, Ordering::SeqCst);
+        assert_eq!(t.poll(&patches).await.refreshed, [key("argocd", "a")]);
+        assert_eq!(patches.apps.lock().expect("lock").len(), 3);
     }
 
     #[tokio::test]

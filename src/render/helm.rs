@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ImageOverride, REPO_ANNOTATION, RenderError, ToolPaths, validate_repo};
 use crate::context::{APP_NAMESPACE, KUBE_API_VERSIONS, KUBE_VERSION, RequestEnv};
+use crate::names::is_dns_label;
 use crate::render::tool::ToolCommand;
 
 /// Validated inputs of one `helm template` run.
@@ -164,15 +165,6 @@ fn release_name(app_name: &str) -> String {
     } else {
         DEFAULT_RELEASE.to_owned()
     }
-}
-
-fn is_dns_label(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 fn is_kube_version(s: &str) -> bool {

@@ -19,6 +19,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::names::{is_dns_label, is_dns_subdomain};
+
 /// Default namespace when the name has none, as in AVP.
 pub const DEFAULT_NAMESPACE: &str = "argocd";
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -67,20 +69,11 @@ fn status_hint(status: u16) -> &'static str {
     }
 }
 
-fn is_dns_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && !s.starts_with(['-', '.'])
-        && !s.ends_with(['-', '.'])
-}
-
 impl SecretName {
     pub fn parse(s: &str) -> Result<Self, KubeError> {
         let s = s.trim();
         let (namespace, name) = s.split_once(':').unwrap_or((DEFAULT_NAMESPACE, s));
-        if is_dns_name(namespace) && is_dns_name(name) {
+        if is_dns_label(namespace, 63) && is_dns_subdomain(name) {
             Ok(Self {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),

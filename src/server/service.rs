@@ -82,12 +82,13 @@ enum Input {
 }
 
 impl CmpService {
-    /// Receives, verifies and unpacks the stream into a fresh work dir.
+    /// Receives, verifies and unpacks the stream into a fresh work dir (none on a render-cache
+    /// hit: the archive is verified in passing and nothing is written).
     async fn receive<S>(
         &self,
         stream: &mut S,
         use_cache: bool,
-    ) -> Result<(WorkDir, Unpacked), RequestError>
+    ) -> Result<(Option<WorkDir>, Unpacked), RequestError>
     where
         S: Stream<Item = Result<AppStreamRequest, Status>> + Unpin,
     {
@@ -99,9 +100,6 @@ impl CmpService {
                 .iter()
                 .map(|e| (e.name.clone(), e.value.clone())),
         );
-        let workdir = WorkDir::create(&settings.work_root)
-            .map_err(|e| RequestError::Internal(format!("creating work dir: {e}")))?;
-        let archive = workdir.tmp().join("repo.tar.gz");
         let cache_key =
             (use_cache && self.shared.render_cache.enabled()).then(|| self.cache_key(&metadata));
         if let Some(key) = cache_key {
@@ -117,10 +115,13 @@ impl CmpService {
                     app_name: received.metadata.app_name,
                     cache_key,
                 };
-                return Ok((workdir, unpacked));
+                return Ok((None, unpacked));
             }
             metrics::inc(&METRICS.render_cache_misses_total);
         }
+        let workdir = WorkDir::create(&settings.work_root)
+            .map_err(|e| RequestError::Internal(format!("creating work dir: {e}")))?;
+        let archive = workdir.tmp().join("repo.tar.gz");
         let received = stream::receive_archive(
             stream,
             metadata,
@@ -159,7 +160,7 @@ impl CmpService {
             app_name: meta.app_name,
             cache_key,
         };
-        Ok((workdir, unpacked))
+        Ok((Some(workdir), unpacked))
     }
 
     /// A place among the requests in progress, held until the request is answered.
