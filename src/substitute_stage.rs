@@ -335,13 +335,22 @@ impl Substituter {
         let leaking: Vec<String> = documents
             .iter()
             .filter_map(|doc| {
-                let mut probe = doc.clone();
-                let obj = probe.as_object_mut()?;
-                if obj.get("kind").and_then(Value::as_str) == Some("Secret") {
-                    obj.remove("data");
-                    obj.remove("stringData");
-                }
-                let uses = substitute::collect(std::slice::from_ref(&probe), options)
+                let obj = doc.as_object()?;
+                // A Secret is probed without `data`/`stringData`, copying only the rest (the
+                // small part); other objects are probed as they are.
+                let trimmed;
+                let probe = if obj.get("kind").and_then(Value::as_str) == Some("Secret") {
+                    trimmed = Value::Object(
+                        obj.iter()
+                            .filter(|(k, _)| *k != "data" && *k != "stringData")
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    );
+                    &trimmed
+                } else {
+                    doc
+                };
+                let uses = substitute::collect(std::slice::from_ref(probe), options)
                     .map(|r| !r.is_empty())
                     .unwrap_or(false);
                 uses.then(|| {
