@@ -196,7 +196,8 @@ impl SecretsArgs {
         }
     }
 
-    fn kube(&self) -> Result<crate::secrets::kube::KubeApi, ConfigError> {
+    /// The Kubernetes API client for config Secrets and rotation refreshes.
+    pub fn kube(&self) -> Result<crate::secrets::kube::KubeApi, ConfigError> {
         crate::secrets::kube::KubeApi::new(self.kube_api.clone(), self.kube_token_path.clone())
             .map_err(|e| ConfigError::Invalid(e.to_string()))
     }

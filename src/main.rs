@@ -274,11 +274,10 @@ fn start_rotation(
         }
     }
     let loaded = tracker.load()?;
-    let kube = avp_sidecar::secrets::kube::KubeApi::new(
-        args.secrets.kube_api.clone(),
-        args.secrets.kube_token_path.clone(),
-    )
-    .context("rotation tracking needs the Kubernetes API to refresh Applications")?;
+    let kube = args
+        .secrets
+        .kube()
+        .context("rotation tracking needs the Kubernetes API to refresh Applications")?;
     tracing::info!(
         every_seconds = args.rotation.rotation_poll_seconds,
         app_namespace = %args.rotation.rotation_app_namespace,
