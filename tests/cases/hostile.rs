@@ -424,6 +424,70 @@ async fn env_values_are_data_not_code() {
     assert!(!Path::new(&marker).exists(), "an env value was executed");
 }
 
+/// A tenant's repo cannot make kustomize run its code or read files outside the app: we never
+/// pass `--enable-alpha-plugins`, `--enable-exec` or `--load-restrictor`, and this pins that.
+#[tokio::test]
+async fn repo_content_cannot_run_code_or_read_outside_the_app() {
+    let server = TestServer::start();
+    let outside = tempfile::tempdir().expect("tempdir");
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "TOP-SECRET-outside").expect("write");
+    let chart = outside.path().join("chart");
+    std::fs::create_dir_all(chart.join("templates")).expect("mkdir");
+    std::fs::write(chart.join("Chart.yaml"), CHART).expect("write");
+    std::fs::write(chart.join("values.yaml"), "x: 1\n").expect("write");
+    std::fs::write(chart.join("templates/cm.yaml"), TEMPLATE).expect("write");
+    let marker = unique("exec-function");
+    let cases = [
+        (
+            "generators: [gen.yaml]\n".to_owned(),
+            "external plugins disabled",
+        ),
+        (
+            format!(
+                "configMapGenerator:\n- name: leak\n  files: [{}]\n",
+                secret.display()
+            ),
+            "is not in or below",
+        ),
+        (
+            format!("resources: [{}]\n", secret.display()),
+            "is not in or below",
+        ),
+        (
+            format!(
+                "helmGlobals:\n  chartHome: {}\nhelmCharts:\n- name: chart\n  releaseName: r\n",
+                outside.path().display()
+            ),
+            "is not in or below",
+        ),
+    ];
+    for (kustomization, needle) in cases {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let app = repo.path().join("app");
+        std::fs::create_dir_all(&app).expect("mkdir");
+        std::fs::write(app.join("kustomization.yaml"), &kustomization).expect("write");
+        std::fs::write(
+            app.join("gen.yaml"),
+            "apiVersion: example.com/v1\nkind: Gen\nmetadata:\n  name: x\n  annotations:\n    config.kubernetes.io/function: |\n      exec:\n        path: ./gen.sh\n",
+        )
+        .expect("write");
+        std::fs::write(app.join("gen.sh"), format!("#!/bin/sh\ntouch {marker}\n")).expect("write");
+        std::fs::set_permissions(
+            app.join("gen.sh"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let spec = support::dir_stream(repo.path(), "app", argo_env("b", "demo", &[]));
+        let err = expect_error(&server, &spec, Code::Unknown, needle).await;
+        assert!(
+            !err.message().contains("TOP-SECRET"),
+            "{kustomization}: {err:?}"
+        );
+    }
+    assert!(!Path::new(&marker).exists(), "the repo's exec function ran");
+}
+
 /// A server whose "kustomize" records its process group in a pid file, traps SIGTERM and never
 /// finishes.
 fn sleep_trap_server(scratch: &Path, extra_args: &[&str]) -> TestServer {
