@@ -71,6 +71,10 @@ pub struct SecretsArgs {
     /// Max bytes of cached secret data, in MiB.
     #[arg(long, env = "AVP_SIDECAR_SECRET_CACHE_MAX_MB", default_value_t = 64)]
     pub secret_cache_max_mb: usize,
+    /// Calls to Vault at once per Vault identity (reads, metadata, capability checks); more
+    /// wait in line under their request's deadline. 0: no limit.
+    #[arg(long, env = "AVP_SIDECAR_VAULT_MAX_IN_FLIGHT", default_value_t = 32)]
+    pub vault_max_in_flight: usize,
     /// Vault paths a project may read, as `[project=]pattern` (`*` within a path segment, `**`
     /// across); rules without a project apply to every project. None: every path (as AVP).
     #[arg(
@@ -193,6 +197,7 @@ impl SecretsArgs {
             max_entries: self.secret_cache_max_entries.max(1),
             max_bytes: self.secret_cache_max_mb.saturating_mul(1 << 20),
             cache_errors: false,
+            max_in_flight: self.vault_max_in_flight,
         }
     }
 

@@ -49,6 +49,7 @@ counters! {
     secret_cache_misses_total: "secret reads that went to Vault",
     secret_cache_coalesced_total: "secret reads that joined an in-flight read",
     secret_cache_evictions_total: "secret cache entries evicted for size",
+    secret_backend_queued_total: "Vault calls that waited for a place under --vault-max-in-flight",
     render_cache_hits_total: "renders answered from the render cache",
     render_cache_misses_total: "renders that ran a tool",
     tool_runs_total: "kustomize/helm runs",

@@ -9,12 +9,18 @@
 //!
 //! One cache per backend (per Vault identity): tenants with different credentials never share
 //! entries.
+//!
+//! It is also the backend's budget: at most `max_in_flight` reads, metadata reads and
+//! capability checks go to the backend at once, the rest wait in line (under their request's
+//! deadline). A cold start of many Applications with distinct paths then reaches Vault as a
+//! steady stream rather than a burst that trips its rate limits.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
@@ -28,6 +34,8 @@ pub struct CachePolicy {
     pub max_entries: usize,
     pub max_bytes: usize,
     pub cache_errors: bool,
+    /// Calls to the backend at once; 0: no limit.
+    pub max_in_flight: usize,
 }
 
 impl Default for CachePolicy {
@@ -37,6 +45,7 @@ impl Default for CachePolicy {
             max_entries: 10_000,
             max_bytes: 64 << 20,
             cache_errors: false,
+            max_in_flight: 32,
         }
     }
 }
@@ -57,6 +66,8 @@ pub struct CachingSource {
     epoch: Instant,
     slots: Mutex<HashMap<SecretRequest, Arc<Slot>>>,
     bytes: AtomicU64,
+    /// `None`: no limit.
+    budget: Option<tokio::sync::Semaphore>,
 }
 
 impl CachingSource {
@@ -67,7 +78,20 @@ impl CachingSource {
             epoch: Instant::now(),
             slots: Mutex::new(HashMap::new()),
             bytes: AtomicU64::new(0),
+            budget: (policy.max_in_flight > 0)
+                .then(|| tokio::sync::Semaphore::new(policy.max_in_flight)),
         }
+    }
+
+    /// A place among the backend calls in flight, waited for (and counted) when all are taken.
+    async fn admit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let budget = self.budget.as_ref()?;
+        if let Ok(permit) = budget.try_acquire() {
+            return Some(permit);
+        }
+        metrics::inc(&METRICS.secret_backend_queued_total);
+        // The semaphore is never closed.
+        budget.acquire().await.ok()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SecretRequest, Arc<Slot>>> {
@@ -198,9 +222,24 @@ fn approx_size(req: &SecretRequest, data: &SecretData) -> usize {
     let values: usize = data
         .values()
         .iter()
-        .map(|(k, v)| k.len() + v.to_string().len())
+        .map(|(k, v)| k.len() + value_size(v))
         .sum();
     req.path.len() + values + 64
+}
+
+/// Roughly the JSON size of `v`, without writing out (and leaving behind a copy of) its text.
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|i| value_size(i) + 1).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() + 4 + value_size(v))
+                .sum::<usize>()
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+    }
 }
 
 #[async_trait::async_trait]
@@ -219,6 +258,7 @@ impl SecretSource for CachingSource {
             .cell
             .get_or_init(|| async {
                 read_here = true;
+                let _permit = self.admit().await;
                 self.inner.read(req).await
             })
             .await
@@ -234,11 +274,13 @@ impl SecretSource for CachingSource {
         &self,
         req: &SecretRequest,
     ) -> Result<Option<crate::secrets::KvMetadata>, ReadError> {
+        let _permit = self.admit().await;
         self.inner.metadata(req).await
     }
 
     /// Never cached, like metadata.
     async fn capabilities(&self, path: &str) -> Result<Option<Vec<String>>, ReadError> {
+        let _permit = self.admit().await;
         self.inner.capabilities(path).await
     }
 
@@ -258,13 +300,18 @@ mod tests {
     struct Counting {
         reads: AtomicUsize,
         fail: bool,
+        in_flight: AtomicUsize,
+        peak: AtomicUsize,
     }
 
     #[async_trait::async_trait]
     impl SecretSource for Counting {
         async fn read(&self, req: &SecretRequest) -> Result<SecretData, ReadError> {
             let n = self.reads.fetch_add(1, Ordering::SeqCst);
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             if self.fail {
                 return Err(ReadError::NotFound(req.clone()));
             }
@@ -286,6 +333,8 @@ mod tests {
         let inner = Arc::new(Counting {
             reads: AtomicUsize::new(0),
             fail,
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
         });
         (inner.clone(), Arc::new(CachingSource::new(inner, policy)))
     }
@@ -303,6 +352,26 @@ mod tests {
             assert!(t.await.expect("join").is_ok());
         }
         assert_eq!(inner.reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn backend_calls_at_once_are_capped() {
+        for (limit, want) in [(4, 4), (0, 40)] {
+            let policy = CachePolicy {
+                max_in_flight: limit,
+                ..Default::default()
+            };
+            let (inner, c) = cache(policy, false);
+            let reads = (0..40).map(|i| {
+                let c = c.clone();
+                async move { c.read(&req(&format!("secret/data/{i}"), None)).await }
+            });
+            for r in futures::future::join_all(reads).await {
+                r.expect("read");
+            }
+            assert_eq!(inner.reads.load(Ordering::SeqCst), 40);
+            assert_eq!(inner.peak.load(Ordering::SeqCst), want, "limit {limit}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -50,6 +50,33 @@ async fn concurrent_renders_share_one_vault_read_per_path() {
 }
 
 #[tokio::test]
+async fn vault_calls_wait_in_line_under_the_in_flight_cap() {
+    let bao = Bao::start();
+    let metrics = support::free_port();
+    let server = TestServer::start_with(ServerOptions {
+        env: bao.approle_env(),
+        args: vec![
+            "--vault-max-in-flight".into(),
+            "1".into(),
+            "--metrics-addr".into(),
+            format!("127.0.0.1:{metrics}"),
+        ],
+        ..Default::default()
+    });
+    // Five distinct reads, asked eight at a time (--read-concurrency): four wait in line.
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  a: <path:kv/data/testing#name>\n  b: <path:kv/data/test#hello>\n  c: <path:kv/data/versioned#secret>\n  d: <path:secret/data/demo/web#username>\n  e: <path:kv/data/shop/payments#STRIPE_API_KEY>\n";
+    let repo = support::kustomize_app(&[("secret.yaml", secret)]);
+    let docs = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+        .await
+        .expect("render");
+    assert_eq!(
+        docs[0]["stringData"],
+        json!({"a": "test-kv-name", "b": "world", "c": "version2", "d": "demo-user", "e": "sk_test_conventions"})
+    );
+    assert!(support::counter(metrics, "secret_backend_queued_total") >= 1);
+}
+
+#[tokio::test]
 async fn render_cache_skips_the_tool_for_identical_requests() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let count = scratch.path().join("count");

@@ -37,15 +37,6 @@ async fn render(server: &TestServer, app: &str, placeholder: &str) -> serde_json
     docs[0]["stringData"]["v"].clone()
 }
 
-fn counter(port: u16, name: &str) -> u64 {
-    let text = support::http_get(port, "/metrics");
-    let prefix = format!("avp_sidecar_{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-}
-
 fn patched_paths(kube: &KubeApi) -> BTreeSet<String> {
     kube.patches().into_iter().map(|p| p.path).collect()
 }
@@ -97,7 +88,7 @@ async fn rotation_refreshes_only_the_apps_that_read_the_old_version() {
 
     // Polls run, nothing has changed: no patch.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(counter(metrics, "rotation_polls_total") >= 2);
+    assert!(support::counter(metrics, "rotation_polls_total") >= 2);
     assert!(kube.patches().is_empty(), "{:?}", kube.patches());
 
     bao.api(
@@ -131,9 +122,9 @@ async fn rotation_refreshes_only_the_apps_that_read_the_old_version() {
     // One rotation, one patch per app.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(kube.patches().len(), 2, "{:?}", kube.patches());
-    assert_eq!(counter(metrics, "rotation_changes_total"), 1);
-    assert_eq!(counter(metrics, "rotation_refreshes_total"), 2);
-    assert_eq!(counter(metrics, "rotation_errors_total"), 0);
+    assert_eq!(support::counter(metrics, "rotation_changes_total"), 1);
+    assert_eq!(support::counter(metrics, "rotation_refreshes_total"), 2);
+    assert_eq!(support::counter(metrics, "rotation_errors_total"), 0);
 
     // A secret deleted with its metadata: web-b is told once (its next render fails in Argo
     // CD rather than old manifests staying), and a deletion is not an error of the poller.
@@ -149,17 +140,17 @@ async fn rotation_refreshes_only_the_apps_that_read_the_old_version() {
         last.as_deref(),
         Some("/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/web-b")
     );
-    assert_eq!(counter(metrics, "rotation_errors_total"), 0);
+    assert_eq!(support::counter(metrics, "rotation_errors_total"), 0);
 
     // OpenBao down: errors are counted, nothing is patched, renders are still served (here
     // from the secret cache).
     bao.stop();
     let until = Instant::now() + Duration::from_secs(15);
-    while counter(metrics, "rotation_errors_total") == 0 && Instant::now() < until {
+    while support::counter(metrics, "rotation_errors_total") == 0 && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        counter(metrics, "rotation_errors_total") > 0,
+        support::counter(metrics, "rotation_errors_total") > 0,
         "{}",
         server.log()
     );

@@ -279,6 +279,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A counter from `/metrics` (`avp_sidecar_<name>`); panics when it is not there.
+pub fn counter(port: u16, name: &str) -> u64 {
+    let text = http_get(port, "/metrics");
+    let prefix = format!("avp_sidecar_{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
 /// A plain HTTP/1.1 GET on 127.0.0.1 (the metrics endpoint); the whole response as text.
 pub fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
