@@ -301,7 +301,7 @@ impl Substituter {
         if let Some(rec) = &recording {
             backend.source = Some(rec.clone());
         }
-        let documents = read_and_apply(
+        let reads = read_and_apply(
             &backend,
             documents,
             self.concurrency,
@@ -312,8 +312,9 @@ impl Substituter {
                 max_reads: self.max_reads,
                 rollout_hash: self.rollout.enabled(project),
             }),
-        )
-        .await?;
+        );
+        let origin = format!("{project}/{}", env.app_name());
+        let documents = crate::secrets::vault::attributed(origin, reads).await?;
         if let Some(tracker) = &self.rotation {
             tracker.record(env, recording.as_deref());
         }

@@ -45,6 +45,19 @@ use super::config::{Auth, VaultConfig, is_clean_path, is_header_safe};
 use super::{KvMetadata, KvVersion, ReadError, SecretData, SecretRequest, SecretSource};
 use crate::metrics::{self, METRICS};
 
+tokio::task_local! {
+    /// The Application whose render is calling Vault, as `<project>/<app>`.
+    static ORIGIN: String;
+}
+
+/// Runs `work` with its Vault calls attributed to `origin` (`<project>/<app>`): they carry it
+/// in an `X-Avp-Sidecar-App` header, which Vault's audit log records once the operator lists
+/// the header in `sys/config/auditing/request-headers`. A read shared by concurrent renders
+/// names the render that asked first; answers from the cache make no call at all.
+pub async fn attributed<F: std::future::Future>(origin: String, work: F) -> F::Output {
+    ORIGIN.scope(origin, work).await
+}
+
 /// Larger answers are refused (a KV secret is at most a few MiB).
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// Vault error texts are cut to this many characters in our messages.
@@ -449,6 +462,10 @@ fn headers(client: &VaultClient) -> Result<HeaderMap, String> {
         let v = HeaderValue::from_str(ns)
             .map_err(|_| format!("namespace {ns:?} is not a valid header value"))?;
         h.insert("x-vault-namespace", v);
+    }
+    // Names come from the repo-server; one that is no header value is simply not sent.
+    if let Ok(Some(origin)) = ORIGIN.try_with(|o| HeaderValue::from_str(o).ok()) {
+        h.insert("x-avp-sidecar-app", origin);
     }
     Ok(h)
 }

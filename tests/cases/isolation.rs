@@ -236,6 +236,12 @@ async fn a_project_can_have_its_own_vault_identity() {
         ],
         ..Default::default()
     });
+    // Vault records our attribution header once the operator lists it.
+    bao.api(
+        "POST",
+        "sys/config/auditing/request-headers/x-avp-sidecar-app",
+        Some(serde_json::json!({"hmac": false})),
+    );
     let app = repo("secret/data/demo/web", "plain");
     for project in ["default", "team-a"] {
         let mut env = env_with(&[]);
@@ -252,8 +258,9 @@ async fn a_project_can_have_its_own_vault_identity() {
             "demo-user"
         );
     }
-    // Vault's audit log attributes each project's read to its own identity.
-    let reads_by = |display_name: &str| {
+    // Vault's audit log attributes each project's read to its own identity, and names the
+    // Application whose render asked.
+    let reads_by = |display_name: &str, app: &str| {
         std::fs::read_to_string(bao.audit_log())
             .unwrap_or_default()
             .lines()
@@ -262,10 +269,11 @@ async fn a_project_can_have_its_own_vault_identity() {
                 e["type"] == "request"
                     && e["request"]["path"] == "secret/data/demo/web"
                     && e["auth"]["display_name"] == display_name
+                    && e["request"]["headers"]["x-avp-sidecar-app"] == serde_json::json!([app])
             })
             .count()
     };
-    assert_eq!(reads_by("approle"), 1);
-    assert_eq!(reads_by("userpass-avp"), 1);
+    assert_eq!(reads_by("approle", "default/s"), 1);
+    assert_eq!(reads_by("userpass-avp", "team-a/s"), 1);
     assert!(!server.log().contains("avp-password"));
 }
