@@ -134,7 +134,15 @@ pub struct VaultConfig {
     pub tls: Tls,
     /// Per HTTP request to Vault (`VAULT_CLIENT_TIMEOUT`, default 10 s).
     pub timeout: Duration,
+    /// More tries after a 429 or 5xx answer (`VAULT_MAX_RETRIES`, default 2 as Vault's Go
+    /// client).
+    pub max_retries: u32,
 }
+
+/// Default `VAULT_MAX_RETRIES` (Vault's Go client's).
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+/// More retries would outlast any render's deadline.
+const MAX_MAX_RETRIES: u32 = 10;
 
 /// Default `VAULT_CLIENT_TIMEOUT`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -461,6 +469,21 @@ fn parse_addr(raw: Option<String>) -> Result<String, ConfigError> {
     if ok { Ok(addr.to_owned()) } else { Err(bad()) }
 }
 
+/// `VAULT_AGENT_ADDR`: an http(s) listener of Vault Agent or Vault Proxy. Go's client also
+/// dials `unix://` sockets; ours does not.
+fn parse_agent_addr(raw: String) -> Result<String, ConfigError> {
+    if raw.trim().starts_with("unix://") {
+        return Err(ConfigError::Unsupported {
+            name: "VAULT_AGENT_ADDR",
+            hint: "give the agent a TCP listener (e.g. 127.0.0.1:8100) and set VAULT_AGENT_ADDR=http://127.0.0.1:8100",
+        });
+    }
+    parse_addr(Some(raw.clone())).map_err(|_| ConfigError::BadValue {
+        name: "VAULT_AGENT_ADDR",
+        value: raw,
+    })
+}
+
 fn parse_kv_version(raw: Option<String>) -> Result<KvVersion, ConfigError> {
     match raw.as_deref().map(str::trim) {
         None | Some("2") => Ok(KvVersion::V2),
@@ -515,7 +538,11 @@ impl VaultConfig {
             }
             _ => return Err(ConfigError::UnsupportedType(kind)),
         }
-        let addr = parse_addr(l.get("VAULT_ADDR"))?;
+        // As in Vault's Go client, an agent's address wins over Vault's.
+        let addr = match l.get("VAULT_AGENT_ADDR").filter(|a| !a.trim().is_empty()) {
+            Some(agent) => parse_agent_addr(agent)?,
+            None => parse_addr(l.get("VAULT_ADDR"))?,
+        };
         let auth_type = l.get("AVP_AUTH_TYPE").unwrap_or_default();
         let auth = match auth_type.trim() {
             "token" => {
@@ -580,8 +607,32 @@ impl VaultConfig {
                 "VAULT_CACERT_BYTES",
                 "write the CA bundle to a file and set VAULT_CACERT",
             ),
+            (
+                "VAULT_HTTP_PROXY",
+                "set HTTPS_PROXY or HTTP_PROXY (and NO_PROXY) in the sidecar's environment; its Vault client uses them",
+            ),
+            (
+                "VAULT_PROXY_ADDR",
+                "set HTTPS_PROXY or HTTP_PROXY (and NO_PROXY) in the sidecar's environment; its Vault client uses them",
+            ),
+            (
+                "VAULT_SRV_LOOKUP",
+                "put Vault's host and port in VAULT_ADDR",
+            ),
+            (
+                "VAULT_WRAP_TTL",
+                "response wrapping would hand the sidecar wrapping tokens instead of secrets; unset it",
+            ),
+            (
+                "VAULT_MFA",
+                "give the sidecar an auth method without MFA (AppRole, Kubernetes)",
+            ),
+            (
+                "VAULT_RATE_LIMIT",
+                "bound the calls to Vault with --vault-max-in-flight",
+            ),
         ] {
-            if l.get(name).is_some() {
+            if l.get(name).is_some_and(|v| !v.trim().is_empty()) {
                 return Err(ConfigError::Unsupported { name, hint });
             }
         }
@@ -616,6 +667,18 @@ impl VaultConfig {
                 _ => return Err(ConfigError::HalfClientIdentity),
             };
         let timeout = parse_timeout(l.get("VAULT_CLIENT_TIMEOUT"))?;
+        let max_retries = match l.get("VAULT_MAX_RETRIES") {
+            None => DEFAULT_MAX_RETRIES,
+            Some(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n <= MAX_MAX_RETRIES)
+                .ok_or(ConfigError::BadValue {
+                    name: "VAULT_MAX_RETRIES",
+                    value: v,
+                })?,
+        };
         Ok(Self {
             addr,
             namespace,
@@ -629,6 +692,7 @@ impl VaultConfig {
                 skip_verify,
             },
             timeout,
+            max_retries,
         })
     }
 }
@@ -921,6 +985,43 @@ mod tests {
         ];
         pairs.extend(TOKEN);
         assert_eq!(cfg(&pairs).expect("ok").addr, "https://v.example/prefix");
+    }
+
+    #[test]
+    fn go_client_settings_honoured_or_refused() {
+        // VAULT_AGENT_ADDR wins over VAULT_ADDR, as in Vault's Go client.
+        let mut pairs = with(&TOKEN);
+        pairs.push(("VAULT_AGENT_ADDR", "http://127.0.0.1:8100/"));
+        let c = cfg(&pairs).expect("agent");
+        assert_eq!(c.addr, "http://127.0.0.1:8100");
+        assert_eq!(c.max_retries, DEFAULT_MAX_RETRIES);
+        pairs.push(("VAULT_MAX_RETRIES", "0"));
+        assert_eq!(cfg(&pairs).expect("no retries").max_retries, 0);
+        for (name, value, needle) in [
+            ("VAULT_AGENT_ADDR", "unix:///run/agent.sock", "TCP listener"),
+            (
+                "VAULT_AGENT_ADDR",
+                "127.0.0.1:8100",
+                "invalid VAULT_AGENT_ADDR",
+            ),
+            ("VAULT_MAX_RETRIES", "-1", "invalid VAULT_MAX_RETRIES"),
+            ("VAULT_MAX_RETRIES", "11", "invalid VAULT_MAX_RETRIES"),
+            ("VAULT_HTTP_PROXY", "http://proxy:3128", "HTTPS_PROXY"),
+            ("VAULT_PROXY_ADDR", "http://proxy:3128", "HTTPS_PROXY"),
+            ("VAULT_SRV_LOOKUP", "true", "VAULT_ADDR"),
+            ("VAULT_WRAP_TTL", "5m", "wrapping"),
+            ("VAULT_MFA", "totp:123", "MFA"),
+            ("VAULT_RATE_LIMIT", "10", "--vault-max-in-flight"),
+        ] {
+            let mut pairs = with(&TOKEN);
+            pairs.push((name, value));
+            let err = cfg(&pairs).expect_err(name).to_string();
+            assert!(err.contains(name) && err.contains(needle), "{err}");
+        }
+        // Set but empty means unset, as in Go.
+        let mut pairs = with(&TOKEN);
+        pairs.extend([("VAULT_WRAP_TTL", ""), ("VAULT_AGENT_ADDR", " ")]);
+        cfg(&pairs).expect("empty values are unset");
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! "version deleted", a bare 404 means "not found"). Logins and token renewal use vaultrs
 //! (GitHub, which vaultrs lacks, is one POST through the same client). A GET whose connection
 //! breaks is sent once more (Vault restarted under a pooled connection); a 429 or 5xx (not 501)
-//! is asked twice more after 250 and 500 ms, as AVP's client does; timeouts are not retried.
+//! is asked again after 250 ms, 500 ms, ... (`VAULT_MAX_RETRIES` times, default 2, as AVP's
+//! client does); timeouts are not retried.
 //!
 //! Token lifecycle: log in once, lazily, and share the token across requests (AVP logs in on
 //! every run); renew it when two thirds of its TTL have passed (log in again if renewal fails
@@ -413,10 +414,11 @@ impl VaultSource {
                 other => other,
             };
             match result {
-                Ok(answer) if is_transient(answer.status) && retries < MAX_RETRIES => {
+                Ok(answer) if is_transient(answer.status) && retries < self.config.max_retries => {
                     retries += 1;
                     metrics::inc(&METRICS.vault_retries_total);
-                    // At most 750 ms of waiting in all; a request's deadline cancels it sooner.
+                    // 750 ms of waiting in all with the default two retries; a request's
+                    // deadline cancels it sooner.
                     tokio::time::sleep(RETRY_WAIT * retries).await;
                 }
                 other => return other.map_err(Failure::into_message),
@@ -425,8 +427,6 @@ impl VaultSource {
     }
 }
 
-/// More tries after a transient answer, as Vault's Go client (and so AVP) makes.
-const MAX_RETRIES: u32 = 2;
 /// Wait before the n-th retry: n × this.
 const RETRY_WAIT: Duration = Duration::from_millis(250);
 
@@ -859,6 +859,7 @@ mod tests {
             path_validation: None,
             tls: Tls::default(),
             timeout,
+            max_retries: crate::secrets::config::DEFAULT_MAX_RETRIES,
         }
     }
 
@@ -1156,6 +1157,21 @@ mod tests {
             "vault read of secret/data/app failed: HTTP 503: Vault is sealed"
         );
         assert_eq!(server.requests().await.len(), 3, "two retries, no more");
+
+        // VAULT_MAX_RETRIES=0: one try.
+        let server = crate::secrets::fake_http::Server::start(vec![sealed(), sealed()]).await;
+        let source = VaultSource::new(VaultConfig {
+            max_retries: 0,
+            ..config(&server.addr, token(), Duration::from_secs(5))
+        })
+        .expect("source");
+        assert!(
+            source
+                .read(&req("secret/data/app", KvVersion::V2, None))
+                .await
+                .is_err()
+        );
+        assert_eq!(server.requests().await.len(), 1);
 
         // Not transient: answered at once.
         let server = crate::secrets::fake_http::Server::start(vec![(501, String::new())]).await;

@@ -82,7 +82,7 @@ async fn helm_example_versions_types_and_modifiers() {
 }
 
 #[tokio::test]
-async fn token_and_userpass_logins() {
+async fn token_userpass_and_agent_address() {
     let bao = Bao::start();
     let base = |auth: &str| {
         vec![
@@ -98,7 +98,11 @@ async fn token_and_userpass_logins() {
         ("AVP_USERNAME".into(), "avp".into()),
         ("AVP_PASSWORD".into(), "avp-password".into()),
     ]);
-    for env in [token, userpass] {
+    // Through an agent: VAULT_AGENT_ADDR wins over a VAULT_ADDR nobody listens on.
+    let mut agent = token.clone();
+    agent[1].1 = format!("http://127.0.0.1:{}", support::free_port());
+    agent.push(("VAULT_AGENT_ADDR".into(), bao.addr.clone()));
+    for env in [token, userpass, agent] {
         let server = server_with(env);
         let spec = support::dir_stream(&examples(), "helm-app", argo_env("myapp", "demo", &[]));
         let docs = support::generate(&server.socket, &spec, None)
