@@ -262,9 +262,9 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
                 max_reads: usize::MAX,
                 rollout_hash: true,
             });
-    let out =
-        avp_sidecar::substitute_stage::read_and_apply(&backend, docs, concurrency, None, guard)
-            .await?;
+    let reads =
+        avp_sidecar::substitute_stage::read_and_apply(&backend, docs, concurrency, None, guard);
+    let out = avp_sidecar::secrets::vault::attributed(process_env.origin(), reads).await?;
     let mut text = String::new();
     for d in &out {
         text.push_str(&avp_sidecar::yaml::to_yaml_string(d));

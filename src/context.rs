@@ -51,6 +51,13 @@ impl RequestEnv {
     pub fn app_name(&self) -> &str {
         self.get(APP_NAME).unwrap_or("")
     }
+
+    /// `<project>/<app>`, whom Vault's audit log is told a read is for; `None` without an app
+    /// name (a `generate` run by hand).
+    pub fn origin(&self) -> Option<String> {
+        let app = self.non_empty(APP_NAME)?;
+        Some(format!("{}/{app}", self.project()))
+    }
 }
 
 /// The one rule for operator configuration versus requests: operator settings (Vault address,

@@ -313,8 +313,7 @@ impl Substituter {
                 rollout_hash: self.rollout.enabled(project),
             }),
         );
-        let origin = format!("{project}/{}", env.app_name());
-        let documents = crate::secrets::vault::attributed(origin, reads).await?;
+        let documents = crate::secrets::vault::attributed(env.origin(), reads).await?;
         if let Some(tracker) = &self.rotation {
             tracker.record(env, recording.as_deref());
         }

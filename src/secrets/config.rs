@@ -210,6 +210,17 @@ pub enum ConfigError {
 /// Looks up a setting by name in the layered sources.
 pub trait Lookup {
     fn get(&self, name: &str) -> Option<String>;
+
+    /// The first of `names` (blank values skipped) in the highest layer that sets any of
+    /// them. For settings that stand in for one another (an agent's address for Vault's): a
+    /// lower layer must not override a higher one through the other name.
+    fn get_first(&self, names: &[&'static str]) -> Option<(&'static str, String)> {
+        names.iter().find_map(|n| {
+            self.get(n)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (*n, v))
+        })
+    }
 }
 
 impl<F: Fn(&str) -> Option<String>> Lookup for F {
@@ -305,6 +316,12 @@ impl Lookup for Layered {
             .into_iter()
             .find_map(|layer| layer.get(name).filter(|v| !v.is_empty()))
             .cloned()
+    }
+
+    fn get_first(&self, names: &[&'static str]) -> Option<(&'static str, String)> {
+        [&self.project, &self.env, &self.file, &self.secret]
+            .into_iter()
+            .find_map(|layer| layer.get_first(names))
     }
 }
 
@@ -538,10 +555,10 @@ impl VaultConfig {
             }
             _ => return Err(ConfigError::UnsupportedType(kind)),
         }
-        // As in Vault's Go client, an agent's address wins over Vault's.
-        let addr = match l.get("VAULT_AGENT_ADDR").filter(|a| !a.trim().is_empty()) {
-            Some(agent) => parse_agent_addr(agent)?,
-            None => parse_addr(l.get("VAULT_ADDR"))?,
+        // As in Vault's Go client, an agent's address wins over Vault's, within one layer.
+        let addr = match l.get_first(&["VAULT_AGENT_ADDR", "VAULT_ADDR"]) {
+            Some(("VAULT_AGENT_ADDR", agent)) => parse_agent_addr(agent)?,
+            other => parse_addr(other.map(|(_, addr)| addr))?,
         };
         let auth_type = l.get("AVP_AUTH_TYPE").unwrap_or_default();
         let auth = match auth_type.trim() {
@@ -1212,6 +1229,44 @@ mod tests {
                 .with_project_file(&dir.path().join("missing"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn agent_address_is_chosen_within_a_layer() {
+        let token = [
+            ("AVP_TYPE", "vault"),
+            ("AVP_AUTH_TYPE", "token"),
+            ("VAULT_TOKEN", "t"),
+        ];
+        let addr = |layered: Layered| VaultConfig::from_lookup(&layered).expect("ok").addr;
+        // A config Secret's agent address cannot redirect the operator's pinned VAULT_ADDR.
+        let pinned = Layered {
+            env: map(&[&token[..], &[("VAULT_ADDR", "https://vault.corp:8200")]].concat()),
+            secret: map(&[("VAULT_AGENT_ADDR", "http://evil:8100")]),
+            ..Default::default()
+        };
+        assert_eq!(addr(pinned), "https://vault.corp:8200");
+        // The env's agent does not take over a project file's own VAULT_ADDR.
+        let project = Layered {
+            project: map(&[("VAULT_ADDR", "https://team.vault:8200")]),
+            env: map(&[&token[..], &[("VAULT_AGENT_ADDR", "http://127.0.0.1:8100")]].concat()),
+            ..Default::default()
+        };
+        assert_eq!(addr(project), "https://team.vault:8200");
+        // In one layer the agent wins; a blank one counts as unset.
+        let both = Layered {
+            env: map(&[
+                &token[..],
+                &[
+                    ("VAULT_ADDR", "https://vault.corp:8200"),
+                    ("VAULT_AGENT_ADDR", "http://127.0.0.1:8100"),
+                ],
+            ]
+            .concat()),
+            file: map(&[("VAULT_AGENT_ADDR", " ")]),
+            ..Default::default()
+        };
+        assert_eq!(addr(both), "http://127.0.0.1:8100");
     }
 
     #[test]

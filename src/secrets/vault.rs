@@ -51,12 +51,17 @@ tokio::task_local! {
     static ORIGIN: String;
 }
 
-/// Runs `work` with its Vault calls attributed to `origin` (`<project>/<app>`): they carry it
-/// in an `X-Avp-Sidecar-App` header, which Vault's audit log records once the operator lists
-/// the header in `sys/config/auditing/request-headers`. A read shared by concurrent renders
-/// names the render that asked first; answers from the cache make no call at all.
-pub async fn attributed<F: std::future::Future>(origin: String, work: F) -> F::Output {
-    ORIGIN.scope(origin, work).await
+/// Runs `work` with its Vault reads, metadata and capability calls attributed to `origin`
+/// (`<project>/<app>`; `None`: not attributed): they carry it in an `X-Avp-Sidecar-App` header,
+/// which Vault's audit log records once the operator lists the header in
+/// `sys/config/auditing/request-headers`. Logins and renewals, shared by all renders, carry
+/// none; a read shared by concurrent renders names the render that asked first; answers from
+/// the cache make no call at all.
+pub async fn attributed<F: std::future::Future>(origin: Option<String>, work: F) -> F::Output {
+    match origin {
+        Some(origin) => ORIGIN.scope(origin, work).await,
+        None => work.await,
+    }
 }
 
 /// Larger answers are refused (a KV secret is at most a few MiB).

@@ -203,7 +203,8 @@ async fn dynamic_then_static_parameters() {
 
 #[tokio::test]
 async fn avp_pipeline_in_a_plugin_yaml() {
-    let bao = Bao::start();
+    let bao = Bao::start_with_audit();
+    bao.audit_header("x-avp-sidecar-app");
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_avp-sidecar"))
         .parent()
         .expect("dir")
@@ -243,6 +244,15 @@ async fn avp_pipeline_in_a_plugin_yaml() {
     .await
     .expect("generate");
     assert_eq!(find(&docs, "Secret", "s")["stringData"]["p"], "s3cr3t-v2");
+    // `generate` in the plugin names the Application to Vault's audit log too.
+    assert_eq!(
+        Bao::audited_header(
+            &bao.audit_log(),
+            "secret/data/demo/web",
+            "x-avp-sidecar-app"
+        ),
+        ["default/s"]
+    );
 }
 
 #[tokio::test]

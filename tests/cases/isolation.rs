@@ -237,11 +237,7 @@ async fn a_project_can_have_its_own_vault_identity() {
         ..Default::default()
     });
     // Vault records our attribution header once the operator lists it.
-    bao.api(
-        "POST",
-        "sys/config/auditing/request-headers/x-avp-sidecar-app",
-        Some(serde_json::json!({"hmac": false})),
-    );
+    bao.audit_header("x-avp-sidecar-app");
     let app = repo("secret/data/demo/web", "plain");
     for project in ["default", "team-a"] {
         let mut env = env_with(&[]);

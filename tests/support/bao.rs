@@ -151,6 +151,37 @@ impl Bao {
             .count()
     }
 
+    /// Makes the audit log record request header `name` (in clear).
+    pub fn audit_header(&self, name: &str) {
+        self.api(
+            "POST",
+            &format!("sys/config/auditing/request-headers/{name}"),
+            Some(serde_json::json!({"hmac": false})),
+        );
+    }
+
+    /// Values of request header `name` on the audited reads of `path` (not the root token's:
+    /// seeding), in order.
+    pub fn audited_header(audit: &std::path::Path, path: &str, name: &str) -> Vec<String> {
+        std::fs::read_to_string(audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| {
+                e["type"] == "request"
+                    && e["request"]["path"] == path
+                    && e["request"]["operation"] == "read"
+                    && e["auth"]["display_name"] != "token"
+            })
+            .map(|e| {
+                e["request"]["headers"][name][0]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect()
+    }
+
     pub fn stop(&self) {
         let _ = Command::new(repo_root().join("vault-dev/stop.sh"))
             .env("VAULT_DEV_STATE", &self.state)
