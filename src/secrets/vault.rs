@@ -28,7 +28,8 @@
 //! or expired; Vault's `default` policy allows the lookup), log in again once and retry. Only
 //! one login or renewal runs at a time; concurrent readers wait for it, and when it fails they
 //! all get its error rather than each trying again against a Vault that just said no (a caller
-//! that arrives after the failure tries afresh: failures are shared, not cached).
+//! that arrives after the failure tries afresh: failures are shared, not cached). A due token
+//! whose refresh fails stays in use while its TTL lasts; the refresh is retried every 5 s.
 //! A static `VAULT_TOKEN` is never renewed or replaced.
 
 use std::sync::Arc;
@@ -73,15 +74,17 @@ pub struct VaultSource {
     config: VaultConfig,
     session: RwLock<Slot>,
     logins: AtomicU64,
+    /// Failed logins so far; a caller that saw `n` shares any failure numbered above `n`.
+    failures: AtomicU64,
 }
 
 #[derive(Default)]
 struct Slot {
     /// The logged-in client; `None` until the first read (or after a rejected token).
     current: Option<Session>,
-    /// The last login failure and when it happened, handed to callers that were already
-    /// waiting when it failed.
-    failure: Option<(Instant, LoginError)>,
+    /// The last login failure and its number, handed to callers that were already waiting
+    /// when it failed.
+    failure: Option<(u64, LoginError)>,
 }
 
 /// A logged-in client and when its token needs attention.
@@ -90,14 +93,28 @@ struct Session {
     client: Arc<VaultClient>,
     /// When to renew (two thirds into the TTL); `None` for tokens without a TTL we track.
     refresh_at: Option<Instant>,
+    /// When the token's TTL runs out; `None` as for `refresh_at`.
+    expires_at: Option<Instant>,
     renewable: bool,
 }
 
+/// A token this close to its end is not used while its refresh fails.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(2);
+/// After a failed refresh of a token that is still valid, try again this much later.
+const REFRESH_RETRY: Duration = Duration::from_secs(5);
+
 impl Session {
     fn new(client: VaultClient, ttl_secs: u64, renewable: bool) -> Self {
+        Self::with_ttl(Arc::new(client), ttl_secs, renewable)
+    }
+
+    fn with_ttl(client: Arc<VaultClient>, ttl_secs: u64, renewable: bool) -> Self {
+        let ttl = Duration::from_secs(ttl_secs.min(u32::MAX.into()));
+        let now = Instant::now();
         Self {
-            client: Arc::new(client),
-            refresh_at: refresh_at(ttl_secs),
+            client,
+            refresh_at: (ttl_secs > 0).then(|| now + ttl * 2 / 3),
+            expires_at: (ttl_secs > 0).then(|| now + ttl),
             renewable,
         }
     }
@@ -105,11 +122,12 @@ impl Session {
     fn due(&self) -> bool {
         self.refresh_at.is_some_and(|t| Instant::now() >= t)
     }
-}
 
-fn refresh_at(ttl_secs: u64) -> Option<Instant> {
-    (ttl_secs > 0)
-        .then(|| Instant::now() + Duration::from_secs(ttl_secs.min(u32::MAX.into())) * 2 / 3)
+    /// Still usable while a refresh fails: the TTL has not (nearly) run out.
+    fn still_valid(&self) -> bool {
+        self.expires_at
+            .is_some_and(|t| Instant::now() + EXPIRY_MARGIN < t)
+    }
 }
 
 impl std::fmt::Debug for VaultSource {
@@ -181,6 +199,7 @@ impl VaultSource {
             config,
             session: RwLock::new(Slot::default()),
             logins: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         };
         source.build_client("")?;
         Ok(source)
@@ -330,11 +349,11 @@ impl VaultSource {
             Ok(info) if info.lease_duration > 0 => {
                 metrics::inc(&METRICS.vault_renewals_total);
                 tracing::debug!(ttl_s = info.lease_duration, "renewed vault token");
-                Some(Session {
-                    client: session.client.clone(),
-                    refresh_at: refresh_at(info.lease_duration),
-                    renewable: info.renewable,
-                })
+                Some(Session::with_ttl(
+                    session.client.clone(),
+                    info.lease_duration,
+                    info.renewable,
+                ))
             }
             Ok(_) => None,
             Err(e) => {
@@ -345,18 +364,20 @@ impl VaultSource {
     }
 
     /// The shared client: logs in if there is none, renews or logs in again when the token is
-    /// due. Only one caller does that at a time; the others wait and reuse its result.
+    /// due. Only one caller does that at a time; the others wait and reuse its result, or its
+    /// error. While a due token is still valid, a failed refresh keeps it in use (logged) and
+    /// is tried again a few seconds later.
     async fn client(&self) -> Result<Arc<VaultClient>, LoginError> {
         // Before any lock: a reader queued behind a failing login counts as waiting for it.
-        let asked = Instant::now();
+        let seen = self.failures.load(Ordering::Acquire);
         if let Some(s) = self.session.read().await.current.as_ref()
             && !s.due()
         {
             return Ok(s.client.clone());
         }
         let mut slot = self.session.write().await;
-        if let Some((at, err)) = &slot.failure
-            && *at >= asked
+        if let Some((n, err)) = &slot.failure
+            && *n > seen
         {
             return Err(err.clone());
         }
@@ -378,7 +399,16 @@ impl VaultSource {
                 Ok(client)
             }
             Err(e) => {
-                slot.failure = Some((Instant::now(), e.clone()));
+                if let Some(s) = slot.current.as_mut()
+                    && s.still_valid()
+                {
+                    tracing::warn!(error = %e, "vault login failed; the current token is still valid and stays in use");
+                    let retry = Instant::now() + REFRESH_RETRY;
+                    s.refresh_at = Some(s.expires_at.map_or(retry, |t| t.min(retry)));
+                    return Ok(s.client.clone());
+                }
+                let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+                slot.failure = Some((n, e.clone()));
                 Err(e)
             }
         }
@@ -1215,6 +1245,57 @@ mod tests {
             err.to_string(),
             "vault read of secret/data/app failed: vault login (github at auth/github) failed: HTTP 400: failed to verify token"
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_a_still_valid_token() {
+        let refused = json!({"errors": ["vault is busy"]}).to_string();
+        let data = json!({"data": {"data": {"k": "v"}, "metadata": {"version": 1}}}).to_string();
+        // renew-self refused, login refused, then two reads with the old token.
+        let server = crate::secrets::fake_http::Server::start(vec![
+            (500, refused.clone()),
+            (400, refused),
+            (200, data.clone()),
+            (200, data),
+        ])
+        .await;
+        let source = VaultSource::new(config(
+            &server.addr,
+            Auth::AppRole {
+                role_id: "role".into(),
+                secret_id: Sensitive::new("secret"),
+                mount: "approle".into(),
+            },
+            Duration::from_secs(5),
+        ))
+        .expect("source");
+        // A token past its refresh point with a minute left.
+        let now = Instant::now();
+        source.session.write().await.current = Some(Session {
+            client: Arc::new(source.build_client("old-token").expect("client")),
+            refresh_at: Some(now - Duration::from_secs(1)),
+            expires_at: Some(now + Duration::from_secs(60)),
+            renewable: true,
+        });
+        for _ in 0..2 {
+            source
+                .read(&req("secret/data/app", KvVersion::V2, None))
+                .await
+                .expect("the old token still reads");
+        }
+        let seen = server.requests().await;
+        assert_eq!(seen.len(), 4, "no second refresh within the retry interval");
+        assert!(
+            seen[0].starts_with("POST /v1/auth/token/renew-self "),
+            "{}",
+            seen[0]
+        );
+        assert!(
+            seen[1].starts_with("POST /v1/auth/approle/login "),
+            "{}",
+            seen[1]
+        );
+        assert!(seen[3].contains("old-token"));
     }
 
     #[tokio::test]
