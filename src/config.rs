@@ -71,8 +71,9 @@ pub struct SecretsArgs {
     /// Max bytes of cached secret data, in MiB.
     #[arg(long, env = "AVP_SIDECAR_SECRET_CACHE_MAX_MB", default_value_t = 64)]
     pub secret_cache_max_mb: usize,
-    /// Calls to Vault at once per Vault identity (reads, metadata, capability checks); more
-    /// wait in line under their request's deadline. 0: no limit.
+    /// Calls to Vault at once per backend (the default identity, each project's, each config
+    /// Secret's): reads, metadata, capability checks; more wait in line under their request's
+    /// deadline. 0: no limit.
     #[arg(long, env = "AVP_SIDECAR_VAULT_MAX_IN_FLIGHT", default_value_t = 32)]
     pub vault_max_in_flight: usize,
     /// Vault paths a project may read, as `[project=]pattern` (`*` within a path segment, `**`

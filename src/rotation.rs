@@ -8,8 +8,9 @@
 //! path's metadata (never its data) once per interval; when `current_version` differs from what
 //! an Application read, the path is dropped from the secret cache and only the Applications that
 //! read the old version get the `argocd.argoproj.io/refresh: hard` annotation (once per poll,
-//! however many of its paths changed). A path whose metadata is gone is a change to "version
-//! 0", so its Applications learn once that their next render fails.
+//! however many of its paths changed). A path whose latest version is deleted (or whose
+//! metadata is gone) is a change to "version 0", so its Applications learn once that their
+//! next render fails.
 //!
 //! Not tracked: reads pinned to a version (`#v`, `secret-version`; they cannot change) and KV v1
 //! reads (no versions to compare without reading values). Nothing here sees secret values:
@@ -428,13 +429,18 @@ impl Tracker {
         for (id, source, path, answer) in answers {
             report.polled += 1;
             let current = match answer {
+                // The latest version deleted or destroyed (`kv delete`): renders of the path
+                // now fail, so tell the apps once; undeleted, it is news again.
+                Ok(Some(KvMetadata {
+                    current_version,
+                    live_versions,
+                })) if !live_versions.contains(&current_version) => GONE,
                 Ok(Some(KvMetadata {
                     current_version, ..
                 })) => current_version,
                 Ok(None) => continue,
-                // Metadata and all versions deleted: tell the apps once (their next render
-                // fails with AVP's "could not find secrets"); a path written again starts at
-                // version 1 and counts as a change.
+                // Metadata and all versions deleted (`kv metadata delete`): the same; a path
+                // written again starts at version 1 and counts as a change.
                 Err(ReadError::NotFound(_)) => GONE,
                 Err(e) => {
                     report.errors += 1;
@@ -768,6 +774,8 @@ mod tests {
         metadata_reads: AtomicUsize,
         invalidated: Mutex<Vec<String>>,
         down: std::sync::atomic::AtomicBool,
+        /// The current version is soft-deleted.
+        deleted: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait]
@@ -788,9 +796,14 @@ mod tests {
             if current_version == 0 {
                 return Err(ReadError::NotFound(req.clone()));
             }
+            let last = if self.deleted.load(Ordering::SeqCst) {
+                current_version - 1
+            } else {
+                current_version
+            };
             Ok(Some(KvMetadata {
                 current_version,
-                live_versions: (1..=current_version).collect(),
+                live_versions: (1..=last).collect(),
             }))
         }
 
@@ -1017,6 +1030,13 @@ mod tests {
         versions.current.store(1, Ordering::SeqCst);
         assert_eq!(t.poll(&patches).await.refreshed, [key("argocd", "a")]);
         assert_eq!(patches.apps.lock().expect("lock").len(), 3);
+        // The latest version soft-deleted (`kv delete`): told once; undeleted: told again.
+        versions.deleted.store(true, Ordering::SeqCst);
+        assert_eq!(t.poll(&patches).await.refreshed, [key("argocd", "a")]);
+        assert!(t.poll(&patches).await.refreshed.is_empty());
+        versions.deleted.store(false, Ordering::SeqCst);
+        assert_eq!(t.poll(&patches).await.refreshed, [key("argocd", "a")]);
+        assert_eq!(patches.apps.lock().expect("lock").len(), 5);
     }
 
     #[tokio::test]

@@ -68,6 +68,8 @@ pub struct CachingSource {
     bytes: AtomicU64,
     /// `None`: no limit.
     budget: Option<tokio::sync::Semaphore>,
+    /// When expired entries were last dropped (ms since `epoch`).
+    last_sweep: AtomicU64,
 }
 
 impl CachingSource {
@@ -80,6 +82,7 @@ impl CachingSource {
             bytes: AtomicU64::new(0),
             budget: (policy.max_in_flight > 0)
                 .then(|| tokio::sync::Semaphore::new(policy.max_in_flight)),
+            last_sweep: AtomicU64::new(0),
         }
     }
 
@@ -121,6 +124,7 @@ impl CachingSource {
     fn slot(&self, req: &SecretRequest) -> (Arc<Slot>, bool) {
         let now = Instant::now();
         let mut slots = self.lock();
+        self.sweep(&mut slots, now);
         if let Some(slot) = slots.get(req)
             && self.fresh(req, slot, now)
         {
@@ -162,6 +166,25 @@ impl CachingSource {
         if slots.len() > self.policy.max_entries || total > self.policy.max_bytes {
             self.evict(&mut slots);
         }
+    }
+
+    /// Drops expired entries (and so wipes their values) at most once per TTL, on a read:
+    /// values do not outlive their TTL by more than that while the sidecar is in use.
+    fn sweep(&self, slots: &mut HashMap<SecretRequest, Arc<Slot>>, now: Instant) {
+        let tick = self.tick(now);
+        let ttl = u64::try_from(self.policy.ttl.as_millis()).unwrap_or(u64::MAX);
+        if tick.saturating_sub(self.last_sweep.load(Ordering::Relaxed)) < ttl {
+            return;
+        }
+        self.last_sweep.store(tick, Ordering::Relaxed);
+        slots.retain(|req, slot| {
+            let keep = self.fresh(req, slot, now);
+            if !keep {
+                self.bytes
+                    .fetch_sub(slot.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            keep
+        });
     }
 
     fn evict(&self, slots: &mut HashMap<SecretRequest, Arc<Slot>>) {
@@ -354,7 +377,9 @@ mod tests {
         assert_eq!(inner.reads.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test]
+    // Paused clock: the backend's sleep ends only once every read has started, so the
+    // unlimited case's peak is exact on a loaded machine too.
+    #[tokio::test(start_paused = true)]
     async fn backend_calls_at_once_are_capped() {
         for (limit, want) in [(4, 4), (0, 40)] {
             let policy = CachePolicy {
@@ -391,6 +416,13 @@ mod tests {
         c.read(&latest).await.expect("refetch after ttl");
         c.read(&pinned).await.expect("pinned stays");
         assert_eq!(inner.reads.load(Ordering::SeqCst), 3);
+        // Expired entries go at the next read after a TTL, whichever path it reads.
+        let other = req("secret/data/b", None);
+        c.read(&other).await.expect("read");
+        assert_eq!(c.len(), 3);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        c.read(&pinned).await.expect("pinned stays");
+        assert_eq!(c.len(), 1, "only the pinned read is left");
     }
 
     #[tokio::test]

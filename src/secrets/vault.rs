@@ -527,18 +527,28 @@ impl Failure {
 async fn send(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Answer, Failure> {
     let mut resp = request.send().await.map_err(|e| transport(&e, timeout))?;
     let status = resp.status().as_u16();
-    // Sized up front so the body is not copied around while growing; wiped when dropped.
+    // Grown by hand, so no buffer holding part of a secret is freed without being wiped.
     let expected = resp
         .content_length()
         .unwrap_or(0)
         .min(MAX_RESPONSE_BYTES as u64);
     let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(expected as usize));
     while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e, timeout))? {
-        if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+        let needed = bytes.len() + chunk.len();
+        if needed > MAX_RESPONSE_BYTES {
             return Err(Failure::Answer(format!(
                 "HTTP {status}: response larger than {} MiB",
                 MAX_RESPONSE_BYTES >> 20
             )));
+        }
+        if needed > bytes.capacity() {
+            let grown = (2 * bytes.capacity())
+                .clamp(4096, MAX_RESPONSE_BYTES)
+                .max(needed);
+            let mut larger = Vec::with_capacity(grown);
+            larger.extend_from_slice(&bytes);
+            // The old buffer is wiped as it is replaced.
+            bytes = zeroize::Zeroizing::new(larger);
         }
         bytes.extend_from_slice(&chunk);
     }
@@ -1245,6 +1255,47 @@ mod tests {
             err.to_string(),
             "vault read of secret/data/app failed: vault login (github at auth/github) failed: HTTP 400: failed to verify token"
         );
+    }
+
+    #[tokio::test]
+    async fn chunked_answers_without_a_length_are_read_whole() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let big = "x".repeat(50_000);
+        let body = json!({"data": {"data": {"k": big}, "metadata": {"version": 1}}}).to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let mut out = String::from(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+            );
+            for piece in body.as_bytes().chunks(3000) {
+                out.push_str(&format!("{:x}\r\n", piece.len()));
+                out.push_str(std::str::from_utf8(piece).expect("ascii"));
+                out.push_str("\r\n");
+            }
+            out.push_str("0\r\n\r\n");
+            s.write_all(out.as_bytes()).await.expect("write");
+        });
+        let source = VaultSource::new(config(
+            &addr,
+            Auth::Token(Sensitive::new("tok")),
+            Duration::from_secs(5),
+        ))
+        .expect("source");
+        let data = source
+            .read(&req("secret/data/app", KvVersion::V2, None))
+            .await
+            .expect("read");
+        assert_eq!(
+            data.get("k").and_then(Value::as_str).map(str::len),
+            Some(50_000)
+        );
+        server.await.expect("server");
     }
 
     #[tokio::test]
