@@ -1257,6 +1257,20 @@ mod tests {
         );
     }
 
+    /// An AppRole source against a fake server (the login is the server's first answer).
+    fn approle_source(addr: &str) -> VaultSource {
+        VaultSource::new(config(
+            addr,
+            Auth::AppRole {
+                role_id: "role".into(),
+                secret_id: Sensitive::new("secret"),
+                mount: "approle".into(),
+            },
+            Duration::from_secs(5),
+        ))
+        .expect("source")
+    }
+
     #[tokio::test]
     async fn chunked_answers_without_a_length_are_read_whole() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1310,16 +1324,7 @@ mod tests {
             (200, data),
         ])
         .await;
-        let source = VaultSource::new(config(
-            &server.addr,
-            Auth::AppRole {
-                role_id: "role".into(),
-                secret_id: Sensitive::new("secret"),
-                mount: "approle".into(),
-            },
-            Duration::from_secs(5),
-        ))
-        .expect("source");
+        let source = approle_source(&server.addr);
         // A token past its refresh point with a minute left.
         let now = Instant::now();
         source.session.write().await.current = Some(Session {
@@ -1358,16 +1363,7 @@ mod tests {
             (400, rejected),
         ])
         .await;
-        let source = VaultSource::new(config(
-            &server.addr,
-            Auth::AppRole {
-                role_id: "role".into(),
-                secret_id: Sensitive::new("secret"),
-                mount: "approle".into(),
-            },
-            Duration::from_secs(5),
-        ))
-        .expect("source");
+        let source = approle_source(&server.addr);
         let reads = (0..10).map(|i| {
             let source = &source;
             async move {

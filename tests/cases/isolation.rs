@@ -257,14 +257,10 @@ async fn a_project_can_have_its_own_vault_identity() {
     // Vault's audit log attributes each project's read to its own identity, and names the
     // Application whose render asked.
     let reads_by = |display_name: &str, app: &str| {
-        std::fs::read_to_string(bao.audit_log())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        Bao::audited(&bao.audit_log(), "read", "secret/data/demo/web")
+            .iter()
             .filter(|e| {
-                e["type"] == "request"
-                    && e["request"]["path"] == "secret/data/demo/web"
-                    && e["auth"]["display_name"] == display_name
+                e["auth"]["display_name"] == display_name
                     && e["request"]["headers"]["x-avp-sidecar-app"] == serde_json::json!([app])
             })
             .count()

@@ -136,9 +136,9 @@ impl Bao {
         serde_json::from_slice(&out.stdout).expect("json")
     }
 
-    /// Requests for `path` with `operation` (`read`, `update`, ...) in the audit log
-    /// (responses are logged separately and not counted).
-    pub fn audited_requests(audit: &std::path::Path, operation: &str, path: &str) -> usize {
+    /// Audited requests for `path` with `operation` (`read`, `update`, ...), in order
+    /// (responses are logged separately and not included).
+    pub fn audited(audit: &std::path::Path, operation: &str, path: &str) -> Vec<serde_json::Value> {
         std::fs::read_to_string(audit)
             .unwrap_or_default()
             .lines()
@@ -148,7 +148,11 @@ impl Bao {
                     && e["request"]["path"] == path
                     && e["request"]["operation"] == operation
             })
-            .count()
+            .collect()
+    }
+
+    pub fn audited_requests(audit: &std::path::Path, operation: &str, path: &str) -> usize {
+        Self::audited(audit, operation, path).len()
     }
 
     /// Makes the audit log record request header `name` (in clear).
@@ -163,16 +167,9 @@ impl Bao {
     /// Values of request header `name` on the audited reads of `path` (not the root token's:
     /// seeding), in order.
     pub fn audited_header(audit: &std::path::Path, path: &str, name: &str) -> Vec<String> {
-        std::fs::read_to_string(audit)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| {
-                e["type"] == "request"
-                    && e["request"]["path"] == path
-                    && e["request"]["operation"] == "read"
-                    && e["auth"]["display_name"] != "token"
-            })
+        Self::audited(audit, "read", path)
+            .iter()
+            .filter(|e| e["auth"]["display_name"] != "token")
             .map(|e| {
                 e["request"]["headers"][name][0]
                     .as_str()
