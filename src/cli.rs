@@ -376,7 +376,7 @@ pub async fn render_checkout(
         dir.display()
     );
     let rendered = pipeline
-        .render(&plugin, &app_dir, &work.tmp(), env, None)
+        .render(&plugin, &work.repo(), &app_dir, &work.tmp(), env, None)
         .await?;
     Ok((plugin, rendered.documents))
 }

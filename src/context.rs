@@ -65,7 +65,8 @@ impl RequestEnv {
 /// limits and tool paths; the tools' own `HELM_*`/`KUSTOMIZE_*`, `PATH` and the loader's
 /// `LD_*`) come from flags, the process env and the `-c` file, read once at startup. The request
 /// env is only ever read by name for app context (`ARGOCD_APP_*`, `KUBE_*`), the plugin env
-/// the built-ins understand (`IMAGE_NAME`, `IMAGE_TAG`, `APP_REPO`: validated data), and
+/// the built-ins understand (`IMAGE_NAME`, `IMAGE_TAG`, `APP_REPO`, `HELM_VALUE_FILES`,
+/// `HELM_VALUES`, `HELM_RELEASE_NAME`: validated data), and
 /// `AVP_SECRET` (checked against the operator's allowlist), and the names the operator lists
 /// in `--path-template-env` (only ever one safe path segment); children see it minus
 /// [`is_reserved_name`]. This returns the names in a request that look like attempts to set an

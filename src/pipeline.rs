@@ -85,10 +85,12 @@ impl Pipeline {
         }
     }
 
-    /// Discovers and renders: the pre-substitution documents.
+    /// Discovers and renders the app in `app_dir` of the checkout `repo`: the
+    /// pre-substitution documents.
     pub async fn render(
         &self,
         plugin: &Plugin,
+        repo: &Path,
         app_dir: &Path,
         scratch: &Path,
         env: &RequestEnv,
@@ -114,7 +116,7 @@ impl Pipeline {
         })?;
         let out = self
             .renderer
-            .render(&kind, app_dir, scratch, env, deadline)
+            .render(&kind, repo, app_dir, scratch, env, deadline)
             .await?;
         Ok(Rendered {
             kind,

@@ -5,6 +5,12 @@
 //! Seed-pipeline equivalents for charts: `IMAGE_NAME`/`IMAGE_TAG` set the values
 //! `image.repository`/`image.tag` (the `helm create` convention); `APP_REPO` adds the
 //! `github.com/url` annotation to every rendered object's metadata after rendering.
+//!
+//! What AVP's helm plugin offers through `${ARGOCD_ENV_HELM_ARGS}` (any flag, including
+//! `--post-renderer`: code execution) is offered as data instead, as Argo CD's own helm source
+//! does: `HELM_VALUE_FILES` (files of the repository, never outside it), `HELM_VALUES` (inline
+//! YAML, AVP's `-f <(echo "$ARGOCD_ENV_HELM_VALUES")`) and `HELM_RELEASE_NAME`. Precedence,
+//! lowest first: the chart's `values.yaml`, the value files in order, `HELM_VALUES`, the image.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -16,6 +22,11 @@ use crate::context::{APP_NAMESPACE, KUBE_API_VERSIONS, KUBE_VERSION, RequestEnv}
 use crate::names::is_dns_label;
 use crate::render::tool::ToolCommand;
 
+/// Plugin env names for charts (without the `ARGOCD_ENV_` prefix).
+pub const HELM_VALUE_FILES: &str = "HELM_VALUE_FILES";
+pub const HELM_VALUES: &str = "HELM_VALUES";
+pub const HELM_RELEASE_NAME: &str = "HELM_RELEASE_NAME";
+
 /// Validated inputs of one `helm template` run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HelmSettings {
@@ -24,6 +35,11 @@ pub struct HelmSettings {
     pub kube_version: Option<String>,
     pub api_versions: Vec<String>,
     pub image: Option<ImageOverride>,
+    /// `HELM_VALUE_FILES` as given: relative to the chart dir, checked against the repository
+    /// by [`HelmSettings::value_files`].
+    pub value_files: Vec<String>,
+    /// `HELM_VALUES`: YAML (a mapping), checked to parse.
+    pub inline_values: Option<String>,
 }
 
 /// Release name when the request carries no usable app name.
@@ -66,31 +82,107 @@ impl HelmSettings {
             })
             .transpose()?
             .unwrap_or_default();
+        let release = match env.plugin(HELM_RELEASE_NAME) {
+            Some(name) if is_dns_label(name, 53) => name.to_owned(),
+            Some(_) => {
+                return Err(super::invalid(
+                    HELM_RELEASE_NAME,
+                    "not a release name (lowercase letters, digits and '-', at most 53)",
+                ));
+            }
+            None => release_name(env.app_name()),
+        };
+        let value_files = env
+            .plugin(HELM_VALUE_FILES)
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|f| !f.is_empty())
+                    .map(|f| {
+                        if f.contains("://") || f.starts_with('/') || f.contains('\0') {
+                            Err(super::invalid(
+                                HELM_VALUE_FILES,
+                                &format!(
+                                    "{f:?}: only paths relative to the chart, inside the repository"
+                                ),
+                            ))
+                        } else {
+                            Ok(f.to_owned())
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let inline_values = match env.plugin(HELM_VALUES) {
+            None => None,
+            Some(text) => match crate::yaml::parse_first_document(text) {
+                Ok(Value::Object(_) | Value::Null) => Some(text.to_owned()),
+                Ok(_) => return Err(super::invalid(HELM_VALUES, "not a YAML mapping")),
+                Err(e) => return Err(super::invalid(HELM_VALUES, &format!("not YAML: {e}"))),
+            },
+        };
         Ok(Self {
-            release: release_name(env.app_name()),
+            release,
             namespace,
             kube_version,
             api_versions,
             image: ImageOverride::from_env(env)?,
+            value_files,
+            inline_values,
         })
     }
 
-    /// Writes the values file that carries plugin env settings, if any are set.
-    pub async fn write_values_file(&self, scratch: &Path) -> Result<Option<PathBuf>, RenderError> {
-        let Some(image) = &self.image else {
-            return Ok(None);
-        };
-        let path = scratch.join("avp-sidecar-values.json");
-        // JSON is YAML: helm reads this file with the exact string values we put in.
-        let values = json!({"image": {"repository": image.name, "tag": image.tag}});
-        tokio::fs::write(&path, values.to_string())
-            .await
-            .map_err(|source| RenderError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
-        Ok(Some(path))
+    /// The value files as paths, each proven to be a file inside `repo` (symlinks resolved):
+    /// a value file outside it would put the sidecar's own files into the manifests.
+    pub fn value_files(&self, chart_dir: &Path, repo: &Path) -> Result<Vec<PathBuf>, RenderError> {
+        let root = repo.canonicalize().map_err(|source| RenderError::Io {
+            path: repo.display().to_string(),
+            source,
+        })?;
+        self.value_files
+            .iter()
+            .map(|f| {
+                let bad = |why: &str| super::invalid(HELM_VALUE_FILES, &format!("{f:?}: {why}"));
+                let path = chart_dir
+                    .join(f)
+                    .canonicalize()
+                    .map_err(|_| bad("no such file in the repository"))?;
+                if !path.starts_with(&root) {
+                    return Err(bad("outside the repository"));
+                }
+                if !path.is_file() {
+                    return Err(bad("not a file"));
+                }
+                Ok(path)
+            })
+            .collect()
     }
+
+    /// Writes the values files that carry plugin env settings (`HELM_VALUES`, then the image),
+    /// in the order helm must read them.
+    pub async fn write_values_files(&self, scratch: &Path) -> Result<Vec<PathBuf>, RenderError> {
+        let mut files = Vec::new();
+        if let Some(text) = &self.inline_values {
+            files.push(write(scratch.join("avp-sidecar-helm-values.yaml"), text).await?);
+        }
+        if let Some(image) = &self.image {
+            // JSON is YAML: helm reads this file with the exact string values we put in.
+            let values = json!({"image": {"repository": image.name, "tag": image.tag}});
+            files.push(write(scratch.join("avp-sidecar-values.json"), &values.to_string()).await?);
+        }
+        Ok(files)
+    }
+}
+
+async fn write(path: PathBuf, text: &str) -> Result<PathBuf, RenderError> {
+    tokio::fs::write(&path, text)
+        .await
+        .map_err(|source| RenderError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok(path)
 }
 
 fn invalid(name: &str, reason: &str) -> RenderError {
@@ -100,12 +192,13 @@ fn invalid(name: &str, reason: &str) -> RenderError {
     }
 }
 
-/// `helm template <release> . --namespace <ns> --include-crds [...]`, run in the chart dir.
+/// `helm template <release> . --namespace <ns> --include-crds [...] --values=...`, run in the
+/// chart dir; `values_files` in precedence order, lowest first.
 pub fn command(
     tools: &ToolPaths,
     chart_dir: &Path,
     s: &HelmSettings,
-    values_file: Option<&Path>,
+    values_files: &[PathBuf],
     env: Vec<(String, String)>,
 ) -> ToolCommand {
     let mut args: Vec<OsString> = vec!["template".into(), s.release.clone().into(), ".".into()];
@@ -119,7 +212,7 @@ pub fn command(
     for v in &s.api_versions {
         args.push(format!("--api-versions={v}").into());
     }
-    if let Some(f) = values_file {
+    for f in values_files {
         let mut a = OsString::from("--values=");
         a.push(f);
         args.push(a);
@@ -210,15 +303,90 @@ mod tests {
             &tools(),
             Path::new("/w/app"),
             &s,
-            Some(Path::new("/w/v.json")),
+            &["/w/repo/prod.yaml".into(), "/w/v.json".into()],
             vec![],
         );
         assert_eq!(
             cmd.display(),
             "/t/helm template web . --namespace=demo --include-crds --kube-version=1.31.0 \
              --api-versions=v1 --api-versions=apps/v1 \
-             --api-versions=monitoring.coreos.com/v1/ServiceMonitor --values=/w/v.json"
+             --api-versions=monitoring.coreos.com/v1/ServiceMonitor \
+             --values=/w/repo/prod.yaml --values=/w/v.json"
         );
+    }
+
+    #[test]
+    fn values_from_plugin_env() {
+        let s = HelmSettings::from_env(&env(&[
+            ("ARGOCD_APP_NAME", "web"),
+            ("ARGOCD_ENV_HELM_RELEASE_NAME", "web-prod"),
+            (
+                "ARGOCD_ENV_HELM_VALUE_FILES",
+                "values-prod.yaml, ../shared/common.yaml",
+            ),
+            (
+                "ARGOCD_ENV_HELM_VALUES",
+                "replicas: 3\nimage:\n  pullPolicy: Always\n",
+            ),
+        ]))
+        .expect("valid");
+        assert_eq!(s.release, "web-prod");
+        assert_eq!(s.value_files, ["values-prod.yaml", "../shared/common.yaml"]);
+        for (k, v, why) in [
+            ("ARGOCD_ENV_HELM_RELEASE_NAME", "Web_Prod", "release name"),
+            (
+                "ARGOCD_ENV_HELM_RELEASE_NAME",
+                "--post-renderer=/bin/sh",
+                "release name",
+            ),
+            ("ARGOCD_ENV_HELM_VALUE_FILES", "/etc/passwd", "relative"),
+            (
+                "ARGOCD_ENV_HELM_VALUE_FILES",
+                "https://evil/values.yaml",
+                "relative",
+            ),
+            ("ARGOCD_ENV_HELM_VALUES", "- a list", "mapping"),
+            ("ARGOCD_ENV_HELM_VALUES", "a: [unclosed", "not YAML"),
+        ] {
+            let err = HelmSettings::from_env(&env(&[(k, v)]))
+                .expect_err(k)
+                .to_string();
+            assert!(err.contains(k) && err.contains(why), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn value_files_stay_inside_the_repository() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        let chart = repo.join("charts/web");
+        std::fs::create_dir_all(&chart).expect("mkdir");
+        std::fs::write(repo.join("common.yaml"), "a: 1\n").expect("write");
+        std::fs::write(chart.join("prod.yaml"), "b: 2\n").expect("write");
+        std::fs::write(dir.path().join("outside.yaml"), "secret: 1\n").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("outside.yaml"), chart.join("link.yaml"))
+            .expect("symlink");
+        let settings = |files: &str| HelmSettings {
+            value_files: files.split(',').map(str::to_owned).collect(),
+            ..Default::default()
+        };
+        let ok = settings("prod.yaml,../../common.yaml")
+            .value_files(&chart, &repo)
+            .expect("inside");
+        assert_eq!(ok.len(), 2);
+        assert!(ok[1].ends_with("repo/common.yaml"), "{ok:?}");
+        for (files, why) in [
+            ("../../../outside.yaml", "outside the repository"),
+            ("link.yaml", "outside the repository"),
+            ("missing.yaml", "no such file"),
+            (".", "not a file"),
+        ] {
+            let err = settings(files)
+                .value_files(&chart, &repo)
+                .expect_err(files)
+                .to_string();
+            assert!(err.contains(why), "{files}: {err}");
+        }
     }
 
     #[test]

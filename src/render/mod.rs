@@ -93,11 +93,12 @@ pub struct Rendered {
 }
 
 impl Renderer {
-    /// Renders the app in `app_dir`; `scratch` is a private directory for helm homes and
-    /// generated values files (outside the repository tree).
+    /// Renders the app in `app_dir` of the checkout `repo`; `scratch` is a private directory
+    /// for helm homes and generated values files (outside the repository tree).
     pub async fn render(
         &self,
         kind: &AppKind,
+        repo: &Path,
         app_dir: &Path,
         scratch: &Path,
         env: &RequestEnv,
@@ -116,15 +117,10 @@ impl Renderer {
             }
             AppKind::Helm => {
                 let settings = helm::HelmSettings::from_env(env)?;
-                let values = settings.write_values_file(scratch).await?;
+                let mut values = settings.value_files(app_dir, repo)?;
+                values.extend(settings.write_values_files(scratch).await?);
                 (
-                    helm::command(
-                        &self.tools,
-                        app_dir,
-                        &settings,
-                        values.as_deref(),
-                        child_env,
-                    ),
+                    helm::command(&self.tools, app_dir, &settings, &values, child_env),
                     "helm",
                 )
             }

@@ -75,8 +75,12 @@ fn millis(d: Duration) -> u64 {
 
 /// What the work closure gets to render from.
 enum Input {
-    /// The extracted repository: the app dir and private scratch space outside the tree.
-    Dir { app_dir: PathBuf, scratch: PathBuf },
+    /// The extracted repository, its app dir and private scratch space outside the tree.
+    Dir {
+        repo: PathBuf,
+        app_dir: PathBuf,
+        scratch: PathBuf,
+    },
     /// A render-cache hit: the archive was verified but not unpacked.
     Cached(render_cache::Cached),
 }
@@ -153,6 +157,7 @@ impl CmpService {
         );
         let unpacked = Unpacked {
             input: Input::Dir {
+                repo: workdir.repo(),
                 app_dir: app_dir(&workdir.repo(), &meta.app_rel_path)?,
                 scratch: workdir.tmp(),
             },
@@ -314,9 +319,13 @@ impl ConfigManagementPluginService for CmpService {
             |u, deadline| async move {
                 let pipeline = &self.shared.pipeline;
                 let (kind, documents, cached) = match u.input {
-                    Input::Dir { app_dir, scratch } => {
+                    Input::Dir {
+                        repo,
+                        app_dir,
+                        scratch,
+                    } => {
                         let r = pipeline
-                            .render(&self.plugin, &app_dir, &scratch, &u.env, deadline)
+                            .render(&self.plugin, &repo, &app_dir, &scratch, &u.env, deadline)
                             .await?;
                         if !r.tool_stderr.is_empty() {
                             info!(stderr = %r.tool_stderr, "tool stderr");

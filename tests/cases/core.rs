@@ -134,6 +134,60 @@ async fn helm_chart_with_namespace_kube_version_and_image() {
     );
 }
 
+/// What AVP users passed through `${ARGOCD_ENV_HELM_ARGS}`, as data: value files from the
+/// repository, inline values, a release name.
+#[tokio::test]
+async fn helm_value_files_inline_values_and_release_name() {
+    let server = TestServer::start();
+    let repo = tempfile::tempdir().expect("tempdir");
+    let write = |rel: &str, text: &str| {
+        let path = repo.path().join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    };
+    write(
+        "chart/Chart.yaml",
+        "apiVersion: v2\nname: web\nversion: 0.1.0\n",
+    );
+    write("chart/values.yaml", "replicas: 1\nenv: dev\ntier: bronze\n");
+    write("chart/values-prod.yaml", "env: prod\n");
+    write("shared/common.yaml", "env: common\ntier: gold\n");
+    write(
+        "chart/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  replicas: {{ .Values.replicas | quote }}\n  env: {{ .Values.env }}\n  tier: {{ .Values.tier }}\n",
+    );
+    let render = |plugin_env: &[(&str, &str)]| {
+        support::dir_stream(repo.path(), "chart", argo_env("web", "demo", plugin_env))
+    };
+    let docs = support::generate(
+        &server.socket,
+        &render(&[
+            ("HELM_VALUE_FILES", "../shared/common.yaml,values-prod.yaml"),
+            ("HELM_VALUES", "replicas: 3\n"),
+            ("HELM_RELEASE_NAME", "web-prod"),
+        ]),
+        None,
+    )
+    .await
+    .expect("generate");
+    assert_eq!(
+        find(&docs, "ConfigMap", "web-prod")["data"],
+        json!({"replicas": "3", "env": "prod", "tier": "gold"}),
+        "chart values < value files in order < HELM_VALUES"
+    );
+    // A value file outside the repository would put the sidecar's files into the manifests.
+    let err = support::generate(
+        &server.socket,
+        &render(&[("HELM_VALUE_FILES", "../../../../../../../../etc/passwd")]),
+        None,
+    )
+    .await
+    .expect_err("outside");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("outside the repository"), "{err:?}");
+    assert!(!err.message().contains("root:"), "{err:?}");
+}
+
 #[tokio::test]
 async fn symlinked_app_dir_inside_repo() {
     let server = TestServer::start();
