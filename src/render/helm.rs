@@ -225,6 +225,72 @@ pub fn command(
     }
 }
 
+/// Whether the chart declares dependencies (`dependencies` in `Chart.yaml`, or a v1 chart's
+/// `requirements.yaml`). Local ones (`file://`) must stay inside the repository: `helm
+/// dependency build` would otherwise package a directory of the sidecar into the render.
+pub fn declares_dependencies(chart_dir: &Path, repo: &Path) -> Result<bool, RenderError> {
+    let mut deps = Vec::new();
+    for file in ["Chart.yaml", "requirements.yaml"] {
+        let path = chart_dir.join(file);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        // An unreadable Chart.yaml is helm's to report, with its own message.
+        if let Ok(Value::Object(doc)) = crate::yaml::parse_first_document(&text)
+            && let Some(Value::Array(list)) = doc.get("dependencies")
+        {
+            deps.extend(list.iter().cloned());
+        }
+    }
+    let root = repo.canonicalize().map_err(|source| RenderError::Io {
+        path: repo.display().to_string(),
+        source,
+    })?;
+    for dep in &deps {
+        let Some(local) = dep
+            .get("repository")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("file://"))
+        else {
+            continue;
+        };
+        let inside = chart_dir
+            .join(local)
+            .canonicalize()
+            .is_ok_and(|p| p.starts_with(&root));
+        if !inside {
+            return Err(RenderError::InvalidChart(format!(
+                "dependency repository file://{local} is not a chart directory inside the repository"
+            )));
+        }
+    }
+    Ok(!deps.is_empty())
+}
+
+/// `helm dependency <list|build>` in the chart dir.
+pub fn dependency_command(
+    tools: &ToolPaths,
+    chart_dir: &Path,
+    action: &str,
+    env: Vec<(String, String)>,
+) -> ToolCommand {
+    ToolCommand {
+        program: tools.helm.clone(),
+        args: vec!["dependency".into(), action.into()],
+        cwd: chart_dir.to_path_buf(),
+        env,
+    }
+}
+
+/// Whether `helm dependency list` output reports a dependency `missing` (its last column).
+pub fn any_missing(list_output: &str) -> bool {
+    list_output
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next_back())
+        .any(|status| status.trim() == "missing")
+}
+
 /// Adds `github.com/url: <repo>` to every object's `metadata.annotations`.
 pub fn annotate_repo(docs: &mut [Value], repo: &str) {
     for doc in docs {
@@ -352,6 +418,45 @@ mod tests {
                 .expect_err(k)
                 .to_string();
             assert!(err.contains(k) && err.contains(why), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn dependency_list_status() {
+        let out =
+            "NAME\tVERSION\tREPOSITORY   \tSTATUS \nsub \t0.1.0  \tfile://../sub\tmissing\n\n";
+        assert!(any_missing(out));
+        let ok = "NAME\tVERSION\tREPOSITORY\tSTATUS\nsub \t0.1.0\tfile://../sub\tok    \nx\t1\thttps://c\tunpacked\n";
+        assert!(!any_missing(ok));
+        assert!(!any_missing(""));
+    }
+
+    #[test]
+    fn local_dependencies_stay_inside_the_repository() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        let chart = repo.join("app");
+        std::fs::create_dir_all(repo.join("sub")).expect("mkdir");
+        std::fs::create_dir_all(&chart).expect("mkdir");
+        let chart_yaml = |deps: &str| {
+            std::fs::write(
+                chart.join("Chart.yaml"),
+                format!("apiVersion: v2\nname: app\nversion: 0.1.0\n{deps}"),
+            )
+            .expect("write")
+        };
+        chart_yaml("");
+        assert!(!declares_dependencies(&chart, &repo).expect("none"));
+        chart_yaml(
+            "dependencies:\n- name: sub\n  repository: file://../sub\n- name: r\n  repository: https://charts.example\n",
+        );
+        assert!(declares_dependencies(&chart, &repo).expect("inside"));
+        for outside in ["file://../..", "file:///etc", "file://../missing"] {
+            chart_yaml(&format!(
+                "dependencies:\n- name: x\n  repository: {outside}\n"
+            ));
+            let err = declares_dependencies(&chart, &repo).expect_err(outside);
+            assert!(err.to_string().contains("inside the repository"), "{err}");
         }
     }
 

@@ -36,6 +36,8 @@ pub struct Renderer {
     /// Tool runs allowed at once; more wait in line (with their deadline still running).
     pub slots: std::sync::Arc<tokio::sync::Semaphore>,
     pub max_concurrent: usize,
+    /// `helm dependency build` for charts whose dependencies are not vendored.
+    pub helm_dependency_build: bool,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -48,6 +50,7 @@ impl std::fmt::Debug for Renderer {
             )
             .field("limits", &self.limits)
             .field("max_concurrent", &self.max_concurrent)
+            .field("helm_dependency_build", &self.helm_dependency_build)
             .finish()
     }
 }
@@ -69,6 +72,9 @@ pub enum RenderError {
         #[source]
         source: crate::manifest::ManifestError,
     },
+    /// A chart the built-in pipeline refuses to prepare.
+    #[error("chart: {0}")]
+    InvalidChart(String),
     /// Asked to render something that is not a built-in app kind.
     #[error("{0} apps are not rendered by the built-in pipeline")]
     NotBuiltin(&'static str),
@@ -117,6 +123,10 @@ impl Renderer {
             }
             AppKind::Helm => {
                 let settings = helm::HelmSettings::from_env(env)?;
+                if self.helm_dependency_build && helm::declares_dependencies(app_dir, repo)? {
+                    self.build_missing_dependencies(app_dir, &child_env, deadline)
+                        .await?;
+                }
                 let mut values = settings.value_files(app_dir, repo)?;
                 values.extend(settings.write_values_files(scratch).await?);
                 (
@@ -172,6 +182,28 @@ impl Renderer {
         metrics::add(&METRICS.tool_milliseconds_total, millis(out.elapsed));
         metrics::DETAIL.tool_seconds.observe(out.elapsed);
         Ok(out)
+    }
+
+    /// `helm dependency list`, then `helm dependency build` if it reports a dependency
+    /// missing from `charts/` (the only case in which `helm template` would refuse).
+    async fn build_missing_dependencies(
+        &self,
+        chart_dir: &Path,
+        env: &[(String, String)],
+        deadline: Option<Instant>,
+    ) -> Result<(), RenderError> {
+        let list = helm::dependency_command(&self.tools, chart_dir, "list", env.to_vec());
+        let out = self.run_in_slot(&list, deadline).await?;
+        if !helm::any_missing(&String::from_utf8_lossy(&out.stdout)) {
+            return Ok(());
+        }
+        let build = helm::dependency_command(&self.tools, chart_dir, "build", env.to_vec());
+        let out = self.run_in_slot(&build, deadline).await?;
+        tracing::info!(
+            ms = millis(out.elapsed),
+            "helm dependency build: fetched missing chart dependencies"
+        );
+        Ok(())
     }
 
     /// The size of the render queue's window.

@@ -188,6 +188,56 @@ async fn helm_value_files_inline_values_and_release_name() {
     assert!(!err.message().contains("root:"), "{err:?}");
 }
 
+/// Charts with dependencies that are not vendored get `helm dependency build`, as with Argo
+/// CD's own helm source; local ones must come from the repository.
+#[tokio::test]
+async fn helm_dependencies_are_built_from_inside_the_repository() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let write = |rel: &str, text: &str| {
+        let path = repo.path().join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    };
+    write(
+        "sub/Chart.yaml",
+        "apiVersion: v2\nname: sub\nversion: 0.1.0\n",
+    );
+    write(
+        "sub/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-sub\n",
+    );
+    write(
+        "app/Chart.yaml",
+        "apiVersion: v2\nname: app\nversion: 0.1.0\ndependencies:\n- name: sub\n  version: 0.1.0\n  repository: file://../sub\n",
+    );
+    write(
+        "evil/Chart.yaml",
+        "apiVersion: v2\nname: evil\nversion: 0.1.0\ndependencies:\n- name: etc\n  version: 0.1.0\n  repository: file:///etc\n",
+    );
+    let spec = |app: &str| support::dir_stream(repo.path(), app, argo_env("web", "demo", &[]));
+
+    let server = TestServer::start();
+    let docs = support::generate(&server.socket, &spec("app"), None)
+        .await
+        .expect("generate");
+    find(&docs, "ConfigMap", "from-sub");
+    let err = support::generate(&server.socket, &spec("evil"), None)
+        .await
+        .expect_err("outside");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("inside the repository"), "{err:?}");
+
+    // Off: helm's own error about the missing dependency.
+    let off = TestServer::start_with(ServerOptions {
+        args: vec!["--helm-dependency-build".into(), "false".into()],
+        ..Default::default()
+    });
+    let err = support::generate(&off.socket, &spec("app"), None)
+        .await
+        .expect_err("not built");
+    assert!(err.message().contains("missing in charts/"), "{err:?}");
+}
+
 #[tokio::test]
 async fn symlinked_app_dir_inside_repo() {
     let server = TestServer::start();
