@@ -139,23 +139,19 @@ async fn helm_chart_with_namespace_kube_version_and_image() {
 #[tokio::test]
 async fn helm_value_files_inline_values_and_release_name() {
     let server = TestServer::start();
-    let repo = tempfile::tempdir().expect("tempdir");
-    let write = |rel: &str, text: &str| {
-        let path = repo.path().join(rel);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write");
-    };
-    write(
-        "chart/Chart.yaml",
-        "apiVersion: v2\nname: web\nversion: 0.1.0\n",
-    );
-    write("chart/values.yaml", "replicas: 1\nenv: dev\ntier: bronze\n");
-    write("chart/values-prod.yaml", "env: prod\n");
-    write("shared/common.yaml", "env: common\ntier: gold\n");
-    write(
-        "chart/templates/cm.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  replicas: {{ .Values.replicas | quote }}\n  env: {{ .Values.env }}\n  tier: {{ .Values.tier }}\n",
-    );
+    let repo = support::repo_of(&[
+        (
+            "chart/Chart.yaml",
+            "apiVersion: v2\nname: web\nversion: 0.1.0\n",
+        ),
+        ("chart/values.yaml", "replicas: 1\nenv: dev\ntier: bronze\n"),
+        ("chart/values-prod.yaml", "env: prod\n"),
+        ("shared/common.yaml", "env: common\ntier: gold\n"),
+        (
+            "chart/templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  replicas: {{ .Values.replicas | quote }}\n  env: {{ .Values.env }}\n  tier: {{ .Values.tier }}\n",
+        ),
+    ]);
     let render = |plugin_env: &[(&str, &str)]| {
         support::dir_stream(repo.path(), "chart", argo_env("web", "demo", plugin_env))
     };
@@ -192,28 +188,24 @@ async fn helm_value_files_inline_values_and_release_name() {
 /// CD's own helm source; local ones must come from the repository.
 #[tokio::test]
 async fn helm_dependencies_are_built_from_inside_the_repository() {
-    let repo = tempfile::tempdir().expect("tempdir");
-    let write = |rel: &str, text: &str| {
-        let path = repo.path().join(rel);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write");
-    };
-    write(
-        "sub/Chart.yaml",
-        "apiVersion: v2\nname: sub\nversion: 0.1.0\n",
-    );
-    write(
-        "sub/templates/cm.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-sub\n",
-    );
-    write(
-        "app/Chart.yaml",
-        "apiVersion: v2\nname: app\nversion: 0.1.0\ndependencies:\n- name: sub\n  version: 0.1.0\n  repository: file://../sub\n",
-    );
-    write(
-        "evil/Chart.yaml",
-        "apiVersion: v2\nname: evil\nversion: 0.1.0\ndependencies:\n- name: etc\n  version: 0.1.0\n  repository: file:///etc\n",
-    );
+    let repo = support::repo_of(&[
+        (
+            "sub/Chart.yaml",
+            "apiVersion: v2\nname: sub\nversion: 0.1.0\n",
+        ),
+        (
+            "sub/templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-sub\n",
+        ),
+        (
+            "app/Chart.yaml",
+            "apiVersion: v2\nname: app\nversion: 0.1.0\ndependencies:\n- name: sub\n  version: 0.1.0\n  repository: file://../sub\n",
+        ),
+        (
+            "evil/Chart.yaml",
+            "apiVersion: v2\nname: evil\nversion: 0.1.0\ndependencies:\n- name: etc\n  version: 0.1.0\n  repository: file:///etc\n",
+        ),
+    ]);
     let spec = |app: &str| support::dir_stream(repo.path(), app, argo_env("web", "demo", &[]));
 
     let server = TestServer::start();

@@ -300,6 +300,17 @@ pub fn http_get(port: u16, path: &str) -> String {
     out
 }
 
+/// A repository of `files` (paths relative to its root, parent dirs created).
+pub fn repo_of(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (rel, text) in files {
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+    dir
+}
+
 /// A repository whose `app/` is a kustomize app made of `files` (name, content), all listed as
 /// resources.
 pub fn kustomize_app(files: &[(&str, &str)]) -> tempfile::TempDir {
