@@ -34,11 +34,12 @@ pub struct RenderArgs {
     #[arg(long, env = "AVP_SIDECAR_KILL_GRACE_SECONDS", default_value_t = 5.0)]
     pub kill_grace_seconds: f64,
     /// Run `helm dependency build` for charts whose declared dependencies are not in
-    /// `charts/` (as Argo CD's helm source does; fetches from the charts' repositories).
+    /// `charts/` (as Argo CD's helm source does). Off by default: it fetches from whatever
+    /// chart repositories a tenant's Chart.yaml names, in the sidecar's memory and network.
     #[arg(
         long,
         env = "AVP_SIDECAR_HELM_DEPENDENCY_BUILD",
-        default_value_t = true,
+        default_value_t = false,
         action = clap::ArgAction::Set
     )]
     pub helm_dependency_build: bool,
@@ -516,6 +517,16 @@ impl RenderArgs {
 impl ServeArgs {
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let base = self.workdir.clone().unwrap_or_else(std::env::temp_dir);
+        // Paths below it reach helm's `--values`, which splits on `,` and parses quotes.
+        if base
+            .to_str()
+            .is_none_or(|b| b.contains([',', '"', '\n', '\r']))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--workdir {}: must be UTF-8 without ',', '\"' or line breaks",
+                base.display()
+            )));
+        }
         Ok(Settings {
             socket_dir: self.socket_dir.clone(),
             work_root: base.join("_cmp_server"),

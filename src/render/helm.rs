@@ -22,6 +22,9 @@ use crate::context::{APP_NAMESPACE, KUBE_API_VERSIONS, KUBE_VERSION, RequestEnv}
 use crate::names::is_dns_label;
 use crate::render::tool::ToolCommand;
 
+/// helm's own limit for a chart file; value files and dependency files are held to it.
+const MAX_CHART_FILE_BYTES: u64 = 5 << 20;
+
 /// Plugin env names for charts (without the `ARGOCD_ENV_` prefix).
 pub const HELM_VALUE_FILES: &str = "HELM_VALUE_FILES";
 pub const HELM_VALUES: &str = "HELM_VALUES";
@@ -83,11 +86,13 @@ impl HelmSettings {
             .transpose()?
             .unwrap_or_default();
         let release = match env.plugin(HELM_RELEASE_NAME) {
-            Some(name) if is_dns_label(name, 53) => name.to_owned(),
+            Some(name) if name.len() <= 53 && crate::names::is_dns_subdomain(name) => {
+                name.to_owned()
+            }
             Some(_) => {
                 return Err(super::invalid(
                     HELM_RELEASE_NAME,
-                    "not a release name (lowercase letters, digits and '-', at most 53)",
+                    "not a release name (lowercase letters, digits, '-' and '.', at most 53)",
                 ));
             }
             None => release_name(env.app_name()),
@@ -133,30 +138,46 @@ impl HelmSettings {
         })
     }
 
-    /// The value files as paths, each proven to be a file inside `repo` (symlinks resolved):
-    /// a value file outside it would put the sidecar's own files into the manifests.
-    pub fn value_files(&self, chart_dir: &Path, repo: &Path) -> Result<Vec<PathBuf>, RenderError> {
+    /// The value files, each proven to be a file inside `repo` (symlinks resolved) and copied
+    /// into `scratch`: helm gets only our fixed names, since its `--values` splits a path on
+    /// `,` (a link target such as `a,/etc/x.yaml` would make it read another file). Files
+    /// outside the repository and missing ones get the same answer: no probing the sidecar's
+    /// filesystem.
+    pub async fn value_files(
+        &self,
+        chart_dir: &Path,
+        repo: &Path,
+        scratch: &Path,
+    ) -> Result<Vec<PathBuf>, RenderError> {
         let root = repo.canonicalize().map_err(|source| RenderError::Io {
             path: repo.display().to_string(),
             source,
         })?;
-        self.value_files
-            .iter()
-            .map(|f| {
-                let bad = |why: &str| super::invalid(HELM_VALUE_FILES, &format!("{f:?}: {why}"));
-                let path = chart_dir
-                    .join(f)
-                    .canonicalize()
-                    .map_err(|_| bad("no such file in the repository"))?;
-                if !path.starts_with(&root) {
-                    return Err(bad("outside the repository"));
-                }
-                if !path.is_file() {
-                    return Err(bad("not a file"));
-                }
-                Ok(path)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (i, f) in self.value_files.iter().enumerate() {
+            let bad = |why: &str| super::invalid(HELM_VALUE_FILES, &format!("{f:?}: {why}"));
+            let path = chart_dir
+                .join(f)
+                .canonicalize()
+                .ok()
+                .filter(|p| p.starts_with(&root) && p.is_file())
+                .ok_or_else(|| bad("not a file inside the repository"))?;
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+            if size > MAX_CHART_FILE_BYTES {
+                return Err(bad("larger than 5 MiB"));
+            }
+            let text = tokio::fs::read(&path)
+                .await
+                .map_err(|e| bad(&format!("cannot read: {e}")))?;
+            out.push(
+                write(
+                    scratch.join(format!("avp-sidecar-value-file-{i}.yaml")),
+                    &text,
+                )
+                .await?,
+            );
+        }
+        Ok(out)
     }
 
     /// Writes the values files that carry plugin env settings (`HELM_VALUES`, then the image),
@@ -175,7 +196,7 @@ impl HelmSettings {
     }
 }
 
-async fn write(path: PathBuf, text: &str) -> Result<PathBuf, RenderError> {
+async fn write(path: PathBuf, text: impl AsRef<[u8]>) -> Result<PathBuf, RenderError> {
     tokio::fs::write(&path, text)
         .await
         .map_err(|source| RenderError::Io {
@@ -225,46 +246,99 @@ pub fn command(
     }
 }
 
-/// Whether the chart declares dependencies (`dependencies` in `Chart.yaml`, or a v1 chart's
-/// `requirements.yaml`). Local ones (`file://`) must stay inside the repository: `helm
-/// dependency build` would otherwise package a directory of the sidecar into the render.
+/// Files `helm dependency build` reads dependencies from (helm reads `requirements.*` for v2
+/// charts too, and prefers a lock over the declaration).
+const DEPENDENCY_FILES: [&str; 4] = [
+    "Chart.yaml",
+    "requirements.yaml",
+    "Chart.lock",
+    "requirements.lock",
+];
+/// Real dependency files are a few KiB; parsing is bounded by this.
+const MAX_DEPENDENCY_FILE_BYTES: u64 = 1 << 20;
+
+/// Whether the chart declares dependencies, checked so that `helm dependency build` cannot
+/// package a directory from outside the repository into the render: every `file://`
+/// repository in any file helm reads them from must resolve, the way helm resolves it
+/// (lexically cleaned, then from the chart dir), to a directory inside `repo`. Fails closed:
+/// a dependency file we cannot read or parse is an error, not skipped.
 pub fn declares_dependencies(chart_dir: &Path, repo: &Path) -> Result<bool, RenderError> {
-    let mut deps = Vec::new();
-    for file in ["Chart.yaml", "requirements.yaml"] {
-        let path = chart_dir.join(file);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        // An unreadable Chart.yaml is helm's to report, with its own message.
-        if let Ok(Value::Object(doc)) = crate::yaml::parse_first_document(&text)
-            && let Some(Value::Array(list)) = doc.get("dependencies")
-        {
-            deps.extend(list.iter().cloned());
-        }
-    }
-    let root = repo.canonicalize().map_err(|source| RenderError::Io {
-        path: repo.display().to_string(),
+    let io = |path: &Path, source| RenderError::Io {
+        path: path.display().to_string(),
         source,
-    })?;
-    for dep in &deps {
-        let Some(local) = dep
-            .get("repository")
-            .and_then(Value::as_str)
-            .and_then(|r| r.strip_prefix("file://"))
-        else {
+    };
+    let root = repo.canonicalize().map_err(|e| io(repo, e))?;
+    let chart = chart_dir.canonicalize().map_err(|e| io(chart_dir, e))?;
+    let mut any = false;
+    for file in DEPENDENCY_FILES {
+        let path = chart.join(file);
+        let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
-        let inside = chart_dir
-            .join(local)
-            .canonicalize()
-            .is_ok_and(|p| p.starts_with(&root));
-        if !inside {
-            return Err(RenderError::InvalidChart(format!(
-                "dependency repository file://{local} is not a chart directory inside the repository"
-            )));
+        let refuse = |why: &str| RenderError::InvalidChart(format!("{file}: {why}"));
+        if meta.len() > MAX_DEPENDENCY_FILE_BYTES {
+            return Err(refuse("larger than 1 MiB"));
+        }
+        let text = std::fs::read(&path)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|t| !t.contains(['\0', '\u{feff}']))
+            .ok_or_else(|| refuse("not UTF-8 text"))?;
+        let deps = match crate::yaml::parse_first_document(&text) {
+            Ok(Value::Object(mut doc)) => doc.remove("dependencies").unwrap_or(Value::Null),
+            Ok(Value::Null) => Value::Null,
+            Ok(_) => return Err(refuse("not a YAML mapping")),
+            Err(e) => return Err(refuse(&format!("cannot parse: {e}"))),
+        };
+        let deps = match deps {
+            Value::Null => continue,
+            Value::Array(deps) => deps,
+            _ => return Err(refuse("dependencies is not a list")),
+        };
+        any |= !deps.is_empty();
+        for dep in &deps {
+            let Some(local) = dep
+                .get("repository")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix("file://"))
+            else {
+                continue;
+            };
+            let inside = chart
+                .join(go_clean(local))
+                .canonicalize()
+                .is_ok_and(|p| p.starts_with(&root) && p.is_dir());
+            if !inside {
+                return Err(refuse(&format!(
+                    "dependency repository file://{local} is not a chart directory inside the repository"
+                )));
+            }
         }
     }
-    Ok(!deps.is_empty())
+    Ok(any)
+}
+
+/// Go's `filepath.Clean`: `.` and `..` removed lexically, before any symlink is followed (as
+/// helm joins a `file://` path to the chart dir).
+fn go_clean(path: &str) -> PathBuf {
+    let absolute = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            ".." if absolute => {}
+            other => parts.push(other),
+        }
+    }
+    let joined = parts.join("/");
+    match (absolute, joined.is_empty()) {
+        (true, _) => PathBuf::from(format!("/{joined}")),
+        (false, true) => PathBuf::from("."),
+        (false, false) => PathBuf::from(joined),
+    }
 }
 
 /// `helm dependency <list|build>` in the chart dir.
@@ -458,14 +532,59 @@ mod tests {
             let err = declares_dependencies(&chart, &repo).expect_err(outside);
             assert!(err.to_string().contains("inside the repository"), "{err}");
         }
+        // `..` is cleaned before links are followed, as helm does: through the link `s` the
+        // path would stay inside, but helm goes up from the chart dir itself.
+        std::fs::create_dir_all(repo.join("a/b/c/d")).expect("mkdir");
+        std::os::unix::fs::symlink("../a/b/c/d", chart.join("s")).expect("symlink");
+        chart_yaml("dependencies:\n- name: x\n  repository: file://s/../../../../x\n");
+        assert!(declares_dependencies(&chart, &repo).is_err());
+        // Locks and requirements files are read too, and what cannot be read is refused.
+        chart_yaml("");
+        for (file, text) in [
+            (
+                "Chart.lock",
+                "dependencies:\n- name: x\n  repository: file:///etc\n",
+            ),
+            (
+                "requirements.yaml",
+                "dependencies:\n- name: x\n  repository: file:///etc\n",
+            ),
+            ("requirements.lock", "\u{feff}dependencies: []\n"),
+            ("Chart.lock", "dependencies: [unclosed\n"),
+        ] {
+            std::fs::write(chart.join(file), text).expect("write");
+            assert!(
+                declares_dependencies(&chart, &repo).is_err(),
+                "{file}: {text}"
+            );
+            std::fs::remove_file(chart.join(file)).expect("rm");
+        }
+        std::fs::write(chart.join("requirements.yaml"), [0xffu8, 0xfe, b'd', 0]).expect("write");
+        assert!(declares_dependencies(&chart, &repo).is_err(), "UTF-16");
     }
 
     #[test]
-    fn value_files_stay_inside_the_repository() {
+    fn go_clean_matches_filepath_clean() {
+        for (input, want) in [
+            ("s/../../x", "../x"),
+            ("./a/./b/", "a/b"),
+            ("../../a", "../../a"),
+            ("a/..", "."),
+            ("/../etc/./x", "/etc/x"),
+            ("/", "/"),
+        ] {
+            assert_eq!(go_clean(input), PathBuf::from(want), "{input}");
+        }
+    }
+
+    #[tokio::test]
+    async fn value_files_stay_inside_the_repository_and_are_copied() {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = dir.path().join("repo");
         let chart = repo.join("charts/web");
+        let scratch = dir.path().join("scratch");
         std::fs::create_dir_all(&chart).expect("mkdir");
+        std::fs::create_dir_all(&scratch).expect("mkdir");
         std::fs::write(repo.join("common.yaml"), "a: 1\n").expect("write");
         std::fs::write(chart.join("prod.yaml"), "b: 2\n").expect("write");
         std::fs::write(dir.path().join("outside.yaml"), "secret: 1\n").expect("write");
@@ -476,21 +595,28 @@ mod tests {
             ..Default::default()
         };
         let ok = settings("prod.yaml,../../common.yaml")
-            .value_files(&chart, &repo)
+            .value_files(&chart, &repo, &scratch)
+            .await
             .expect("inside");
-        assert_eq!(ok.len(), 2);
-        assert!(ok[1].ends_with("repo/common.yaml"), "{ok:?}");
-        for (files, why) in [
-            ("../../../outside.yaml", "outside the repository"),
-            ("link.yaml", "outside the repository"),
-            ("missing.yaml", "no such file"),
-            (".", "not a file"),
-        ] {
+        // helm gets copies under fixed names (its --values splits paths on commas).
+        assert_eq!(
+            ok,
+            [
+                scratch.join("avp-sidecar-value-file-0.yaml"),
+                scratch.join("avp-sidecar-value-file-1.yaml")
+            ]
+        );
+        assert_eq!(std::fs::read_to_string(&ok[1]).expect("read"), "a: 1\n");
+        for files in ["../../../outside.yaml", "link.yaml", "missing.yaml", "."] {
             let err = settings(files)
-                .value_files(&chart, &repo)
+                .value_files(&chart, &repo, &scratch)
+                .await
                 .expect_err(files)
                 .to_string();
-            assert!(err.contains(why), "{files}: {err}");
+            assert!(
+                err.contains("not a file inside the repository"),
+                "{files}: {err}"
+            );
         }
     }
 

@@ -96,6 +96,9 @@ pub struct Rendered {
     pub tool_time: Duration,
     /// The tool's stderr (warnings), logged by the caller even on success, like Argo.
     pub stderr: String,
+    /// `helm dependency build` ran: the output depends on chart repositories, not only on
+    /// the request, so it must not be render-cached.
+    pub fetched_dependencies: bool,
 }
 
 impl Renderer {
@@ -112,6 +115,7 @@ impl Renderer {
     ) -> Result<Rendered, RenderError> {
         let extra = tool_homes(scratch)?;
         let child_env = crate::context::child_env(&self.server_env, env, &extra);
+        let mut fetched_dependencies = false;
         let (cmd, tool_name) = match kind {
             AppKind::Command => return Err(RenderError::NotBuiltin(kind.name())),
             AppKind::Kustomize { kustomization } => {
@@ -123,12 +127,13 @@ impl Renderer {
             }
             AppKind::Helm => {
                 let settings = helm::HelmSettings::from_env(env)?;
+                let mut values = settings.value_files(app_dir, repo, scratch).await?;
+                values.extend(settings.write_values_files(scratch).await?);
                 if self.helm_dependency_build && helm::declares_dependencies(app_dir, repo)? {
-                    self.build_missing_dependencies(app_dir, &child_env, deadline)
+                    fetched_dependencies = self
+                        .build_missing_dependencies(app_dir, &child_env, deadline)
                         .await?;
                 }
-                let mut values = settings.value_files(app_dir, repo)?;
-                values.extend(settings.write_values_files(scratch).await?);
                 (
                     helm::command(&self.tools, app_dir, &settings, &values, child_env),
                     "helm",
@@ -149,6 +154,7 @@ impl Renderer {
             documents,
             tool_time: out.elapsed,
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            fetched_dependencies,
         })
     }
 }
@@ -185,17 +191,18 @@ impl Renderer {
     }
 
     /// `helm dependency list`, then `helm dependency build` if it reports a dependency
-    /// missing from `charts/` (the only case in which `helm template` would refuse).
+    /// missing from `charts/` (the only case in which `helm template` would refuse). Whether
+    /// the build ran.
     async fn build_missing_dependencies(
         &self,
         chart_dir: &Path,
         env: &[(String, String)],
         deadline: Option<Instant>,
-    ) -> Result<(), RenderError> {
+    ) -> Result<bool, RenderError> {
         let list = helm::dependency_command(&self.tools, chart_dir, "list", env.to_vec());
         let out = self.run_in_slot(&list, deadline).await?;
         if !helm::any_missing(&String::from_utf8_lossy(&out.stdout)) {
-            return Ok(());
+            return Ok(false);
         }
         let build = helm::dependency_command(&self.tools, chart_dir, "build", env.to_vec());
         let out = self.run_in_slot(&build, deadline).await?;
@@ -203,7 +210,7 @@ impl Renderer {
             ms = millis(out.elapsed),
             "helm dependency build: fetched missing chart dependencies"
         );
-        Ok(())
+        Ok(true)
     }
 
     /// The size of the render queue's window.

@@ -180,12 +180,16 @@ async fn helm_value_files_inline_values_and_release_name() {
     .await
     .expect_err("outside");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("outside the repository"), "{err:?}");
+    assert!(
+        err.message().contains("not a file inside the repository"),
+        "{err:?}"
+    );
     assert!(!err.message().contains("root:"), "{err:?}");
 }
 
-/// Charts with dependencies that are not vendored get `helm dependency build`, as with Argo
-/// CD's own helm source; local ones must come from the repository.
+/// With `--helm-dependency-build`, charts with dependencies that are not vendored get `helm
+/// dependency build`, as with Argo CD's own helm source; local ones must come from the
+/// repository.
 #[tokio::test]
 async fn helm_dependencies_are_built_from_inside_the_repository() {
     let repo = support::repo_of(&[
@@ -208,7 +212,10 @@ async fn helm_dependencies_are_built_from_inside_the_repository() {
     ]);
     let spec = |app: &str| support::dir_stream(repo.path(), app, argo_env("web", "demo", &[]));
 
-    let server = TestServer::start();
+    let server = TestServer::start_with(ServerOptions {
+        args: vec!["--helm-dependency-build".into(), "true".into()],
+        ..Default::default()
+    });
     let docs = support::generate(&server.socket, &spec("app"), None)
         .await
         .expect("generate");
@@ -219,11 +226,8 @@ async fn helm_dependencies_are_built_from_inside_the_repository() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("inside the repository"), "{err:?}");
 
-    // Off: helm's own error about the missing dependency.
-    let off = TestServer::start_with(ServerOptions {
-        args: vec!["--helm-dependency-build".into(), "false".into()],
-        ..Default::default()
-    });
+    // Off (the default): helm's own error about the missing dependency.
+    let off = TestServer::start();
     let err = support::generate(&off.socket, &spec("app"), None)
         .await
         .expect_err("not built");
