@@ -33,16 +33,6 @@ pub struct RenderArgs {
     /// Seconds between SIGTERM and SIGKILL of a tool's process group at the deadline.
     #[arg(long, env = "AVP_SIDECAR_KILL_GRACE_SECONDS", default_value_t = 5.0)]
     pub kill_grace_seconds: f64,
-    /// Run `helm dependency build` for charts whose declared dependencies are not in
-    /// `charts/` (as Argo CD's helm source does). Off by default: it fetches from whatever
-    /// chart repositories a tenant's Chart.yaml names, in the sidecar's memory and network.
-    #[arg(
-        long,
-        env = "AVP_SIDECAR_HELM_DEPENDENCY_BUILD",
-        default_value_t = false,
-        action = clap::ArgAction::Set
-    )]
-    pub helm_dependency_build: bool,
 }
 
 /// Where secrets come from: AVP's variables in the process environment, optionally a file,
@@ -505,7 +495,6 @@ impl RenderArgs {
             server_env,
             slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
             max_concurrent,
-            helm_dependency_build: self.helm_dependency_build,
             limits: RunLimits {
                 max_output_bytes: self.max_output_mb.saturating_mul(1 << 20),
                 kill_grace: Duration::from_secs_f64(self.kill_grace_seconds),

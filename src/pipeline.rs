@@ -43,8 +43,6 @@ pub struct Rendered {
     pub documents: Vec<Value>,
     pub tool_time: Duration,
     pub tool_stderr: String,
-    /// Depends on more than the request (fetched chart dependencies): not render-cached.
-    pub uncacheable: bool,
 }
 
 /// Everything the pipeline needs besides the request; shared by all requests.
@@ -125,7 +123,6 @@ impl Pipeline {
             documents: out.documents,
             tool_time: out.tool_time,
             tool_stderr: out.stderr,
-            uncacheable: out.fetched_dependencies,
         })
     }
 
@@ -156,8 +153,6 @@ impl Pipeline {
             documents,
             tool_time: out.elapsed,
             tool_stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            // Operator commands may depend on anything (network, time).
-            uncacheable: true,
         })
     }
 

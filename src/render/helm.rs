@@ -16,13 +16,14 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
+use tokio::io::AsyncReadExt;
 
 use super::{ImageOverride, REPO_ANNOTATION, RenderError, ToolPaths, validate_repo};
 use crate::context::{APP_NAMESPACE, KUBE_API_VERSIONS, KUBE_VERSION, RequestEnv};
 use crate::names::is_dns_label;
 use crate::render::tool::ToolCommand;
 
-/// helm's own limit for a chart file; value files and dependency files are held to it.
+/// helm's own limit for a chart file; value files are held to it.
 const MAX_CHART_FILE_BYTES: u64 = 5 << 20;
 
 /// Plugin env names for charts (without the `ARGOCD_ENV_` prefix).
@@ -162,13 +163,18 @@ impl HelmSettings {
                 .ok()
                 .filter(|p| p.starts_with(&root) && p.is_file())
                 .ok_or_else(|| bad("not a file inside the repository"))?;
-            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-            if size > MAX_CHART_FILE_BYTES {
-                return Err(bad("larger than 5 MiB"));
-            }
-            let text = tokio::fs::read(&path)
+            // One open file, read to at most the limit: what was checked is what is copied.
+            let file = tokio::fs::File::open(&path)
                 .await
                 .map_err(|e| bad(&format!("cannot read: {e}")))?;
+            let mut text = Vec::new();
+            file.take(MAX_CHART_FILE_BYTES + 1)
+                .read_to_end(&mut text)
+                .await
+                .map_err(|e| bad(&format!("cannot read: {e}")))?;
+            if text.len() as u64 > MAX_CHART_FILE_BYTES {
+                return Err(bad("larger than 5 MiB"));
+            }
             out.push(
                 write(
                     scratch.join(format!("avp-sidecar-value-file-{i}.yaml")),
@@ -244,125 +250,6 @@ pub fn command(
         cwd: chart_dir.to_path_buf(),
         env,
     }
-}
-
-/// Files `helm dependency build` reads dependencies from (helm reads `requirements.*` for v2
-/// charts too, and prefers a lock over the declaration).
-const DEPENDENCY_FILES: [&str; 4] = [
-    "Chart.yaml",
-    "requirements.yaml",
-    "Chart.lock",
-    "requirements.lock",
-];
-/// Real dependency files are a few KiB; parsing is bounded by this.
-const MAX_DEPENDENCY_FILE_BYTES: u64 = 1 << 20;
-
-/// Whether the chart declares dependencies, checked so that `helm dependency build` cannot
-/// package a directory from outside the repository into the render: every `file://`
-/// repository in any file helm reads them from must resolve, the way helm resolves it
-/// (lexically cleaned, then from the chart dir), to a directory inside `repo`. Fails closed:
-/// a dependency file we cannot read or parse is an error, not skipped.
-pub fn declares_dependencies(chart_dir: &Path, repo: &Path) -> Result<bool, RenderError> {
-    let io = |path: &Path, source| RenderError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let root = repo.canonicalize().map_err(|e| io(repo, e))?;
-    let chart = chart_dir.canonicalize().map_err(|e| io(chart_dir, e))?;
-    let mut any = false;
-    for file in DEPENDENCY_FILES {
-        let path = chart.join(file);
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        let refuse = |why: &str| RenderError::InvalidChart(format!("{file}: {why}"));
-        if meta.len() > MAX_DEPENDENCY_FILE_BYTES {
-            return Err(refuse("larger than 1 MiB"));
-        }
-        let text = std::fs::read(&path)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|t| !t.contains(['\0', '\u{feff}']))
-            .ok_or_else(|| refuse("not UTF-8 text"))?;
-        let deps = match crate::yaml::parse_first_document(&text) {
-            Ok(Value::Object(mut doc)) => doc.remove("dependencies").unwrap_or(Value::Null),
-            Ok(Value::Null) => Value::Null,
-            Ok(_) => return Err(refuse("not a YAML mapping")),
-            Err(e) => return Err(refuse(&format!("cannot parse: {e}"))),
-        };
-        let deps = match deps {
-            Value::Null => continue,
-            Value::Array(deps) => deps,
-            _ => return Err(refuse("dependencies is not a list")),
-        };
-        any |= !deps.is_empty();
-        for dep in &deps {
-            let Some(local) = dep
-                .get("repository")
-                .and_then(Value::as_str)
-                .and_then(|r| r.strip_prefix("file://"))
-            else {
-                continue;
-            };
-            let inside = chart
-                .join(go_clean(local))
-                .canonicalize()
-                .is_ok_and(|p| p.starts_with(&root) && p.is_dir());
-            if !inside {
-                return Err(refuse(&format!(
-                    "dependency repository file://{local} is not a chart directory inside the repository"
-                )));
-            }
-        }
-    }
-    Ok(any)
-}
-
-/// Go's `filepath.Clean`: `.` and `..` removed lexically, before any symlink is followed (as
-/// helm joins a `file://` path to the chart dir).
-fn go_clean(path: &str) -> PathBuf {
-    let absolute = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." if parts.last().is_some_and(|p| *p != "..") => {
-                parts.pop();
-            }
-            ".." if absolute => {}
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (absolute, joined.is_empty()) {
-        (true, _) => PathBuf::from(format!("/{joined}")),
-        (false, true) => PathBuf::from("."),
-        (false, false) => PathBuf::from(joined),
-    }
-}
-
-/// `helm dependency <list|build>` in the chart dir.
-pub fn dependency_command(
-    tools: &ToolPaths,
-    chart_dir: &Path,
-    action: &str,
-    env: Vec<(String, String)>,
-) -> ToolCommand {
-    ToolCommand {
-        program: tools.helm.clone(),
-        args: vec!["dependency".into(), action.into()],
-        cwd: chart_dir.to_path_buf(),
-        env,
-    }
-}
-
-/// Whether `helm dependency list` output reports a dependency `missing` (its last column).
-pub fn any_missing(list_output: &str) -> bool {
-    list_output
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split('\t').next_back())
-        .any(|status| status.trim() == "missing")
 }
 
 /// Adds `github.com/url: <repo>` to every object's `metadata.annotations`.
@@ -492,88 +379,6 @@ mod tests {
                 .expect_err(k)
                 .to_string();
             assert!(err.contains(k) && err.contains(why), "{k}={v}: {err}");
-        }
-    }
-
-    #[test]
-    fn dependency_list_status() {
-        let out =
-            "NAME\tVERSION\tREPOSITORY   \tSTATUS \nsub \t0.1.0  \tfile://../sub\tmissing\n\n";
-        assert!(any_missing(out));
-        let ok = "NAME\tVERSION\tREPOSITORY\tSTATUS\nsub \t0.1.0\tfile://../sub\tok    \nx\t1\thttps://c\tunpacked\n";
-        assert!(!any_missing(ok));
-        assert!(!any_missing(""));
-    }
-
-    #[test]
-    fn local_dependencies_stay_inside_the_repository() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let repo = dir.path().join("repo");
-        let chart = repo.join("app");
-        std::fs::create_dir_all(repo.join("sub")).expect("mkdir");
-        std::fs::create_dir_all(&chart).expect("mkdir");
-        let chart_yaml = |deps: &str| {
-            std::fs::write(
-                chart.join("Chart.yaml"),
-                format!("apiVersion: v2\nname: app\nversion: 0.1.0\n{deps}"),
-            )
-            .expect("write")
-        };
-        chart_yaml("");
-        assert!(!declares_dependencies(&chart, &repo).expect("none"));
-        chart_yaml(
-            "dependencies:\n- name: sub\n  repository: file://../sub\n- name: r\n  repository: https://charts.example\n",
-        );
-        assert!(declares_dependencies(&chart, &repo).expect("inside"));
-        for outside in ["file://../..", "file:///etc", "file://../missing"] {
-            chart_yaml(&format!(
-                "dependencies:\n- name: x\n  repository: {outside}\n"
-            ));
-            let err = declares_dependencies(&chart, &repo).expect_err(outside);
-            assert!(err.to_string().contains("inside the repository"), "{err}");
-        }
-        // `..` is cleaned before links are followed, as helm does: through the link `s` the
-        // path would stay inside, but helm goes up from the chart dir itself.
-        std::fs::create_dir_all(repo.join("a/b/c/d")).expect("mkdir");
-        std::os::unix::fs::symlink("../a/b/c/d", chart.join("s")).expect("symlink");
-        chart_yaml("dependencies:\n- name: x\n  repository: file://s/../../../../x\n");
-        assert!(declares_dependencies(&chart, &repo).is_err());
-        // Locks and requirements files are read too, and what cannot be read is refused.
-        chart_yaml("");
-        for (file, text) in [
-            (
-                "Chart.lock",
-                "dependencies:\n- name: x\n  repository: file:///etc\n",
-            ),
-            (
-                "requirements.yaml",
-                "dependencies:\n- name: x\n  repository: file:///etc\n",
-            ),
-            ("requirements.lock", "\u{feff}dependencies: []\n"),
-            ("Chart.lock", "dependencies: [unclosed\n"),
-        ] {
-            std::fs::write(chart.join(file), text).expect("write");
-            assert!(
-                declares_dependencies(&chart, &repo).is_err(),
-                "{file}: {text}"
-            );
-            std::fs::remove_file(chart.join(file)).expect("rm");
-        }
-        std::fs::write(chart.join("requirements.yaml"), [0xffu8, 0xfe, b'd', 0]).expect("write");
-        assert!(declares_dependencies(&chart, &repo).is_err(), "UTF-16");
-    }
-
-    #[test]
-    fn go_clean_matches_filepath_clean() {
-        for (input, want) in [
-            ("s/../../x", "../x"),
-            ("./a/./b/", "a/b"),
-            ("../../a", "../../a"),
-            ("a/..", "."),
-            ("/../etc/./x", "/etc/x"),
-            ("/", "/"),
-        ] {
-            assert_eq!(go_clean(input), PathBuf::from(want), "{input}");
         }
     }
 

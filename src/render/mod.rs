@@ -36,8 +36,6 @@ pub struct Renderer {
     /// Tool runs allowed at once; more wait in line (with their deadline still running).
     pub slots: std::sync::Arc<tokio::sync::Semaphore>,
     pub max_concurrent: usize,
-    /// `helm dependency build` for charts whose dependencies are not vendored.
-    pub helm_dependency_build: bool,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -50,7 +48,6 @@ impl std::fmt::Debug for Renderer {
             )
             .field("limits", &self.limits)
             .field("max_concurrent", &self.max_concurrent)
-            .field("helm_dependency_build", &self.helm_dependency_build)
             .finish()
     }
 }
@@ -72,9 +69,6 @@ pub enum RenderError {
         #[source]
         source: crate::manifest::ManifestError,
     },
-    /// A chart the built-in pipeline refuses to prepare.
-    #[error("chart: {0}")]
-    InvalidChart(String),
     /// Asked to render something that is not a built-in app kind.
     #[error("{0} apps are not rendered by the built-in pipeline")]
     NotBuiltin(&'static str),
@@ -96,9 +90,6 @@ pub struct Rendered {
     pub tool_time: Duration,
     /// The tool's stderr (warnings), logged by the caller even on success, like Argo.
     pub stderr: String,
-    /// `helm dependency build` ran: the output depends on chart repositories, not only on
-    /// the request, so it must not be render-cached.
-    pub fetched_dependencies: bool,
 }
 
 impl Renderer {
@@ -115,7 +106,6 @@ impl Renderer {
     ) -> Result<Rendered, RenderError> {
         let extra = tool_homes(scratch)?;
         let child_env = crate::context::child_env(&self.server_env, env, &extra);
-        let mut fetched_dependencies = false;
         let (cmd, tool_name) = match kind {
             AppKind::Command => return Err(RenderError::NotBuiltin(kind.name())),
             AppKind::Kustomize { kustomization } => {
@@ -129,11 +119,6 @@ impl Renderer {
                 let settings = helm::HelmSettings::from_env(env)?;
                 let mut values = settings.value_files(app_dir, repo, scratch).await?;
                 values.extend(settings.write_values_files(scratch).await?);
-                if self.helm_dependency_build && helm::declares_dependencies(app_dir, repo)? {
-                    fetched_dependencies = self
-                        .build_missing_dependencies(app_dir, &child_env, deadline)
-                        .await?;
-                }
                 (
                     helm::command(&self.tools, app_dir, &settings, &values, child_env),
                     "helm",
@@ -154,7 +139,6 @@ impl Renderer {
             documents,
             tool_time: out.elapsed,
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            fetched_dependencies,
         })
     }
 }
@@ -188,29 +172,6 @@ impl Renderer {
         metrics::add(&METRICS.tool_milliseconds_total, millis(out.elapsed));
         metrics::DETAIL.tool_seconds.observe(out.elapsed);
         Ok(out)
-    }
-
-    /// `helm dependency list`, then `helm dependency build` if it reports a dependency
-    /// missing from `charts/` (the only case in which `helm template` would refuse). Whether
-    /// the build ran.
-    async fn build_missing_dependencies(
-        &self,
-        chart_dir: &Path,
-        env: &[(String, String)],
-        deadline: Option<Instant>,
-    ) -> Result<bool, RenderError> {
-        let list = helm::dependency_command(&self.tools, chart_dir, "list", env.to_vec());
-        let out = self.run_in_slot(&list, deadline).await?;
-        if !helm::any_missing(&String::from_utf8_lossy(&out.stdout)) {
-            return Ok(false);
-        }
-        let build = helm::dependency_command(&self.tools, chart_dir, "build", env.to_vec());
-        let out = self.run_in_slot(&build, deadline).await?;
-        tracing::info!(
-            ms = millis(out.elapsed),
-            "helm dependency build: fetched missing chart dependencies"
-        );
-        Ok(true)
     }
 
     /// The size of the render queue's window.

@@ -52,9 +52,7 @@ fn code(err: &RequestError) -> Code {
             PipelineError::NotSupported { .. } => Code::FailedPrecondition,
             PipelineError::Discovery(_) | PipelineError::Parameters(_) => Code::Unknown,
             PipelineError::Render(r) => match r {
-                RenderError::InvalidEnv { .. } | RenderError::InvalidChart(_) => {
-                    Code::InvalidArgument
-                }
+                RenderError::InvalidEnv { .. } => Code::InvalidArgument,
                 RenderError::Tool(ToolError::Deadline { .. }) | RenderError::Queued(_) => {
                     Code::DeadlineExceeded
                 }

@@ -187,61 +187,6 @@ async fn helm_value_files_inline_values_and_release_name() {
     assert!(!err.message().contains("root:"), "{err:?}");
 }
 
-/// With `--helm-dependency-build`, charts with dependencies that are not vendored get `helm
-/// dependency build`, as with Argo CD's own helm source; local ones must come from the
-/// repository.
-#[tokio::test]
-async fn helm_dependencies_are_built_from_inside_the_repository() {
-    let repo = support::repo_of(&[
-        (
-            "sub/Chart.yaml",
-            "apiVersion: v2\nname: sub\nversion: 0.1.0\n",
-        ),
-        (
-            "sub/templates/cm.yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-sub\n",
-        ),
-        (
-            "app/Chart.yaml",
-            "apiVersion: v2\nname: app\nversion: 0.1.0\ndependencies:\n- name: sub\n  version: 0.1.0\n  repository: file://../sub\n",
-        ),
-        (
-            "evil/Chart.yaml",
-            "apiVersion: v2\nname: evil\nversion: 0.1.0\ndependencies:\n- name: etc\n  version: 0.1.0\n  repository: file:///etc\n",
-        ),
-    ]);
-    let spec = |app: &str| support::dir_stream(repo.path(), app, argo_env("web", "demo", &[]));
-
-    let server = TestServer::start_with(ServerOptions {
-        args: vec!["--helm-dependency-build".into(), "true".into()],
-        ..Default::default()
-    });
-    for _ in 0..2 {
-        let docs = support::generate(&server.socket, &spec("app"), None)
-            .await
-            .expect("generate");
-        find(&docs, "ConfigMap", "from-sub");
-    }
-    // Its output depends on chart repositories too: never answered from the render cache.
-    let builds = server
-        .log()
-        .matches("helm dependency build: fetched")
-        .count();
-    assert_eq!(builds, 2, "{}", server.log());
-    let err = support::generate(&server.socket, &spec("evil"), None)
-        .await
-        .expect_err("outside");
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("inside the repository"), "{err:?}");
-
-    // Off (the default): helm's own error about the missing dependency.
-    let off = TestServer::start();
-    let err = support::generate(&off.socket, &spec("app"), None)
-        .await
-        .expect_err("not built");
-    assert!(err.message().contains("missing in charts/"), "{err:?}");
-}
-
 #[tokio::test]
 async fn symlinked_app_dir_inside_repo() {
     let server = TestServer::start();

@@ -33,27 +33,40 @@ impl Bao {
     }
 
     fn start_inner(audit: bool) -> Bao {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port_pair();
-        let bao = Bao {
-            addr: format!("http://127.0.0.1:{port}"),
-            state: dir.path().join("vault"),
-            port,
-            audit,
-            _dir: dir,
-        };
-        bao.launch();
-        bao
+        // The free port is only free when chosen: another test may take it before bao binds
+        // it. Then choose again.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port_pair();
+            let bao = Bao {
+                addr: format!("http://127.0.0.1:{port}"),
+                state: dir.path().join("vault"),
+                port,
+                audit,
+                _dir: dir,
+            };
+            match bao.try_launch() {
+                Ok(()) => return bao,
+                Err(e) if e.contains("address already in use") || e.contains("already listens") => {
+                    last = e
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("no free port for OpenBao after 5 tries:\n{last}")
     }
 
     /// Stops the server and starts a fresh one on the same port (the dev server keeps nothing:
     /// it is seeded again, with new AppRole credentials; the root token stays the same).
     pub fn restart(&self) {
         self.stop();
-        self.launch();
+        if let Err(e) = self.try_launch() {
+            panic!("{e}");
+        }
     }
 
-    fn launch(&self) {
+    fn try_launch(&self) -> Result<(), String> {
         let audit_env: Vec<(&str, String)> = if self.audit {
             vec![("BAO_AUDIT_LOG", self.audit_log().display().to_string())]
         } else {
@@ -67,21 +80,24 @@ impl Bao {
                 .envs(extra.iter().map(|(k, v)| (*k, v.clone())))
                 .output()
                 .expect("run vault-dev script");
-            assert!(
-                out.status.success(),
-                "vault-dev/{script} failed:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "vault-dev/{script} failed:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
         };
-        run("start.sh", &audit_env);
+        run("start.sh", &audit_env)?;
         run(
             "seed.sh",
             &[
                 ("VAULT_ADDR", self.addr.clone()),
                 ("VAULT_TOKEN", ROOT_TOKEN.to_owned()),
             ],
-        );
+        )
     }
 
     /// Env for the sidecar: token login with the root token, which survives `restart`.
