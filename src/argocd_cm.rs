@@ -317,6 +317,17 @@ struct Classic {
     warnings: Vec<String>,
 }
 
+/// AVP's documented helm plugin passes inline values with a process substitution; the
+/// built-in's `HELM_VALUES` plugin env is the same values file without a shell.
+const HELM_VALUES_FORMS: [&str; 4] = [
+    r#"<(echo "$ARGOCD_ENV_HELM_VALUES")"#,
+    r#"<(echo "${ARGOCD_ENV_HELM_VALUES}")"#,
+    "<(echo $ARGOCD_ENV_HELM_VALUES)",
+    "<(echo ${ARGOCD_ENV_HELM_VALUES})",
+];
+/// Stands for one of [`HELM_VALUES_FORMS`] while the script is split into words.
+const HELM_VALUES_MARK: &str = "@helm-values@";
+
 /// `sh -c "<render> | argocd-vault-plugin generate [-s X] -"` with a render the built-in
 /// pipelines reproduce; `None` for anything else.
 fn classic_pipeline(argv: &[String]) -> Option<Classic> {
@@ -327,7 +338,11 @@ fn classic_pipeline(argv: &[String]) -> Option<Classic> {
     if !matches!(shell_name, "sh" | "bash" | "ash" | "dash") || dash_c != "-c" {
         return None;
     }
-    let script = script.trim();
+    let script = HELM_VALUES_FORMS
+        .iter()
+        .fold(script.trim().to_owned(), |s, form| {
+            s.replace(form, HELM_VALUES_MARK)
+        });
     if script.contains(['\n', ';', '`', '>', '<', '&']) || script.contains("$(") {
         return None;
     }
@@ -377,12 +392,20 @@ fn render_kind(words: &[String]) -> Option<Classic> {
         }
         ("helm", ["template", args @ ..]) => {
             let mut release = false;
+            let mut values = false;
             let mut i = 0;
             while i < args.len() {
                 let a = args[i];
                 if is_var(a, "ARGOCD_APP_NAME") && !release {
                     release = true;
                 } else if is_dir(a) || a == "--include-crds" {
+                } else if matches!(a, "-f" | "--values")
+                    && args.get(i + 1) == Some(&HELM_VALUES_MARK)
+                {
+                    values = true;
+                    i += 1;
+                } else if a.strip_prefix("--values=") == Some(HELM_VALUES_MARK) {
+                    values = true;
                 } else if matches!(a, "-n" | "--namespace")
                     && args
                         .get(i + 1)
@@ -398,12 +421,19 @@ fn render_kind(words: &[String]) -> Option<Classic> {
                 }
                 i += 1;
             }
-            release.then(|| Classic {
+            let mut notes = vec![
+                "the built-in helm pipeline runs `helm template $ARGOCD_APP_NAME . --namespace $ARGOCD_APP_NAMESPACE --include-crds` with KUBE_VERSION/KUBE_API_VERSIONS"
+                    .to_owned(),
+            ];
+            if values {
+                notes.push(
+                    "`-f <(echo \"$ARGOCD_ENV_HELM_VALUES\")`: the built-in reads the HELM_VALUES plugin env as a values file itself"
+                        .to_owned(),
+                );
+            }
+            release.then_some(Classic {
                 render: "helm",
-                notes: vec![
-                    "the built-in helm pipeline runs `helm template $ARGOCD_APP_NAME . --namespace $ARGOCD_APP_NAMESPACE --include-crds` with KUBE_VERSION/KUBE_API_VERSIONS"
-                        .into(),
-                ],
+                notes,
                 warnings: Vec::new(),
             })
         }
@@ -496,6 +526,11 @@ mod tests {
                 r#"["helm template ${ARGOCD_APP_NAME} --namespace=$ARGOCD_APP_NAMESPACE --include-crds . | /usr/local/bin/argocd-vault-plugin generate --secret-name=avp-config -"]"#,
                 Accept::Helm,
             ),
+            // AVP's documented helm plugin with inline values.
+            (
+                r#"['helm template $ARGOCD_APP_NAME -n $ARGOCD_APP_NAMESPACE -f <(echo "$ARGOCD_ENV_HELM_VALUES") . | argocd-vault-plugin generate -']"#,
+                Accept::Helm,
+            ),
         ];
         for (args, want) in cases {
             let p = one(&format!(
@@ -546,6 +581,8 @@ mod tests {
         // Not the classic shape: extra helm flags, init steps, several pipes, other tools.
         for script in [
             "helm template $ARGOCD_APP_NAME -f values-prod.yaml . | argocd-vault-plugin generate -",
+            "helm template $ARGOCD_APP_NAME -f <(echo \"$ARGOCD_ENV_OTHER\") . | argocd-vault-plugin generate -",
+            "helm template $ARGOCD_APP_NAME ${ARGOCD_ENV_HELM_ARGS} . | argocd-vault-plugin generate -",
             "kustomize build . | argocd-vault-plugin generate - | tee /tmp/x",
             "kustomize build . && echo hi",
             "cat *.yaml | argocd-vault-plugin generate -",
