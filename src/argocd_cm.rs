@@ -231,6 +231,17 @@ fn convert(entry: Value, index: usize, source_name: &str) -> Result<Imported, Im
                 }
                 Value::Object(m)
             };
+            if generate
+                .0
+                .iter()
+                .chain(&generate.1)
+                .any(|w| w.contains("ARGOCD_ENV_HELM_ARGS"))
+            {
+                warnings.push(
+                    "ARGOCD_ENV_HELM_ARGS passes flags chosen by any Application to helm (`--post-renderer` runs a program); prefer the built-in avp-helm with HELM_VALUE_FILES, HELM_VALUES and HELM_RELEASE_NAME"
+                        .into(),
+                );
+            }
             if let Some(init) = init.filter(|(c, _)| !c.is_empty()) {
                 spec.insert("init".into(), cmd(init));
             }
@@ -582,7 +593,6 @@ mod tests {
         for script in [
             "helm template $ARGOCD_APP_NAME -f values-prod.yaml . | argocd-vault-plugin generate -",
             "helm template $ARGOCD_APP_NAME -f <(echo \"$ARGOCD_ENV_OTHER\") . | argocd-vault-plugin generate -",
-            "helm template $ARGOCD_APP_NAME ${ARGOCD_ENV_HELM_ARGS} . | argocd-vault-plugin generate -",
             "kustomize build . | argocd-vault-plugin generate - | tee /tmp/x",
             "kustomize build . && echo hi",
             "cat *.yaml | argocd-vault-plugin generate -",
@@ -599,6 +609,15 @@ mod tests {
             );
             assert_eq!(c.generate.argv()[..2], ["sh", "-c"]);
         }
+        let p = one(
+            "- name: x\n  generate:\n    command: [sh, -c]\n    args: [\"helm template $ARGOCD_APP_NAME ${ARGOCD_ENV_HELM_ARGS} . | argocd-vault-plugin generate -\"]\n",
+        );
+        assert!(matches!(p.plugin.kind, Kind::Commands(_)));
+        assert!(
+            p.warnings.iter().any(|w| w.contains("--post-renderer")),
+            "{:?}",
+            p.warnings
+        );
         let p = one(
             "- name: x\n  init:\n    command: [sh, -c, \"helm dependency build\"]\n  generate:\n    command: [sh, -c, \"helm template $ARGOCD_APP_NAME . | argocd-vault-plugin generate -\"]\n",
         );
