@@ -64,28 +64,12 @@ impl HelmSettings {
             Some(_) => return Err(invalid(KUBE_VERSION, "not a Kubernetes version")),
             None => None,
         };
-        let api_versions = env
-            .non_empty(KUBE_API_VERSIONS)
-            .map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        if s.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "./-".contains(c))
-                        {
-                            Ok(s.to_owned())
-                        } else {
-                            Err(invalid(
-                                KUBE_API_VERSIONS,
-                                "not a list of group/version strings",
-                            ))
-                        }
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?
-            .unwrap_or_default();
+        let api_versions = comma_list(env.non_empty(KUBE_API_VERSIONS), |s| {
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "./-".contains(c))
+                .then_some(())
+                .ok_or_else(|| invalid(KUBE_API_VERSIONS, "not a list of group/version strings"))
+        })?;
         let release = match env.plugin(HELM_RELEASE_NAME) {
             Some(name) if name.len() <= 53 && crate::names::is_dns_subdomain(name) => {
                 name.to_owned()
@@ -98,28 +82,16 @@ impl HelmSettings {
             }
             None => release_name(env.app_name()),
         };
-        let value_files = env
-            .plugin(HELM_VALUE_FILES)
-            .map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|f| !f.is_empty())
-                    .map(|f| {
-                        if f.contains("://") || f.starts_with('/') || f.contains('\0') {
-                            Err(super::invalid(
-                                HELM_VALUE_FILES,
-                                &format!(
-                                    "{f:?}: only paths relative to the chart, inside the repository"
-                                ),
-                            ))
-                        } else {
-                            Ok(f.to_owned())
-                        }
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?
-            .unwrap_or_default();
+        let value_files = comma_list(env.plugin(HELM_VALUE_FILES), |f| {
+            if f.contains("://") || f.starts_with('/') || f.contains('\0') {
+                Err(super::invalid(
+                    HELM_VALUE_FILES,
+                    &format!("{f:?}: only paths relative to the chart, inside the repository"),
+                ))
+            } else {
+                Ok(())
+            }
+        })?;
         let inline_values = match env.plugin(HELM_VALUES) {
             None => None,
             Some(text) => match crate::yaml::parse_first_document(text) {
@@ -210,6 +182,19 @@ async fn write(path: PathBuf, text: impl AsRef<[u8]>) -> Result<PathBuf, RenderE
             source,
         })?;
     Ok(path)
+}
+
+/// The non-empty items of a comma-separated setting, each accepted by `check`.
+fn comma_list(
+    list: Option<&str>,
+    check: impl Fn(&str) -> Result<(), RenderError>,
+) -> Result<Vec<String>, RenderError> {
+    list.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| check(item).map(|()| item.to_owned()))
+        .collect()
 }
 
 fn invalid(name: &str, reason: &str) -> RenderError {

@@ -1140,11 +1140,7 @@ mod tests {
         assert_eq!(source.login_count(), 1);
         let seen = server.requests().await;
         assert_eq!(seen.len(), 2);
-        assert!(
-            seen[0].starts_with("POST /v1/auth/gh/login "),
-            "{}",
-            seen[0]
-        );
+        assert_request(&seen[0], "POST /v1/auth/gh/login ");
         assert!(
             seen[0].contains("{\"token\":\"ghp_personal\"}"),
             "{}",
@@ -1155,11 +1151,7 @@ mod tests {
                 .to_ascii_lowercase()
                 .contains("x-vault-namespace: team-a")
         );
-        assert!(
-            seen[1].starts_with("GET /v1/secret/data/app?version=1 "),
-            "{}",
-            seen[1]
-        );
+        assert_request(&seen[1], "GET /v1/secret/data/app?version=1 ");
         assert!(
             seen[1]
                 .to_ascii_lowercase()
@@ -1257,6 +1249,11 @@ mod tests {
         );
     }
 
+    /// A request the fake server recorded begins with `line` (method, path, query).
+    fn assert_request(seen: &str, line: &str) {
+        assert!(seen.starts_with(line), "{line:?} expected, got:\n{seen}");
+    }
+
     /// An AppRole source against a fake server (the login is the server's first answer).
     fn approle_source(addr: &str) -> VaultSource {
         VaultSource::new(config(
@@ -1341,16 +1338,8 @@ mod tests {
         }
         let seen = server.requests().await;
         assert_eq!(seen.len(), 4, "no second refresh within the retry interval");
-        assert!(
-            seen[0].starts_with("POST /v1/auth/token/renew-self "),
-            "{}",
-            seen[0]
-        );
-        assert!(
-            seen[1].starts_with("POST /v1/auth/approle/login "),
-            "{}",
-            seen[1]
-        );
+        assert_request(&seen[0], "POST /v1/auth/token/renew-self ");
+        assert_request(&seen[1], "POST /v1/auth/approle/login ");
         assert!(seen[3].contains("old-token"));
     }
 
