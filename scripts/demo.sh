@@ -32,7 +32,7 @@ AVP_ROLE_ID="$(cat "$state/vault/approle_role_id")" \
 AVP_SECRET_ID="$(cat "$state/vault/approle_secret_id")" \
 ARGOCD_CMP_SERVER_LOGFORMAT=text \
   "$bin" serve --socket "$socket" --workdir "$state/work" \
-    --kustomize "$root/.tools/bin/kustomize" --helm "$root/.tools/bin/helm" \
+    --kustomize "$root/.tools/bin/kubectl" --helm "$root/.tools/bin/helm" \
     >"$state/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 200); do [ -S "$socket" ] && break; sleep 0.05; done

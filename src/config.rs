@@ -33,6 +33,19 @@ pub struct RenderArgs {
     /// Seconds between SIGTERM and SIGKILL of a tool's process group at the deadline.
     #[arg(long, env = "AVP_SIDECAR_KILL_GRACE_SECONDS", default_value_t = 5.0)]
     pub kill_grace_seconds: f64,
+    /// Confine kustomize and helm with Landlock: `auto` (on where the kernel supports it, else
+    /// a warning), `require` (refuse to start without it) or `off`.
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_TOOL_SANDBOX",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub tool_sandbox: crate::sandbox::SandboxMode,
+    /// TCP ports sandboxed tools may connect to (comma-separated; none by default: tools make
+    /// no outbound TCP connections, so charts are not fetched). Needs Landlock ABI 4 (Linux 6.7).
+    #[arg(long, env = "AVP_SIDECAR_TOOL_CONNECT_PORTS", value_delimiter = ',')]
+    pub tool_connect_ports: Vec<u16>,
 }
 
 /// Where secrets come from: AVP's variables in the process environment, optionally a file,
@@ -446,6 +459,8 @@ pub enum ConfigError {
     ToolNotFound { what: &'static str, name: String },
     #[error("invalid setting: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
 }
 
 /// Validated server settings.
@@ -487,11 +502,18 @@ impl RenderArgs {
         if !(self.kill_grace_seconds.is_finite() && self.kill_grace_seconds >= 0.0) {
             return Err(ConfigError::Invalid("--kill-grace-seconds".to_owned()));
         }
+        let tools = ToolPaths {
+            kustomize: resolve_tool("kustomize", &self.kustomize, &path)?,
+            helm: resolve_tool("helm", &self.helm, &path)?,
+        };
+        let sandbox = crate::sandbox::Sandbox::new(
+            self.tool_sandbox,
+            &[("kustomize", &tools.kustomize), ("helm", &tools.helm)],
+            self.tool_connect_ports.clone(),
+        )?;
         Ok(crate::render::Renderer {
-            tools: ToolPaths {
-                kustomize: resolve_tool("kustomize", &self.kustomize, &path)?,
-                helm: resolve_tool("helm", &self.helm, &path)?,
-            },
+            tools,
+            sandbox,
             server_env,
             slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
             max_concurrent,
@@ -506,6 +528,8 @@ impl RenderArgs {
 impl ServeArgs {
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let base = self.workdir.clone().unwrap_or_else(std::env::temp_dir);
+        // Absolute, because the helm gate and the tool sandbox compare absolute paths.
+        let base = std::path::absolute(&base).unwrap_or(base);
         // Paths below it reach helm's `--values`, which splits on `,` and parses quotes.
         if base
             .to_str()

@@ -19,6 +19,7 @@ pub mod render;
 pub mod render_cache;
 pub mod rollout;
 pub mod rotation;
+pub mod sandbox;
 pub mod secrets;
 pub mod server;
 pub mod substitute;

@@ -46,6 +46,22 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Two internal modes, decided before argument parsing: kustomize calls us as its helm
+    // (the gate names the real helm in the environment), and the server re-executes us to
+    // confine a tool run. Neither is a user-facing command.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(
+            avp_sidecar::sandbox::helper::SUBCOMMAND,
+        ))
+    {
+        let err = avp_sidecar::sandbox::helper::main(std::env::args_os().skip(2).collect());
+        eprintln!("{err}");
+        return ExitCode::from(avp_sidecar::sandbox::helper::EXIT_REFUSED);
+    }
+    // (The helper comes first: it wraps kustomize, whose environment names the gate.)
+    if let Some(real_helm) = std::env::var_os(avp_sidecar::sandbox::gate::GATE_ENV) {
+        return avp_sidecar::sandbox::gate::run(real_helm);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => {
@@ -143,6 +159,9 @@ fn select_plugins(args: &ServeArgs) -> anyhow::Result<Vec<Plugin>> {
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     let plugins = select_plugins(&args)?;
+    avp_sidecar::sandbox::reaper::harden_server()
+        .context("making the server non-dumpable and a child subreaper")?;
+    report_sandbox(&settings.renderer.sandbox);
     if args.socket.is_some() && plugins.len() != 1 {
         bail!(
             "--socket serves exactly one plugin; {} were selected",
@@ -239,6 +258,22 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(counters = %avp_sidecar::metrics::METRICS.summary(), "stopped");
     Ok(())
+}
+
+/// Says once, at startup, whether tools run confined: a log line (a warning when off), the
+/// `avp_sidecar_tool_sandbox_enabled` gauge and the `/readyz` body.
+fn report_sandbox(sandbox: &avp_sidecar::sandbox::Sandbox) {
+    let line = sandbox.status_line();
+    let on = sandbox.enforced.is_some();
+    avp_sidecar::metrics::TOOL_SANDBOX_ON.store(on, std::sync::atomic::Ordering::Relaxed);
+    server::http::set_detail(&line);
+    if on {
+        tracing::info!(connect_ports = ?sandbox.connect_ports, "{line}");
+    } else {
+        tracing::warn!(
+            "{line}: kustomize and helm can read what this process can; see docs/security.md"
+        );
+    }
 }
 
 /// Rotation tracking while serving: the poller, and the index to save at shutdown.

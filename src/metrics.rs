@@ -55,6 +55,8 @@ counters! {
     tool_runs_total: "kustomize/helm runs",
     tool_milliseconds_total: "time spent in kustomize/helm",
     tool_queue_milliseconds_total: "time renders waited for a tool slot",
+    helm_gate_refusals_total: "helm calls from kustomize refused by the helm gate",
+    tool_orphans_killed_total: "tool descendants killed after outliving their tool run",
     policy_denials_total: "renders refused by the per-project path policy",
     leak_guard_hits_total: "objects with placeholders outside Secret data",
     external_secrets_total: "Secrets emitted as ExternalSecrets (migration mode)",
@@ -225,8 +227,18 @@ pub static DETAIL: Detail = Detail::new();
 pub fn exposition() -> String {
     let mut out = METRICS.render();
     out.push_str(&DETAIL.render());
+    let sandbox = u8::from(TOOL_SANDBOX_ON.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "# HELP avp_sidecar_tool_sandbox_enabled 1 when kustomize and helm run confined by Landlock\n\
+         # TYPE avp_sidecar_tool_sandbox_enabled gauge\navp_sidecar_tool_sandbox_enabled {sandbox}"
+    );
     out
 }
+
+/// Whether tool runs are confined (set once by `serve`).
+pub static TOOL_SANDBOX_ON: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 pub fn inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);

@@ -45,6 +45,21 @@ pub struct Rendered {
     pub tool_stderr: String,
 }
 
+/// A request's extracted checkout: the repository, the app dir inside it, and private
+/// scratch space outside the tree (the directories a confined tool may use).
+#[derive(Clone, Copy, Debug)]
+pub struct Checkout<'a> {
+    pub repo: &'a Path,
+    pub app_dir: &'a Path,
+    pub scratch: &'a Path,
+}
+
+impl Checkout<'_> {
+    fn confine_dirs(&self) -> [std::path::PathBuf; 2] {
+        [self.repo.to_path_buf(), self.scratch.to_path_buf()]
+    }
+}
+
 /// Everything the pipeline needs besides the request; shared by all requests.
 #[derive(Clone)]
 pub struct Pipeline {
@@ -58,10 +73,11 @@ impl Pipeline {
     pub async fn matches(
         &self,
         plugin: &Plugin,
-        app_dir: &Path,
+        checkout: Checkout<'_>,
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<bool, PipelineError> {
+        let app_dir = checkout.app_dir;
         match &plugin.kind {
             Kind::Builtin(b) => Ok(b.discover && discovery::detect(app_dir, b.render).is_some()),
             Kind::Commands(c) => {
@@ -74,7 +90,7 @@ impl Pipeline {
                 } else if !d.find.command.is_empty() {
                     let argv: Vec<String> =
                         d.find.command.iter().chain(&d.find.args).cloned().collect();
-                    let out = self.run_command(&argv, app_dir, env, deadline).await?;
+                    let out = self.run_command(c, &argv, checkout, env, deadline).await?;
                     // Argo: exit 0 and stdout (one trailing newline removed) not empty.
                     let stdout = String::from_utf8_lossy(&out.stdout);
                     Ok(!stdout.strip_suffix('\n').unwrap_or(&stdout).is_empty())
@@ -98,7 +114,14 @@ impl Pipeline {
     ) -> Result<Rendered, PipelineError> {
         let builtin = match &plugin.kind {
             Kind::Builtin(b) => b,
-            Kind::Commands(c) => return self.render_commands(c, app_dir, env, deadline).await,
+            Kind::Commands(c) => {
+                let checkout = Checkout {
+                    repo,
+                    app_dir,
+                    scratch,
+                };
+                return self.render_commands(c, checkout, env, deadline).await;
+            }
         };
         let kind = discovery::detect(app_dir, builtin.render).ok_or_else(|| {
             PipelineError::NotSupported {
@@ -130,16 +153,16 @@ impl Pipeline {
     async fn render_commands(
         &self,
         c: &Commands,
-        app_dir: &Path,
+        checkout: Checkout<'_>,
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Rendered, PipelineError> {
         if let Some(init) = &c.init {
-            self.run_command(&init.argv(), app_dir, env, deadline)
+            self.run_command(c, &init.argv(), checkout, env, deadline)
                 .await?;
         }
         let out = self
-            .run_command(&c.generate.argv(), app_dir, env, deadline)
+            .run_command(c, &c.generate.argv(), checkout, env, deadline)
             .await?;
         let text = String::from_utf8_lossy(&out.stdout);
         let documents = crate::manifest::split_tool_output(&text).map_err(|source| {
@@ -160,7 +183,7 @@ impl Pipeline {
     pub async fn parameters(
         &self,
         plugin: &Plugin,
-        app_dir: &Path,
+        checkout: Checkout<'_>,
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Vec<crate::plugin::Parameter>, PipelineError> {
@@ -169,7 +192,7 @@ impl Pipeline {
             && let Some(cmd) = &c.dynamic_parameters
         {
             let run = self
-                .run_command(&cmd.argv(), app_dir, env, deadline)
+                .run_command(c, &cmd.argv(), checkout, env, deadline)
                 .await?;
             let text = String::from_utf8_lossy(&run.stdout);
             let text = text.strip_suffix('\n').unwrap_or(&text);
@@ -182,14 +205,18 @@ impl Pipeline {
     }
 
     /// Runs an operator-written command: argv, cwd = app dir, the server's whole environment
-    /// (as Argo's sidecar does; the operator wrote the command) then the request's.
+    /// (as Argo's sidecar does; the operator wrote the command) then the request's. Confined
+    /// like the built-in tools when the plugin opts in (`spec.sandbox: true`), with its own
+    /// program allowed to execute besides kustomize, helm and avp-sidecar.
     async fn run_command(
         &self,
+        c: &Commands,
         argv: &[String],
-        app_dir: &Path,
+        checkout: Checkout<'_>,
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<crate::render::tool::ToolOutput, PipelineError> {
+        let app_dir = checkout.app_dir;
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| PipelineError::Discovery("Command is empty".to_owned()))?;
@@ -202,11 +229,24 @@ impl Pipeline {
             child_env.retain(|(name, _)| name != k);
             child_env.push((k.clone(), v.clone()));
         }
+        let path_var = child_env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
         let cmd = crate::render::tool::ToolCommand {
             program: program.into(),
             args: args.iter().map(Into::into).collect(),
             cwd: app_dir.to_path_buf(),
             env: child_env,
+        };
+        let cmd = if c.sandbox {
+            let program = crate::sandbox::resolve_program(Path::new(program), &path_var);
+            self.renderer
+                .sandbox
+                .wrap_with(cmd, &checkout.confine_dirs(), &program)
+        } else {
+            cmd
         };
         Ok(self.renderer.run_in_slot(&cmd, deadline).await?)
     }

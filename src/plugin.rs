@@ -101,6 +101,9 @@ pub struct Commands {
     pub generate: CommandSpec,
     pub discover: Discover,
     pub dynamic_parameters: Option<CommandSpec>,
+    /// `spec.sandbox: true` (an avp-sidecar extension, ignored by Argo's own sidecar): the
+    /// commands run confined like kustomize and helm (docs/security.md).
+    pub sandbox: bool,
 }
 
 /// avp-sidecar's built-in pipeline settings (`spec.avp`).
@@ -178,6 +181,7 @@ struct Spec {
     #[serde(rename = "providegitcreds")]
     provide_git_creds: bool,
     parameters: Parameters,
+    sandbox: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -239,6 +243,7 @@ impl Plugin {
                     generate,
                     discover: spec.discover,
                     dynamic_parameters: spec.parameters.dynamic.filter(|c| !c.command.is_empty()),
+                    sandbox: spec.sandbox,
                 }))
             }
             (None, Some(_)) => return Err(invalid("spec.generate.command is empty".to_owned())),

@@ -33,7 +33,7 @@ pub fn start_server(
         .arg(&socket)
         .arg("--workdir")
         .arg(dir.join(name))
-        .args(["--kustomize", &tool("kustomize"), "--helm", &tool("helm")])
+        .args(["--kustomize", &tool("kubectl"), "--helm", &tool("helm")])
         .args(args)
         .env("ARGOCD_CMP_SERVER_LOGLEVEL", "warn")
         .envs(env.iter().map(|(k, v)| (k, v)))

@@ -204,8 +204,9 @@ fn invalid(name: &str, reason: &str) -> RenderError {
     }
 }
 
-/// `helm template <release> . --namespace <ns> --include-crds [...] --values=...`, run in the
-/// chart dir; `values_files` in precedence order, lowest first.
+/// `helm template <release> <chart dir> --namespace <ns> [-f ...] [...] --include-crds`, run in
+/// the chart dir: the shape kustomize's `helmCharts` produce, so `sandbox::gate::check` holds
+/// both paths to one set of rules. `values_files` in precedence order, lowest first.
 pub fn command(
     tools: &ToolPaths,
     chart_dir: &Path,
@@ -213,22 +214,24 @@ pub fn command(
     values_files: &[PathBuf],
     env: Vec<(String, String)>,
 ) -> ToolCommand {
-    let mut args: Vec<OsString> = vec!["template".into(), s.release.clone().into(), ".".into()];
+    let mut args: Vec<OsString> = vec![
+        "template".into(),
+        s.release.clone().into(),
+        chart_dir.as_os_str().to_owned(),
+    ];
     if let Some(ns) = &s.namespace {
-        args.push(format!("--namespace={ns}").into());
-    }
-    args.push("--include-crds".into());
-    if let Some(v) = &s.kube_version {
-        args.push(format!("--kube-version={v}").into());
-    }
-    for v in &s.api_versions {
-        args.push(format!("--api-versions={v}").into());
+        args.extend(["--namespace".into(), ns.into()]);
     }
     for f in values_files {
-        let mut a = OsString::from("--values=");
-        a.push(f);
-        args.push(a);
+        args.extend(["-f".into(), f.as_os_str().to_owned()]);
     }
+    for v in &s.api_versions {
+        args.extend(["--api-versions".into(), v.into()]);
+    }
+    if let Some(v) = &s.kube_version {
+        args.extend(["--kube-version".into(), v.into()]);
+    }
+    args.push("--include-crds".into());
     ToolCommand {
         program: tools.helm.clone(),
         args,
@@ -272,7 +275,7 @@ fn release_name(app_name: &str) -> String {
     }
 }
 
-fn is_kube_version(s: &str) -> bool {
+pub(crate) fn is_kube_version(s: &str) -> bool {
     let core = s.strip_prefix('v').unwrap_or(s);
     let core = core.split(['-', '+']).next().unwrap_or("");
     let parts: Vec<&str> = core.split('.').collect();
@@ -320,10 +323,10 @@ mod tests {
         );
         assert_eq!(
             cmd.display(),
-            "/t/helm template web . --namespace=demo --include-crds --kube-version=1.31.0 \
-             --api-versions=v1 --api-versions=apps/v1 \
-             --api-versions=monitoring.coreos.com/v1/ServiceMonitor \
-             --values=/w/repo/prod.yaml --values=/w/v.json"
+            "/t/helm template web /w/app --namespace demo -f /w/repo/prod.yaml -f /w/v.json \
+             --api-versions v1 --api-versions apps/v1 \
+             --api-versions monitoring.coreos.com/v1/ServiceMonitor --kube-version 1.31.0 \
+             --include-crds"
         );
     }
 

@@ -10,16 +10,28 @@ use super::{APP_REPO, ImageOverride, REPO_ANNOTATION, RenderError, ToolPaths, va
 use crate::context::RequestEnv;
 use crate::render::tool::ToolCommand;
 
-/// `kustomize build --enable-helm --helm-command <helm> .` in the app dir.
-pub fn command(tools: &ToolPaths, app_dir: &Path, env: Vec<(String, String)>) -> ToolCommand {
+/// `kustomize build --enable-helm --helm-command <gate> .` (or `kubectl kustomize . ...`) in
+/// the app dir. `gate` is our own binary: kustomize's helm calls go through
+/// `sandbox::gate`, which execs the real helm named in the environment.
+pub fn command(
+    tools: &ToolPaths,
+    gate: &Path,
+    app_dir: &Path,
+    env: Vec<(String, String)>,
+) -> ToolCommand {
+    let sub = if tools.kustomize_is_kubectl() {
+        "kustomize"
+    } else {
+        "build"
+    };
     ToolCommand {
         program: tools.kustomize.clone(),
         args: vec![
-            "build".into(),
+            sub.into(),
+            ".".into(),
             "--enable-helm".into(),
             "--helm-command".into(),
-            tools.helm.clone().into_os_string(),
-            ".".into(),
+            gate.as_os_str().to_owned(),
         ],
         cwd: app_dir.to_path_buf(),
         env,

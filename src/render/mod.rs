@@ -15,13 +15,22 @@ use tokio::time::Instant;
 use crate::context::RequestEnv;
 use crate::discovery::AppKind;
 use crate::metrics::{self, METRICS};
+use crate::sandbox::gate;
 use tool::{RunLimits, ToolError};
 
 /// Where the real tools live (operator configuration).
 #[derive(Clone, Debug)]
 pub struct ToolPaths {
+    /// kustomize, or kubectl (whose embedded kustomize runs as `kubectl kustomize`).
     pub kustomize: PathBuf,
     pub helm: PathBuf,
+}
+
+impl ToolPaths {
+    /// True when `kustomize` names kubectl, which is called as `kubectl kustomize DIR`.
+    pub fn kustomize_is_kubectl(&self) -> bool {
+        self.kustomize.file_name().is_some_and(|n| n == "kubectl")
+    }
 }
 
 /// Everything a render needs besides the request.
@@ -36,6 +45,8 @@ pub struct Renderer {
     /// Tool runs allowed at once; more wait in line (with their deadline still running).
     pub slots: std::sync::Arc<tokio::sync::Semaphore>,
     pub max_concurrent: usize,
+    /// How tool processes are confined (`--tool-sandbox`).
+    pub sandbox: crate::sandbox::Sandbox,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -48,6 +59,7 @@ impl std::fmt::Debug for Renderer {
             )
             .field("limits", &self.limits)
             .field("max_concurrent", &self.max_concurrent)
+            .field("sandbox", &self.sandbox)
             .finish()
     }
 }
@@ -72,6 +84,10 @@ pub enum RenderError {
     /// Asked to render something that is not a built-in app kind.
     #[error("{0} apps are not rendered by the built-in pipeline")]
     NotBuiltin(&'static str),
+    /// A helm call (from kustomize's `helmCharts` or our own) broke the gate's rules; the
+    /// message names the kustomization, chart and field to fix.
+    #[error("helm call refused: {0}")]
+    HelmRefused(String),
     /// The deadline passed while waiting for a tool slot.
     #[error("deadline exceeded while waiting for a free render slot ({0} renders run at once)")]
     Queued(usize),
@@ -104,14 +120,23 @@ impl Renderer {
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Rendered, RenderError> {
-        let extra = tool_homes(scratch)?;
-        let child_env = crate::context::child_env(&self.server_env, env, &extra);
+        let mut extra = tool_homes(scratch)?;
+        let dirs = gate::Dirs { repo, scratch };
         let (cmd, tool_name) = match kind {
             AppKind::Command => return Err(RenderError::NotBuiltin(kind.name())),
             AppKind::Kustomize { kustomization } => {
                 kustomize::apply_plugin_settings(kustomization, env).await?;
+                // kustomize reaches helm only through our gate (see `sandbox::gate`).
+                for (name, value) in [
+                    (gate::GATE_ENV, self.tools.helm.as_path()),
+                    (gate::GATE_REPO_ENV, repo),
+                    (gate::GATE_SCRATCH_ENV, scratch),
+                ] {
+                    extra.push((name.to_owned(), value.display().to_string()));
+                }
+                let child_env = crate::context::child_env(&self.server_env, env, &extra);
                 (
-                    kustomize::command(&self.tools, app_dir, child_env),
+                    kustomize::command(&self.tools, &self.sandbox.helper, app_dir, child_env),
                     "kustomize",
                 )
             }
@@ -119,13 +144,25 @@ impl Renderer {
                 let settings = helm::HelmSettings::from_env(env)?;
                 let mut values = settings.value_files(app_dir, repo, scratch).await?;
                 values.extend(settings.write_values_files(scratch).await?);
-                (
-                    helm::command(&self.tools, app_dir, &settings, &values, child_env),
-                    "helm",
-                )
+                let child_env = crate::context::child_env(&self.server_env, env, &extra);
+                let cmd = helm::command(&self.tools, app_dir, &settings, &values, child_env);
+                let args: Vec<String> = cmd
+                    .args
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect();
+                gate::check(&args, dirs)
+                    .map_err(|e| RenderError::HelmRefused(gate::explain(&e, &args, dirs)))?;
+                (cmd, "helm")
             }
         };
-        let out = self.run_in_slot(&cmd, deadline).await?;
+        let cmd = self
+            .sandbox
+            .wrap(cmd, &[repo.to_path_buf(), scratch.to_path_buf()]);
+        let out = self
+            .run_in_slot(&cmd, deadline)
+            .await
+            .map_err(gate_refusal)?;
         let text = String::from_utf8_lossy(&out.stdout);
         let mut documents =
             crate::manifest::split_tool_output(&text).map_err(|source| RenderError::Output {
@@ -141,6 +178,20 @@ impl Renderer {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         })
     }
+}
+
+/// A kustomize failure caused by the helm gate becomes the gate's own message (kustomize wraps
+/// it in its helm command line and temporary paths, which help nobody).
+fn gate_refusal(err: RenderError) -> RenderError {
+    if let RenderError::Tool(ToolError::Failed { stderr, .. }) = &err
+        && let Some(line) = stderr
+            .lines()
+            .find_map(|l| l.split_once(gate::REFUSED_PREFIX).map(|(_, msg)| msg))
+    {
+        crate::metrics::inc(&METRICS.helm_gate_refusals_total);
+        return RenderError::HelmRefused(line.trim().to_owned());
+    }
+    err
 }
 
 fn millis(d: Duration) -> u64 {
@@ -191,13 +242,10 @@ pub const REPO_ANNOTATION: &str = "github.com/url";
 /// and requests cannot see each other's caches.
 fn tool_homes(scratch: &Path) -> Result<Vec<(String, String)>, RenderError> {
     let mut out = Vec::new();
-    for (var, dir) in [
-        ("HOME", "home"),
-        ("HELM_CACHE_HOME", "helm/cache"),
-        ("HELM_CONFIG_HOME", "helm/config"),
-        ("HELM_DATA_HOME", "helm/data"),
-        ("TMPDIR", "tmp"),
-    ] {
+    for (var, dir) in [("HOME", "home"), ("TMPDIR", "tmp")]
+        .into_iter()
+        .chain(gate::HELM_HOMES)
+    {
         let path = scratch.join(dir);
         std::fs::create_dir_all(&path).map_err(|source| RenderError::Io {
             path: path.display().to_string(),

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::time::Instant;
@@ -128,14 +130,17 @@ pub async fn run(
         // Not kill_on_drop: that would SIGKILL the leader at once and deny it the TERM grace
         // period; `GroupGuard` signals the whole group instead, and tokio reaps the orphan.
         .kill_on_drop(false);
-    let child = command.spawn().map_err(|source| ToolError::Spawn {
-        cmd: shown.clone(),
-        source,
-    })?;
+    let (child, leader) =
+        crate::sandbox::reaper::spawn_registered(|| command.spawn(), tokio::process::Child::id)
+            .map_err(|source| ToolError::Spawn {
+                cmd: shown.clone(),
+                source,
+            })?;
     let mut guard = GroupGuard {
         pgid: child.id().and_then(|id| i32::try_from(id).ok()),
         child: Some(child),
         grace: limits.kill_grace,
+        leader: Some(leader),
     };
     let Some(child) = guard.child.as_mut() else {
         unreachable!("set above");
@@ -151,28 +156,23 @@ pub async fn run(
     // is cleaning up after SIGTERM must not die of SIGPIPE on its next write.
     let out_task = tokio::spawn(read_capped(stdout, cap));
     let err_task = tokio::spawn(read_capped(stderr, cap));
-    let work = async {
-        let (out, err) = tokio::join!(out_task, err_task);
-        let status = child.wait().await;
-        let joined = |r: Result<std::io::Result<(Vec<u8>, bool)>, tokio::task::JoinError>| {
-            r.unwrap_or_else(|e| Err(std::io::Error::other(e)))
-        };
-        (joined(out), joined(err), status)
+    // Wait for the leader, then end whatever it left behind (in its group or escaped from it,
+    // e.g. a daemon holding our stdout pipe), then collect the output: the pipes close once
+    // every process that held them is gone.
+    let Some(status) = before(deadline, child.wait()).await else {
+        // Dropping the guard stops the whole group in the background (TERM, grace, KILL).
+        drop(guard);
+        return Err(ToolError::Deadline { cmd: shown });
     };
-    let (out, err, status) = match deadline {
-        Some(d) => match tokio::time::timeout_at(d, work).await {
-            Ok(r) => r,
-            Err(_) => {
-                // Dropping the guard stops the whole group in the background (TERM, grace, KILL).
-                drop(guard);
-                return Err(ToolError::Deadline { cmd: shown });
-            }
-        },
-        None => work.await,
+    guard.disarm().await;
+    let Some((out, err)) = before(deadline, async { tokio::join!(out_task, err_task) }).await
+    else {
+        return Err(ToolError::Deadline { cmd: shown });
     };
-    // The leader has exited and was reaped; members it left behind (rare) are left alone, as
-    // Argo does for successful commands.
-    guard.disarm();
+    let joined = |r: Result<std::io::Result<(Vec<u8>, bool)>, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    let (out, err) = (joined(out), joined(err));
     let io = |source| ToolError::Io {
         cmd: shown.clone(),
         source,
@@ -198,6 +198,14 @@ pub async fn run(
         stderr,
         elapsed: started.elapsed(),
     })
+}
+
+/// `fut`'s output, or `None` if `deadline` passes first.
+async fn before<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+        None => Some(fut.await),
+    }
 }
 
 /// Reads up to `cap` bytes, then keeps draining (so the child never blocks on a full pipe) and
@@ -239,11 +247,18 @@ struct GroupGuard {
     pgid: Option<i32>,
     child: Option<tokio::process::Child>,
     grace: Duration,
+    /// The leader's registration with the orphan reaper; dropped once the leader is reaped.
+    leader: Option<crate::sandbox::reaper::Leader>,
 }
 
 impl GroupGuard {
-    fn disarm(&mut self) {
-        self.pgid = None;
+    /// After the leader exited and was reaped: kills what is left of its group and any
+    /// descendant that escaped it.
+    async fn disarm(&mut self) {
+        self.leader = None;
+        if let Some(pgid) = self.pgid.take() {
+            clear_leftovers(pgid).await;
+        }
     }
 }
 
@@ -252,41 +267,62 @@ impl Drop for GroupGuard {
         let (Some(pgid), Some(child)) = (self.pgid.take(), self.child.take()) else {
             return;
         };
-        signal_group(pgid, libc::SIGTERM);
+        signal_group(pgid, Signal::SIGTERM);
         let grace = self.grace;
+        let leader = self.leader.take();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                rt.spawn(finish(child, pgid, grace));
+                rt.spawn(finish(child, pgid, grace, leader));
             }
             // Outside a runtime (cannot happen in the server): no grace, but nothing survives.
-            Err(_) => signal_group(pgid, libc::SIGKILL),
+            Err(_) => signal_group(pgid, Signal::SIGKILL),
         }
     }
 }
 
 /// The rest of a group's termination after the SIGTERM, run as a background task.
-async fn finish(mut child: tokio::process::Child, pgid: i32, grace: Duration) {
+async fn finish(
+    mut child: tokio::process::Child,
+    pgid: i32,
+    grace: Duration,
+    leader: Option<crate::sandbox::reaper::Leader>,
+) {
     let until = Instant::now() + grace;
     let _ = tokio::time::timeout_at(until, child.wait()).await;
     while Instant::now() < until && group_alive(pgid) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    signal_group(pgid, libc::SIGKILL);
+    signal_group(pgid, Signal::SIGKILL);
     let _ = child.wait().await;
+    drop(leader);
+    clear_leftovers(pgid).await;
 }
 
-#[allow(unsafe_code)] // libc::kill has no safe wrapper in std; pgid is a group we created.
-fn signal_group(pgid: i32, sig: i32) {
-    if pgid > 1 {
-        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
-        unsafe {
-            libc::kill(-pgid, sig);
+/// Kills the rest of a finished tool's process group, then (in the server, a subreaper) the
+/// descendants that left the group and were adopted by us; repeats until both are gone, since
+/// killing a group member can orphan its own children. Bounded: a process that survives
+/// SIGKILL for two seconds (uninterruptible I/O) is left to the next sweep.
+async fn clear_leftovers(pgid: i32) {
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        signal_group(pgid, Signal::SIGKILL);
+        let swept = tokio::task::spawn_blocking(crate::sandbox::reaper::sweep_orphans)
+            .await
+            .unwrap_or(0);
+        if (swept == 0 && !group_alive(pgid)) || Instant::now() >= until {
+            return;
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
-#[allow(unsafe_code)]
+fn signal_group(pgid: i32, sig: Signal) {
+    if pgid > 1 {
+        let _ = killpg(Pid::from_raw(pgid), sig);
+    }
+}
+
 fn group_alive(pgid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
+    // Signal 0 only checks for existence.
+    pgid > 1 && killpg(Pid::from_raw(pgid), None).is_ok()
 }

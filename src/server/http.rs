@@ -45,7 +45,7 @@ pub async fn serve(listener: TcpListener, ready: tokio::sync::watch::Receiver<bo
             let (status, ctype, body) = match path {
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics::exposition()),
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                "/readyz" if ready => ("200 OK", "text/plain", "ready\n".to_owned()),
+                "/readyz" if ready => ("200 OK", "text/plain", format!("ready\n{}", detail())),
                 "/readyz" => (
                     "503 Service Unavailable",
                     "text/plain",
@@ -61,6 +61,17 @@ pub async fn serve(listener: TcpListener, ready: tokio::sync::watch::Receiver<bo
             let _ = conn.write_all(body.as_bytes()).await;
         });
     }
+}
+
+static DETAIL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A line `/readyz` adds after `ready` (the tool sandbox's state), set once at startup.
+pub fn set_detail(line: &str) {
+    let _ = DETAIL.set(format!("{line}\n"));
+}
+
+fn detail() -> &'static str {
+    DETAIL.get().map_or("", String::as_str)
 }
 
 /// Binds the listener (an error at startup, not later).

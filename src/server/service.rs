@@ -58,10 +58,18 @@ struct Unpacked {
 }
 
 impl Unpacked {
-    /// The extracted app dir; requests that bypass the render cache always have one.
-    fn app_dir(&self) -> Result<&Path, RequestError> {
+    /// The extracted checkout; requests that bypass the render cache always have one.
+    fn checkout(&self) -> Result<crate::pipeline::Checkout<'_>, RequestError> {
         match &self.input {
-            Input::Dir { app_dir, .. } => Ok(app_dir),
+            Input::Dir {
+                repo,
+                app_dir,
+                scratch,
+            } => Ok(crate::pipeline::Checkout {
+                repo,
+                app_dir,
+                scratch,
+            }),
             Input::Cached(_) => Err(RequestError::Internal(
                 "no app dir on a cache hit".to_owned(),
             )),
@@ -386,7 +394,7 @@ impl ConfigManagementPluginService for CmpService {
                     && self
                         .shared
                         .pipeline
-                        .matches(&self.plugin, u.app_dir()?, &u.env, deadline)
+                        .matches(&self.plugin, u.checkout()?, &u.env, deadline)
                         .await?;
                 Ok(RepositoryResponse {
                     is_supported: supported,
@@ -410,7 +418,7 @@ impl ConfigManagementPluginService for CmpService {
                 let parameters = self
                     .shared
                     .pipeline
-                    .parameters(&self.plugin, u.app_dir()?, &u.env, deadline)
+                    .parameters(&self.plugin, u.checkout()?, &u.env, deadline)
                     .await?;
                 let parameter_announcements = parameters
                     .iter()

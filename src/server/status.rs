@@ -52,7 +52,9 @@ fn code(err: &RequestError) -> Code {
             PipelineError::NotSupported { .. } => Code::FailedPrecondition,
             PipelineError::Discovery(_) | PipelineError::Parameters(_) => Code::Unknown,
             PipelineError::Render(r) => match r {
-                RenderError::InvalidEnv { .. } => Code::InvalidArgument,
+                RenderError::InvalidEnv { .. } | RenderError::HelmRefused(_) => {
+                    Code::InvalidArgument
+                }
                 RenderError::Tool(ToolError::Deadline { .. }) | RenderError::Queued(_) => {
                     Code::DeadlineExceeded
                 }

@@ -24,7 +24,7 @@ fn check(dir: &Path, args: &[&str], env: &[(String, String)]) -> Run {
         .arg(dir)
         .args(args)
         .arg("--kustomize")
-        .arg(support::tool("kustomize"))
+        .arg(support::kustomize())
         .arg("--helm")
         .arg(support::tool("helm"))
         .arg("--config-dir")

@@ -351,10 +351,7 @@ fn invalid_operator_templates_stop_the_server() {
             .arg(dir.path().join("s.sock"))
             .arg("--workdir")
             .arg(dir.path())
-            .args([
-                "--kustomize",
-                &support::tool("kustomize").display().to_string(),
-            ])
+            .args(["--kustomize", &support::kustomize().display().to_string()])
             .args(["--helm", &support::tool("helm").display().to_string()])
             .args([flag, value])
             .output()

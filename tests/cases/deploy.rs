@@ -180,7 +180,7 @@ fn render_command_matches_the_server_pipeline() {
             "IMAGE_TAG=9.9",
         ])
         .arg("--kustomize")
-        .arg(support::tool("kustomize"))
+        .arg(support::kustomize())
         .arg("--helm")
         .arg(support::tool("helm"))
         .env_remove("AVP_TYPE")

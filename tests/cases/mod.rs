@@ -12,4 +12,5 @@ mod migration;
 mod perf;
 mod rollout;
 mod rotation;
+mod sandbox;
 mod vault;

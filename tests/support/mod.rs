@@ -32,6 +32,35 @@ pub fn tool(name: &str) -> PathBuf {
     p
 }
 
+/// What the sidecar is given as `--kustomize`: kubectl, whose embedded kustomize it runs as
+/// `kubectl kustomize`. (`.tools/bin/kustomize` is a shell shim for people and raw-tool
+/// comparisons; the tool sandbox executes binaries only.)
+pub fn kustomize() -> PathBuf {
+    tool("kubectl")
+}
+
+/// Whether `path` is a script (`#!`): the shell stand-ins in `tests/fixtures/tools` cannot run
+/// under the tool sandbox, so servers using them run with `--tool-sandbox off`.
+pub fn is_script(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.starts_with(b"#!"))
+}
+
+/// A tiny test binary (`tests/tools/probe.rs`, built by `cargo test` as an example) that
+/// stands in for kustomize or helm and reports what the sandbox let it do.
+pub fn probe() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_avp-sidecar"));
+    let p = bin
+        .parent()
+        .expect("target dir")
+        .join("examples/tool-probe");
+    assert!(
+        p.exists(),
+        "{} missing: `cargo test` builds it",
+        p.display()
+    );
+    p
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     repo_root().join("tests/fixtures/repos").join(name)
 }
@@ -55,6 +84,8 @@ pub struct ServerOptions {
     pub config_dir: Option<PathBuf>,
     /// `--workdir` (default: a dir inside the server's temp dir).
     pub workdir: Option<PathBuf>,
+    /// `--tool-sandbox` (default: `require`, or `off` for shell stand-in tools).
+    pub tool_sandbox: Option<&'static str>,
 }
 
 impl TestServer {
@@ -67,8 +98,18 @@ impl TestServer {
         let socket = dir.path().join("plugin.sock");
         let work = opts.workdir.unwrap_or_else(|| dir.path().join("work"));
         let log = dir.path().join("server.log");
+        let kustomize = opts.kustomize.unwrap_or_else(kustomize);
+        // Every test server confines its tools (and fails to start if it cannot), except
+        // those whose stand-in tool is a shell script.
+        let sandbox = opts.tool_sandbox.unwrap_or(if is_script(&kustomize) {
+            "off"
+        } else {
+            "require"
+        });
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_avp-sidecar"));
         cmd.arg("serve")
+            .arg("--tool-sandbox")
+            .arg(sandbox)
             .arg("--socket")
             .arg(&socket)
             .arg("--workdir")
@@ -79,7 +120,7 @@ impl TestServer {
                     .unwrap_or_else(|| dir.path().join("no-config")),
             )
             .arg("--kustomize")
-            .arg(opts.kustomize.unwrap_or_else(|| tool("kustomize")))
+            .arg(&kustomize)
             .arg("--helm")
             .arg(opts.helm.unwrap_or_else(|| tool("helm")))
             .args(

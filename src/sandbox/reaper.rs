@@ -1,0 +1,121 @@
+//! Process hygiene of the server around tool runs.
+//!
+//! - [`harden_server`]: the server is made non-dumpable, so a same-uid process (a tool that
+//!   somehow runs code) cannot read `/proc/<server>/environ`, `mem` or `fd/*`, and a child
+//!   subreaper, so descendants that leave their tool's process group (`setsid`,
+//!   `setpgid`) and lose their parent are re-parented to us instead of to init.
+//! - [`Leaders`]: the tool processes we spawned and have not reaped yet. Any other child of
+//!   ours is such an adopted orphan: it outlived the tool that started it, belongs to no
+//!   running tool, and [`sweep_orphans`] kills and reaps it.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+/// Set once the process is a subreaper: only then are stray children ours to kill (a test
+/// binary or a CLI command has children of its own that are none of the reaper's business).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Non-dumpable and child subreaper; called once by `serve` before any tool runs.
+pub fn harden_server() -> nix::Result<()> {
+    nix::sys::prctl::set_dumpable(false)?;
+    nix::sys::prctl::set_child_subreaper(true)?;
+    ACTIVE.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Pids of tool processes we spawned and tokio has not reaped yet.
+static LEADERS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// A registered tool process; unregisters on drop, which must happen only after the process
+/// was reaped (until then the sweep must not touch it).
+#[derive(Debug)]
+pub struct Leader(Option<i32>);
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            leaders().remove(&pid);
+        }
+    }
+}
+
+fn leaders() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    LEADERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs `spawn` with the registry locked, so a sweep never sees the new child unregistered.
+pub fn spawn_registered<C>(
+    spawn: impl FnOnce() -> std::io::Result<C>,
+    pid_of: impl FnOnce(&C) -> Option<u32>,
+) -> std::io::Result<(C, Leader)> {
+    let mut set = leaders();
+    let child = spawn()?;
+    let pid = pid_of(&child).and_then(|p| i32::try_from(p).ok());
+    if let Some(pid) = pid {
+        set.insert(pid);
+    }
+    Ok((child, Leader(pid)))
+}
+
+/// Kills and reaps every child of this process that is not a registered tool process; returns
+/// how many it found. Blocking (it waits for each killed orphan): call from a blocking task.
+pub fn sweep_orphans() -> usize {
+    if !ACTIVE.load(Ordering::SeqCst) {
+        return 0;
+    }
+    let me = nix::unistd::getpid().as_raw();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let set = leaders();
+    let orphans: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !set.contains(pid) && parent_of(*pid) == Some(me))
+        .collect();
+    drop(set);
+    for pid in &orphans {
+        let pid = Pid::from_raw(*pid);
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    }
+    if !orphans.is_empty() {
+        crate::metrics::add(
+            &crate::metrics::METRICS.tool_orphans_killed_total,
+            orphans.len() as u64,
+        );
+        tracing::warn!(
+            count = orphans.len(),
+            "killed tool descendants that outlived their tool"
+        );
+    }
+    orphans.len()
+}
+
+/// The parent pid from `/proc/<pid>/stat` (`pid (comm) state ppid ...`; comm may hold spaces
+/// and parentheses, so fields are counted after the last `)`).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_of_reads_stat() {
+        let me = nix::unistd::getpid().as_raw();
+        let parent = nix::unistd::getppid().as_raw();
+        assert_eq!(parent_of(me), Some(parent));
+        assert_eq!(parent_of(-5), None);
+    }
+}
