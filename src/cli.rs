@@ -431,7 +431,13 @@ pub fn version(args: &avp_sidecar::config::RenderArgs) -> anyhow::Result<()> {
     match args.renderer() {
         Ok(r) => {
             tool_version("helm", &r.tools.helm, &["version", "--short"]);
-            tool_version("kustomize", &r.tools.kustomize, &["version"]);
+            let kustomize_version: &[&str] = if r.tools.kustomize_is_kubectl() {
+                &["version", "--client"]
+            } else {
+                &["version"]
+            };
+            tool_version("kustomize", &r.tools.kustomize, kustomize_version);
+            println!("{}", r.sandbox.status_line());
         }
         Err(e) => println!("tools: {e}"),
     }

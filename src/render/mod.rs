@@ -242,6 +242,10 @@ pub const REPO_ANNOTATION: &str = "github.com/url";
 /// and requests cannot see each other's caches.
 fn tool_homes(scratch: &Path) -> Result<Vec<(String, String)>, RenderError> {
     let mut out = Vec::new();
+    out.push((
+        "HELM_PLUGINS".to_owned(),
+        gate::no_plugins_dir(scratch).display().to_string(),
+    ));
     for (var, dir) in [("HOME", "home"), ("TMPDIR", "tmp")]
         .into_iter()
         .chain(gate::HELM_HOMES)

@@ -31,21 +31,33 @@ pub const GATE_SCRATCH_ENV: &str = "AVP_SIDECAR_HELM_GATE_SCRATCH";
 pub const REFUSED_PREFIX: &str = "avp-sidecar helm gate refused: ";
 
 /// Helm homes below a request's scratch dir (also used for the direct helm path).
-pub const HELM_HOMES: [(&str, &str); 4] = [
+pub const HELM_HOMES: [(&str, &str); 3] = [
     ("HELM_CACHE_HOME", "helm/cache"),
     ("HELM_CONFIG_HOME", "helm/config"),
     ("HELM_DATA_HOME", "helm/data"),
-    // An empty directory: helm finds no plugins (downloaders, post-renderers) there.
-    ("HELM_PLUGINS", "helm/plugins"),
 ];
 
-/// helm settings that could point outside the pinned homes; removed before helm runs.
-const HELM_OVERRIDES: &[&str] = &[
-    "HELM_REPOSITORY_CONFIG",
-    "HELM_REPOSITORY_CACHE",
-    "HELM_REGISTRY_CONFIG",
-    "HELM_KUBECONFIG",
-    "KUBECONFIG",
+/// Where helm looks for plugins (downloaders, post-renderers): a directory that never exists,
+/// beside the request's `repo/` and scratch dir, where no tool may write (the sandbox grants
+/// only those two), so no helm call can find or plant a plugin.
+pub fn no_plugins_dir(scratch: &Path) -> PathBuf {
+    scratch.parent().unwrap_or(scratch).join("no-helm-plugins")
+}
+
+/// The only variables helm gets from the gate's environment (plus the pinned homes): helm's
+/// `--name-template` and chart templates must not find anything else there.
+const HELM_ENV_KEEP: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "no_proxy",
 ];
 
 /// The request's directories, which every path in a helm call must stay inside.
@@ -95,7 +107,7 @@ pub fn check(args: &[String], dirs: Dirs<'_>) -> Result<HelmCall, GateError> {
     match args.as_slice() {
         ["version", "-c", "--short"] | ["version", "--short"] => Ok(HelmCall::Version),
         ["pull", "--untar", "--untardir", dir, rest @ ..] => {
-            inside("chartHome", dir, dirs)?;
+            in_repo("chartHome", dir, dirs)?;
             check_pull(rest)
         }
         ["template", first, rest @ ..] => {
@@ -122,10 +134,16 @@ fn check_template(args: &[&str], dirs: Dirs<'_>) -> Result<HelmCall, GateError> 
                 }
             }
             "--name-template" => {
+                // helm renders it with sprig's `env`: a template could print helm's
+                // environment into the release name. Only a literal name is accepted.
                 let t = value("nameTemplate")?;
-                if t.chars().any(char::is_control) {
-                    return Err(bad("nameTemplate", t, "must be one line"));
-                }
+                release_name(t).map_err(|_| {
+                    bad(
+                        "nameTemplate",
+                        t,
+                        "must be a literal release name (templates are not allowed)",
+                    )
+                })?;
             }
             "-f" => {
                 let f = value("valuesFile")?;
@@ -153,7 +171,7 @@ fn check_template(args: &[&str], dirs: Dirs<'_>) -> Result<HelmCall, GateError> 
             "--include-crds" | "--skip-tests" | "--no-hooks" | "--debug" | "--devel" => {}
             flag if flag.starts_with('-') => return Err(GateError::Flag(flag.to_owned())),
             path if chart.is_none() => {
-                inside("chartHome", path, dirs)?;
+                in_repo("chartHome", path, dirs)?;
                 let name = Path::new(path)
                     .file_name()
                     .and_then(|n| n.to_str())
@@ -248,6 +266,18 @@ fn repo_url(url: &str, schemes: &[&str]) -> Result<(), GateError> {
     }
 }
 
+/// An absolute, `..`-free path inside the request's repository (charts live only there).
+fn in_repo(field: &'static str, path: &str, dirs: Dirs<'_>) -> Result<(), GateError> {
+    inside(
+        field,
+        path,
+        Dirs {
+            repo: dirs.repo,
+            scratch: dirs.repo,
+        },
+    )
+}
+
 /// An absolute, `..`-free path inside the request's repository or scratch dir.
 fn inside(field: &'static str, path: &str, dirs: Dirs<'_>) -> Result<(), GateError> {
     let p = Path::new(path);
@@ -292,16 +322,16 @@ pub fn run(real_helm: OsString) -> ExitCode {
         return refuse(explain(&e, &args, dirs));
     }
     let mut cmd = std::process::Command::new(&real_helm);
-    cmd.args(&args);
-    for name in HELM_OVERRIDES
-        .iter()
-        .chain(&[GATE_ENV, GATE_REPO_ENV, GATE_SCRATCH_ENV])
-    {
-        cmd.env_remove(name);
+    cmd.args(&args).env_clear();
+    for name in HELM_ENV_KEEP {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
     }
     for (name, dir) in HELM_HOMES {
         cmd.env(name, scratch.join(dir));
     }
+    cmd.env("HELM_PLUGINS", no_plugins_dir(&scratch));
     let err = cmd.exec();
     refuse(format!(
         "cannot execute {}: {err}",
@@ -540,6 +570,19 @@ mod tests {
         assert!(chk(&["template", "web", chart, chart]).is_err());
         assert!(chk(&["template", "web"]).is_err());
         assert!(chk(&["pull", "--untar", "--untardir", "/tmp/x", "c"]).is_err());
+        // Charts come from the repository only, never from the scratch dir.
+        assert!(chk(&["pull", "--untar", "--untardir", "/w/req-1/tmp/helm", "c"]).is_err());
+        assert!(chk(&["template", "web", "/w/req-1/tmp/c"]).is_err());
+        assert!(
+            chk(&[
+                "template",
+                "web",
+                chart,
+                "--name-template",
+                "{{ env \"AWS_SECRET\" }}"
+            ])
+            .is_err()
+        );
         assert!(
             chk(&[
                 "pull",

@@ -65,7 +65,9 @@ pub fn spawn_registered<C>(
 }
 
 /// Kills and reaps every child of this process that is not a registered tool process; returns
-/// how many it found. Blocking (it waits for each killed orphan): call from a blocking task.
+/// how many it found. Blocking (it waits up to a second for each killed orphan): call from a
+/// blocking task. The registry stays locked from listing to reaping, so no pid it saw can be
+/// freed and reused by a new tool process meanwhile (spawning waits for the lock).
 pub fn sweep_orphans() -> usize {
     if !ACTIVE.load(Ordering::SeqCst) {
         return 0;
@@ -80,12 +82,12 @@ pub fn sweep_orphans() -> usize {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| !set.contains(pid) && parent_of(*pid) == Some(me))
         .collect();
-    drop(set);
     for pid in &orphans {
         let pid = Pid::from_raw(*pid);
         let _ = kill(pid, Signal::SIGKILL);
-        let _ = waitpid(pid, None);
+        reap(pid, std::time::Duration::from_secs(1));
     }
+    drop(set);
     if !orphans.is_empty() {
         crate::metrics::add(
             &crate::metrics::METRICS.tool_orphans_killed_total,
@@ -97,6 +99,21 @@ pub fn sweep_orphans() -> usize {
         );
     }
     orphans.len()
+}
+
+/// Waits for a killed child without blocking forever (a process in uninterruptible I/O may
+/// take a while; the next sweep reaps it).
+fn reap(pid: Pid, within: std::time::Duration) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus};
+    let until = std::time::Instant::now() + within;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            _ => return,
+        }
+    }
 }
 
 /// The parent pid from `/proc/<pid>/stat` (`pid (comm) state ppid ...`; comm may hold spaces
