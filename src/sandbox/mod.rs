@@ -173,17 +173,6 @@ impl Sandbox {
         })
     }
 
-    /// No confinement (tests of other modules, `render` without a kernel that has Landlock).
-    pub fn off() -> Self {
-        Self {
-            mode: SandboxMode::Off,
-            enforced: None,
-            helper: std::env::current_exe().unwrap_or_default(),
-            exec: Vec::new(),
-            connect_ports: Vec::new(),
-        }
-    }
-
     /// One line for the startup log and `/readyz`.
     pub fn status_line(&self) -> String {
         match (&self.enforced, self.mode) {
@@ -405,7 +394,7 @@ mod tests {
 
     #[test]
     fn off_leaves_commands_alone() {
-        let sb = Sandbox::off();
+        let sb = Sandbox::new(SandboxMode::Off, &[], Vec::new()).expect("off");
         let cmd = ToolCommand {
             program: "/bin/true".into(),
             args: vec!["x".into()],
