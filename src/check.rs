@@ -228,13 +228,10 @@ pub async fn check(docs: &[Value], opts: &CheckOptions<'_>) -> Result<Report, Ch
                 &object_only,
             );
         }
-        let is_secret = doc.object.kind == "Secret";
         for field in &doc.fields {
-            let in_secret_data = is_secret
-                && matches!(
-                    field.path.first().map(String::as_str),
-                    Some("data" | "stringData")
-                );
+            let in_secret_data = docs
+                .get(doc.object.index)
+                .is_some_and(|d| crate::substitute_stage::masked_by_argo(d, &field.path));
             let field_name = field.path.join(".");
             let field_key = field.path.last().map(String::as_str);
             for ph in &field.placeholders {
@@ -466,6 +463,9 @@ async fn verify_all<'r>(
 }
 
 async fn verify(source: &dyn SecretSource, req: &SecretRequest, read_keys: bool) -> Verified {
+    if let Err(e) = source.precheck(req) {
+        return read_problem(&e);
+    }
     if req.kv_version == KvVersion::V2 {
         match source.metadata(req).await {
             Ok(Some(meta)) => {
@@ -561,6 +561,7 @@ fn read_problem(e: &ReadError) -> Verified {
         | ReadError::VersionDeleted { .. }
         | ReadError::MissingDataSegment(_) => Rule::PathMissing,
         ReadError::PermissionDenied(_) => Rule::PermissionDenied,
+        ReadError::Refused(_) | ReadError::OwnCredentials(_) => Rule::PathDenied,
         ReadError::Backend { .. } => Rule::VaultError,
     };
     Verified::Problem(rule, e.to_string())

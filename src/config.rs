@@ -89,6 +89,17 @@ pub struct SecretsArgs {
     /// deadline. 0: no limit.
     #[arg(long, env = "AVP_SIDECAR_VAULT_MAX_IN_FLIGHT", default_value_t = 32)]
     pub vault_max_in_flight: usize,
+    /// The secrets mounts placeholders may read, as `MOUNT` or `MOUNT=1|2` (its KV version,
+    /// which reads must then use). None (default): any mount but Vault's system mounts
+    /// (`auth/`, `sys/`, `identity/`, `cubbyhole/`, always refused), each described by Vault
+    /// once (`sys/internal/ui/mounts`) and read only if it is KV of the version read.
+    #[arg(
+        long = "secret-mounts",
+        env = "AVP_SIDECAR_SECRET_MOUNTS",
+        value_delimiter = ',',
+        value_name = "MOUNT[=1|2]"
+    )]
+    pub secret_mounts: Vec<String>,
     /// Vault paths a project may read, as `[project=]pattern` (`*` within a path segment, `**`
     /// across); rules without a project apply to every project. None: every path (as AVP).
     #[arg(
@@ -205,14 +216,19 @@ impl SecretsArgs {
             .map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
-    fn cache_policy(&self) -> crate::secrets::cache::CachePolicy {
-        crate::secrets::cache::CachePolicy {
-            ttl: Duration::from_secs(self.secret_cache_ttl_seconds),
-            max_entries: self.secret_cache_max_entries.max(1),
-            max_bytes: self.secret_cache_max_mb.saturating_mul(1 << 20),
-            cache_errors: false,
-            max_in_flight: self.vault_max_in_flight,
-        }
+    /// The read cache and mount rules every backend gets.
+    fn limits(&self) -> Result<crate::substitute_stage::BackendLimits, ConfigError> {
+        Ok(crate::substitute_stage::BackendLimits {
+            cache: crate::secrets::cache::CachePolicy {
+                ttl: Duration::from_secs(self.secret_cache_ttl_seconds),
+                max_entries: self.secret_cache_max_entries.max(1),
+                max_bytes: self.secret_cache_max_mb.saturating_mul(1 << 20),
+                cache_errors: false,
+                max_in_flight: self.vault_max_in_flight,
+            },
+            mounts: crate::secrets::mounts::SecretMounts::parse(&self.secret_mounts)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+        })
     }
 
     /// The Kubernetes API client for config Secrets and rotation refreshes.
@@ -227,7 +243,8 @@ impl SecretsArgs {
     pub fn substituter(&self) -> Result<crate::substitute_stage::Substituter, ConfigError> {
         use crate::substitute_stage::{Backend, ConfigSecrets, Substituter};
         let layered = self.layers()?;
-        let default = Backend::from_lookup(&layered, "", self.cache_policy())
+        let limits = self.limits()?;
+        let default = Backend::from_lookup(&layered, "", &limits)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let config_secrets = if self.secret_allow.is_empty() {
             None
@@ -238,7 +255,7 @@ impl SecretsArgs {
                 self.kube()?,
                 policy,
                 layered.clone(),
-                self.cache_policy(),
+                limits.clone(),
             ))
         };
         let paths = self.path_settings()?;
@@ -260,12 +277,8 @@ impl SecretsArgs {
             let layers = layered
                 .with_project_file(file)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            let backend = Backend::from_lookup(
-                &layers,
-                &format!(" (project {project})"),
-                self.cache_policy(),
-            )
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            let backend = Backend::from_lookup(&layers, &format!(" (project {project})"), &limits)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
             if project.is_empty() || projects.insert(project.to_owned(), backend).is_some() {
                 return Err(ConfigError::Invalid(format!(
                     "--project-vault-config {rule:?}: empty or repeated project"
@@ -366,7 +379,7 @@ impl SecretsArgs {
         Backend::from_lookup(
             &layered,
             &format!(" (with secret {secret})"),
-            self.cache_policy(),
+            &self.limits().map_err(invalid)?,
         )
     }
 }

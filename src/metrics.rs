@@ -44,6 +44,8 @@ counters! {
     vault_logins_total: "Vault logins",
     vault_renewals_total: "Vault token renewals",
     vault_reads_total: "secret reads sent to Vault",
+    vault_mount_lookups_total: "mount descriptions asked of Vault (sys/internal/ui/mounts), about one per mount",
+    secret_reads_refused_total: "placeholder reads refused by the mount rules or for an answer holding the sidecar's credentials",
     vault_retries_total: "Vault reads asked again after a transient answer (429, 5xx)",
     secret_cache_hits_total: "secret reads answered from the cache",
     secret_cache_misses_total: "secret reads that went to Vault",

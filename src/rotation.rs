@@ -756,6 +756,10 @@ impl SecretSource for Recording {
         self.inner.metadata(req).await
     }
 
+    fn precheck(&self, req: &SecretRequest) -> Result<(), ReadError> {
+        self.inner.precheck(req)
+    }
+
     fn invalidate(&self, path: &str) {
         self.inner.invalidate(path);
     }

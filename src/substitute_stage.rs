@@ -16,6 +16,7 @@ use crate::path_template::{PathSettings, PathVars};
 use crate::secrets::cache::{CachePolicy, CachingSource};
 use crate::secrets::config::{ConfigError, Layered, Lookup, VaultConfig};
 use crate::secrets::kube::{KubeApi, KubeError, SecretName, SecretPolicy};
+use crate::secrets::mounts::SecretMounts;
 use crate::secrets::policy::{LeakMode, Policy};
 use crate::secrets::vault::{LoginError, VaultSource};
 use crate::secrets::{Fetched, SecretSource};
@@ -69,11 +70,22 @@ pub enum StageError {
     /// Migration mode: an `avp.kubernetes.io/output` value or setting that cannot be honoured.
     #[error("{object}: {reason}")]
     Output { object: String, reason: String },
+    /// A read the mount rules refuse, found before anything was sent to Vault.
+    #[error("placeholder read refused: {0}")]
+    Refused(#[source] crate::secrets::ReadError),
     /// Placeholders would put secrets outside Secret data, and the policy says deny.
     #[error(
         "project {project:?}: placeholders outside kind Secret data/stringData in {objects} (leak guard: deny)"
     )]
     Leak { project: String, objects: String },
+}
+
+/// What the operator sets for every backend, whichever Vault settings it uses: the read cache
+/// and the mounts placeholders may read.
+#[derive(Clone, Debug, Default)]
+pub struct BackendLimits {
+    pub cache: CachePolicy,
+    pub mounts: SecretMounts,
 }
 
 /// A secret source and the engine options that go with its configuration.
@@ -88,7 +100,7 @@ impl Backend {
     pub fn from_lookup(
         l: &dyn Lookup,
         origin: &str,
-        cache: CachePolicy,
+        limits: &BackendLimits,
     ) -> Result<Self, StageError> {
         if l.get(crate::secrets::config::AVP_TYPE).is_none() {
             return Ok(Self::default());
@@ -102,9 +114,10 @@ impl Backend {
             path_validation: config.path_validation.clone(),
             paths: None,
         };
-        let vault: Arc<dyn SecretSource> = Arc::new(VaultSource::new(config)?);
+        let vault: Arc<dyn SecretSource> =
+            Arc::new(VaultSource::new(config)?.with_mounts(limits.mounts.clone()));
         Ok(Self {
-            source: Some(Arc::new(CachingSource::new(vault, cache))),
+            source: Some(Arc::new(CachingSource::new(vault, limits.cache))),
             options,
         })
     }
@@ -125,7 +138,7 @@ pub struct ConfigSecrets {
     pub api: KubeApi,
     pub policy: SecretPolicy,
     pub operator: Layered,
-    pub cache_policy: CachePolicy,
+    pub limits: BackendLimits,
     cache: tokio::sync::Mutex<HashMap<SecretName, CachedBackend>>,
 }
 
@@ -134,13 +147,13 @@ impl ConfigSecrets {
         api: KubeApi,
         policy: SecretPolicy,
         operator: Layered,
-        cache_policy: CachePolicy,
+        limits: BackendLimits,
     ) -> Self {
         Self {
             api,
             policy,
             operator,
-            cache_policy,
+            limits,
             cache: Default::default(),
         }
     }
@@ -158,7 +171,7 @@ impl ConfigSecrets {
         let backend = Backend::from_lookup(
             &self.operator.with_secret(data.clone()),
             &format!(" (with secret {secret})"),
-            self.cache_policy,
+            &self.limits,
         )?;
         cache.insert(secret, (data, backend.clone()));
         Ok(backend)
@@ -320,8 +333,9 @@ impl Substituter {
         Ok(documents)
     }
 
-    /// Placeholders in objects other than Secrets, or in a Secret outside `data`/`stringData`,
-    /// put values where Argo CD shows them unmasked. Allowed, logged (default) or refused.
+    /// Placeholders in objects other than core Secrets, or in a Secret outside
+    /// `data`/`stringData`, put values where Argo CD shows them unmasked. Allowed, logged
+    /// (default) or refused.
     fn guard_leaks(
         &self,
         documents: &[Value],
@@ -332,40 +346,10 @@ impl Substituter {
         if mode == LeakMode::Allow {
             return Ok(());
         }
-        let leaking: Vec<String> = documents
-            .iter()
-            .filter_map(|doc| {
-                let obj = doc.as_object()?;
-                // A Secret is probed without `data`/`stringData`, copying only the rest (the
-                // small part); other objects are probed as they are.
-                let trimmed;
-                let probe = if obj.get("kind").and_then(Value::as_str) == Some("Secret") {
-                    trimmed = Value::Object(
-                        obj.iter()
-                            .filter(|(k, _)| *k != "data" && *k != "stringData")
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                    );
-                    &trimmed
-                } else {
-                    doc
-                };
-                let uses = substitute::collect(std::slice::from_ref(probe), options)
-                    .map(|r| !r.is_empty())
-                    .unwrap_or(false);
-                uses.then(|| {
-                    let name = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("");
-                    let meta = |k: &str| {
-                        doc["metadata"]
-                            .get(k)
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned()
-                    };
-                    format!("{}/{}", name("kind"), meta("name"))
-                })
-            })
-            .collect();
+        let mut leaking = Vec::new();
+        for doc in documents {
+            find_leaks(doc, options, &mut leaking);
+        }
         if leaking.is_empty() {
             return Ok(());
         }
@@ -381,6 +365,81 @@ impl Substituter {
                 Ok(())
             }
         }
+    }
+}
+
+/// Whether Argo CD masks this object's `data`/`stringData`: only core Secrets (`apiVersion: v1`,
+/// `kind: Secret`, exactly). A `Secret` of any other group is shown as it is.
+fn is_core_secret(object: &serde_json::Map<String, Value>) -> bool {
+    object.get("apiVersion").and_then(Value::as_str) == Some("v1")
+        && object.get("kind").and_then(Value::as_str) == Some("Secret")
+}
+
+/// Whether Argo CD masks the field at `path` of `doc`: `data`/`stringData` of a core Secret,
+/// also as an item of a list (see [`find_leaks`]). `check` uses the same rule as the guard.
+pub fn masked_by_argo(doc: &Value, path: &[String]) -> bool {
+    match (doc.as_object(), path) {
+        (Some(object), [items, index, rest @ ..])
+            if items == "items" && object.get("items").is_some_and(Value::is_array) =>
+        {
+            index
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| object["items"].get(i))
+                .is_some_and(|item| masked_by_argo(item, rest))
+        }
+        (Some(object), [field, ..]) => {
+            is_core_secret(object) && matches!(field.as_str(), "data" | "stringData")
+        }
+        _ => false,
+    }
+}
+
+/// Adds `kind/name` of `doc` to `leaking` if a placeholder in it would be shown unmasked. An
+/// object with an `items` list is what Argo CD calls a list (`unstructured.IsList`): it applies
+/// each item as its own object, so each item is judged on its own (a core Secret item's data is
+/// masked), and the list's other fields like any object's.
+fn find_leaks(doc: &Value, options: &Options, leaking: &mut Vec<String>) {
+    let Some(object) = doc.as_object() else {
+        return;
+    };
+    let items = object.get("items").and_then(Value::as_array);
+    // The part probed as it is: without a list's items or a core Secret's masked fields (the
+    // rest is small, so copying it is cheap).
+    let skip: &[&str] = match items {
+        Some(_) => &["items"],
+        None if is_core_secret(object) => &["data", "stringData"],
+        None => &[],
+    };
+    let trimmed;
+    let probe = if skip.is_empty() {
+        doc
+    } else {
+        trimmed = Value::Object(
+            object
+                .iter()
+                .filter(|(k, _)| !skip.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        );
+        &trimmed
+    };
+    let uses = substitute::collect(std::slice::from_ref(probe), options)
+        .map(|reads| !reads.is_empty())
+        .unwrap_or(false);
+    if uses {
+        let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+        let name = doc["metadata"]["name"].as_str().unwrap_or("");
+        let group = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .filter(|v| *v != "v1" && kind == "Secret")
+            .map(|v| format!(" ({v})"))
+            .unwrap_or_default();
+        leaking.push(format!("{kind}/{name}{group}"));
+    }
+    for item in items.into_iter().flatten() {
+        find_leaks(item, options, leaking);
     }
 }
 
@@ -427,6 +486,11 @@ pub async fn read_and_apply(
                 first: first.to_string(),
             });
         };
+        // Every read checked before the first is sent: a refused one stops the render with
+        // no call to Vault at all.
+        for request in &requests {
+            source.precheck(request).map_err(StageError::Refused)?;
+        }
         let total = requests.len();
         let reads = futures::stream::iter(requests)
             .map(|req| {
@@ -464,4 +528,66 @@ pub async fn read_and_apply(
         tracing::debug!(workloads, "rollout hashes set");
     }
     Ok(documents)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn leaks(doc: Value) -> Vec<String> {
+        let mut out = Vec::new();
+        find_leaks(&doc, &Options::default(), &mut out);
+        out
+    }
+
+    #[test]
+    fn only_core_secrets_mask_their_data() {
+        let secret = |api: &str| {
+            json!({"apiVersion": api, "kind": "Secret", "metadata": {"name": "s"},
+                   "data": {"pw": "<path:secret/data/a#pw>"}})
+        };
+        assert!(leaks(secret("v1")).is_empty());
+        assert_eq!(
+            leaks(secret("evil.example.com/v1")),
+            ["Secret/s (evil.example.com/v1)"]
+        );
+        assert_eq!(leaks(secret("v1beta1")), ["Secret/s (v1beta1)"]);
+        let no_api = json!({"kind": "Secret", "metadata": {"name": "s"},
+                            "stringData": {"pw": "<path:secret/data/a#pw>"}});
+        assert_eq!(leaks(no_api), ["Secret/s"]);
+        // Outside data/stringData a core Secret leaks too.
+        let annotated = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s", "annotations": {"x": "<path:secret/data/a#pw>"}}});
+        assert_eq!(leaks(annotated), ["Secret/s"]);
+    }
+
+    #[test]
+    fn list_items_are_judged_one_by_one() {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ok"},
+             "data": {"pw": "<path:secret/data/a#pw>"}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"},
+             "data": {"pw": "<path:secret/data/a#pw>"}},
+            {"apiVersion": "x.io/v1", "kind": "Secret", "metadata": {"name": "fake"},
+             "data": {"pw": "<path:secret/data/a#pw>"}},
+            {"kind": "List", "items": [{"kind": "ConfigMap", "metadata": {"name": "deep"},
+             "data": {"pw": "<path:secret/data/a#pw>"}}]},
+        ]});
+        assert_eq!(
+            leaks(list.clone()),
+            ["ConfigMap/cm", "Secret/fake (x.io/v1)", "ConfigMap/deep"]
+        );
+        let path = |p: &[&str]| p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(masked_by_argo(&list, &path(&["items", "0", "data", "pw"])));
+        assert!(!masked_by_argo(&list, &path(&["items", "1", "data", "pw"])));
+        assert!(!masked_by_argo(&list, &path(&["items", "2", "data", "pw"])));
+        assert!(!masked_by_argo(&list, &path(&["items", "9", "data", "pw"])));
+        // A Secret whose own `items` is not a list is still a Secret.
+        let odd = json!({"apiVersion": "v1", "kind": "Secret", "items": "x",
+                         "data": {"pw": "<path:secret/data/a#pw>"}});
+        assert!(masked_by_argo(&odd, &path(&["data", "pw"])));
+        assert!(leaks(odd).is_empty());
+    }
 }

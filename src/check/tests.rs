@@ -50,7 +50,7 @@ impl SecretSource for Fake {
 
 fn docs() -> Vec<Value> {
     vec![
-        json!({"kind": "Secret", "metadata": {"name": "s"}, "stringData": {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {
             "ok": "<path:kv/data/app#password>",
             "typo": "<path:kv/data/app#pasword>",
             "old": "<path:kv/data/app#password#1>",
@@ -59,7 +59,7 @@ fn docs() -> Vec<Value> {
             "closed": "<path:kv/data/closed#password>",
             "nokey": "<path:kv/data/app>",
         }}),
-        json!({"kind": "Secret", "metadata": {"name": "v1",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "v1",
                "annotations": {"avp.kubernetes.io/kv-version": "1"}},
                "stringData": {"v1": "<path:old/app#password>"}}),
         json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {

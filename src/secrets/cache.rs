@@ -292,6 +292,10 @@ impl SecretSource for CachingSource {
         outcome
     }
 
+    fn precheck(&self, req: &SecretRequest) -> Result<(), ReadError> {
+        self.inner.precheck(req)
+    }
+
     /// Never cached: callers ask because they want Vault's current answer.
     async fn metadata(
         &self,

@@ -120,6 +120,15 @@ pub enum ReadError {
     /// Access denied by Vault or by the operator's policy.
     #[error("permission denied reading {0}")]
     PermissionDenied(String),
+    /// The mount rules refuse the path before Vault is asked (system mount, not a listed or KV
+    /// mount, another KV version).
+    #[error("{0}")]
+    Refused(mounts::MountError),
+    /// Vault's answer holds the sidecar's own token or login credential.
+    #[error(
+        "vault's answer for {0} contains this sidecar's own vault credentials; refused (placeholders may read secrets only)"
+    )]
+    OwnCredentials(String),
     /// Vault unreachable, login failed, bad response, timeout.
     #[error("vault read of {path} failed: {message}")]
     Backend { path: String, message: String },
@@ -142,6 +151,13 @@ pub struct KvMetadata {
 pub trait SecretSource: Send + Sync {
     /// Reads one secret.
     async fn read(&self, req: &SecretRequest) -> Result<SecretData, ReadError>;
+
+    /// Refuses `req` without asking anything (the fixed part of the mount rules), so a render
+    /// is refused before any of its reads is sent. `Ok` where the source has no such rules;
+    /// `read` applies the same rules, whoever calls it.
+    fn precheck(&self, _req: &SecretRequest) -> Result<(), ReadError> {
+        Ok(())
+    }
 
     /// KV v2 metadata of the secret `req` names (its `data/` path read as `metadata/`).
     /// `Ok(None)` where there is no such thing (KV v1, sources without versions).
@@ -166,6 +182,7 @@ pub mod config;
 #[cfg(test)]
 mod fake_http;
 pub mod kube;
+pub mod mounts;
 pub mod policy;
 pub mod vault;
 

@@ -43,7 +43,8 @@ use tokio::time::Instant;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
-use super::config::{Auth, VaultConfig, is_clean_path, is_header_safe};
+use super::config::{Auth, Sensitive, VaultConfig, is_clean_path, is_header_safe};
+use super::mounts::{Described, SecretMounts, Verdict};
 use super::{KvMetadata, KvVersion, ReadError, SecretData, SecretRequest, SecretSource};
 use crate::metrics::{self, METRICS};
 
@@ -72,11 +73,25 @@ const MAX_ERROR_CHARS: usize = 300;
 
 pub struct VaultSource {
     config: VaultConfig,
+    /// Which mounts placeholders may read (`--secret-mounts`; empty: asked of Vault).
+    mounts: SecretMounts,
+    /// Mounts Vault described, and when; reused for [`MOUNT_TTL`].
+    described: std::sync::Mutex<Vec<(Described, Instant)>>,
+    /// The Kubernetes service-account token of the last login (read from a file at each
+    /// login), kept only to recognise it in an answer.
+    jwt: std::sync::Mutex<Option<Sensitive>>,
     session: RwLock<Slot>,
     logins: AtomicU64,
     /// Failed logins so far; a caller that saw `n` shares any failure numbered above `n`.
     failures: AtomicU64,
 }
+
+/// How long Vault's description of a mount is reused: mounts change rarely (an upgrade to
+/// KV v2, a remount), and a lookup is one small call per mount.
+const MOUNT_TTL: Duration = Duration::from_secs(300);
+/// Credentials shorter than this are recognised in an answer only as a whole string (a short
+/// password would match inside unrelated values).
+const MIN_SUBSTRING_CREDENTIAL: usize = 8;
 
 #[derive(Default)]
 struct Slot {
@@ -197,6 +212,9 @@ impl VaultSource {
         }
         let source = Self {
             config,
+            mounts: SecretMounts::default(),
+            described: Default::default(),
+            jwt: Default::default(),
             session: RwLock::new(Slot::default()),
             logins: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -207,6 +225,12 @@ impl VaultSource {
 
     pub fn config(&self) -> &VaultConfig {
         &self.config
+    }
+
+    /// Placeholders may read only these mounts (see [`super::mounts`]).
+    pub fn with_mounts(mut self, mounts: SecretMounts) -> Self {
+        self.mounts = mounts;
+        self
     }
 
     /// Successful logins so far (token auth never logs in).
@@ -302,6 +326,9 @@ impl VaultSource {
                     .map_err(|e| jwt_err(e.to_string()))?;
                 if jwt.trim().is_empty() {
                     return Err(jwt_err("the file is empty".to_owned()));
+                }
+                if let Ok(mut kept) = self.jwt.lock() {
+                    *kept = Some(Sensitive::new(jwt.trim()));
                 }
                 let client = self.build_client("")?;
                 (
@@ -432,8 +459,9 @@ impl VaultSource {
         client: &VaultClient,
         path: &str,
         version: Option<u64>,
+        counter: &AtomicU64,
     ) -> Result<Answer, String> {
-        metrics::inc(&METRICS.vault_reads_total);
+        metrics::inc(counter);
         let mut url = api_url(client, path)?;
         if let Some(v) = version {
             url.query_pairs_mut().append_pair("version", &v.to_string());
@@ -740,6 +768,7 @@ impl SecretSource for VaultSource {
                     .to_owned(),
             ));
         }
+        self.precheck(req)?;
         // No KV v2 read can succeed without `data/` after the mount; say so without asking
         // Vault (which would often answer 403: reader policies cover `<mount>/data/*`).
         if req.kv_version == KvVersion::V2 && !has_data_segment(path) {
@@ -753,8 +782,28 @@ impl SecretSource for VaultSource {
             ),
             _ => None,
         };
-        let answer = self.get_relogin(path, version).await.map_err(backend)?;
-        interpret(req, answer)
+        let described = self.admit(path, req.kv_version).await?;
+        let (answer, client) = self
+            .get_relogin(path, version, &METRICS.vault_reads_total)
+            .await
+            .map_err(backend)?;
+        undescribed(path, described, &answer)?;
+        let data = interpret(req, answer)?;
+        if self.holds_credential(&data, &client) {
+            metrics::inc(&METRICS.secret_reads_refused_total);
+            return Err(ReadError::OwnCredentials(req.path.clone()));
+        }
+        Ok(data)
+    }
+
+    fn precheck(&self, req: &SecretRequest) -> Result<(), ReadError> {
+        self.mounts
+            .check(&req.path, req.kv_version)
+            .map(drop)
+            .map_err(|e| {
+                metrics::inc(&METRICS.secret_reads_refused_total);
+                ReadError::Refused(e)
+            })
     }
 
     async fn metadata(&self, req: &SecretRequest) -> Result<Option<KvMetadata>, ReadError> {
@@ -762,12 +811,13 @@ impl SecretSource for VaultSource {
             path: req.path.clone(),
             message,
         };
-        if req.kv_version == KvVersion::V1 {
-            return Ok(None);
-        }
         let path = req.path.trim_matches('/');
         if !is_clean_path(path) {
             return Err(backend("invalid vault path".to_owned()));
+        }
+        let described = self.admit(path, req.kv_version).await?;
+        if req.kv_version == KvVersion::V1 {
+            return Ok(None);
         }
         // `<mount>/data/<rest>` → `<mount>/metadata/<rest>`.
         let mut segments: Vec<&str> = path.split('/').collect();
@@ -775,10 +825,11 @@ impl SecretSource for VaultSource {
             return Err(ReadError::MissingDataSegment(req.path.clone()));
         };
         segments[data + 1] = "metadata";
-        let answer = self
-            .get_relogin(&segments.join("/"), None)
+        let (answer, _) = self
+            .get_relogin(&segments.join("/"), None, &METRICS.vault_reads_total)
             .await
             .map_err(backend)?;
+        undescribed(path, described, &answer)?;
         match answer.status {
             200..=299 => {}
             404 => return Err(ReadError::NotFound(req.clone())),
@@ -858,29 +909,158 @@ impl VaultSource {
     /// `get`, logging in again once on a 403 when our token itself is no longer valid (revoked
     /// or expired early). Most 403s are real denials for a path (reader policies often cover
     /// only `<mount>/data/*`); `lookup-self` tells them apart without creating a new token, so a
-    /// tenant naming a forbidden path cannot make the sidecar log in on every render.
-    async fn get_relogin(&self, path: &str, version: Option<u64>) -> Result<Answer, String> {
+    /// tenant naming a forbidden path cannot make the sidecar log in on every render. Returns
+    /// the client that got the answer (its token is what the answer must not contain).
+    async fn get_relogin(
+        &self,
+        path: &str,
+        version: Option<u64>,
+        counter: &AtomicU64,
+    ) -> Result<(Answer, Arc<VaultClient>), String> {
         let client = self.client().await.map_err(|e| e.to_string())?;
-        let answer = self.get(&client, path, version).await?;
+        let answer = self.get(&client, path, version, counter).await?;
         if answer.status == 403
             && !matches!(self.config.auth, Auth::Token(_))
             && self
-                .get(&client, "auth/token/lookup-self", None)
+                .get(
+                    &client,
+                    "auth/token/lookup-self",
+                    None,
+                    &METRICS.vault_reads_total,
+                )
                 .await
                 .is_ok_and(|me| me.status == 403)
         {
             self.invalidate(&client).await;
             let client = self.client().await.map_err(|e| e.to_string())?;
-            return self.get(&client, path, version).await;
+            let answer = self.get(&client, path, version, counter).await?;
+            return Ok((answer, client));
         }
-        Ok(answer)
+        Ok((answer, client))
+    }
+
+    /// The mount rules ([`super::mounts`]) for a read of `path` as `read_as`: system mounts
+    /// and unlisted mounts refused without a call; without a list, the mount is described by
+    /// Vault once per [`MOUNT_TTL`] and must be KV of the version read. `Ok(false)`: Vault
+    /// would not describe it (403: no capability under the path, or no such mount); the read
+    /// may go ahead for AVP's "not found"/"permission denied", but a 2xx answer to it must be
+    /// refused ([`undescribed`]).
+    async fn admit(&self, path: &str, read_as: KvVersion) -> Result<bool, ReadError> {
+        let refused = |e| {
+            metrics::inc(&METRICS.secret_reads_refused_total);
+            ReadError::Refused(e)
+        };
+        match self.mounts.check(path, read_as).map_err(refused)? {
+            Verdict::Listed(_) => return Ok(true),
+            Verdict::Discover => {}
+        }
+        let known = self.described.lock().ok().and_then(|seen| {
+            seen.iter()
+                .find(|(d, at)| at.elapsed() < MOUNT_TTL && d.covers(path))
+                .map(|(d, _)| d.clone())
+        });
+        let described = match known {
+            Some(d) => d,
+            None => match self.describe(path).await? {
+                Some(d) => d,
+                None => return Ok(false),
+            },
+        };
+        described.check(path, read_as).map_err(refused)?;
+        Ok(true)
+    }
+
+    /// `GET sys/internal/ui/mounts/<path>`: Vault's description of the mount `path` is on
+    /// (what the `vault kv` CLI asks; Vault answers for any path the token has a capability
+    /// under). `None` on a 403.
+    async fn describe(&self, path: &str) -> Result<Option<Described>, ReadError> {
+        // A failed login is the read's failure, reported as such.
+        self.client().await.map_err(|e| ReadError::Backend {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let backend = |message: String| ReadError::Backend {
+            path: path.to_owned(),
+            message: format!(
+                "could not tell which secrets engine it is on (GET sys/internal/ui/mounts: {message}); the operator can list the mounts with --secret-mounts"
+            ),
+        };
+        let (answer, _) = self
+            .get_relogin(
+                &format!("sys/internal/ui/mounts/{path}"),
+                None,
+                &METRICS.vault_mount_lookups_total,
+            )
+            .await
+            .map_err(backend)?;
+        match answer.status {
+            200..=299 => {}
+            403 => return Ok(None),
+            status => return Err(backend(status_message(status, &answer.body))),
+        }
+        let described = Described::from_answer(&answer.body["data"])
+            .ok_or_else(|| backend("the answer names no mount path or type".to_owned()))?;
+        if described.covers(path)
+            && let Ok(mut seen) = self.described.lock()
+        {
+            seen.retain(|(d, at)| at.elapsed() < MOUNT_TTL && d.mount != described.mount);
+            seen.push((described.clone(), Instant::now()));
+        }
+        Ok(Some(described))
+    }
+
+    /// Whether a string in `data` is, or contains, a credential this source uses: the token
+    /// `client` sent, or what it logs in with. A path that answers with those (a token
+    /// lookup, a wrapped or copied token) must not reach a manifest, whatever the mount rules
+    /// let through.
+    fn holds_credential(&self, data: &SecretData, client: &VaultClient) -> bool {
+        let jwt = self.jwt.lock().ok().and_then(|j| j.clone());
+        let mut credentials = vec![client.settings.token.as_str()];
+        match &self.config.auth {
+            Auth::Token(t) => credentials.push(t.expose()),
+            Auth::AppRole { secret_id, .. } => credentials.push(secret_id.expose()),
+            Auth::UserPass { password, .. } => credentials.push(password.expose()),
+            Auth::GitHub { token, .. } => credentials.push(token.expose()),
+            Auth::Kubernetes { .. } => credentials.extend(jwt.as_ref().map(Sensitive::expose)),
+        }
+        credentials.retain(|c| !c.is_empty());
+        data.values()
+            .values()
+            .any(|v| contains_any(v, &credentials))
+    }
+}
+
+/// A successful answer for a path whose mount Vault would not describe is refused: its engine
+/// is unknown. (Vault answers the description for every path the token can use, so this is not
+/// expected; refusing keeps the rule "KV only" without exceptions.)
+fn undescribed(path: &str, described: bool, answer: &Answer) -> Result<(), ReadError> {
+    if described || !(200..=299).contains(&answer.status) {
+        return Ok(());
+    }
+    metrics::inc(&METRICS.secret_reads_refused_total);
+    Err(ReadError::Refused(super::mounts::MountError::Undescribed {
+        path: path.to_owned(),
+    }))
+}
+
+/// Whether any string in `value` equals a credential, or contains one that is long enough to
+/// recognise inside other text.
+fn contains_any(value: &Value, credentials: &[&str]) -> bool {
+    match value {
+        Value::String(s) => credentials
+            .iter()
+            .any(|c| s == c || (c.len() >= MIN_SUBSTRING_CREDENTIAL && s.contains(c))),
+        Value::Array(items) => items.iter().any(|v| contains_any(v, credentials)),
+        Value::Object(map) => map.values().any(|v| contains_any(v, credentials)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secrets::config::{Sensitive, Tls};
+    use crate::secrets::config::Tls;
+    use crate::secrets::mounts::MountError;
     use serde_json::json;
 
     fn req(path: &str, kv: KvVersion, version: Option<&str>) -> SecretRequest {
@@ -906,6 +1086,154 @@ mod tests {
             timeout,
             max_retries: crate::secrets::config::DEFAULT_MAX_RETRIES,
         }
+    }
+
+    /// A source for scripted answers: `secret/` listed as KV v2, so no mount lookup comes
+    /// before the answers a test scripts.
+    fn fake_source(c: VaultConfig) -> Result<VaultSource, LoginError> {
+        let mounts = SecretMounts::parse(&["secret=2".into()]).expect("valid");
+        VaultSource::new(c).map(|s| s.with_mounts(mounts))
+    }
+
+    fn mount_answer(path: &str, kind: &str, version: &str) -> (u16, String) {
+        let body = json!({"data": {"path": path, "type": kind, "options": {"version": version}}});
+        (200, body.to_string())
+    }
+
+    #[tokio::test]
+    async fn mounts_are_described_once_and_only_kv_is_read() {
+        let kv2 = (
+            200,
+            json!({"data": {"data": {"k": "v"}, "metadata": {"version": 1}}}).to_string(),
+        );
+        let server = crate::secrets::fake_http::Server::start(vec![
+            mount_answer("team/kv/", "kv", "2"),
+            kv2.clone(),
+            kv2,
+            mount_answer("transit/", "transit", ""),
+            (
+                403,
+                json!({"errors": ["preflight capability check returned 403"]}).to_string(),
+            ),
+            (403, json!({"errors": ["permission denied"]}).to_string()),
+        ])
+        .await;
+        let token = Auth::Token(Sensitive::new("tok"));
+        let source =
+            VaultSource::new(config(&server.addr, token, Duration::from_secs(5))).expect("source");
+        for path in ["team/kv/data/a", "team/kv/data/b"] {
+            source
+                .read(&req(path, KvVersion::V2, None))
+                .await
+                .expect("kv read");
+        }
+        // Known mount, wrong version: refused without a call.
+        let e = source
+            .read(&req("team/kv/data/a", KvVersion::V1, None))
+            .await
+            .expect_err("v1 on v2");
+        assert!(
+            matches!(e, ReadError::Refused(MountError::KvVersion { .. })),
+            "{e}"
+        );
+        let e = source
+            .read(&req("transit/keys/k", KvVersion::V1, None))
+            .await
+            .expect_err("transit");
+        assert!(
+            matches!(e, ReadError::Refused(MountError::NotKv { .. })),
+            "{e}"
+        );
+        let e = source
+            .read(&req("hidden/x", KvVersion::V1, None))
+            .await
+            .expect_err("403");
+        assert_eq!(e, ReadError::PermissionDenied("hidden/x".into()));
+        // System mounts: refused before any call, by precheck and by read.
+        let lookup = req("auth/token/lookup-self", KvVersion::V1, None);
+        assert!(matches!(
+            source.precheck(&lookup),
+            Err(ReadError::Refused(MountError::Reserved {
+                mount: "auth",
+                ..
+            }))
+        ));
+        assert!(source.read(&lookup).await.is_err());
+        let seen = server.requests().await;
+        let lines: Vec<&str> = seen.iter().filter_map(|r| r.lines().next()).collect();
+        assert_eq!(
+            lines,
+            [
+                "GET /v1/sys/internal/ui/mounts/team/kv/data/a HTTP/1.1",
+                "GET /v1/team/kv/data/a HTTP/1.1",
+                "GET /v1/team/kv/data/b HTTP/1.1",
+                "GET /v1/sys/internal/ui/mounts/transit/keys/k HTTP/1.1",
+                "GET /v1/sys/internal/ui/mounts/hidden/x HTTP/1.1",
+                "GET /v1/hidden/x HTTP/1.1",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_holding_our_credentials_are_refused() {
+        let holding = |v: &str| {
+            (
+                200,
+                json!({"data": {"data": {"k": v}, "metadata": {"version": 1}}}).to_string(),
+            )
+        };
+        let server = crate::secrets::fake_http::Server::start(vec![
+            holding("hvs.static-token-1234"),
+            holding("prefix hvs.static-token-1234 suffix"),
+            holding("hvs.static"),
+        ])
+        .await;
+        let token = Auth::Token(Sensitive::new("hvs.static-token-1234"));
+        let source =
+            fake_source(config(&server.addr, token, Duration::from_secs(5))).expect("source");
+        for _ in 0..2 {
+            let e = source
+                .read(&req("secret/data/a", KvVersion::V2, None))
+                .await
+                .expect_err("own token");
+            assert_eq!(
+                e.to_string(),
+                "vault's answer for secret/data/a contains this sidecar's own vault credentials; refused (placeholders may read secrets only)"
+            );
+        }
+        // Part of a credential is not the credential.
+        source
+            .read(&req("secret/data/a", KvVersion::V2, None))
+            .await
+            .expect("unrelated value");
+
+        // A short credential counts only as a whole value; the token a login returned counts.
+        let server = crate::secrets::fake_http::Server::start(vec![
+            (200, json!({"auth": {"client_token": "tok-from-login", "lease_duration": 600, "renewable": true}}).to_string()),
+            holding("xpwx"),
+            holding("pw"),
+            holding("tok-from-login"),
+        ])
+        .await;
+        let github = Auth::GitHub {
+            token: Sensitive::new("pw"),
+            mount: "github".into(),
+        };
+        let source =
+            fake_source(config(&server.addr, github, Duration::from_secs(5))).expect("source");
+        let a = req("secret/data/a", KvVersion::V2, None);
+        source
+            .read(&a)
+            .await
+            .expect("contains a short password: not recognised");
+        assert!(matches!(
+            source.read(&a).await,
+            Err(ReadError::OwnCredentials(_))
+        ));
+        assert!(
+            matches!(source.read(&a).await, Err(ReadError::OwnCredentials(_))),
+            "login token"
+        );
     }
 
     #[test]
@@ -1033,7 +1361,7 @@ mod tests {
     #[tokio::test]
     async fn bad_paths_and_versions_are_refused_before_any_request() {
         // Port 9 (discard) on a closed address: nothing is sent for these requests anyway.
-        let source = VaultSource::new(config(
+        let source = fake_source(config(
             "http://127.0.0.1:9",
             Auth::Token(Sensitive::new("t")),
             Duration::from_secs(1),
@@ -1085,7 +1413,7 @@ mod tests {
                 held.push(s);
             }
         });
-        let source = VaultSource::new(config(
+        let source = fake_source(config(
             &format!("http://{addr}"),
             Auth::Token(Sensitive::new("tok-never-shown")),
             Duration::from_millis(500),
@@ -1131,7 +1459,7 @@ mod tests {
             Duration::from_secs(5),
         );
         c.namespace = Some("team-a".into());
-        let source = VaultSource::new(c).expect("source");
+        let source = fake_source(c).expect("source");
         let data = source
             .read(&req("secret/data/app", KvVersion::V2, Some("1")))
             .await
@@ -1171,8 +1499,8 @@ mod tests {
         let server =
             crate::secrets::fake_http::Server::start(vec![sealed(), (429, String::new()), ok])
                 .await;
-        let source = VaultSource::new(config(&server.addr, token(), Duration::from_secs(5)))
-            .expect("source");
+        let source =
+            fake_source(config(&server.addr, token(), Duration::from_secs(5))).expect("source");
         let data = source
             .read(&req("secret/data/app", KvVersion::V2, None))
             .await
@@ -1183,8 +1511,8 @@ mod tests {
         let server =
             crate::secrets::fake_http::Server::start(vec![sealed(), sealed(), sealed(), sealed()])
                 .await;
-        let source = VaultSource::new(config(&server.addr, token(), Duration::from_secs(5)))
-            .expect("source");
+        let source =
+            fake_source(config(&server.addr, token(), Duration::from_secs(5))).expect("source");
         let err = source
             .read(&req("secret/data/app", KvVersion::V2, None))
             .await
@@ -1197,7 +1525,7 @@ mod tests {
 
         // VAULT_MAX_RETRIES=0: one try.
         let server = crate::secrets::fake_http::Server::start(vec![sealed(), sealed()]).await;
-        let source = VaultSource::new(VaultConfig {
+        let source = fake_source(VaultConfig {
             max_retries: 0,
             ..config(&server.addr, token(), Duration::from_secs(5))
         })
@@ -1212,8 +1540,8 @@ mod tests {
 
         // Not transient: answered at once.
         let server = crate::secrets::fake_http::Server::start(vec![(501, String::new())]).await;
-        let source = VaultSource::new(config(&server.addr, token(), Duration::from_secs(5)))
-            .expect("source");
+        let source =
+            fake_source(config(&server.addr, token(), Duration::from_secs(5))).expect("source");
         assert!(
             source
                 .read(&req("secret/data/app", KvVersion::V2, None))
@@ -1230,7 +1558,7 @@ mod tests {
             json!({"errors": ["failed to verify token"]}).to_string(),
         )])
         .await;
-        let source = VaultSource::new(config(
+        let source = fake_source(config(
             &server.addr,
             Auth::GitHub {
                 token: Sensitive::new("ghp_personal"),
@@ -1256,7 +1584,7 @@ mod tests {
 
     /// An AppRole source against a fake server (the login is the server's first answer).
     fn approle_source(addr: &str) -> VaultSource {
-        VaultSource::new(config(
+        fake_source(config(
             addr,
             Auth::AppRole {
                 role_id: "role".into(),
@@ -1292,7 +1620,7 @@ mod tests {
             out.push_str("0\r\n\r\n");
             s.write_all(out.as_bytes()).await.expect("write");
         });
-        let source = VaultSource::new(config(
+        let source = fake_source(config(
             &addr,
             Auth::Token(Sensitive::new("tok")),
             Duration::from_secs(5),
@@ -1699,21 +2027,25 @@ mod bao_tests {
             root.read(&v2("no-such-mount/data/x")).await,
             Err(ReadError::NotFound(v2("no-such-mount/data/x")))
         );
-        // KV v2 mode on a KV v1 secret: AVP's "check that kv-v2 is the correct engine".
+        // KV v2 mode on a KV v1 mount: AVP says "check that kv-v2 is the correct engine" after
+        // reading; the mount's description says so before, naming both versions.
         let err = source
             .read(&v2("kv1/data/flat"))
             .await
             .expect_err("kv1 as kv2");
         assert!(
-            err.to_string().contains("kv-v2 is the correct engine"),
+            err.to_string().contains(
+                "is on mount kv1/, which is KV version 1, but the placeholder reads it as version 2"
+            ),
             "{err}"
         );
         s.assert_clean(&err.to_string());
-        // Vault's own validation error, passed through.
+        // A system path: refused before Vault is asked.
         let err = source
             .read(&v2("sys/mounts/kv1/tune"))
             .await
             .expect_err("not a kv path");
+        assert!(matches!(err, ReadError::Refused(_)), "{err}");
         s.assert_clean(&err.to_string());
     }
 

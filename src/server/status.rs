@@ -10,6 +10,7 @@ use crate::protocol::stream::StreamError;
 use crate::protocol::unpack::UnpackError;
 use crate::render::RenderError;
 use crate::render::tool::ToolError;
+use crate::secrets::ReadError;
 use crate::secrets::kube::KubeError;
 use crate::substitute::Problem;
 use crate::substitute_stage::StageError;
@@ -66,6 +67,7 @@ fn code(err: &RequestError) -> Code {
             },
             PipelineError::Substitute(e) => match e {
                 StageError::PathDenied { .. }
+                | StageError::Refused(_)
                 | StageError::Leak { .. }
                 | StageError::ConfigSecret(KubeError::NotAllowed { .. }) => Code::PermissionDenied,
                 StageError::Deadline { .. } => Code::DeadlineExceeded,
@@ -78,6 +80,18 @@ fn code(err: &RequestError) -> Code {
                         .any(|p| matches!(p, Problem::PathTemplate(_))) =>
                 {
                     Code::InvalidArgument
+                }
+                // Vault's description of the mount, or its answer, showed the read is not a
+                // secret's (see `secrets::mounts`).
+                StageError::Substitute(s)
+                    if s.problems.iter().any(|p| {
+                        matches!(
+                            p,
+                            Problem::Read(ReadError::Refused(_) | ReadError::OwnCredentials(_))
+                        )
+                    }) =>
+                {
+                    Code::PermissionDenied
                 }
                 _ => Code::FailedPrecondition,
             },

@@ -1,4 +1,5 @@
 mod authority;
+mod boundary;
 mod check;
 mod cli;
 mod commands;
