@@ -2,8 +2,9 @@
 //! `jsonPath`, `jsonParse`, `yamlParse`, `indent`, `sha256sum`, applied left to right.
 //!
 //! Owns modifier names, argument checks and transformations. Error messages describe the
-//! problem with template text and type names only, never the value being transformed (it is a
-//! secret). Placement of the error (placeholder, field) is added by the caller.
+//! problem with template text, type names and (for JSON syntax errors) a line and column only,
+//! never the value being transformed or anything parsed out of it (it is a secret). Placement
+//! of the error (placeholder, field) is added by the caller.
 //!
 //! Deliberate differences from AVP:
 //! - An empty segment (`<k |>`, `<k || x>`) is an error; AVP panics.
