@@ -8,7 +8,8 @@
 //! descent, `[?(@.x == "y")]` filters, quoted text `{'...'}`, and `{range ...}...{end}`.
 //!
 //! Error messages name template text, types and counts only, never values of the data: the
-//! data is a secret.
+//! data is a secret. That includes regular expressions in `=~` filters whose pattern comes from
+//! the data (an invalid one is reported without its text) and object keys of the data.
 //!
 //! Deliberate differences from client-go (all cases where client-go errors or surprises):
 //! - `['a.b']` is the key `a.b`; client-go splits it into fields `a` and `b`.
@@ -669,9 +670,25 @@ fn filter_passes(
         FilterOp::Match => match (&l, &r) {
             (Value::String(text), Value::String(pattern)) => Regex::new(pattern)
                 .map(|re| re.is_match(text))
-                .map_err(|e| format!("invalid regular expression in filter: {e}")),
+                .map_err(|e| regex_error(&e, right)),
             _ => Err("regexp search only supports strings".to_owned()),
         },
+    }
+}
+
+/// Why the pattern right of `=~` does not compile. The regex crate's message quotes the whole
+/// pattern, so it is shown only when the pattern is quoted text of the template (the tenant's
+/// own, pre-substitution text); a pattern taken from the data is a secret value and is never
+/// quoted, nor is any part of it.
+fn regex_error(error: &regex::Error, right: &[Node]) -> String {
+    // A quoted text node yields itself whatever its input, so when it comes last the pattern
+    // is exactly that template text.
+    if let Some(Node::Text(_)) = right.last() {
+        format!("invalid regular expression in filter: {error}")
+    } else {
+        "invalid regular expression in filter: the pattern right of =~ comes from the value and \
+         is not shown"
+            .to_owned()
     }
 }
 
@@ -978,6 +995,39 @@ mod tests {
                 "template {template}"
             );
         }
+    }
+
+    #[test]
+    fn invalid_regex_from_the_data_is_not_quoted() {
+        let secret = json!({"items": [{"n": "a", "pw": "TOPSECRET(x"}]});
+        for template in [
+            "{.items[?(@.n =~ @.pw)].n}",
+            "{.items[?(@.n=~@.pw)]}",
+            "{.items[?(@.pw =~ @.pw)].n}",
+        ] {
+            assert_eq!(
+                render(template, &secret),
+                Err(
+                    "invalid regular expression in filter: the pattern right of =~ comes from \
+                     the value and is not shown"
+                        .to_owned()
+                ),
+                "{template}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_regex_from_the_template_is_quoted() {
+        // The pattern is the tenant's own template text; the matched data is not shown.
+        let secret = json!({"items": [{"n": "TOPSECRET"}]});
+        let err = render("{.items[?(@.n =~ '(x')].n}", &secret).expect_err("invalid regex");
+        assert!(
+            err.starts_with("invalid regular expression in filter: "),
+            "{err}"
+        );
+        assert!(err.contains("(x"), "{err}");
+        assert!(!err.contains("TOPSECRET"), "{err}");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! `jsonPath`, `jsonParse`, `yamlParse`, `indent`, `sha256sum`, applied left to right.
 //!
 //! Owns modifier names, argument checks and transformations. Error messages describe the
-//! problem with template text and type names only, never the value being transformed (it is a
-//! secret). Placement of the error (placeholder, field) is added by the caller.
+//! problem with template text, type names and (for JSON syntax errors) a line and column only,
+//! never the value being transformed or anything parsed out of it (it is a secret). Placement
+//! of the error (placeholder, field) is added by the caller.
 //!
 //! Deliberate differences from AVP:
 //! - An empty segment (`<k |>`, `<k || x>`) is an error; AVP panics.
@@ -124,7 +125,7 @@ fn json_path(args: &[&str], value: Value) -> Result<Value, String> {
     }
     let template = jsonpath::parse(&args.join(" "))?;
     let data = match value {
-        Value::String(text) => serde_json::from_str(&text).map_err(|e| e.to_string())?,
+        Value::String(text) => serde_json::from_str(&text).map_err(json_error)?,
         other => other,
     };
     jsonpath::render_parsed(&template, &data).map(Value::String)
@@ -133,7 +134,19 @@ fn json_path(args: &[&str], value: Value) -> Result<Value, String> {
 fn json_parse(args: &[&str], value: Value) -> Result<Value, String> {
     no_params(args)?;
     let text = string_input(value)?;
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+    serde_json::from_str(&text).map_err(json_error)
+}
+
+/// Why a value is not JSON. serde_json's syntax and end-of-input messages are fixed texts
+/// with a line and column and never quote the input; any other kind of error (a custom
+/// message from a deserializer, which may quote what it rejected) is replaced by a fixed
+/// text, so the value cannot reach the message whatever serde_json's internals do.
+fn json_error(error: serde_json::Error) -> String {
+    if error.is_syntax() || error.is_eof() {
+        error.to_string()
+    } else {
+        "value is not valid json".to_owned()
+    }
 }
 
 /// Only the first YAML document counts, like `sigs.k8s.io/yaml.Unmarshal`; an empty input is
@@ -481,6 +494,20 @@ mod tests {
     }
 
     #[test]
+    fn json_errors_keep_only_fixed_texts() {
+        let syntax = serde_json::from_str::<Value>("TOPSECRET").expect_err("not json");
+        assert_eq!(json_error(syntax), "expected value at line 1 column 1");
+        let eof = serde_json::from_str::<Value>("[\"TOPSECRET").expect_err("not json");
+        assert_eq!(
+            json_error(eof),
+            "EOF while parsing a string at line 1 column 11"
+        );
+        // A deserializer's own message may quote the input: never shown.
+        let custom = <serde_json::Error as serde::de::Error>::custom("bad TOPSECRET");
+        assert_eq!(json_error(custom), "value is not valid json");
+    }
+
+    #[test]
     fn errors_never_contain_the_value() {
         let secret = "TOPSECRET-\u{1}{[\"";
         let inputs = [json!(secret), json!({ "k": secret }), json!([secret])];
@@ -494,6 +521,10 @@ mod tests {
             &["sha256sum", "jsonParse"],
             &["base64encode", "indent x"],
             &["indent 2", "jsonParse"],
+            &["jsonParse", "jsonPath {.k}"],
+            &["jsonPath {.k[?(@ =~ @)]}"],
+            &["jsonPath {[?(@ =~ @)]}"],
+            &["jsonPath {[?(@ < 1)]}"],
         ];
         for input in &inputs {
             for chain in chains {

@@ -1380,7 +1380,8 @@ fn errors_never_contain_secret_values() {
         "b64": modifiers::base64_encode(b"S3CR3T-decoded"),
         "obj": { "S3CR3T-key": "S3CR3T-obj-value" },
         "list": ["S3CR3T-list"],
-        "num": 424242
+        "num": 424242,
+        "filter": "{\"items\": [{\"n\": \"S3CR3T-n\", \"pw\": \"S3CR3T-pw(\", \"x\": 1}]}"
     });
     let vault = FakeVault(vec![
         (req("kv/data/s", V2, None), data(secret_data.clone())),
@@ -1402,6 +1403,12 @@ fn errors_never_contain_secret_values() {
         "<plain |>",
         "<b64 | base64decode | jsonParse>",
         "<plain | jsonPath {.x[?(@ == 1)]}>",
+        "<filter | jsonParse | jsonPath {.items[?(@.n =~ @.pw)].n}>",
+        "<filter | jsonParse | jsonPath {.items[?(@.n < @.x)].n}>",
+        "<filter | jsonParse | jsonPath {.items[?(@.n == @.x)].n}>",
+        "<filter | jsonParse | jsonPath {.items[?(@.x =~ @.n)].n}>",
+        "<filter | jsonParse | jsonPath {.items[?(@.n =~ '(')].n}>",
+        "<filter | jsonParse | indent 2>",
     ];
     for kind in ["Deployment", "ConfigMap", "Secret"] {
         for field in fields {
@@ -1428,6 +1435,59 @@ fn errors_never_contain_secret_values() {
         messages(&err),
         ["missing vault value for placeholder missing in string f"]
     );
+}
+
+#[test]
+fn invalid_regex_from_a_value_is_reported_without_it() {
+    // The tenant's case (issue 18): the pattern right of `=~` is a secret value.
+    let vault = FakeVault(vec![(
+        req("secret/data/x", V2, None),
+        data(json!({ "cfg": "{\"items\": [{\"n\": \"a\", \"pw\": \"hunter2(\"}]}" })),
+    )]);
+    let field = "<path:secret/data/x#cfg | jsonParse | jsonPath {.items[?(@.n =~ @.pw)].n}>";
+    let doc = manifest("Deployment", json!({}), json!({ "spec": { "v": field } }));
+    let err = render_with(vec![doc], &opts(), &vault).expect_err("invalid regex");
+    assert_eq!(
+        messages(&err),
+        [format!(
+            "jsonPath: invalid regular expression in filter: the pattern right of =~ comes from \
+             the value and is not shown for placeholder path:secret/data/x#cfg in string v: {field}"
+        )]
+    );
+    // A pattern written in the template is the tenant's own text and is quoted.
+    let field = "<path:secret/data/x#cfg | jsonParse | jsonPath {.items[?(@.pw =~ 'x(')].n}>";
+    let doc = manifest("Deployment", json!({}), json!({ "spec": { "v": field } }));
+    let err = render_with(vec![doc], &opts(), &vault).expect_err("invalid regex");
+    let shown = format!("{err}\n{err:?}");
+    assert!(shown.contains("x("), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
+fn errors_quote_the_field_before_any_substitution() {
+    // The first placeholder succeeds, the second fails: the quoted field is the template, not
+    // a half-substituted text holding the first value.
+    let vault = FakeVault(vec![(
+        req("kv/data/s", V2, None),
+        data(json!({ "user": "alice-S3CR3T", "cfg": "not json S3CR3T" })),
+    )]);
+    let field = "<path:kv/data/s#user>:<path:kv/data/s#cfg | jsonParse>";
+    for kind in ["Deployment", "ConfigMap"] {
+        let doc = manifest(
+            kind,
+            json!({}),
+            json!({ "data": { "v": field, "l": [field] } }),
+        );
+        let err = render_with(vec![doc], &opts(), &vault).expect_err("invalid json");
+        let want = format!(
+            "jsonParse: expected ident at line 1 column 2 for placeholder path:kv/data/s#cfg in string v: {field}"
+        );
+        assert_eq!(
+            messages(&err),
+            [want.clone(), want.replace("string v", "string l")]
+        );
+        assert!(!format!("{err:?}").contains("S3CR3T"), "{err:?}");
+    }
 }
 
 /// Options with path templating for an app `web` in namespace `team-a`, project `proj`.
