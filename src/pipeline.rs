@@ -196,9 +196,9 @@ impl Pipeline {
                 .await?;
             let text = String::from_utf8_lossy(&run.stdout);
             let text = text.strip_suffix('\n').unwrap_or(&text);
-            let parsed: Option<Vec<crate::plugin::Parameter>> =
-                serde_json::from_str(text).map_err(|e| PipelineError::Parameters(e.to_string()))?;
-            out.extend(parsed.unwrap_or_default());
+            out.extend(
+                crate::plugin::parse_dynamic_parameters(text).map_err(PipelineError::Parameters)?,
+            );
         }
         out.extend(plugin.static_parameters.iter().cloned());
         Ok(out)

@@ -210,6 +210,16 @@ fn lowercase_keys(v: Value) -> Value {
     }
 }
 
+/// A `parameters.dynamic` command's output: JSON as Argo's Go code decodes it, with object keys
+/// matched case-insensitively (`itemType`, `collectionType`, `ITEMTYPE` alike; a `map`'s keys
+/// are data and keep their case). `null` is no parameters.
+pub fn parse_dynamic_parameters(text: &str) -> Result<Vec<Parameter>, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let parsed: Option<Vec<Parameter>> =
+        serde_json::from_value(lowercase_keys(value)).map_err(|e| e.to_string())?;
+    Ok(parsed.unwrap_or_default())
+}
+
 impl Plugin {
     /// Parses one definition; `source_name` names it in errors (a file path or built-in name).
     pub fn parse(text: &str, source_name: &str) -> Result<Self, PluginError> {
@@ -338,6 +348,49 @@ mod tests {
                 .expect("exists")
                 .discovery_configured()
         );
+    }
+
+    /// The UI offers exactly what the pipeline reads, so a parameter a user sets is never
+    /// silently ignored.
+    #[test]
+    fn builtins_announce_exactly_the_settings_they_read() {
+        for (name, _) in BUILTIN {
+            let p = Plugin::builtin(name).expect("exists");
+            let Kind::Builtin(b) = &p.kind else {
+                panic!("{name} is built in");
+            };
+            let mut announced: Vec<&str> = p
+                .static_parameters
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect();
+            let mut read = crate::render::settings(b.render).to_vec();
+            read.push(crate::substitute_stage::AVP_SECRET);
+            announced.sort_unstable();
+            read.sort_unstable();
+            assert_eq!(announced, read, "{name}");
+            for a in &p.static_parameters {
+                assert!(
+                    !a.title.is_empty() && !a.tooltip.is_empty(),
+                    "{name}: {a:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn dynamic_parameters_use_go_key_rules() {
+        let text = r#"[{"name":"values","title":"Values","itemType":"string","collectionType":"map","map":{"KeepCase":"x"}},
+            {"NAME":"list","CollectionType":"array","array":["a"]}]"#;
+        let params = parse_dynamic_parameters(text).expect("valid");
+        assert_eq!(params[0].item_type, "string");
+        assert_eq!(params[0].collection_type, "map");
+        assert_eq!(params[0].map.get("KeepCase").map(String::as_str), Some("x"));
+        assert_eq!(params[1].name, "list");
+        assert_eq!(params[1].collection_type, "array");
+        assert_eq!(params[1].array, ["a"]);
+        assert_eq!(parse_dynamic_parameters("null").expect("null"), []);
+        assert!(parse_dynamic_parameters("{").is_err());
     }
 
     #[test]

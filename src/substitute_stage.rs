@@ -40,11 +40,11 @@ pub enum StageError {
     #[error("deadline exceeded while reading {pending} secret(s) from vault")]
     Deadline { pending: usize },
     /// `AVP_SECRET` named a Secret that cannot or may not be used.
-    #[error("ARGOCD_ENV_AVP_SECRET: {0}")]
+    #[error("AVP_SECRET (parameter or ARGOCD_ENV_AVP_SECRET): {0}")]
     ConfigSecret(#[from] KubeError),
     /// `AVP_SECRET` is set but the operator enabled no config secrets.
     #[error(
-        "ARGOCD_ENV_AVP_SECRET={0:?} is set, but this sidecar reads no config secrets (the operator can allow some with --avp-secret-allow)"
+        "AVP_SECRET={0:?} is set (parameter or ARGOCD_ENV_AVP_SECRET), but this sidecar reads no config secrets (the operator can allow some with --avp-secret-allow)"
     )]
     ConfigSecretsDisabled(String),
     /// The settings (from env, file or Secret) are invalid.
@@ -284,14 +284,14 @@ impl Substituter {
     /// The request's backend: its `AVP_SECRET` config Secret, its project's settings, or the
     /// operator's default (without path templating; see [`Backend::with_paths`]).
     pub async fn backend(&self, env: &RequestEnv) -> Result<Backend, StageError> {
-        match (env.plugin(AVP_SECRET), &self.config_secrets) {
+        match (env.setting(AVP_SECRET), &self.config_secrets) {
             (None, _) => Ok(self
                 .projects
                 .get(env.project())
                 .unwrap_or(&self.default)
                 .clone()),
-            (Some(name), Some(secrets)) => secrets.backend(name, env.project()).await,
-            (Some(name), None) => Err(StageError::ConfigSecretsDisabled(name.to_owned())),
+            (Some(name), Some(secrets)) => secrets.backend(&name, env.project()).await,
+            (Some(name), None) => Err(StageError::ConfigSecretsDisabled(name.into_owned())),
         }
     }
 

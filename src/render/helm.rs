@@ -51,8 +51,8 @@ const DEFAULT_RELEASE: &str = "release";
 
 impl HelmSettings {
     pub fn from_env(env: &RequestEnv) -> Result<Self, RenderError> {
-        if let Some(repo) = env.plugin(super::APP_REPO) {
-            validate_repo(repo)?;
+        if let Some(repo) = env.setting(super::APP_REPO) {
+            validate_repo(&repo)?;
         }
         let namespace = match env.non_empty(APP_NAMESPACE) {
             Some(ns) if is_dns_label(ns, 63) => Some(ns.to_owned()),
@@ -70,7 +70,7 @@ impl HelmSettings {
                 .then_some(())
                 .ok_or_else(|| invalid(KUBE_API_VERSIONS, "not a list of group/version strings"))
         })?;
-        let release = match env.plugin(HELM_RELEASE_NAME) {
+        let release = match env.setting(HELM_RELEASE_NAME).as_deref() {
             Some(name) if name.len() <= 53 && crate::names::is_dns_subdomain(name) => {
                 name.to_owned()
             }
@@ -82,7 +82,7 @@ impl HelmSettings {
             }
             None => release_name(env.app_name()),
         };
-        let value_files = comma_list(env.plugin(HELM_VALUE_FILES), |f| {
+        let value_files = comma_list(env.setting(HELM_VALUE_FILES).as_deref(), |f| {
             if f.contains("://") || f.starts_with('/') || f.contains('\0') {
                 Err(super::invalid(
                     HELM_VALUE_FILES,
@@ -92,7 +92,7 @@ impl HelmSettings {
                 Ok(())
             }
         })?;
-        let inline_values = match env.plugin(HELM_VALUES) {
+        let inline_values = match env.setting(HELM_VALUES).as_deref() {
             None => None,
             Some(text) => match crate::yaml::parse_first_document(text) {
                 Ok(Value::Object(_) | Value::Null) => Some(text.to_owned()),

@@ -45,8 +45,8 @@ pub async fn apply_plugin_settings(
     env: &RequestEnv,
 ) -> Result<(), RenderError> {
     let image = ImageOverride::from_env(env)?;
-    let repo = env.plugin(APP_REPO);
-    if let Some(repo) = repo {
+    let repo = env.setting(APP_REPO);
+    if let Some(repo) = &repo {
         validate_repo(repo)?;
     }
     if image.is_none() && repo.is_none() {
@@ -59,7 +59,7 @@ pub async fn apply_plugin_settings(
     let text = tokio::fs::read_to_string(kustomization)
         .await
         .map_err(|e| err(e.to_string()))?;
-    let edited = edit(&text, image.as_ref(), repo).map_err(err)?;
+    let edited = edit(&text, image.as_ref(), repo.as_deref()).map_err(err)?;
     tokio::fs::write(kustomization, edited)
         .await
         .map_err(|e| err(e.to_string()))

@@ -169,8 +169,8 @@ impl Renderer {
                 tool: tool_name,
                 source,
             })?;
-        if let (AppKind::Helm, Some(repo)) = (kind, env.plugin(APP_REPO)) {
-            helm::annotate_repo(&mut documents, repo);
+        if let (AppKind::Helm, Some(repo)) = (kind, env.setting(APP_REPO)) {
+            helm::annotate_repo(&mut documents, &repo);
         }
         Ok(Rendered {
             documents,
@@ -235,6 +235,25 @@ impl Renderer {
 pub const IMAGE_NAME: &str = "IMAGE_NAME";
 pub const IMAGE_TAG: &str = "IMAGE_TAG";
 pub const APP_REPO: &str = "APP_REPO";
+
+/// The settings a built-in reads (see `RequestEnv::setting`) for what it renders, besides
+/// `AVP_SECRET`: its parameter announcements list exactly these (a test holds them together).
+pub fn settings(accept: crate::discovery::Accept) -> &'static [&'static str] {
+    use crate::discovery::Accept;
+    const KUSTOMIZE: &[&str] = &[IMAGE_NAME, IMAGE_TAG, APP_REPO];
+    const ALL: &[&str] = &[
+        IMAGE_NAME,
+        IMAGE_TAG,
+        APP_REPO,
+        helm::HELM_VALUE_FILES,
+        helm::HELM_VALUES,
+        helm::HELM_RELEASE_NAME,
+    ];
+    match accept {
+        Accept::Kustomize => KUSTOMIZE,
+        Accept::Helm | Accept::Auto => ALL,
+    }
+}
 /// The annotation `kustomize edit set annotation github.com/url:<repo>` sets in the seed pipeline.
 pub const REPO_ANNOTATION: &str = "github.com/url";
 
@@ -270,18 +289,20 @@ pub struct ImageOverride {
 
 impl ImageOverride {
     pub fn from_env(env: &RequestEnv) -> Result<Option<Self>, RenderError> {
-        match (env.plugin(IMAGE_NAME), env.plugin(IMAGE_TAG)) {
+        match (env.setting(IMAGE_NAME), env.setting(IMAGE_TAG)) {
             (None, None) => Ok(None),
             (Some(name), Some(tag)) => {
-                validate_image_name(name)?;
-                validate_image_tag(tag)?;
+                validate_image_name(&name)?;
+                validate_image_tag(&tag)?;
                 Ok(Some(Self {
-                    name: name.to_owned(),
-                    tag: tag.to_owned(),
+                    name: name.into_owned(),
+                    tag: tag.into_owned(),
                 }))
             }
             (Some(_), None) | (None, Some(_)) => Err(RenderError::InvalidEnv {
-                name: format!("ARGOCD_ENV_{IMAGE_NAME}/ARGOCD_ENV_{IMAGE_TAG}"),
+                name: format!(
+                    "{IMAGE_NAME}/{IMAGE_TAG} (parameters, or ARGOCD_ENV_{IMAGE_NAME}/ARGOCD_ENV_{IMAGE_TAG})"
+                ),
                 reason: "both must be set to change the image".to_owned(),
             }),
         }
@@ -292,9 +313,11 @@ impl ImageOverride {
     }
 }
 
+/// A setting's value is refused; it may have come from the UI parameter or the plugin env
+/// (see `RequestEnv::setting`), so both are named.
 fn invalid(name: &str, reason: &str) -> RenderError {
     RenderError::InvalidEnv {
-        name: format!("ARGOCD_ENV_{name}"),
+        name: format!("{name} (parameter PARAM_{name} or ARGOCD_ENV_{name})"),
         reason: reason.to_owned(),
     }
 }

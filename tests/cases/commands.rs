@@ -160,7 +160,7 @@ async fn discovery_rules() {
 #[tokio::test]
 async fn dynamic_then_static_parameters() {
     let (server, _c) = host(
-        "  generate: {command: [cat, cm.yaml]}\n  parameters:\n    static: [{name: static-one}]\n    dynamic: {command: [echo, '[{\"name\":\"dyn\",\"title\":\"D\",\"collectionType\":\"map\",\"map\":{\"K\":\"v\"}}]']}\n",
+        "  generate: {command: [cat, cm.yaml]}\n  parameters:\n    static: [{name: static-one}]\n    dynamic: {command: [echo, '[{\"name\":\"dyn\",\"title\":\"D\",\"collectionType\":\"map\",\"itemType\":\"string\",\"map\":{\"K\":\"v\"}}]']}\n",
         vec![],
     );
     let r = repo();
@@ -184,6 +184,9 @@ async fn dynamic_then_static_parameters() {
             .map(String::as_str),
         Some("v")
     );
+    // Go's JSON decoding matches keys case-insensitively: camelCase keys keep their meaning.
+    assert_eq!(resp.parameter_announcements[0].collection_type, "map");
+    assert_eq!(resp.parameter_announcements[0].item_type, "string");
     let (server, _c) = host(
         "  generate: {command: [cat, cm.yaml]}\n  parameters:\n    dynamic: {command: [echo, '{}']}\n",
         vec![],

@@ -99,6 +99,73 @@ async fn kustomize_image_and_repo_annotation_from_plugin_env() {
     }
 }
 
+/// Values a user enters in the Argo CD UI arrive as `PARAM_<NAME>` and in the
+/// `ARGOCD_APP_PARAMETERS` JSON (arrays only there, in order), and win over the plugin env.
+#[tokio::test]
+async fn ui_parameters_are_read_and_win_over_plugin_env() {
+    let server = TestServer::start();
+    let with_params = |app: &str, plugin_env: &[(&str, &str)], params: &[(&str, &str)]| {
+        let mut env = argo_env("web", "demo", plugin_env);
+        env.extend(
+            params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        support::dir_stream(&fixture("mono"), app, env)
+    };
+    let image = |docs: &[serde_json::Value]| {
+        find(docs, "Deployment", "web")["spec"]["template"]["spec"]["containers"][0]["image"]
+            .clone()
+    };
+    let spec = with_params(
+        "apps/kustomize-helm",
+        &[("IMAGE_NAME", "nginx"), ("IMAGE_TAG", "from-env")],
+        &[
+            ("PARAM_IMAGE_TAG", "1.27.4"),
+            (
+                "ARGOCD_APP_PARAMETERS",
+                r#"[{"name":"IMAGE_TAG","string":"1.27.4"}]"#,
+            ),
+        ],
+    );
+    let docs = support::generate(&server.socket, &spec, None)
+        .await
+        .expect("generate");
+    assert_eq!(image(&docs), "nginx:1.27.4");
+    // Only parameters, no plugin env at all; a value file list as an array parameter.
+    let spec = with_params(
+        "apps/chart",
+        &[],
+        &[
+            ("PARAM_IMAGE_NAME", "ghcr.io/acme/web"),
+            ("PARAM_IMAGE_TAG", "3.0.0"),
+            (
+                "ARGOCD_APP_PARAMETERS",
+                r#"[{"name":"IMAGE_NAME","string":"ghcr.io/acme/web"},{"name":"IMAGE_TAG","string":"3.0.0"},{"name":"HELM_VALUE_FILES","array":["values.yaml"]}]"#,
+            ),
+            ("PARAM_HELM_VALUE_FILES_0", "values.yaml"),
+        ],
+    );
+    let docs = support::generate(&server.socket, &spec, None)
+        .await
+        .expect("generate");
+    assert_eq!(image(&docs), "ghcr.io/acme/web:3.0.0");
+    // A parameter is validated like the plugin env, and the error says where it may come from.
+    let spec = with_params(
+        "apps/chart",
+        &[],
+        &[
+            ("PARAM_IMAGE_NAME", "nginx"),
+            ("PARAM_IMAGE_TAG", "1.0 --post-renderer=x"),
+        ],
+    );
+    let err = support::generate(&server.socket, &spec, None)
+        .await
+        .expect_err("invalid tag");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("PARAM_IMAGE_TAG"), "{err:?}");
+}
+
 #[tokio::test]
 async fn helm_chart_with_namespace_kube_version_and_image() {
     let server = TestServer::start();
