@@ -167,30 +167,21 @@ pub struct GenerateArgs {
     /// rank below the environment and `-c`.
     #[arg(short = 's', long = "secret-name")]
     pub secret_name: Option<String>,
+    /// AVP's flag, accepted so AVP plugin commands run unchanged: print each Vault read the
+    /// manifests need (path, version) to stderr. Unlike AVP, never a value.
+    #[arg(long)]
+    pub verbose_sensitive_output: bool,
+    /// AVP's flag, accepted so AVP plugin commands run unchanged. Nothing to disable: no token
+    /// is ever written to disk (AVP caches it in `~/.avp`); a run logs in once.
+    #[arg(long)]
+    pub disable_token_cache: bool,
     #[command(flatten)]
     pub secrets: avp_sidecar::config::SecretsArgs,
 }
 
-fn collect_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        if e.file_type()?.is_dir() {
-            collect_files(&path, out)?;
-        } else if matches!(
-            path.extension().and_then(|x| x.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-fn read_documents(path: &std::path::Path) -> anyhow::Result<Vec<serde_json::Value>> {
+/// The documents of `-` (stdin), a file, or a directory read as AVP's `generate <dir>` does
+/// (the same code as the `argocd-vault-plugin` plugin).
+async fn read_documents(path: &std::path::Path) -> anyhow::Result<Vec<serde_json::Value>> {
     use std::io::Read;
     let parse = |text: &str, name: &str| {
         avp_sidecar::manifest::split_tool_output(text)
@@ -203,28 +194,19 @@ fn read_documents(path: &std::path::Path) -> anyhow::Result<Vec<serde_json::Valu
             .context("reading stdin")?;
         return parse(&text, "stdin");
     }
-    let files = if path.is_dir() {
-        let mut files = Vec::new();
-        collect_files(path, &mut files)?;
-        if files.is_empty() {
-            bail!("no YAML or JSON files were found in {}", path.display());
-        }
-        files
-    } else {
-        vec![path.to_path_buf()]
-    };
-    let mut docs = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f)
-            .with_context(|| format!("could not read file {}", f.display()))?;
-        docs.extend(parse(&text, &f.display().to_string())?);
+    if path.is_dir() {
+        return avp_sidecar::render::directory::render(path)
+            .await
+            .with_context(|| format!("reading {}", path.display()));
     }
-    Ok(docs)
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read file {}", path.display()))?;
+    parse(&text, &path.display().to_string())
 }
 
 #[tokio::main(flavor = "current_thread")]
 pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    let docs = read_documents(&args.path)?;
+    let docs = read_documents(&args.path).await?;
     if docs.is_empty() && !args.allow_empty {
         bail!(
             "no manifests in the input (did the command before the pipe fail?); pass --allow-empty to accept it"
@@ -246,6 +228,11 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     // env, as the repo-server set it for the plugin.
     let process_env = avp_sidecar::context::RequestEnv::new(std::env::vars());
     let backend = backend.with_paths(&args.secrets.path_settings()?, &process_env);
+    if args.verbose_sensitive_output {
+        for read in avp_sidecar::substitute::collect(&docs, &backend.options)? {
+            eprintln!("avp-sidecar: reading {read}");
+        }
+    }
     let concurrency = args.secrets.read_concurrency.max(1);
     // The operator runs `generate`: no path policy or read cap, only the rollout hash if on.
     let rollout = avp_sidecar::rollout::RolloutSettings::new(

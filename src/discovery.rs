@@ -15,6 +15,8 @@ pub enum AppKind {
     Kustomize { kustomization: PathBuf },
     /// `helm template` of the chart in the app dir.
     Helm,
+    /// The manifest files in the app dir as they are (AVP's plain `argocd-vault-plugin`).
+    Directory,
     /// An operator-written `generate` command.
     Command,
 }
@@ -24,6 +26,7 @@ impl AppKind {
         match self {
             AppKind::Kustomize { .. } => "kustomize",
             AppKind::Helm => "helm",
+            AppKind::Directory => "directory",
             AppKind::Command => "command",
         }
     }
@@ -36,10 +39,15 @@ pub enum Accept {
     Kustomize,
     Helm,
     Auto,
+    /// Plain manifest files, never a tool (AVP's `argocd-vault-plugin generate ./`).
+    Directory,
 }
 
 /// Kustomize wins over Helm when both files exist (a kustomization that inflates its own chart).
 pub fn detect(app_dir: &Path, accept: Accept) -> Option<AppKind> {
+    if accept == Accept::Directory {
+        return app_dir.is_dir().then_some(AppKind::Directory);
+    }
     // Symlinks count: extraction already proved they stay inside the work dir.
     let is_file = |p: &Path| p.is_file();
     if matches!(accept, Accept::Kustomize | Accept::Auto) {

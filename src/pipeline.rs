@@ -134,6 +134,7 @@ impl Pipeline {
                     discovery::Accept::Kustomize => "kustomize apps",
                     discovery::Accept::Helm => "helm charts",
                     discovery::Accept::Auto => "kustomize apps and helm charts",
+                    discovery::Accept::Directory => "directories",
                 },
             }
         })?;

@@ -9,14 +9,28 @@ use serde_json::Value;
 
 use crate::discovery::Accept;
 
-/// The three definitions shipped in `plugins/`, compiled in so the binary works without them.
-pub const BUILTIN: [(&str, &str); 3] = [
+/// The definitions shipped in `plugins/`, compiled in so the binary works without them: ours,
+/// and argocd-vault-plugin's documented sidecar plugin names as aliases (an AVP user changes
+/// the image and nothing else).
+pub const BUILTIN: [(&str, &str); 6] = [
     ("avp", include_str!("../plugins/avp.yaml")),
     (
         "avp-kustomize",
         include_str!("../plugins/avp-kustomize.yaml"),
     ),
     ("avp-helm", include_str!("../plugins/avp-helm.yaml")),
+    (
+        "argocd-vault-plugin",
+        include_str!("../plugins/argocd-vault-plugin.yaml"),
+    ),
+    (
+        "argocd-vault-plugin-kustomize",
+        include_str!("../plugins/argocd-vault-plugin-kustomize.yaml"),
+    ),
+    (
+        "argocd-vault-plugin-helm",
+        include_str!("../plugins/argocd-vault-plugin-helm.yaml"),
+    ),
 ];
 
 /// The plugin served when `serve --socket PATH` names none.

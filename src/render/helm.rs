@@ -9,8 +9,10 @@
 //! What AVP's helm plugin offers through `${ARGOCD_ENV_HELM_ARGS}` (any flag, including
 //! `--post-renderer`: code execution) is offered as data instead, as Argo CD's own helm source
 //! does: `HELM_VALUE_FILES` (files of the repository, never outside it), `HELM_VALUES` (inline
-//! YAML, AVP's `-f <(echo "$ARGOCD_ENV_HELM_VALUES")`) and `HELM_RELEASE_NAME`. Precedence,
-//! lowest first: the chart's `values.yaml`, the value files in order, `HELM_VALUES`, the image.
+//! YAML, AVP's `-f <(echo "$ARGOCD_ENV_HELM_VALUES")`) and `HELM_RELEASE_NAME`; `HELM_ARGS`
+//! itself is read as data, honouring only its value files and simple `--set`s ([`HelmArgs`]).
+//! Precedence, lowest first: the chart's `values.yaml`, `HELM_VALUE_FILES` in order, `HELM_ARGS`
+//! value files, `HELM_VALUES`, `HELM_ARGS` `--set`s, the image.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,8 @@ const MAX_CHART_FILE_BYTES: u64 = 5 << 20;
 pub const HELM_VALUE_FILES: &str = "HELM_VALUE_FILES";
 pub const HELM_VALUES: &str = "HELM_VALUES";
 pub const HELM_RELEASE_NAME: &str = "HELM_RELEASE_NAME";
+/// AVP's helm plugin setting: words for helm's command line (see [`HelmArgs`]).
+pub const HELM_ARGS: &str = "HELM_ARGS";
 
 /// Validated inputs of one `helm template` run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,6 +46,8 @@ pub struct HelmSettings {
     /// `HELM_VALUE_FILES` as given: relative to the chart dir, checked against the repository
     /// by [`HelmSettings::value_files`].
     pub value_files: Vec<String>,
+    /// `HELM_ARGS`, read as data.
+    pub args: HelmArgs,
     /// `HELM_VALUES`: YAML (a mapping), checked to parse.
     pub inline_values: Option<String>,
 }
@@ -83,14 +89,7 @@ impl HelmSettings {
             None => release_name(env.app_name()),
         };
         let value_files = comma_list(env.setting(HELM_VALUE_FILES).as_deref(), |f| {
-            if f.contains("://") || f.starts_with('/') || f.contains('\0') {
-                Err(super::invalid(
-                    HELM_VALUE_FILES,
-                    &format!("{f:?}: only paths relative to the chart, inside the repository"),
-                ))
-            } else {
-                Ok(())
-            }
+            check_value_file(HELM_VALUE_FILES, f)
         })?;
         let inline_values = match env.setting(HELM_VALUES).as_deref() {
             None => None,
@@ -107,6 +106,7 @@ impl HelmSettings {
             api_versions,
             image: ImageOverride::from_env(env)?,
             value_files,
+            args: HelmArgs::parse(env.setting(HELM_ARGS).as_deref().unwrap_or(""))?,
             inline_values,
         })
     }
@@ -127,8 +127,10 @@ impl HelmSettings {
             source,
         })?;
         let mut out = Vec::new();
-        for (i, f) in self.value_files.iter().enumerate() {
-            let bad = |why: &str| super::invalid(HELM_VALUE_FILES, &format!("{f:?}: {why}"));
+        let files = (self.value_files.iter().map(|f| (HELM_VALUE_FILES, f)))
+            .chain(self.args.value_files.iter().map(|f| (HELM_ARGS, f)));
+        for (i, (setting, f)) in files.enumerate() {
+            let bad = |why: &str| super::invalid(setting, &format!("{f:?}: {why}"));
             let path = chart_dir
                 .join(f)
                 .canonicalize()
@@ -158,12 +160,17 @@ impl HelmSettings {
         Ok(out)
     }
 
-    /// Writes the values files that carry plugin env settings (`HELM_VALUES`, then the image),
+    /// Writes the values files that carry plugin env settings (`HELM_VALUES`, `HELM_ARGS`'s
+    /// `--set`s, then the image),
     /// in the order helm must read them.
     pub async fn write_values_files(&self, scratch: &Path) -> Result<Vec<PathBuf>, RenderError> {
         let mut files = Vec::new();
         if let Some(text) = &self.inline_values {
             files.push(write(scratch.join("avp-sidecar-helm-values.yaml"), text).await?);
+        }
+        if !self.args.set.is_empty() {
+            let values = Value::Object(self.args.set.clone()).to_string();
+            files.push(write(scratch.join("avp-sidecar-helm-set.json"), &values).await?);
         }
         if let Some(image) = &self.image {
             // JSON is YAML: helm reads this file with the exact string values we put in.
@@ -182,6 +189,135 @@ async fn write(path: PathBuf, text: impl AsRef<[u8]>) -> Result<PathBuf, RenderE
             source,
         })?;
     Ok(path)
+}
+
+/// AVP's `${ARGOCD_ENV_HELM_ARGS}`: its helm plugin pasted it unquoted into `sh -c 'helm
+/// template ... ${ARGOCD_ENV_HELM_ARGS} .'`, so the shell split it into words at whitespace
+/// (quotes in the value stay literal) and helm honoured any flag, `--post-renderer` included.
+/// Here the words are data and only flags with a safe meaning are honoured, as what they mean:
+///
+/// - `-f`/`--values FILE[,FILE]` (also `=FILE`, `-fFILE`): value files, after
+///   `HELM_VALUE_FILES` and held to the same rules (inside the repository);
+/// - `--set`/`--set-string KEY=VALUE[,KEY=VALUE]` with dotted keys of plain names: written to a
+///   values file read after `HELM_VALUES` (as helm's `--set` beats files); `--set` types
+///   `true`/`false`, `null` and integers as helm does, `--set-string` keeps strings; list and
+///   escape syntax (`[0]`, `{a,b}`, `\`) is refused;
+/// - `--include-crds` (always on) and `--skip-tests`.
+///
+/// Anything else is an error naming the word: the remaining flags can run code, read files
+/// outside the repository or reach the network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HelmArgs {
+    pub value_files: Vec<String>,
+    pub set: Map<String, Value>,
+    pub skip_tests: bool,
+}
+
+impl HelmArgs {
+    pub fn parse(text: &str) -> Result<Self, RenderError> {
+        let bad = |why: String| super::invalid(HELM_ARGS, &why);
+        let mut out = Self::default();
+        let mut words = text.split_whitespace();
+        while let Some(word) = words.next() {
+            let (flag, inline) = match word.split_once('=') {
+                Some((f, v)) if f.starts_with("--") || f == "-f" => (f, Some(v)),
+                _ => match word.strip_prefix("-f").filter(|v| !v.is_empty()) {
+                    Some(v) if !word.starts_with("--") => ("-f", Some(v)),
+                    _ => (word, None),
+                },
+            };
+            let mut value = || {
+                inline
+                    .or_else(|| words.next())
+                    .ok_or_else(|| bad(format!("{flag} needs a value")))
+            };
+            match flag {
+                "-f" | "--values" => {
+                    let files = comma_list(Some(value()?), |f| check_value_file(HELM_ARGS, f))?;
+                    out.value_files.extend(files);
+                }
+                "--set" | "--set-string" => {
+                    let typed = flag == "--set";
+                    for pair in value()?.split(',') {
+                        out.set_pair(pair, typed).map_err(&bad)?;
+                    }
+                }
+                "--include-crds" if inline.is_none() => {}
+                "--skip-tests" if inline.is_none() => out.skip_tests = true,
+                _ => {
+                    return Err(bad(format!(
+                        "{word:?} is not supported: only -f/--values FILE, --set/--set-string KEY=VALUE, --include-crds and --skip-tests are (other helm flags can run code or read files; use HELM_VALUE_FILES, HELM_VALUES and HELM_RELEASE_NAME)"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One `key.path=value` of `--set` (typed as helm's `strvals` does) or `--set-string`.
+    fn set_pair(&mut self, pair: &str, typed: bool) -> Result<(), String> {
+        let (key, raw) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--set {pair:?}: expected KEY=VALUE"))?;
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+        };
+        if !key.split('.').all(plain) || raw.contains(['\\', '{', '[']) {
+            return Err(format!(
+                "--set {key:?}: only dotted keys of plain names and values without '\\', '{{' or '[' are supported"
+            ));
+        }
+        let value = match raw {
+            _ if !typed => Value::String(raw.to_owned()),
+            "null" => Value::Null,
+            v if v.eq_ignore_ascii_case("true") => Value::Bool(true),
+            v if v.eq_ignore_ascii_case("false") => Value::Bool(false),
+            // helm's typedVal: ParseInt, but not with a leading zero ("007" stays a string).
+            v if !(v.len() > 1 && v.starts_with('0')) && v.parse::<i64>().is_ok() => {
+                v.parse::<i64>().map(Value::from).unwrap_or(Value::Null)
+            }
+            v => Value::String(v.to_owned()),
+        };
+        let path: Vec<&str> = key.split('.').collect();
+        insert_path(&mut self.set, &path, value);
+        Ok(())
+    }
+}
+
+/// Sets `path` in `map` to `value`, making (or replacing non-map values by) maps on the way;
+/// a later `--set` of the same key wins, as in helm.
+fn insert_path(map: &mut Map<String, Value>, path: &[&str], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            map.insert((*last).to_owned(), value);
+        }
+        [first, rest @ ..] => {
+            let slot = map
+                .entry((*first).to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !slot.is_object() {
+                *slot = Value::Object(Map::new());
+            }
+            if let Value::Object(inner) = slot {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// A value file named by a setting: relative to the chart, never a URL or absolute path.
+fn check_value_file(setting: &str, f: &str) -> Result<(), RenderError> {
+    if f.contains("://") || f.starts_with('/') || f.contains('\0') {
+        Err(super::invalid(
+            setting,
+            &format!("{f:?}: only paths relative to the chart, inside the repository"),
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// The non-empty items of a comma-separated setting, each accepted by `check`.
@@ -232,6 +368,9 @@ pub fn command(
         args.extend(["--kube-version".into(), v.into()]);
     }
     args.push("--include-crds".into());
+    if s.args.skip_tests {
+        args.push("--skip-tests".into());
+    }
     ToolCommand {
         program: tools.helm.clone(),
         args,
@@ -289,6 +428,41 @@ pub(crate) fn is_kube_version(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn helm_args_are_read_as_data() {
+        use super::HelmArgs;
+        let a = HelmArgs::parse(
+            "-f values-prod.yaml --values=a.yaml,b.yaml -fc.yaml --set image.tag=1.2,replicas=3 --set-string port=8080 --set on=TRUE --set ver=007 --include-crds --skip-tests",
+        )
+        .expect("valid");
+        assert_eq!(
+            a.value_files,
+            ["values-prod.yaml", "a.yaml", "b.yaml", "c.yaml"]
+        );
+        assert_eq!(
+            serde_json::Value::Object(a.set),
+            serde_json::json!({"image": {"tag": "1.2"}, "replicas": 3, "port": "8080", "on": true, "ver": "007"})
+        );
+        assert!(a.skip_tests);
+        assert_eq!(HelmArgs::parse("  ").expect("empty"), HelmArgs::default());
+        for bad in [
+            "--post-renderer /bin/sh",
+            "--post-renderer=x",
+            "-f",
+            "-f /etc/passwd",
+            "--values https://evil/x.yaml",
+            "--set a[0]=x",
+            "--set a={b,c}",
+            "--set novalue",
+            "--kube-context x",
+            "chart-name",
+            "--skip-tests=false",
+        ] {
+            let err = HelmArgs::parse(bad).expect_err(bad).to_string();
+            assert!(err.starts_with("invalid HELM_ARGS"), "{bad}: {err}");
+        }
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> RequestEnv {

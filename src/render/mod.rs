@@ -2,6 +2,7 @@
 //! (`kustomize.rs`, `helm.rs`) is pure and unit-tested; `tool.rs` is the only process spawner.
 //! Never sees secrets: substitution happens after rendering.
 
+pub mod directory;
 pub mod helm;
 pub mod kustomize;
 pub mod tool;
@@ -81,6 +82,16 @@ pub enum RenderError {
         #[source]
         source: crate::manifest::ManifestError,
     },
+    /// A manifest file of a plain directory app is not valid YAML/JSON.
+    #[error("{file}: {source}")]
+    File {
+        file: String,
+        #[source]
+        source: crate::manifest::ManifestError,
+    },
+    /// A plain directory app without manifests (AVP's error).
+    #[error("no YAML or JSON files were found in {0}")]
+    NoManifests(String),
     /// Asked to render something that is not a built-in app kind.
     #[error("{0} apps are not rendered by the built-in pipeline")]
     NotBuiltin(&'static str),
@@ -120,10 +131,19 @@ impl Renderer {
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Rendered, RenderError> {
+        if let AppKind::Directory = kind {
+            return Ok(Rendered {
+                documents: directory::render(app_dir).await?,
+                tool_time: Duration::ZERO,
+                stderr: String::new(),
+            });
+        }
         let mut extra = tool_homes(scratch)?;
         let dirs = gate::Dirs { repo, scratch };
         let (cmd, tool_name) = match kind {
-            AppKind::Command => return Err(RenderError::NotBuiltin(kind.name())),
+            AppKind::Command | AppKind::Directory => {
+                return Err(RenderError::NotBuiltin(kind.name()));
+            }
             AppKind::Kustomize { kustomization } => {
                 kustomize::apply_plugin_settings(kustomization, env).await?;
                 // kustomize reaches helm only through our gate (see `sandbox::gate`).
@@ -248,8 +268,10 @@ pub fn settings(accept: crate::discovery::Accept) -> &'static [&'static str] {
         helm::HELM_VALUE_FILES,
         helm::HELM_VALUES,
         helm::HELM_RELEASE_NAME,
+        helm::HELM_ARGS,
     ];
     match accept {
+        Accept::Directory => &[],
         Accept::Kustomize => KUSTOMIZE,
         Accept::Helm | Accept::Auto => ALL,
     }

@@ -57,6 +57,20 @@ fn pipe_from_kustomize() {
         find(&docs, "ConfigMap", "web-legacy")["data"]["API_USER"],
         "alice"
     );
+    // AVP's flags as AVP plugin configs pass them: accepted; the verbose one names reads,
+    // never values.
+    let (ok, again, stderr) = generate(
+        &bao.approle_env(),
+        &["--verbose-sensitive-output", "--disable-token-cache", "-"],
+        &rendered.stdout,
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(again, stdout);
+    assert!(
+        stderr.contains("avp-sidecar: reading secret/data/demo/web"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cr3t"), "{stderr}");
 }
 
 #[test]

@@ -509,3 +509,87 @@ async fn metrics_and_probe_endpoints() {
     assert!(get("/readyz").starts_with("HTTP/1.1 200"));
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
 }
+
+/// argocd-vault-plugin's documented plugin names are served as aliases: Applications written
+/// for AVP's sidecar render unchanged, `HELM_ARGS` read as data.
+#[tokio::test]
+async fn avp_plugin_names_render() {
+    let server_for = |plugin: &str| {
+        TestServer::start_with(ServerOptions {
+            plugin: Some(plugin.to_owned()),
+            ..Default::default()
+        })
+    };
+    let kustomize = server_for("argocd-vault-plugin-kustomize");
+    let spec = mono(
+        "apps/kustomize-helm",
+        &[("IMAGE_NAME", "nginx"), ("IMAGE_TAG", "1.27.3")],
+    );
+    let docs = support::generate(&kustomize.socket, &spec, None)
+        .await
+        .expect("kustomize alias");
+    assert_eq!(
+        find(&docs, "Deployment", "web")["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.27.3"
+    );
+
+    let repo = support::repo_of(&[
+        (
+            "chart/Chart.yaml",
+            "apiVersion: v2\nname: web\nversion: 0.1.0\n",
+        ),
+        ("chart/values.yaml", "env: dev\ntier: bronze\nreplicas: 1\n"),
+        ("chart/values-prod.yaml", "env: prod\n"),
+        (
+            "chart/templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  env: {{ .Values.env }}\n  tier: {{ .Values.tier }}\n  replicas: {{ .Values.replicas | quote }}\n",
+        ),
+        (
+            "plain/a.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n",
+        ),
+        (
+            "plain/sub/c.json",
+            "{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {\"name\": \"c\"}}",
+        ),
+    ]);
+    let helm = server_for("argocd-vault-plugin-helm");
+    let render = |args: &str| {
+        support::dir_stream(
+            repo.path(),
+            "chart",
+            argo_env("web", "demo", &[("HELM_ARGS", args)]),
+        )
+    };
+    let docs = support::generate(
+        &helm.socket,
+        &render("-f values-prod.yaml --set tier=gold,replicas=3 --include-crds"),
+        None,
+    )
+    .await
+    .expect("helm alias");
+    assert_eq!(
+        find(&docs, "ConfigMap", "web")["data"],
+        json!({"env": "prod", "tier": "gold", "replicas": "3"})
+    );
+    let err = support::generate(&helm.socket, &render("--post-renderer /bin/sh"), None)
+        .await
+        .expect_err("not a safe flag");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .contains("\"--post-renderer\" is not supported"),
+        "{err:?}"
+    );
+
+    let plain = server_for("argocd-vault-plugin");
+    let spec = support::dir_stream(repo.path(), "plain", argo_env("web", "demo", &[]));
+    let docs = support::generate(&plain.socket, &spec, None)
+        .await
+        .expect("plain alias");
+    let names: Vec<&str> = docs
+        .iter()
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+}
