@@ -598,3 +598,13 @@ fn is_executable(p: &Path) -> bool {
     p.metadata()
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
+
+/// The items of list-valued flags (`--path-allow a,b --path-allow c`): each value split at
+/// commas, trimmed, empty items dropped. One rule for every such flag.
+pub fn rule_items(rules: &[String]) -> impl Iterator<Item = &str> {
+    rules
+        .iter()
+        .flat_map(|r| r.split(','))
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+}

@@ -53,12 +53,7 @@ impl RolloutSettings {
     /// `rules`: `project=on|off`, each entry possibly a comma-separated list.
     pub fn new(default: bool, rules: &[String]) -> Result<Self, RolloutError> {
         let mut by_project = HashMap::new();
-        for rule in rules
-            .iter()
-            .flat_map(|r| r.split(','))
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-        {
+        for rule in crate::config::rule_items(rules) {
             let bad = || RolloutError::BadRule(rule.to_owned());
             let (project, mode) = rule.split_once('=').ok_or_else(bad)?;
             let (project, mode) = (project.trim(), mode.trim());

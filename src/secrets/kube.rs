@@ -94,12 +94,7 @@ impl SecretPolicy {
     /// Like [`SecretPolicy::new`], refusing rules that could never match (no `namespace:`
     /// part, empty project or pattern) instead of keeping them silently.
     pub fn parse(rules: &[String]) -> Result<Self, KubeError> {
-        for rule in rules
-            .iter()
-            .flat_map(|r| r.split(','))
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-        {
+        for rule in crate::config::rule_items(rules) {
             let (project, secret) = rule.split_once('=').unwrap_or(("*", rule));
             let valid = !project.trim().is_empty()
                 && (secret.trim() == "*"
@@ -117,11 +112,7 @@ impl SecretPolicy {
     /// a rule applies to every project.
     pub fn new(rules: &[String]) -> Self {
         Self {
-            rules: rules
-                .iter()
-                .flat_map(|r| r.split(','))
-                .map(str::trim)
-                .filter(|r| !r.is_empty())
+            rules: crate::config::rule_items(rules)
                 .map(|r| match r.split_once('=') {
                     Some((project, secret)) => {
                         (project.trim().to_owned(), secret.trim().to_owned())

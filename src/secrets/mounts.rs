@@ -115,12 +115,7 @@ impl SecretMounts {
     /// `MOUNT` or `MOUNT=1|2`, comma-separated or repeated.
     pub fn parse(rules: &[String]) -> Result<Self, BadMount> {
         let mut listed = Vec::new();
-        for rule in rules
-            .iter()
-            .flat_map(|r| r.split(','))
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-        {
+        for rule in crate::config::rule_items(rules) {
             let bad = || BadMount(rule.to_owned());
             let (path, kv) = match rule.split_once('=') {
                 Some((path, "1")) => (path, Some(KvVersion::V1)),

@@ -62,12 +62,7 @@ impl Policy {
         env_names: &[String],
     ) -> Result<Self, PolicyError> {
         let mut paths: HashMap<String, Vec<Pattern>> = HashMap::new();
-        for rule in path_rules
-            .iter()
-            .flat_map(|r| r.split(','))
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-        {
+        for rule in crate::config::rule_items(path_rules) {
             let (project, pattern) = rule.split_once('=').unwrap_or(("*", rule));
             if pattern.is_empty() || project.is_empty() {
                 return Err(PolicyError::BadRule(rule.to_owned()));
@@ -80,12 +75,7 @@ impl Policy {
             paths.entry(project.to_owned()).or_default().push(pattern);
         }
         let mut leak_by_project = HashMap::new();
-        for rule in leak_rules
-            .iter()
-            .flat_map(|r| r.split(','))
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-        {
+        for rule in crate::config::rule_items(leak_rules) {
             let (project, mode) = rule
                 .split_once('=')
                 .ok_or_else(|| PolicyError::BadLeakRule(rule.to_owned()))?;
