@@ -137,11 +137,17 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
             }
         }
         Rpc::Generate => {
-            let r = client
-                .generate_manifest(req)
-                .await
-                .map_err(status)?
-                .into_inner();
+            // Argo's sequence on this one connection: CheckPluginConfiguration,
+            // MatchRepository (if discovery is configured), CheckPluginConfiguration,
+            // GenerateManifest.
+            drop(req);
+            let r = avp_sidecar::protocol::client::generate_like_argo(
+                &mut client,
+                &stream,
+                Some(timeout),
+            )
+            .await
+            .map_err(status)?;
             for m in r.manifests {
                 let value: serde_json::Value =
                     serde_json::from_str(&m).context("manifest is not JSON")?;

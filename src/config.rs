@@ -452,6 +452,15 @@ pub struct ServeArgs {
     /// Address for `/metrics`, `/healthz` and `/readyz` (e.g. `0.0.0.0:9090`); off by default.
     #[arg(long, env = "AVP_SIDECAR_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// With a Vault backend (`AVP_TYPE=vault`), seconds between checks that it still accepts
+    /// the sidecar's login (`/readyz` answers 503 with the reason while it does not). Each
+    /// check reuses the shared session and makes at most one login attempt. 0: no check.
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_VAULT_READY_CHECK_SECONDS",
+        default_value_t = 30
+    )]
+    pub vault_ready_check_seconds: u64,
     /// Seconds between log lines with all counters (0: never).
     #[arg(long, default_value_t = 300)]
     pub metrics_log_seconds: u64,

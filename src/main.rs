@@ -179,6 +179,18 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         args.render_cache_mb.saturating_mul(1 << 20),
     );
     let mut substituter = args.secrets.substituter()?;
+    let (backend_tx, backend_rx) = tokio::sync::watch::channel(None);
+    let _vault_check = match (&substituter.default.vault, args.vault_ready_check_seconds) {
+        (Some(vault), every) if every > 0 => {
+            let _ = backend_tx.send(Some("vault login not checked yet".to_owned()));
+            Some(AbortOnDrop(tokio::spawn(check_vault(
+                vault.clone(),
+                std::time::Duration::from_secs(every),
+                backend_tx,
+            ))))
+        }
+        _ => None,
+    };
     let rotation = start_rotation(&args, &mut substituter)?;
     let shared = Arc::new(Shared {
         render_cache,
@@ -198,7 +210,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("binding metrics listener {addr}"))?;
             tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
             Some(AbortOnDrop(tokio::spawn(server::http::serve(
-                listener, ready_rx,
+                listener, ready_rx, backend_rx,
             ))))
         }
         None => None,
@@ -258,6 +270,31 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(counters = %avp_sidecar::metrics::METRICS.summary(), "stopped");
     Ok(())
+}
+
+/// The default Vault backend's login check for `/readyz`: now, then every `every` (each check
+/// at most one login attempt, on the session renders share). Changes are logged once.
+async fn check_vault(
+    vault: Arc<avp_sidecar::secrets::vault::VaultSource>,
+    every: std::time::Duration,
+    state: tokio::sync::watch::Sender<Option<String>>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = vault.check_login().await.err().map(|e| e.to_string());
+        let was = state.borrow().clone();
+        if now != was {
+            match &now {
+                None => tracing::info!("vault login check passed: ready"),
+                Some(reason) => {
+                    tracing::warn!(reason = %reason, "vault login check failed: not ready")
+                }
+            }
+        }
+        let _ = state.send(now);
+    }
 }
 
 /// Says once, at startup, whether tools run confined: a log line (a warning when off), the

@@ -43,6 +43,7 @@ counters! {
     requests_rejected_total: "streaming RPCs refused at the concurrent-request limit",
     vault_logins_total: "Vault logins",
     vault_renewals_total: "Vault token renewals",
+    vault_ready_checks_total: "Vault token checks for /readyz (auth/token/lookup-self)",
     vault_reads_total: "secret reads sent to Vault",
     vault_mount_lookups_total: "mount descriptions asked of Vault (sys/internal/ui/mounts), about one per mount",
     secret_reads_refused_total: "placeholder reads refused by the mount rules or for an answer holding the sidecar's credentials",

@@ -93,6 +93,8 @@ pub struct BackendLimits {
 pub struct Backend {
     pub source: Option<Arc<dyn SecretSource>>,
     pub options: Options,
+    /// The Vault client behind `source` (same session), for the readiness check's login.
+    pub vault: Option<Arc<VaultSource>>,
 }
 
 impl Backend {
@@ -114,11 +116,12 @@ impl Backend {
             path_validation: config.path_validation.clone(),
             paths: None,
         };
-        let vault: Arc<dyn SecretSource> =
-            Arc::new(VaultSource::new(config)?.with_mounts(limits.mounts.clone()));
+        let vault = Arc::new(VaultSource::new(config)?.with_mounts(limits.mounts.clone()));
+        let source: Arc<dyn SecretSource> = vault.clone();
         Ok(Self {
-            source: Some(Arc::new(CachingSource::new(vault, limits.cache))),
+            source: Some(Arc::new(CachingSource::new(source, limits.cache))),
             options,
+            vault: Some(vault),
         })
     }
 

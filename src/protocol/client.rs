@@ -138,6 +138,58 @@ impl RepoStream {
     }
 }
 
+/// What [`generate_like_argo`] saw before the manifests.
+#[derive(Clone, Debug)]
+pub struct ArgoCall {
+    pub is_discovery_configured: bool,
+    /// `None` when discovery is not configured (the repo-server then skips MatchRepository).
+    pub is_supported: Option<bool>,
+    pub manifests: Vec<String>,
+}
+
+/// GenerateManifest the way Argo CD's repo-server calls a named plugin, all on one connection:
+/// `CheckPluginConfiguration`, `MatchRepository` only if discovery is configured
+/// (util/app/discovery/discovery.go `cmpSupports`), `CheckPluginConfiguration` again (for
+/// `provideGitCreds`), then `GenerateManifest` (reposerver/repository/repository.go
+/// `runConfigManagementPluginSidecars`). Like Argo for a named plugin, a repository the
+/// plugin's discovery does not match is still sent when discovery is off for it.
+pub async fn generate_like_argo(
+    client: &mut ConfigManagementPluginServiceClient<Channel>,
+    stream: &RepoStream,
+    timeout: Option<std::time::Duration>,
+) -> Result<ArgoCall, tonic::Status> {
+    let request = || {
+        let mut r = tonic::Request::new(futures::stream::iter(stream.messages()));
+        if let Some(t) = timeout {
+            r.set_timeout(t);
+        }
+        r
+    };
+    let config = client.check_plugin_configuration(()).await?.into_inner();
+    let is_supported = if config.is_discovery_configured {
+        let m = client.match_repository(request()).await?.into_inner();
+        if !m.is_supported && m.is_discovery_enabled {
+            return Err(tonic::Status::failed_precondition(
+                "the plugin's discovery does not match this repository (the repo-server would not use it)",
+            ));
+        }
+        Some(m.is_supported)
+    } else {
+        None
+    };
+    client.check_plugin_configuration(()).await?;
+    let manifests = client
+        .generate_manifest(request())
+        .await?
+        .into_inner()
+        .manifests;
+    Ok(ArgoCall {
+        is_discovery_configured: config.is_discovery_configured,
+        is_supported,
+        manifests,
+    })
+}
+
 /// A fresh connection to a plugin socket (the repo-server opens one per operation).
 pub async fn connect(
     socket: &Path,
@@ -156,4 +208,84 @@ pub async fn connect(
     Ok(ConfigManagementPluginServiceClient::new(channel)
         .max_decoding_message_size(100 << 20)
         .max_encoding_message_size(100 << 20))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// The layout of Argo CD's `files.Tgz` (util/io/files/tar.go: `filepath.Walk` from the
+    /// root, `header.Name = RelativePath(...)`): the root as `.`, then entries in lexical order,
+    /// names without `./` and directories without a trailing slash, `.git` included, modes kept,
+    /// symlinks as links (not followed), nothing but files, directories and symlinks.
+    #[test]
+    fn archives_like_argo_tgz() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join(".git/refs")).expect("mkdir");
+        std::fs::write(root.join(".git/HEAD"), "ref: refs/heads/main\n").expect("write");
+        std::fs::create_dir_all(root.join("app/sub")).expect("mkdir");
+        std::fs::write(root.join("app/kustomization.yaml"), "resources: []\n").expect("write");
+        std::fs::write(root.join("app/run.sh"), "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(
+            root.join("app/run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
+        std::os::unix::fs::symlink("../outside", root.join("app/link")).expect("symlink");
+        nix_fifo(&root.join("app/fifo"));
+
+        let tgz = tgz_dir(root).expect("tgz");
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(tgz.as_slice())
+            .read_to_end(&mut tar)
+            .expect("gunzip");
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let entries: Vec<(String, tar::EntryType, u32, Option<String>)> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                let e = e.expect("entry");
+                let h = e.header();
+                (
+                    String::from_utf8(h.path_bytes().into_owned()).expect("utf-8"),
+                    h.entry_type(),
+                    h.mode().expect("mode"),
+                    h.link_name()
+                        .expect("link")
+                        .map(|l| l.display().to_string()),
+                )
+            })
+            .collect();
+        let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                ".",
+                ".git",
+                ".git/HEAD",
+                ".git/refs",
+                "app",
+                "app/kustomization.yaml",
+                "app/link",
+                "app/run.sh",
+                "app/sub",
+            ]
+        );
+        let get = |n: &str| entries.iter().find(|e| e.0 == n).expect(n);
+        assert_eq!(get(".").1, tar::EntryType::Directory);
+        assert_eq!(get("app/sub").1, tar::EntryType::Directory);
+        assert_eq!(get("app/run.sh").2 & 0o777, 0o755);
+        assert_eq!(get("app/link").1, tar::EntryType::Symlink);
+        assert_eq!(get("app/link").3.as_deref(), Some("../outside"));
+    }
+
+    fn nix_fifo(path: &Path) {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+    }
 }

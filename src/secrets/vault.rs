@@ -168,6 +168,10 @@ pub enum LoginError {
     Jwt { path: String, reason: String },
     #[error("configuring vault client: {0}")]
     Client(String),
+    /// The readiness check's token lookup got no usable answer (Vault down, sealed, the token
+    /// refused).
+    #[error("vault token check (auth/token/lookup-self) failed: {0}")]
+    Check(String),
 }
 
 /// One HTTP answer from Vault; a secret's values (or a login token) while it lives.
@@ -438,6 +442,32 @@ impl VaultSource {
                 slot.failure = Some((n, e.clone()));
                 Err(e)
             }
+        }
+    }
+
+    /// For readiness: the shared session (logging in only if there is none or it is due, like
+    /// a read), then one `auth/token/lookup-self` with its token, which shows that Vault answers
+    /// and still accepts the token. A token Vault refuses (403) is dropped and, for methods that
+    /// log in, replaced by one fresh login, whose success is the answer. So one call makes at
+    /// most one login attempt; errors name the method and mount, never a credential.
+    pub async fn check_login(&self) -> Result<(), LoginError> {
+        let client = self.client().await?;
+        let answer = self
+            .get(
+                &client,
+                "auth/token/lookup-self",
+                None,
+                &METRICS.vault_ready_checks_total,
+            )
+            .await
+            .map_err(LoginError::Check)?;
+        match answer.status {
+            200..=299 => Ok(()),
+            403 if !matches!(self.config.auth, Auth::Token(_)) => {
+                self.invalidate(&client).await;
+                self.client().await.map(|_| ())
+            }
+            status => Err(LoginError::Check(status_message(status, &answer.body))),
         }
     }
 

@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 listener for probes and metrics: `GET /metrics` (Prometheus text),
-//! `/healthz` (the process answers), `/readyz` (the plugin sockets are bound). No framework:
+//! `/healthz` (the process answers), `/readyz` (the plugin sockets are bound and, with a Vault
+//! backend configured, its last login check passed: see [`Backend`]). No framework:
 //! three fixed routes, one request per connection, bounded request size and time.
 
 use std::net::SocketAddr;
@@ -10,13 +11,23 @@ use tokio::net::TcpListener;
 
 use crate::metrics;
 
+/// The default secret backend's state as `/readyz` reports it: `None` when it is usable (or
+/// none is configured), else why not (a message naming the method and mount, never a
+/// credential). Set by the login check task in `main.rs`.
+pub type Backend = tokio::sync::watch::Receiver<Option<String>>;
+
 /// Serves until the task is dropped.
-pub async fn serve(listener: TcpListener, ready: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    ready: tokio::sync::watch::Receiver<bool>,
+    backend: Backend,
+) {
     loop {
         let Ok((mut conn, _)) = listener.accept().await else {
             continue;
         };
         let ready = *ready.borrow();
+        let blocked = backend.borrow().clone();
         tokio::spawn(async move {
             // Read the request head (up to 2 KiB, 5 s); the body, if any, is ignored.
             let mut buf = Vec::with_capacity(512);
@@ -45,12 +56,19 @@ pub async fn serve(listener: TcpListener, ready: tokio::sync::watch::Receiver<bo
             let (status, ctype, body) = match path {
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics::exposition()),
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                "/readyz" if ready => ("200 OK", "text/plain", format!("ready\n{}", detail())),
-                "/readyz" => (
+                "/readyz" if !ready => (
                     "503 Service Unavailable",
                     "text/plain",
                     "starting or stopping\n".to_owned(),
                 ),
+                "/readyz" => match &blocked {
+                    None => ("200 OK", "text/plain", format!("ready\n{}", detail())),
+                    Some(reason) => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        format!("not ready: {}\n", one_line(reason)),
+                    ),
+                },
                 _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
             };
             let head = format!(
@@ -61,6 +79,11 @@ pub async fn serve(listener: TcpListener, ready: tokio::sync::watch::Receiver<bo
             let _ = conn.write_all(body.as_bytes()).await;
         });
     }
+}
+
+/// A reason on one line (a tool or server message may hold newlines).
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 static DETAIL: std::sync::OnceLock<String> = std::sync::OnceLock::new();

@@ -1,5 +1,6 @@
 //! The one place where errors become gRPC statuses. The message carries the whole error chain
-//! on one line, because the Argo CD UI shows only the message. Codes are precise (Argo's own
+//! (causes joined with `: `), because the Argo CD UI shows only the message; text quoted from a
+//! tool's stderr keeps its own line breaks. Codes are precise (Argo's own
 //! sidecar answers UNKNOWN for everything; the repo-server only shows the text).
 
 use tonic::{Code, Status};

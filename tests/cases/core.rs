@@ -593,3 +593,53 @@ async fn avp_plugin_names_render() {
         .collect();
     assert_eq!(names, ["a", "b", "c"]);
 }
+
+/// The repo-server's sequence on one connection (CheckPluginConfiguration, MatchRepository when
+/// discovery is configured, CheckPluginConfiguration, GenerateManifest) with the archive in Go
+/// `files.Tgz`'s layout: a `.` root entry, directories without trailing slashes, `.git` in.
+#[tokio::test]
+async fn argo_call_sequence_with_go_tgz_layout() {
+    use crate::support::repotar::{Entry, tgz_entries};
+    use avp_sidecar::protocol::client::{RepoStream, generate_like_argo};
+
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  k: v\n";
+    let repo = support::kustomize_app(&[("cm.yaml", cm)]);
+    std::fs::create_dir_all(repo.path().join(".git/refs")).expect("mkdir");
+    std::fs::write(repo.path().join(".git/HEAD"), "ref: refs/heads/main\n").expect("write");
+    let from_dir = support::dir_stream(repo.path(), "app", argo_env("c", "demo", &[]));
+    // The same layout, written entry by entry (no `./` prefixes, no trailing slashes).
+    let kustomization = std::fs::read(repo.path().join("app/kustomization.yaml")).expect("read");
+    let by_hand = RepoStream {
+        archive: tgz_entries(&[
+            Entry::Dir("."),
+            Entry::Dir(".git"),
+            Entry::File(".git/HEAD", b"ref: refs/heads/main\n"),
+            Entry::Dir(".git/refs"),
+            Entry::Dir("app"),
+            Entry::File("app/cm.yaml", cm.as_bytes()),
+            Entry::File("app/kustomization.yaml", &kustomization),
+        ]),
+        ..from_dir.clone()
+    };
+    for (plugin, discovery) in [(Some("avp-kustomize"), true), (None, false)] {
+        let server = TestServer::start_with(ServerOptions {
+            plugin: plugin.map(str::to_owned),
+            ..Default::default()
+        });
+        for spec in [&from_dir, &by_hand] {
+            let mut client = server.client().await;
+            let call = generate_like_argo(&mut client, spec, Some(Duration::from_secs(60)))
+                .await
+                .unwrap_or_else(|e| panic!("{plugin:?}: {e}\n{}", server.log()));
+            assert_eq!(call.is_discovery_configured, discovery);
+            assert_eq!(call.is_supported, discovery.then_some(true));
+            let docs: Vec<serde_json::Value> = call
+                .manifests
+                .iter()
+                .map(|m| serde_json::from_str(m).expect("json"))
+                .collect();
+            assert_eq!(find(&docs, "ConfigMap", "c")["data"]["k"], "v");
+        }
+        assert!(server.leftover_workdirs().is_empty());
+    }
+}

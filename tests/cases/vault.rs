@@ -475,3 +475,73 @@ async fn secret_values_never_reach_errors_logs_or_metrics() {
         assert_no_secrets(text, &[bao.file("approle_secret_id")]);
     }
 }
+
+/// Polls `/readyz` until `want` holds for the whole answer (head and body), or panics.
+fn readyz_until(port: u16, what: &str, want: impl Fn(&str) -> bool) -> String {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = support::http_get(port, "/readyz");
+        if want(&answer) {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "/readyz never became {what}: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ready_check_server(env: Vec<(String, String)>, port: u16) -> TestServer {
+    TestServer::start_with(ServerOptions {
+        env,
+        args: vec![
+            "--metrics-addr".into(),
+            format!("127.0.0.1:{port}"),
+            "--vault-ready-check-seconds".into(),
+            "1".into(),
+        ],
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn readyz_follows_the_vault_login() {
+    let bao = Bao::start();
+    let port = support::free_port();
+    let server = ready_check_server(bao.approle_env(), port);
+    readyz_until(port, "ready", |a| a.starts_with("HTTP/1.1 200"));
+    // Checks every second reuse the one session: no login per check.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(support::counter(port, "vault_ready_checks_total") >= 2);
+    assert_eq!(support::counter(port, "vault_logins_total"), 1);
+    // Vault down: not ready, with the reason.
+    bao.stop();
+    let down = readyz_until(port, "not ready", |a| a.starts_with("HTTP/1.1 503"));
+    assert!(down.contains("not ready: vault"), "{down}");
+    assert!(!down.contains(&bao.file("approle_secret_id")), "{down}");
+    drop(server);
+}
+
+#[tokio::test]
+async fn readyz_names_a_rejected_login_never_its_secret() {
+    let bao = Bao::start();
+    let port = support::free_port();
+    let wrong = "0badc0de-1111-2222-3333-444455556666";
+    let env: Vec<(String, String)> = bao
+        .approle_env()
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "AVP_SECRET_ID" => (k, wrong.to_owned()),
+            _ => (k, v),
+        })
+        .collect();
+    let server = ready_check_server(env, port);
+    let answer = readyz_until(port, "rejected", |a| a.contains("approle at auth/approle"));
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("not ready: vault login"), "{answer}");
+    for secret in [wrong, bao.file("approle_role_id").trim()] {
+        assert!(!answer.contains(secret), "{answer}");
+        assert!(!server.log().contains(secret), "{}", server.log());
+    }
+}
