@@ -442,6 +442,17 @@ pub struct ServeArgs {
         default_value_t = 128
     )]
     pub max_concurrent_requests: usize,
+    /// Which apps the built-in plugins with `discover: true` claim in MatchRepository (Argo's
+    /// auto-detection): `placeholders` (a kustomization or Chart.yaml AND AVP placeholder text
+    /// in the app's files), `all` (every kustomization / Chart.yaml) or `off` (none). Unclaimed
+    /// apps are still rendered when an Application names the plugin.
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_DISCOVER",
+        value_enum,
+        default_value = "placeholders"
+    )]
+    pub discover: DiscoverMode,
     /// Memory for rendered output reused across requests with identical inputs, in MiB
     /// (0 disables the render cache).
     #[arg(long, env = "AVP_SIDECAR_RENDER_CACHE_MB", default_value_t = 128)]
@@ -485,6 +496,18 @@ pub enum ConfigError {
     Sandbox(#[from] crate::sandbox::SandboxError),
 }
 
+/// `--discover`: what auto-detection may route to the built-in plugins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiscoverMode {
+    /// Every app with a kustomization / Chart.yaml (the behaviour before this flag).
+    All,
+    /// Only those whose files hold AVP placeholder text (`<path:` or `avp.kubernetes.io/`).
+    #[default]
+    Placeholders,
+    /// None: the built-in plugins are used by name only.
+    Off,
+}
+
 /// Validated server settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -496,6 +519,11 @@ pub struct Settings {
     pub default_timeout: Option<Duration>,
     /// Admission for streaming requests; `None` when unlimited.
     pub request_slots: Option<RequestSlots>,
+    /// Admission for built-in plugins' MatchRepository (archive scans in memory, nothing on
+    /// disk): its own pool of the same size as `request_slots`, waited for (under the
+    /// deadline), never refused.
+    pub match_slots: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    pub discover: DiscoverMode,
     pub drain_timeout: Duration,
     pub renderer: crate::render::Renderer,
 }
@@ -581,6 +609,10 @@ impl ServeArgs {
                 )),
                 limit: self.max_concurrent_requests,
             }),
+            match_slots: (self.max_concurrent_requests > 0).then(|| {
+                std::sync::Arc::new(tokio::sync::Semaphore::new(self.max_concurrent_requests))
+            }),
+            discover: self.discover,
             drain_timeout: Duration::from_secs(self.drain_seconds),
             renderer: self.render.renderer()?,
         })

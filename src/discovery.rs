@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod archive;
+
 /// File names kustomize itself accepts, in its order of preference.
 pub const KUSTOMIZATION_FILES: [&str; 3] =
     ["kustomization.yaml", "kustomization.yml", "Kustomization"];

@@ -68,8 +68,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// `MatchRepository`: whether the plugin supports the app (only meaningful when the plugin
-    /// has discovery configured).
+    /// `MatchRepository` on an extracted checkout: whether the plugin supports the app (only
+    /// meaningful when the plugin has discovery configured). The server uses it for command
+    /// plugins (Argo's rules); built-in plugins are answered from the archive without
+    /// extracting it (`discovery::archive`, `--discover`), and their arm here is the
+    /// `--discover all` answer.
     pub async fn matches(
         &self,
         plugin: &Plugin,

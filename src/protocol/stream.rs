@@ -109,6 +109,66 @@ where
     })
 }
 
+/// What [`receive_forwarding`] received: as [`Received`], and whether every chunk reached the
+/// receiver (`false` once more than the cap arrived; chunks stop going to a receiver that has
+/// gone away, which is not counted as a cut).
+#[derive(Debug)]
+pub struct Forwarded {
+    pub received: Received,
+    pub cut_at_cap: bool,
+}
+
+/// Receives the remaining file chunks without storing them: each is hashed and sent to `tx`
+/// while the receiver wants more and at most `max_forward_bytes` have gone; the rest is only
+/// hashed. Never fails on size. The checksum from `metadata` is verified at the end: whatever the
+/// receiver concluded from the chunks may be used only once this has returned `Ok`.
+pub async fn receive_forwarding<S>(
+    stream: &mut S,
+    metadata: ManifestRequestMetadata,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    max_forward_bytes: u64,
+) -> Result<Forwarded, StreamError>
+where
+    S: Stream<Item = Result<AppStreamRequest, tonic::Status>> + Unpin,
+{
+    let mut tx = Some(tx);
+    let mut hasher = Sha256::new();
+    let mut total: u64 = 0;
+    let mut cut_at_cap = false;
+    while let Some(msg) = stream.next().await {
+        let msg = msg.map_err(|s| StreamError::Transport(s.message().to_owned()))?;
+        let Some(Request::File(f)) = msg.request else {
+            return Err(StreamError::FileMissing);
+        };
+        total = total.saturating_add(f.chunk.len() as u64);
+        hasher.update(&f.chunk);
+        if total > max_forward_bytes && tx.is_some() {
+            tx = None;
+            cut_at_cap = true;
+        }
+        if let Some(sender) = &tx
+            && sender.send(f.chunk).await.is_err()
+        {
+            tx = None;
+        }
+    }
+    drop(tx);
+    let actual = hex(&hasher.finalize());
+    if !actual.eq_ignore_ascii_case(metadata.checksum.trim()) {
+        return Err(StreamError::Checksum {
+            expected: metadata.checksum,
+            actual,
+        });
+    }
+    Ok(Forwarded {
+        received: Received {
+            metadata,
+            compressed_bytes: total,
+        },
+        cut_at_cap,
+    })
+}
+
 /// Consumes and discards the rest of the stream. Called before answering with an error: a Go
 /// client that is still sending would otherwise see only `EOF` and lose our message.
 pub async fn drain<S>(stream: &mut S)

@@ -192,7 +192,7 @@ fn truncate(s: &str) -> String {
 /// Lexically cleans an archive name into a path relative to the destination, like Go's
 /// `filepath.Join(dst, name)` followed by the inbound check: absolute names are taken as
 /// relative, `..` may not climb above the root. `None` means the name escapes.
-fn clean_relative(name: &Path) -> Option<PathBuf> {
+pub(crate) fn clean_relative(name: &Path) -> Option<PathBuf> {
     let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
     for c in name.components() {
         match c {

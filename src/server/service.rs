@@ -12,7 +12,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::{RequestError, Shared, deadline, status};
+use crate::config::DiscoverMode;
 use crate::context::RequestEnv;
+use crate::discovery::archive;
 use crate::metrics::{self, METRICS};
 use crate::plugin::Plugin;
 use crate::protocol::pb::ManifestRequestMetadata;
@@ -176,11 +178,26 @@ impl CmpService {
         Ok((Some(workdir), unpacked))
     }
 
-    /// A place among the requests in progress, held until the request is answered.
-    fn admit(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, RequestError> {
+    /// A place among the requests in progress, held until the request is answered. `wait`
+    /// (MatchRepository of a command plugin): wait in line under the deadline instead of being
+    /// refused, because Argo takes a failed MatchRepository for "no plugin" and renders the
+    /// app itself (or fails a named app with "not reachable").
+    async fn admit(
+        &self,
+        wait: bool,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, RequestError> {
         let Some(slots) = &self.shared.settings.request_slots else {
             return Ok(None);
         };
+        if wait {
+            return slots
+                .semaphore
+                .clone()
+                .acquire_owned()
+                .await
+                .map(Some)
+                .map_err(|_| RequestError::Internal("admission closed".to_owned()));
+        }
         match slots.semaphore.clone().try_acquire_owned() {
             Ok(permit) => Ok(Some(permit)),
             Err(_) => {
@@ -234,7 +251,7 @@ impl CmpService {
         };
         let result = async {
             let job = async {
-                let _slot = self.admit()?;
+                let _slot = self.admit(rpc == "MatchRepository").await?;
                 let (workdir, unpacked) = self.receive(&mut stream, use_cache).await?;
                 let span = tracing::Span::current();
                 span.record("app", unpacked.env.app_name());
@@ -275,6 +292,170 @@ impl CmpService {
                 Err(status)
             }
         }
+    }
+}
+
+impl CmpService {
+    /// MatchRepository of a built-in plugin, decided from the archive as it streams in
+    /// (`discovery::archive`): nothing is extracted or written. Its admission is a pool of its
+    /// own (`Settings::match_slots`, waited for under the deadline, never refused): a scan holds
+    /// a few reads' worth of memory and one blocking thread, no disk. It answers rather than
+    /// fails whenever the repository is readable: a cap hit, an unreadable archive or the
+    /// deadline give `isSupported: false, isDiscoveryEnabled: false` (logged), so the app is
+    /// never claimed on a guess and stays usable by name. Only a broken stream (no metadata,
+    /// transport error, checksum mismatch) is an error.
+    async fn match_archive(
+        &self,
+        builtin: &crate::plugin::Builtin,
+        request: Request<Streaming<AppStreamRequest>>,
+    ) -> Result<Response<RepositoryResponse>, Status> {
+        let settings = &self.shared.settings;
+        let deadline = deadline::from_metadata(request.metadata(), settings.default_timeout);
+        let mut stream = request.into_inner();
+        let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+        metrics::inc(&METRICS.requests_total);
+        let span = info_span!("rpc", rpc = "MatchRepository", id, plugin = %self.plugin.full_name(), app = tracing::field::Empty, project = tracing::field::Empty);
+        let started = Instant::now();
+        let mode = if builtin.discover {
+            settings.discover
+        } else {
+            DiscoverMode::Off
+        };
+        let job = async {
+            let _slot = match &settings.match_slots {
+                Some(slots) => Some(
+                    slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| RequestError::Internal("admission closed".to_owned()))?,
+                ),
+                None => None,
+            };
+            let metadata = stream::receive_metadata(&mut stream).await?;
+            let env = RequestEnv::new(
+                metadata
+                    .env
+                    .iter()
+                    .map(|e| (e.name.clone(), e.value.clone())),
+            );
+            let span = tracing::Span::current();
+            span.record("app", env.app_name());
+            span.record("project", env.project());
+            let req = archive::ScanRequest {
+                app_rel_path: metadata.app_rel_path.clone(),
+                accept: builtin.render,
+                markers: mode == DiscoverMode::Placeholders,
+                extra: env
+                    .plugin(crate::render::helm::HELM_VALUE_FILES)
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            };
+            let limits = archive::ScanLimits {
+                max_entries: settings.unpack_limits.max_entries,
+                max_bytes: settings.unpack_limits.max_extracted_bytes,
+                ..archive::ScanLimits::default()
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+            // With discovery off nothing is scanned: the receiver is dropped, chunks are only
+            // hashed (the stream is still read to its end, or Go's client fails its send).
+            let scan = (mode != DiscoverMode::Off).then(move || {
+                tokio::task::spawn_blocking(move || {
+                    archive::scan(archive::ChannelReader::new(rx), &req, &limits)
+                })
+            });
+            let forwarded = stream::receive_forwarding(
+                &mut stream,
+                metadata,
+                tx,
+                settings.max_compressed_bytes,
+            )
+            .await?;
+            let outcome = match scan {
+                None => archive::Outcome::NoApp,
+                Some(task) => task
+                    .await
+                    .map_err(|e| RequestError::Internal(format!("scan task: {e}")))?,
+            };
+            let outcome = match outcome {
+                archive::Outcome::Plain | archive::Outcome::NoApp
+                    if forwarded.cut_at_cap && mode == DiscoverMode::Placeholders =>
+                {
+                    archive::Outcome::Unknown(format!(
+                        "compressed repository over {} bytes",
+                        settings.max_compressed_bytes
+                    ))
+                }
+                archive::Outcome::Plain
+                    if env.entries().iter().any(|(k, v)| {
+                        k.starts_with(crate::context::PLUGIN_ENV_PREFIX)
+                            && archive::MARKERS
+                                .iter()
+                                .any(|m| v.as_bytes().windows(m.len()).any(|w| w == *m))
+                    }) =>
+                {
+                    archive::Outcome::Placeholders
+                }
+                other => other,
+            };
+            Ok::<_, RequestError>(outcome)
+        };
+        let result = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, job)
+                    .await
+                    .unwrap_or(Err(RequestError::Deadline)),
+                None => job.await,
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let _enter = span.enter();
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(RequestError::Deadline) => {
+                archive::Outcome::Unknown("deadline reached before the scan ended".to_owned())
+            }
+            Err(err) => {
+                metrics::DETAIL.request(metrics::Rpc::MatchRepository, false, started.elapsed());
+                let drain_until = deadline
+                    .map(|d| d.min(Instant::now() + MAX_DRAIN))
+                    .unwrap_or_else(|| Instant::now() + MAX_DRAIN);
+                let _ = tokio::time::timeout_at(drain_until, stream::drain(&mut stream)).await;
+                metrics::inc(&METRICS.requests_failed_total);
+                let status = status::to_status("match repository error", &err);
+                warn!(ms = started.elapsed().as_millis() as u64, code = ?status.code(), error = %status.message(), "failed");
+                return Err(status);
+            }
+        };
+        metrics::DETAIL.request(metrics::Rpc::MatchRepository, true, started.elapsed());
+        let (is_supported, is_discovery_enabled) = match (mode, &outcome) {
+            (DiscoverMode::Off, _) => (false, false),
+            (_, archive::Outcome::Unknown(why)) => {
+                warn!(reason = %why, "discovery could not decide; not claiming the app (usable by name)");
+                (false, false)
+            }
+            (DiscoverMode::All, archive::Outcome::NoApp) => (false, true),
+            (DiscoverMode::All, _) => (true, true),
+            (DiscoverMode::Placeholders, archive::Outcome::Placeholders) => (true, true),
+            (DiscoverMode::Placeholders, _) => (false, false),
+        };
+        info!(
+            ms = started.elapsed().as_millis() as u64,
+            discover = ?mode,
+            outcome = ?outcome,
+            is_supported,
+            is_discovery_enabled,
+            "ok"
+        );
+        Ok(Response::new(RepositoryResponse {
+            is_supported,
+            is_discovery_enabled,
+        }))
     }
 }
 
@@ -379,10 +560,23 @@ impl ConfigManagementPluginService for CmpService {
         .await
     }
 
+    /// Argo's use of the answer (util/app/discovery/discovery.go, `cmpSupports`, called by
+    /// `DetectConfigManagementPlugin`): an error from MatchRepository means "this plugin does
+    /// not support the app" (auto-detection goes on to the next socket and finally to Argo's
+    /// own kustomize/helm/directory; a named plugin fails with "named cmp service ... not
+    /// reachable"). Otherwise the plugin is used when `isSupported` is true; when it is false
+    /// the plugin is used only if the Application names it AND `isDiscoveryEnabled` is false.
+    /// So a built-in plugin answers `isSupported: false, isDiscoveryEnabled: false` for every
+    /// app it does not claim: auto-detection skips it, `plugin.name` still renders it.
     async fn match_repository(
         &self,
         request: Request<Streaming<AppStreamRequest>>,
     ) -> Result<Response<RepositoryResponse>, Status> {
+        if let crate::plugin::Kind::Builtin(b) = &self.plugin.kind {
+            return self.match_archive(b, request).await;
+        }
+        // Command plugins: Argo's discovery rules on the extracted checkout, as before (their
+        // admission waits instead of refusing, see `admit`).
         let discover = self.plugin.discovery_configured();
         self.handle(
             "MatchRepository",
@@ -449,7 +643,9 @@ impl ConfigManagementPluginService for CmpService {
         metrics::inc(&METRICS.requests_total);
         metrics::DETAIL.request(metrics::Rpc::CheckPluginConfiguration, true, Duration::ZERO);
         Ok(Response::new(CheckPluginConfigurationResponse {
-            is_discovery_configured: self.plugin.discovery_configured(),
+            is_discovery_configured: self.plugin.discovery_configured()
+                && !(matches!(self.plugin.kind, crate::plugin::Kind::Builtin(_))
+                    && self.shared.settings.discover == DiscoverMode::Off),
             provide_git_creds: self.plugin.provide_git_creds,
         }))
     }

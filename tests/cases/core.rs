@@ -281,12 +281,17 @@ async fn chunk_sizes_from_one_byte_to_four_mib() {
 
 #[tokio::test]
 async fn match_repository_per_plugin() {
+    // `--discover all`: every kustomization / chart (the fixture has no placeholders; the
+    // default `placeholders` mode is tested in `discovery.rs`).
+    let all = || vec!["--discover".to_owned(), "all".to_owned()];
     let kustomize = TestServer::start_with(ServerOptions {
         plugin: Some("avp-kustomize".into()),
+        args: all(),
         ..Default::default()
     });
     let helm = TestServer::start_with(ServerOptions {
         plugin: Some("avp-helm".into()),
+        args: all(),
         ..Default::default()
     });
     let named = TestServer::start();
@@ -439,6 +444,8 @@ async fn one_process_serves_every_plugin_on_its_own_socket() {
         .arg("custom")
         .arg("--plugin")
         .arg("avp-kustomize")
+        .arg("--discover")
+        .arg("all")
         .arg("--workdir")
         .arg(dir.path())
         .arg("--kustomize")

@@ -6,6 +6,7 @@ mod commands;
 mod conventions;
 mod core;
 mod deploy;
+mod discovery;
 mod faults;
 mod hostile;
 mod isolation;

@@ -1,0 +1,242 @@
+//! MatchRepository of the built-in plugins (`--discover`): auto-detection claims only apps with
+//! AVP placeholders, every other app still renders by name, and the answer never fails on
+//! admission or size.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+
+use crate::support::{self, ServerOptions, TestServer, argo_env, repo_of};
+
+const PLAIN_CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\ndata:\n  a: b\n";
+const INLINE_SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  password: <path:kv/data/app#password>\n";
+const CHART: &str = "apiVersion: v2\nname: c\nversion: 0.1.0\n";
+const CHART_CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  v: {{ .Values.v | quote }}\n";
+
+fn server(plugin: &str, args: &[&str]) -> TestServer {
+    TestServer::start_with(ServerOptions {
+        plugin: Some(plugin.into()),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    })
+}
+
+/// MatchRepository for `app` of `repo`: (isSupported, isDiscoveryEnabled).
+async fn matched(server: &TestServer, repo: &Path, app: &str) -> (bool, bool) {
+    let spec = support::dir_stream(repo, app, argo_env("web", "demo", &[]));
+    let resp = server
+        .client()
+        .await
+        .match_repository(futures::stream::iter(spec.messages()))
+        .await
+        .unwrap_or_else(|e| panic!("match {app}: {e:?}\n{}", server.log()))
+        .into_inner();
+    (resp.is_supported, resp.is_discovery_enabled)
+}
+
+/// A repository with plain and placeholder apps of both kinds.
+fn repo() -> tempfile::TempDir {
+    repo_of(&[
+        ("plain/kustomization.yaml", "resources: [cm.yaml]\n"),
+        ("plain/cm.yaml", PLAIN_CM),
+        ("inline/kustomization.yaml", "resources: [s.yaml]\n"),
+        ("inline/s.yaml", INLINE_SECRET),
+        ("base/kustomization.yaml", "resources: [s.yaml]\n"),
+        ("base/s.yaml", INLINE_SECRET),
+        (
+            "overlays/prod/kustomization.yaml",
+            "resources:\n  - ../../base\n",
+        ),
+        ("plain-chart/Chart.yaml", CHART),
+        ("plain-chart/values.yaml", "v: x\n"),
+        ("plain-chart/templates/cm.yaml", CHART_CM),
+        ("secret-chart/Chart.yaml", CHART),
+        ("secret-chart/values.yaml", "v: <path:kv/data/app#v>\n"),
+        ("secret-chart/templates/cm.yaml", CHART_CM),
+        ("unrelated/s.yaml", INLINE_SECRET),
+    ])
+}
+
+#[tokio::test]
+async fn plain_apps_are_not_claimed_but_render_by_name() {
+    let repo = repo();
+    let kustomize = server("avp-kustomize", &[]);
+    let helm = server("avp-helm", &[]);
+    assert_eq!(
+        matched(&kustomize, repo.path(), "plain").await,
+        (false, false)
+    );
+    assert_eq!(
+        matched(&helm, repo.path(), "plain-chart").await,
+        (false, false)
+    );
+    // Named use: Argo sends GenerateManifest because isDiscoveryEnabled is false.
+    let env = argo_env("web", "demo", &[]);
+    let docs = support::generate(
+        &kustomize.socket,
+        &support::dir_stream(repo.path(), "plain", env.clone()),
+        Some(Duration::from_secs(60)),
+    )
+    .await
+    .expect("plain kustomize app renders by name");
+    support::find(&docs, "ConfigMap", "plain");
+    let docs = support::generate(
+        &helm.socket,
+        &support::dir_stream(repo.path(), "plain-chart", env),
+        Some(Duration::from_secs(60)),
+    )
+    .await
+    .expect("plain chart renders by name");
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(docs[0]["data"]["v"], "x");
+}
+
+#[tokio::test]
+async fn apps_with_placeholders_are_claimed() {
+    let repo = repo();
+    let kustomize = server("avp-kustomize", &[]);
+    let helm = server("avp-helm", &[]);
+    assert_eq!(
+        matched(&kustomize, repo.path(), "inline").await,
+        (true, true)
+    );
+    assert_eq!(
+        matched(&kustomize, repo.path(), "overlays/prod").await,
+        (true, true),
+        "placeholders in ../../base"
+    );
+    assert_eq!(
+        matched(&helm, repo.path(), "secret-chart").await,
+        (true, true),
+        "placeholder in values.yaml"
+    );
+    assert_eq!(
+        matched(&helm, repo.path(), "inline").await,
+        (false, false),
+        "avp-helm does not render kustomizations"
+    );
+    assert_eq!(
+        matched(&kustomize, repo.path(), "unrelated").await,
+        (false, false),
+        "placeholders without a kustomization"
+    );
+}
+
+#[tokio::test]
+async fn discover_all_claims_every_app_and_off_none() {
+    let repo = repo();
+    let all = server("avp-kustomize", &["--discover", "all"]);
+    assert_eq!(matched(&all, repo.path(), "plain").await, (true, true));
+    assert_eq!(
+        matched(&all, repo.path(), "plain-chart").await,
+        (false, true)
+    );
+    let off = TestServer::start_with(ServerOptions {
+        plugin: Some("avp-kustomize".into()),
+        env: vec![("AVP_SIDECAR_DISCOVER".into(), "off".into())],
+        ..Default::default()
+    });
+    assert_eq!(matched(&off, repo.path(), "inline").await, (false, false));
+    assert_eq!(matched(&off, repo.path(), "plain").await, (false, false));
+    let config = off
+        .client()
+        .await
+        .check_plugin_configuration(())
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(!config.is_discovery_configured);
+}
+
+#[tokio::test]
+async fn match_answers_while_the_request_slots_are_full() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let pidfile = scratch.path().join("pid");
+    let server = TestServer::start_with(ServerOptions {
+        plugin: Some("avp-kustomize".into()),
+        kustomize: Some(support::repo_root().join("tests/fixtures/tools/sleep-trap")),
+        args: vec![
+            "--max-concurrent-requests".into(),
+            "1".into(),
+            "--kill-grace-seconds".into(),
+            "1".into(),
+        ],
+        env: vec![("SLEEP_TRAP_PIDFILE".into(), pidfile.display().to_string())],
+        ..Default::default()
+    });
+    let repo = repo();
+    let socket = server.socket.clone();
+    let stuck_spec = support::dir_stream(repo.path(), "plain", argo_env("b", "demo", &[]));
+    let stuck = tokio::spawn(async move { support::generate(&socket, &stuck_spec, None).await });
+    let until = Instant::now() + Duration::from_secs(20);
+    while !pidfile.exists() {
+        assert!(Instant::now() < until, "tool never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The one request slot is taken: another GenerateManifest is refused...
+    let err = support::generate(
+        &server.socket,
+        &support::dir_stream(repo.path(), "plain", argo_env("c", "demo", &[])),
+        None,
+    )
+    .await
+    .expect_err("over the cap");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    // ...but MatchRepository answers, both ways.
+    assert_eq!(matched(&server, repo.path(), "inline").await, (true, true));
+    assert_eq!(matched(&server, repo.path(), "plain").await, (false, false));
+    stuck.abort();
+}
+
+#[tokio::test]
+async fn large_repository_answers_quickly_without_the_work_dir() {
+    let mut files: Vec<(String, String)> = (0..3000)
+        .map(|i| {
+            (
+                format!("other/team-{}/app-{i}/cm.yaml", i % 50),
+                PLAIN_CM.to_owned(),
+            )
+        })
+        .collect();
+    files.push(("zz/s.yaml".into(), INLINE_SECRET.into()));
+    files.push((
+        "app/kustomization.yaml".into(),
+        "resources: [cm.yaml]\n".into(),
+    ));
+    files.push(("app/cm.yaml".into(), PLAIN_CM.into()));
+    files.push((
+        "late/kustomization.yaml".into(),
+        "resources: [../zz/s.yaml]\n".into(),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let repo = repo_of(&refs);
+    let server = server("avp-kustomize", &[]);
+    // Nothing may be written: the work root becomes a plain file, so creating a request's
+    // work dir fails.
+    std::fs::remove_dir_all(&server.work_root).expect("remove work root");
+    std::fs::write(&server.work_root, "not a directory").expect("block work root");
+    let started = Instant::now();
+    assert_eq!(matched(&server, repo.path(), "app").await, (false, false));
+    assert_eq!(
+        matched(&server, repo.path(), "late").await,
+        (true, true),
+        "a reference to a file seen earlier in the archive"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    let err = support::generate(
+        &server.socket,
+        &support::dir_stream(repo.path(), "app", argo_env("web", "demo", &[])),
+        None,
+    )
+    .await
+    .expect_err("GenerateManifest needs the work dir");
+    assert!(err.message().contains("work dir"), "{err:?}");
+}
