@@ -92,6 +92,9 @@ pub struct ScanRequest {
 struct State {
     app: PathBuf,
     has_app_file: bool,
+    /// A kustomization or `Chart.yaml` in the app dir: a plain-directory plugin leaves such an
+    /// app to the kustomize/helm plugins (and Argo CD's own tools).
+    tool_app: bool,
     marker_in_app: bool,
     /// Files outside the app dir holding a marker.
     marker_files: Vec<PathBuf>,
@@ -153,13 +156,16 @@ pub fn scan(reader: impl Read, req: &ScanRequest, limits: &ScanLimits) -> Outcom
         let parent = rel.parent().unwrap_or(Path::new(""));
         let file_name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let in_app = rel.starts_with(&st.app);
-        if (kind.is_file() || kind == tar::EntryType::Continuous || kind.is_symlink())
-            && parent == st.app
-            && is_app_file(file_name, req.accept)
-        {
-            st.has_app_file = true;
-            if !req.markers {
-                return Outcome::Plain;
+        let plain_dir = req.accept == Accept::Directory;
+        if kind.is_file() || kind == tar::EntryType::Continuous || kind.is_symlink() {
+            if plain_dir {
+                st.tool_app |= parent == st.app && is_app_file(file_name, Accept::Auto);
+                st.has_app_file |= in_app && is_manifest_file(file_name);
+            } else if parent == st.app && is_app_file(file_name, req.accept) {
+                st.has_app_file = true;
+                if !req.markers {
+                    return Outcome::Plain;
+                }
             }
         }
         if !req.markers {
@@ -213,7 +219,8 @@ pub fn scan(reader: impl Read, req: &ScanRequest, limits: &ScanLimits) -> Outcom
                 st.marker_files.push(rel);
             }
         }
-        if st.has_app_file && st.marker_in_app {
+        // A plain directory is decided at the end: a kustomization may still come.
+        if st.has_app_file && st.marker_in_app && !plain_dir {
             return Outcome::Placeholders;
         }
     }
@@ -222,7 +229,7 @@ pub fn scan(reader: impl Read, req: &ScanRequest, limits: &ScanLimits) -> Outcom
 
 impl State {
     fn finish(self, req: &ScanRequest) -> Outcome {
-        if !self.has_app_file {
+        if !self.has_app_file || self.tool_app {
             return Outcome::NoApp;
         }
         if !req.markers {
@@ -269,6 +276,13 @@ impl State {
 fn is_app_file(name: &str, accept: Accept) -> bool {
     (matches!(accept, Accept::Kustomize | Accept::Auto) && KUSTOMIZATION_FILES.contains(&name))
         || (matches!(accept, Accept::Helm | Accept::Auto) && name == CHART_FILE)
+}
+
+/// A file a plain-directory app renders (see `render::directory`).
+fn is_manifest_file(name: &str) -> bool {
+    [".yaml", ".yml", ".json"]
+        .iter()
+        .any(|ext| name.len() > ext.len() && name.ends_with(ext))
 }
 
 /// `rel` (relative to `base`, both repository-relative), lexically cleaned; `None` when it is

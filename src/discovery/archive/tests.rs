@@ -230,3 +230,33 @@ fn without_markers_only_the_app_file_decides() {
         Outcome::NoApp
     );
 }
+
+#[test]
+fn plain_directories_are_claimed_only_without_a_tool_app() {
+    let placeholder = "kind: Secret\nstringData:\n  pw: <path:kv/data/a#pw>\n";
+    assert_eq!(
+        run(&[("app/sub/s.yaml", placeholder)], "app", Accept::Directory),
+        Outcome::Placeholders
+    );
+    assert_eq!(
+        run(&[("app/cm.yaml", "kind: ConfigMap\n")], "app", Accept::Directory),
+        Outcome::Plain
+    );
+    // A kustomization or chart, even after the placeholder: theirs, not a plain directory's.
+    for tool_file in ["app/kustomization.yaml", "app/Chart.yaml"] {
+        assert_eq!(
+            run(
+                &[("app/s.yaml", placeholder), (tool_file, "x: 1\n")],
+                "app",
+                Accept::Directory
+            ),
+            Outcome::NoApp,
+            "{tool_file}"
+        );
+    }
+    assert_eq!(
+        run(&[("app/README.md", "<path:kv/data/a#pw>")], "app", Accept::Directory),
+        Outcome::NoApp,
+        "no manifest file"
+    );
+}
