@@ -16,6 +16,7 @@ use crate::context::RequestEnv;
 use crate::discovery::AppKind;
 use crate::metrics::{self, METRICS};
 use crate::sandbox::gate;
+use crate::yaml::AliasBudget;
 use tool::{RunLimits, ToolError};
 
 /// Where the real tools live (operator configuration).
@@ -106,6 +107,9 @@ pub struct Rendered {
     pub tool_time: Duration,
     /// The tool's stderr (warnings), logged by the caller even on success, like Argo.
     pub stderr: String,
+    /// This render's alias budget, sized by the tool's output and partly used by parsing it;
+    /// substitution (`yamlParse`) spends the rest.
+    pub alias_budget: AliasBudget,
 }
 
 impl Renderer {
@@ -164,10 +168,13 @@ impl Renderer {
             .await
             .map_err(gate_refusal)?;
         let text = String::from_utf8_lossy(&out.stdout);
+        let alias_budget = AliasBudget::for_output(out.stdout.len());
         let mut documents =
-            crate::manifest::split_tool_output(&text).map_err(|source| RenderError::Output {
-                tool: tool_name,
-                source,
+            crate::manifest::split_tool_output(&text, &alias_budget).map_err(|source| {
+                RenderError::Output {
+                    tool: tool_name,
+                    source,
+                }
             })?;
         if let (AppKind::Helm, Some(repo)) = (kind, env.plugin(APP_REPO)) {
             helm::annotate_repo(&mut documents, repo);
@@ -176,6 +183,7 @@ impl Renderer {
             documents,
             tool_time: out.elapsed,
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            alias_budget,
         })
     }
 }

@@ -8,6 +8,7 @@ mod deploy;
 mod faults;
 mod hostile;
 mod isolation;
+mod memory;
 mod migration;
 mod perf;
 mod rollout;
