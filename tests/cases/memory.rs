@@ -134,7 +134,8 @@ async fn red_team_alias_chart_is_refused_within_a_memory_bound() {
     assert!(!err.message().contains("xxxx"), "never a value");
 
     // Without one budget per render the server materialised every document's aliases (400 MB
-    // of strings here); with it, the render stops early in the first document.
+    // of strings here; peak RSS grew by 1.1 GB); with it, the render stops early in the first
+    // document (growth measured: 8 MB with glibc malloc, 17-29 MB with mimalloc).
     let growth = proc_status(pid, "VmHWM").saturating_sub(hwm_before);
     eprintln!(
         "red-team render: {output_bytes} bytes of output, peak RSS {} -> {} KiB",
@@ -142,7 +143,7 @@ async fn red_team_alias_chart_is_refused_within_a_memory_bound() {
         (hwm_before + growth) / 1024
     );
     assert!(
-        growth < 64 * MB,
+        growth < 100 * MB,
         "peak RSS grew by {} MiB for {output_bytes} bytes of output",
         growth / MB
     );
