@@ -233,7 +233,8 @@ async fn main() {
         let started = Instant::now();
         let needed = avp_sidecar::substitute::collect(&d, &opts).expect("collect");
         assert_eq!(needed.len(), 20);
-        let out = avp_sidecar::substitute::apply(d, &opts, &fetched).expect("apply");
+        let budget = avp_sidecar::yaml::AliasBudget::for_output(bytes);
+        let out = avp_sidecar::substitute::apply(d, &opts, &fetched, &budget).expect("apply");
         spent += started.elapsed();
         assert_eq!(out.len(), 1000);
     }

@@ -185,12 +185,15 @@ pub struct GenerateArgs {
     pub secrets: avp_sidecar::config::SecretsArgs,
 }
 
-/// The documents of `-` (stdin), a file, or a directory read as AVP's `generate <dir>` does
-/// (the same code as the `argocd-vault-plugin` plugin).
-async fn read_documents(path: &std::path::Path) -> anyhow::Result<Vec<serde_json::Value>> {
+/// The documents of stdin (`-`), a file, or a directory read as AVP's `generate <dir>` does
+/// (the code of the `argocd-vault-plugin` plugin), and the alias budget of their render (sized
+/// by all the input together, as a tool's output would be).
+async fn read_documents(
+    path: &std::path::Path,
+) -> anyhow::Result<(Vec<serde_json::Value>, avp_sidecar::yaml::AliasBudget)> {
     use std::io::Read;
-    let parse = |text: &str, name: &str| {
-        avp_sidecar::manifest::split_tool_output(text)
+    let parse = |text: &str, name: &str, budget: &avp_sidecar::yaml::AliasBudget| {
+        avp_sidecar::manifest::split_tool_output(text, budget)
             .with_context(|| format!("could not read {name}"))
     };
     if path.as_os_str() == "-" {
@@ -198,7 +201,8 @@ async fn read_documents(path: &std::path::Path) -> anyhow::Result<Vec<serde_json
         std::io::stdin()
             .read_to_string(&mut text)
             .context("reading stdin")?;
-        return parse(&text, "stdin");
+        let budget = avp_sidecar::yaml::AliasBudget::for_output(text.len());
+        return Ok((parse(&text, "stdin", &budget)?, budget));
     }
     if path.is_dir() {
         return avp_sidecar::render::directory::render(path)
@@ -207,12 +211,14 @@ async fn read_documents(path: &std::path::Path) -> anyhow::Result<Vec<serde_json
     }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("could not read file {}", path.display()))?;
-    parse(&text, &path.display().to_string())
+    let budget = avp_sidecar::yaml::AliasBudget::for_output(text.len());
+    let docs = parse(&text, &path.display().to_string(), &budget)?;
+    Ok((docs, budget))
 }
 
 #[tokio::main(flavor = "current_thread")]
 pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    let docs = read_documents(&args.path).await?;
+    let (docs, alias_budget) = read_documents(&args.path).await?;
     if docs.is_empty() && !args.allow_empty {
         bail!(
             "no manifests in the input (did the command before the pipe fail?); pass --allow-empty to accept it"
@@ -255,8 +261,14 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
                 max_reads: usize::MAX,
                 rollout_hash: true,
             });
-    let reads =
-        avp_sidecar::substitute_stage::read_and_apply(&backend, docs, concurrency, None, guard);
+    let reads = avp_sidecar::substitute_stage::read_and_apply(
+        &backend,
+        docs,
+        &alias_budget,
+        concurrency,
+        None,
+        guard,
+    );
     let out = avp_sidecar::secrets::vault::attributed(process_env.origin(), reads).await?;
     let mut text = String::new();
     for d in &out {
@@ -329,7 +341,7 @@ pub fn local_env(
 
 /// Renders a local checkout as the server would (shared by `render` and `check`): the plugin
 /// by name, the repository copied through the repo-server's archive and our unpack rules, then
-/// discovery and the tool run. Returns the plugin and the pre-substitution documents.
+/// discovery and the tool run. Returns the plugin and the render (pre-substitution documents).
 pub async fn render_checkout(
     dir: &std::path::Path,
     app_path: &str,
@@ -337,7 +349,7 @@ pub async fn render_checkout(
     config_dir: &std::path::Path,
     pipeline: &avp_sidecar::pipeline::Pipeline,
     env: &avp_sidecar::context::RequestEnv,
-) -> anyhow::Result<(avp_sidecar::plugin::Plugin, Vec<serde_json::Value>)> {
+) -> anyhow::Result<(avp_sidecar::plugin::Plugin, avp_sidecar::pipeline::Rendered)> {
     use avp_sidecar::plugin::Plugin;
     use avp_sidecar::protocol::{client, unpack, workdir::WorkDir};
 
@@ -371,7 +383,7 @@ pub async fn render_checkout(
     let rendered = pipeline
         .render(&plugin, &work.repo(), &app_dir, &work.tmp(), env, None)
         .await?;
-    Ok((plugin, rendered.documents))
+    Ok((plugin, rendered))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -391,9 +403,17 @@ pub async fn render(args: RenderCmdArgs) -> anyhow::Result<()> {
     )
     .await?;
     let documents = if args.no_secrets {
-        rendered
+        rendered.documents
     } else {
-        pipeline.substitute(&plugin, rendered, &env, None).await?
+        pipeline
+            .substitute(
+                &plugin,
+                rendered.documents,
+                &rendered.alias_budget,
+                &env,
+                None,
+            )
+            .await?
     };
     let mut out = String::new();
     for d in &documents {

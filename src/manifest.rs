@@ -8,10 +8,13 @@
 //! follows the marker), and converts the first YAML document of each chunk to JSON.
 //! Empty and `null` documents are dropped; everything else, objects or not, is passed on
 //! unvalidated: the repo-server decides. Pure: no I/O.
+//!
+//! One deliberate difference: what YAML anchors and aliases materialise in the whole output is
+//! bounded by the render's [`AliasBudget`], where go-yaml only bounds each document's alias ratio.
 
 use serde_json::Value;
 
-use crate::yaml::{self, YamlError};
+use crate::yaml::{self, AliasBudget, BudgetExceeded, YamlError, YamlErrorKind};
 
 /// apimachinery looks this far into the stream for the `{` that selects JSON.
 const JSON_SNIFF_BYTES: usize = 4096;
@@ -24,13 +27,22 @@ pub enum ManifestError {
     Json(#[from] serde_json::Error),
     #[error("failed to unmarshal manifest: invalid Yaml document separator: {text} (line {line})")]
     Separator { line: usize, text: String },
+    /// The render's alias budget ran out in this document (1-based, counted in the output).
+    #[error("document {document} (line {line}): {source}")]
+    AliasBudget {
+        document: usize,
+        line: usize,
+        #[source]
+        source: BudgetExceeded,
+    },
 }
 
-/// The values in a tool's stdout, in order, without empty and `null` documents.
-pub fn split_tool_output(stdout: &str) -> Result<Vec<Value>, ManifestError> {
+/// The values in a tool's stdout, in order, without empty and `null` documents. What anchors
+/// and aliases materialise is charged to `budget` (the render's, see [`AliasBudget::for_output`]).
+pub fn split_tool_output(stdout: &str, budget: &AliasBudget) -> Result<Vec<Value>, ManifestError> {
     let mut manifests = Vec::new();
     if !looks_like_json(stdout) {
-        for document in YamlChunks::new(stdout, 0) {
+        for document in YamlChunks::new(stdout, 0, 0, budget) {
             push_manifest(&mut manifests, document?);
         }
         return Ok(manifests);
@@ -56,7 +68,7 @@ pub fn split_tool_output(stdout: &str) -> Result<Vec<Value>, ManifestError> {
                     .char_indices()
                     .find(|&(_, c)| c == '\n' || !c.is_whitespace())
                     .map_or(rest.len(), |(i, c)| if c == '\n' { i + 1 } else { i });
-                let mut documents = YamlChunks::new(stdout, offset + blanks);
+                let mut documents = YamlChunks::new(stdout, offset + blanks, decoded, budget);
                 match documents.next() {
                     None => return Ok(manifests),
                     Some(Err(_)) => return Err(error.into()),
@@ -99,16 +111,21 @@ struct YamlChunks<'a> {
     pos: usize,
     /// 0-based number of the line starting at `pos`.
     line: usize,
+    /// Documents before the next one (JSON values included).
+    documents: usize,
+    budget: &'a AliasBudget,
     failed: bool,
 }
 
 impl<'a> YamlChunks<'a> {
-    fn new(text: &'a str, pos: usize) -> Self {
+    fn new(text: &'a str, pos: usize, documents: usize, budget: &'a AliasBudget) -> Self {
         let line = text[..pos].matches('\n').count();
         Self {
             text,
             pos,
             line,
+            documents,
+            budget,
             failed: false,
         }
     }
@@ -119,10 +136,23 @@ impl<'a> YamlChunks<'a> {
         end: usize,
         first_line: usize,
     ) -> Result<Value, ManifestError> {
-        yaml::parse_first_document(&self.text[start..end]).map_err(|mut error| {
+        self.documents += 1;
+        let document = self.documents;
+        yaml::parse_first_document_within(&self.text[start..end], self.budget).map_err(|error| {
             self.failed = true;
-            error.line += first_line;
-            ManifestError::Yaml(error)
+            let line = error.line + first_line;
+            match error.kind {
+                YamlErrorKind::AliasBudget(source) => ManifestError::AliasBudget {
+                    document,
+                    line,
+                    source,
+                },
+                kind => ManifestError::Yaml(YamlError {
+                    line,
+                    kind,
+                    ..error
+                }),
+            }
         })
     }
 }
@@ -171,7 +201,8 @@ mod tests {
 
     #[track_caller]
     fn split(stdout: &str) -> Vec<Value> {
-        split_tool_output(stdout).unwrap_or_else(|e| panic!("{stdout:?}: {e}"))
+        split_tool_output(stdout, &AliasBudget::for_output(stdout.len()))
+            .unwrap_or_else(|e| panic!("{stdout:?}: {e}"))
     }
 
     #[test]
@@ -252,12 +283,12 @@ mod tests {
         );
         // A third value that fails is an error: two values made it a JSON stream.
         assert!(matches!(
-            split_tool_output("{}{}{"),
+            split_tool_output("{}{}{", &AliasBudget::for_output(0)),
             Err(ManifestError::Json(_))
         ));
         // If the rest cannot be read as YAML either, the JSON error is reported.
         assert!(matches!(
-            split_tool_output("{\"kind\": "),
+            split_tool_output("{\"kind\": ", &AliasBudget::for_output(0)),
             Err(ManifestError::Json(_))
         ));
     }
@@ -303,10 +334,11 @@ mod tests {
             "a: 1\n----\n",
             "--- |\n  x\n",
         ] {
-            let e = split_tool_output(bad).expect_err(bad);
+            let e = split_tool_output(bad, &AliasBudget::for_output(0)).expect_err(bad);
             assert!(matches!(e, ManifestError::Separator { .. }), "{bad:?}: {e}");
         }
-        let e = split_tool_output("a: 1\n--- b\n").expect_err("invalid");
+        let e =
+            split_tool_output("a: 1\n--- b\n", &AliasBudget::for_output(0)).expect_err("invalid");
         assert_eq!(
             e.to_string(),
             "failed to unmarshal manifest: invalid Yaml document separator: b (line 2)"
@@ -317,7 +349,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_line_in_the_whole_output() {
-        let e = split_tool_output("a: 1\n---\nb: 2\n---\nc:\n  - d\n -e\n").expect_err("invalid");
+        let e = split_tool_output(
+            "a: 1\n---\nb: 2\n---\nc:\n  - d\n -e\n",
+            &AliasBudget::for_output(0),
+        )
+        .expect_err("invalid");
         assert!(matches!(&e, ManifestError::Yaml(y) if y.line == 7), "{e}");
         assert!(
             e.to_string()
@@ -325,8 +361,40 @@ mod tests {
             "{e}"
         );
         // Anchors do not reach across documents.
-        assert!(split_tool_output("a: &x 1\n---\nb: *x\n").is_err());
-        assert!(split_tool_output("v: .nan\n").is_err());
+        assert!(split_tool_output("a: &x 1\n---\nb: *x\n", &AliasBudget::for_output(0)).is_err());
+        assert!(split_tool_output("v: .nan\n", &AliasBudget::for_output(0)).is_err());
+    }
+
+    #[test]
+    fn one_alias_budget_for_all_documents() {
+        // Each document materialises ~1 MB from 10 KB of text (go-yaml's ratio allows it); the
+        // output's budget (the floor here) runs out in the fifth.
+        let doc = format!(
+            "kind: ConfigMap\ndata:\n  big: &s {}\n  copies: [{}]\n",
+            "x".repeat(10_000),
+            vec!["*s"; 100].join(", ")
+        );
+        let out = vec![doc.as_str(); 40].join("---\n");
+        let budget = AliasBudget::for_output(out.len());
+        assert_eq!(budget.limit(), crate::yaml::ALIAS_BUDGET_FLOOR);
+        let e = split_tool_output(&out, &budget).expect_err("over budget");
+        let ManifestError::AliasBudget { document, line, .. } = &e else {
+            panic!("{e}");
+        };
+        assert_eq!((*document, *line), (5, 4 * 5 + 4), "{e}");
+        let want = format!(
+            "document 5 (line 24): YAML anchors and aliases would materialise more than 4194304 \
+             bytes of values (this render's budget: 2 × {} bytes of tool output",
+            out.len()
+        );
+        assert!(e.to_string().starts_with(&want), "{e}");
+        // Each document alone is fine, and so are the same documents with room for all.
+        assert_eq!(split(&doc).len(), 1);
+        let roomy = AliasBudget::for_output(out.len() * 60);
+        assert_eq!(
+            split_tool_output(&out, &roomy).map(|d| d.len()).ok(),
+            Some(40)
+        );
     }
 }
 

@@ -12,6 +12,7 @@ use crate::context::RequestEnv;
 use crate::discovery::{self, AppKind};
 use crate::plugin::{Commands, Kind, Plugin};
 use crate::render::{RenderError, Renderer};
+use crate::yaml::AliasBudget;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -43,6 +44,9 @@ pub struct Rendered {
     pub documents: Vec<Value>,
     pub tool_time: Duration,
     pub tool_stderr: String,
+    /// The render's alias budget (see [`AliasBudget`]): parsing the tool output used some,
+    /// substitution must be given the rest ([`Pipeline::substitute`]).
+    pub alias_budget: AliasBudget,
 }
 
 /// A request's extracted checkout: the repository, the app dir inside it, and private
@@ -150,6 +154,7 @@ impl Pipeline {
             documents: out.documents,
             tool_time: out.tool_time,
             tool_stderr: out.stderr,
+            alias_budget: out.alias_budget,
         })
     }
 
@@ -169,17 +174,20 @@ impl Pipeline {
             .run_command(c, &c.generate.argv(), checkout, env, deadline)
             .await?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let documents = crate::manifest::split_tool_output(&text).map_err(|source| {
-            PipelineError::Render(RenderError::Output {
-                tool: "generate command",
-                source,
-            })
-        })?;
+        let alias_budget = AliasBudget::for_output(out.stdout.len());
+        let documents =
+            crate::manifest::split_tool_output(&text, &alias_budget).map_err(|source| {
+                PipelineError::Render(RenderError::Output {
+                    tool: "generate command",
+                    source,
+                })
+            })?;
         Ok(Rendered {
             kind: AppKind::Command,
             documents,
             tool_time: out.elapsed,
             tool_stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            alias_budget,
         })
     }
 
@@ -255,16 +263,21 @@ impl Pipeline {
         Ok(self.renderer.run_in_slot(&cmd, deadline).await?)
     }
 
-    /// Fills in placeholders, if the plugin substitutes.
+    /// Fills in placeholders, if the plugin substitutes. `alias_budget` is the render's (from
+    /// [`Rendered::alias_budget`]), so `yamlParse` shares it with the parse of the tool output.
     pub async fn substitute(
         &self,
         plugin: &Plugin,
         documents: Vec<Value>,
+        alias_budget: &AliasBudget,
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Vec<Value>, PipelineError> {
         if plugin.substitutes() {
-            Ok(self.substitute.run(documents, env, deadline).await?)
+            Ok(self
+                .substitute
+                .run(documents, alias_budget, env, deadline)
+                .await?)
         } else {
             Ok(documents)
         }

@@ -13,6 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::discovery::AppKind;
+use crate::yaml::AliasBudget;
 
 pub type Key = [u8; 32];
 
@@ -21,6 +22,9 @@ pub type Key = [u8; 32];
 pub struct Cached {
     pub kind: AppKind,
     pub documents: Arc<Vec<Value>>,
+    /// The render's alias budget as parsing left it; every hit gets its own copy, so one
+    /// request's `yamlParse` never spends another's.
+    pub alias_budget: AliasBudget,
 }
 
 struct Entry {
@@ -66,10 +70,13 @@ impl RenderCache {
         let now = inner.clock;
         let entry = inner.map.get_mut(key)?;
         entry.last_used = now;
-        Some(entry.value.clone())
+        let mut hit = entry.value.clone();
+        hit.alias_budget = hit.alias_budget.fork();
+        Some(hit)
     }
 
-    pub fn insert(&self, key: Key, kind: AppKind, documents: &[Value]) {
+    /// Stores a render; `alias_budget` is its budget before substitution (copied).
+    pub fn insert(&self, key: Key, kind: AppKind, documents: &[Value], alias_budget: &AliasBudget) {
         if !self.enabled() {
             return;
         }
@@ -83,6 +90,7 @@ impl RenderCache {
         let value = Cached {
             kind,
             documents: Arc::new(documents.to_vec()),
+            alias_budget: alias_budget.fork(),
         };
         if let Some(old) = inner.map.insert(
             key,
@@ -194,16 +202,37 @@ mod tests {
     fn bounded_lru() {
         let c = RenderCache::new(3, 1 << 20);
         let docs = [json!({"kind": "ConfigMap"})];
+        let budget = AliasBudget::for_output(0);
         for i in 0..3u8 {
-            c.insert([i; 32], AppKind::Helm, &docs);
+            c.insert([i; 32], AppKind::Helm, &docs, &budget);
         }
         assert!(c.get(&[0; 32]).is_some()); // 0 is now the most recently used
-        c.insert([9; 32], AppKind::Helm, &docs);
+        c.insert([9; 32], AppKind::Helm, &docs, &budget);
         assert_eq!(c.len(), 3);
         assert!(c.get(&[1; 32]).is_none(), "least recently used evicted");
         assert!(c.get(&[0; 32]).is_some());
         let off = RenderCache::new(3, 0);
-        off.insert([1; 32], AppKind::Helm, &docs);
+        off.insert([1; 32], AppKind::Helm, &docs, &budget);
         assert!(off.is_empty());
+    }
+
+    #[test]
+    fn each_hit_resumes_the_render_budget_on_its_own() {
+        let c = RenderCache::new(3, 1 << 20);
+        let budget = AliasBudget::for_output(0);
+        crate::yaml::parse_documents_within("a: &a x\nb: *a\n", &budget).expect("parses");
+        let used = budget.used();
+        assert!(used > 0);
+        c.insert([1; 32], AppKind::Helm, &[json!({})], &budget);
+        let first = c.get(&[1; 32]).expect("hit");
+        assert_eq!(first.alias_budget.used(), used);
+        crate::yaml::parse_documents_within("a: &a x\nb: *a\n", &first.alias_budget)
+            .expect("parses");
+        let second = c.get(&[1; 32]).expect("hit");
+        assert_eq!(
+            (first.alias_budget.used(), second.alias_budget.used()),
+            (2 * used, used)
+        );
+        assert_eq!(second.alias_budget.limit(), budget.limit());
     }
 }

@@ -379,7 +379,13 @@ mod tests {
 
     fn render_with(docs: Vec<Value>, fetched: &Fetched, options: &Options) -> Vec<Value> {
         let plan = plan(&docs, options);
-        let mut out = substitute::apply(docs, options, fetched).expect("apply");
+        let mut out = substitute::apply(
+            docs,
+            options,
+            fetched,
+            &crate::yaml::AliasBudget::for_output(0),
+        )
+        .expect("apply");
         annotate(&mut out, &plan, fetched);
         out
     }

@@ -21,6 +21,7 @@ use crate::secrets::policy::{LeakMode, Policy};
 use crate::secrets::vault::{LoginError, VaultSource};
 use crate::secrets::{Fetched, SecretSource};
 use crate::substitute::{self, Options, SubstituteError, external};
+use crate::yaml::AliasBudget;
 
 /// Independent reads in flight at once for one render.
 pub const DEFAULT_READ_CONCURRENCY: usize = 8;
@@ -298,9 +299,11 @@ impl Substituter {
         }
     }
 
+    /// Substitutes one render's documents; `alias_budget` is that render's.
     pub async fn run(
         &self,
         documents: Vec<Value>,
+        alias_budget: &AliasBudget,
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Vec<Value>, StageError> {
@@ -320,6 +323,7 @@ impl Substituter {
         let reads = read_and_apply(
             &backend,
             documents,
+            alias_budget,
             self.concurrency,
             deadline,
             Some(Guard {
@@ -446,10 +450,12 @@ fn find_leaks(doc: &Value, options: &Options, leaking: &mut Vec<String>) {
     }
 }
 
-/// collect → concurrent reads → apply, with one backend.
+/// collect → concurrent reads → apply, with one backend. `alias_budget` is the render's: what
+/// `yamlParse` modifiers materialise from aliases is charged to it.
 pub async fn read_and_apply(
     backend: &Backend,
     documents: Vec<Value>,
+    alias_budget: &AliasBudget,
     concurrency: usize,
     deadline: Option<Instant>,
     guard: Option<Guard<'_>>,
@@ -525,7 +531,7 @@ pub async fn read_and_apply(
     let rollout = guard
         .filter(|g| g.rollout_hash)
         .map(|_| crate::rollout::plan(&documents, &backend.options));
-    let mut documents = substitute::apply(documents, &backend.options, &fetched)?;
+    let mut documents = substitute::apply(documents, &backend.options, &fetched, alias_budget)?;
     if let Some(plan) = rollout {
         let workloads = crate::rollout::annotate(&mut documents, &plan, &fetched);
         tracing::debug!(workloads, "rollout hashes set");

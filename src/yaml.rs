@@ -20,10 +20,142 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Tag};
 use serde_json::{Map, Number, Value};
 
-/// Upper bound on nodes produced by expanding aliases in one call. go-yaml v2 stops "billion
-/// laughs" documents with an alias/decode ratio; a fixed budget is simpler and still far above
-/// anything a real manifest needs (our tools' output rarely contains aliases at all).
-const MAX_ALIAS_NODES: usize = 1_000_000;
+/// What one materialised node costs besides its text, in the estimated bytes the alias budget
+/// counts: a `serde_json::Value` is 80 bytes with `preserve_order`, a map entry adds its hash,
+/// key `String` and index slot, and every heap block its allocator overhead. 64 is a little
+/// below a map entry's real cost per node (one key node + one value node: ~130 bytes) and about
+/// a list item's, so the budget's bytes track real memory within a small factor.
+const NODE_COST: u64 = 64;
+
+/// How much a render's aliases may materialise per byte of tool output. A render holds its output
+/// (stdout) and the parsed documents anyway (measured: a render's peak is ~4-6× its output for
+/// typical manifests, less for long strings); aliases may add at most twice the text on top, so
+/// an aliased output never costs much more than the same output written out. Measured on the
+/// server: the red-team chart (1.77 MB of helm output, 40 documents each aliasing a 40 KB string
+/// 1 000 times) is now refused in its first document with peak RSS ~20 MB above idle (8 MB with
+/// glibc malloc: about 2× output + the floor); it used to reach 1.95 GB.
+pub const ALIAS_BUDGET_PER_OUTPUT_BYTE: u64 = 2;
+/// Every render may materialise this much from aliases, however small its output: ~60 000 small
+/// nodes, far more than the few anchors real manifests use (shared labels, env blocks).
+pub const ALIAS_BUDGET_FLOOR: u64 = 4 << 20;
+/// No render may materialise more than this from aliases, however big its output: outputs that
+/// large are written out, not aliased, and 64 MiB is already a lot next to the other renders.
+pub const ALIAS_BUDGET_CAP: u64 = 64 << 20;
+/// The budget of one file read outside a render (the operator's config and plugin files,
+/// argocd-cm, a kustomization rewritten for plugin settings, `HELM_VALUES`).
+pub const ALIAS_BUDGET_FIXED: u64 = 16 << 20;
+
+/// How much YAML anchors and aliases may materialise, shared by every parse it is passed to.
+///
+/// go-yaml v2 bounds aliases per document (an alias/decode *ratio*, not a size), and so did we
+/// (a node count per parse call). Both let many documents of a render expand one after the other:
+/// 40 small templates, each inside go-yaml's ratio, each aliasing a 40 KB string a thousand
+/// times, turned 1.7 MB of helm output into 1.95 GB of values. One budget per render closes that:
+/// [`AliasBudget::for_output`] is created once per render from the size of the tool's output and
+/// passed to the manifest splitter and to every `yamlParse` modifier of that render, so what all
+/// of them materialise together stays proportional to what the tool printed.
+///
+/// Counted in estimated bytes, not nodes, so that one alias of a long string costs what it
+/// copies: [`NODE_COST`] per node plus the length of every string in it. Charged are the copy
+/// kept of each anchored node (for later aliases) and each alias expansion, before they are made.
+/// Clones share the counter; [`AliasBudget::fork`] makes an independent copy of its state.
+#[derive(Clone, Debug)]
+pub struct AliasBudget(std::sync::Arc<BudgetState>);
+
+#[derive(Debug)]
+struct BudgetState {
+    limit: u64,
+    basis: BudgetBasis,
+    used: std::sync::atomic::AtomicU64,
+}
+
+/// How a budget's limit was derived (for the error message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetBasis {
+    /// [`ALIAS_BUDGET_FIXED`], for one file outside a render.
+    Fixed,
+    /// A render whose tool printed this many bytes.
+    Output { bytes: u64 },
+}
+
+impl std::fmt::Display for BudgetBasis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BudgetBasis::Fixed => write!(f, "the fixed budget of one file"),
+            BudgetBasis::Output { bytes } => write!(
+                f,
+                "this render's budget: {ALIAS_BUDGET_PER_OUTPUT_BYTE} × {bytes} bytes of tool \
+                 output, at least {ALIAS_BUDGET_FLOOR} and at most {ALIAS_BUDGET_CAP}"
+            ),
+        }
+    }
+}
+
+/// A budget ran out. Says how big it was and why; never what was being parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "YAML anchors and aliases would materialise more than {limit} bytes of values ({basis}; \
+     node estimate {NODE_COST} bytes + string lengths)"
+)]
+pub struct BudgetExceeded {
+    pub limit: u64,
+    pub basis: BudgetBasis,
+}
+
+impl AliasBudget {
+    fn new(limit: u64, basis: BudgetBasis, used: u64) -> Self {
+        Self(std::sync::Arc::new(BudgetState {
+            limit,
+            basis,
+            used: used.into(),
+        }))
+    }
+
+    /// The budget of one render whose tool printed `output_bytes`:
+    /// `clamp(ALIAS_BUDGET_PER_OUTPUT_BYTE × output_bytes, ALIAS_BUDGET_FLOOR, ALIAS_BUDGET_CAP)`.
+    pub fn for_output(output_bytes: usize) -> Self {
+        let bytes = u64::try_from(output_bytes).unwrap_or(u64::MAX);
+        let limit = bytes
+            .saturating_mul(ALIAS_BUDGET_PER_OUTPUT_BYTE)
+            .clamp(ALIAS_BUDGET_FLOOR, ALIAS_BUDGET_CAP);
+        Self::new(limit, BudgetBasis::Output { bytes }, 0)
+    }
+
+    /// A budget of [`ALIAS_BUDGET_FIXED`] for one file read outside a render.
+    pub fn fixed() -> Self {
+        Self::new(ALIAS_BUDGET_FIXED, BudgetBasis::Fixed, 0)
+    }
+
+    /// An independent budget with this one's limit and what it has used so far (a cached
+    /// render's budget, resumed by each request that substitutes it).
+    pub fn fork(&self) -> Self {
+        Self::new(self.0.limit, self.0.basis, self.used())
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.0.limit
+    }
+
+    /// Estimated bytes materialised so far.
+    pub fn used(&self) -> u64 {
+        self.0.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes `cost` from the budget, or fails (and takes it anyway: the caller stops).
+    fn charge(&self, cost: u64) -> Result<(), BudgetExceeded> {
+        let before = self
+            .0
+            .used
+            .fetch_add(cost, std::sync::atomic::Ordering::Relaxed);
+        if before.saturating_add(cost) > self.0.limit {
+            return Err(BudgetExceeded {
+                limit: self.0.limit,
+                basis: self.0.basis,
+            });
+        }
+        Ok(())
+    }
+}
 
 /// go-yaml v2 refuses more than 10 000 nested levels. We stop earlier because `serde_json::Value`
 /// is dropped, cloned and printed recursively and must not overflow a 2 MiB tokio worker stack.
@@ -54,8 +186,9 @@ pub enum YamlErrorKind {
     /// The text is not well-formed YAML (message from the parser).
     #[error("{0}")]
     Syntax(String),
-    #[error("document contains excessive aliasing (more than {MAX_ALIAS_NODES} nodes)")]
-    AliasBomb,
+    /// Anchors and aliases would materialise more than the budget allows.
+    #[error("{0}")]
+    AliasBudget(BudgetExceeded),
     #[error("anchor value contains itself")]
     RecursiveAlias,
     #[error("exceeded max depth of {MAX_DEPTH}")]
@@ -85,18 +218,31 @@ pub enum YamlErrorKind {
 ///
 /// A document without content (`---` alone, or only comments after it) becomes `Value::Null`;
 /// callers that want objects skip those.
+///
+/// For a file read on its own (configuration): aliases get a fresh [`AliasBudget::fixed`].
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, YamlError> {
-    load(text, usize::MAX)
+    parse_documents_within(text, &AliasBudget::fixed())
+}
+
+/// [`parse_documents`], charging what anchors and aliases materialise to `budget`.
+pub fn parse_documents_within(text: &str, budget: &AliasBudget) -> Result<Vec<Value>, YamlError> {
+    load(text, usize::MAX, budget)
 }
 
 /// Parses only the first document of `text` (`Null` if there is none), ignoring anything after
 /// its end, as go-yaml v2's `Unmarshal` does with the chunks apimachinery splits a stream into.
+/// Aliases get a fresh [`AliasBudget::fixed`].
 pub fn parse_first_document(text: &str) -> Result<Value, YamlError> {
-    Ok(load(text, 1)?.pop().unwrap_or(Value::Null))
+    parse_first_document_within(text, &AliasBudget::fixed())
 }
 
-fn load(text: &str, max_documents: usize) -> Result<Vec<Value>, YamlError> {
-    let mut loader = Loader::default();
+/// [`parse_first_document`], charging what anchors and aliases materialise to `budget`.
+pub fn parse_first_document_within(text: &str, budget: &AliasBudget) -> Result<Value, YamlError> {
+    Ok(load(text, 1, budget)?.pop().unwrap_or(Value::Null))
+}
+
+fn load(text: &str, max_documents: usize, budget: &AliasBudget) -> Result<Vec<Value>, YamlError> {
+    let mut loader = Loader::new(budget);
     let mut documents = Vec::new();
     for next in Parser::new_from_str(text) {
         let (event, span) =
@@ -159,17 +305,18 @@ impl Scalar {
     }
 }
 
+/// A collection being built; `size` is its estimated cost so far (see [`AliasBudget`]).
 enum Frame {
     Seq {
         anchor: usize,
         items: Vec<Value>,
-        size: usize,
+        size: u64,
     },
     Map {
         anchor: usize,
         map: Map<String, Value>,
         key: Option<Key>,
-        size: usize,
+        size: u64,
     },
 }
 
@@ -178,16 +325,24 @@ enum Key {
     Merge,
 }
 
-#[derive(Default)]
-struct Loader {
+struct Loader<'b> {
     stack: Vec<Frame>,
-    /// Finished anchored nodes with their node counts, by saphyr's anchor id.
-    anchors: HashMap<usize, (Node, usize)>,
-    alias_nodes: usize,
+    /// Finished anchored nodes with their estimated costs, by saphyr's anchor id.
+    anchors: HashMap<usize, (Node, u64)>,
+    budget: &'b AliasBudget,
     root: Option<Value>,
 }
 
-impl Loader {
+impl<'b> Loader<'b> {
+    fn new(budget: &'b AliasBudget) -> Self {
+        Self {
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            budget,
+            root: None,
+        }
+    }
+
     /// Anchors are scoped to one document, as in go-yaml.
     fn reset(&mut self) {
         self.stack.clear();
@@ -204,31 +359,37 @@ impl Loader {
                 } else {
                     Node::Scalar(resolve_scalar(&text, style, tag.as_deref())?)
                 };
-                self.finish(node, 1, anchor)
+                let size = NODE_COST.saturating_add(u64::try_from(text.len()).unwrap_or(u64::MAX));
+                self.finish(node, size, anchor)
             }
             Event::Alias(id) => {
-                let (node, size) = self
+                // Charged before the copy is made.
+                let size = self
                     .anchors
                     .get(&id)
-                    .cloned()
+                    .map(|(_, size)| *size)
                     .ok_or(YamlErrorKind::RecursiveAlias)?;
-                self.alias_nodes = self.alias_nodes.saturating_add(size);
-                if self.alias_nodes > MAX_ALIAS_NODES {
-                    return Err(YamlErrorKind::AliasBomb);
-                }
+                self.budget
+                    .charge(size)
+                    .map_err(YamlErrorKind::AliasBudget)?;
+                let node = self
+                    .anchors
+                    .get(&id)
+                    .map(|(node, _)| node.clone())
+                    .ok_or(YamlErrorKind::RecursiveAlias)?;
                 self.attach(node, size, true)
             }
             // Tags on collections are ignored, as go-yaml v2 does when decoding into interface{}.
             Event::SequenceStart(anchor, _) => self.push(Frame::Seq {
                 anchor,
                 items: Vec::new(),
-                size: 1,
+                size: NODE_COST,
             }),
             Event::MappingStart(anchor, _) => self.push(Frame::Map {
                 anchor,
                 map: Map::new(),
                 key: None,
-                size: 1,
+                size: NODE_COST,
             }),
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
                 Some(Frame::Seq {
@@ -253,8 +414,13 @@ impl Loader {
         Ok(())
     }
 
-    fn finish(&mut self, node: Node, size: usize, anchor: usize) -> Result<(), YamlErrorKind> {
+    fn finish(&mut self, node: Node, size: u64, anchor: usize) -> Result<(), YamlErrorKind> {
         if anchor != 0 {
+            // The copy kept for aliases is materialised too (nested anchors copy their content
+            // again), so it is charged before it is made.
+            self.budget
+                .charge(size)
+                .map_err(YamlErrorKind::AliasBudget)?;
             // An alias of an anchored `<<` is an ordinary string, never a merge.
             let stored = match &node {
                 Node::MergeKey => Node::Scalar(Scalar::Str("<<".to_owned())),
@@ -265,7 +431,7 @@ impl Loader {
         self.attach(node, size, false)
     }
 
-    fn attach(&mut self, node: Node, size: usize, via_alias: bool) -> Result<(), YamlErrorKind> {
+    fn attach(&mut self, node: Node, size: u64, via_alias: bool) -> Result<(), YamlErrorKind> {
         match self.stack.last_mut() {
             None => self.root = Some(into_value(node)?),
             Some(Frame::Seq {
@@ -1350,7 +1516,119 @@ mod tests {
             let refs = vec![format!("*{prev}"); 9].join(",");
             text.push_str(&format!("{name}: &{name} [{refs}]\n"));
         }
-        assert_eq!(fails(&text).kind, YamlErrorKind::AliasBomb);
+        assert_eq!(
+            fails(&text).kind,
+            YamlErrorKind::AliasBudget(BudgetExceeded {
+                limit: ALIAS_BUDGET_FIXED,
+                basis: BudgetBasis::Fixed
+            })
+        );
+    }
+
+    /// `n` aliases of a `len`-byte string in one document.
+    fn aliased_string(len: usize, n: usize) -> String {
+        format!(
+            "s: &s {}\nl: [{}]\n",
+            "x".repeat(len),
+            vec!["*s"; n].join(", ")
+        )
+    }
+
+    #[test]
+    fn alias_budget_formula() {
+        let limit = |bytes| AliasBudget::for_output(bytes).limit();
+        // Floor for small outputs, proportional in between, capped for huge ones.
+        assert_eq!(limit(0), ALIAS_BUDGET_FLOOR);
+        assert_eq!(limit(1000), ALIAS_BUDGET_FLOOR);
+        assert_eq!(limit(10 << 20), 20 << 20);
+        assert_eq!(limit(20 << 20), 40 << 20);
+        assert_eq!(limit(1 << 30), ALIAS_BUDGET_CAP);
+        assert_eq!(limit(usize::MAX), ALIAS_BUDGET_CAP);
+        assert_eq!(AliasBudget::fixed().limit(), ALIAS_BUDGET_FIXED);
+        let e = BudgetExceeded {
+            limit: 20 << 20,
+            basis: BudgetBasis::Output { bytes: 10 << 20 },
+        };
+        assert_eq!(
+            e.to_string(),
+            "YAML anchors and aliases would materialise more than 20971520 bytes of values \
+             (this render's budget: 2 × 10485760 bytes of tool output, at least 4194304 and at \
+             most 67108864; node estimate 64 bytes + string lengths)"
+        );
+    }
+
+    #[test]
+    fn alias_budget_counts_string_bytes_and_anchor_copies() {
+        let budget = AliasBudget::for_output(0);
+        let docs = parse_documents_within(&aliased_string(1000, 10), &budget).expect("parses");
+        assert_eq!(docs[0]["l"].as_array().map(Vec::len), Some(10));
+        // The anchor's copy and ten aliases, each a node and its 1000 bytes.
+        assert_eq!(budget.used(), 11 * (NODE_COST + 1000));
+        // No anchors, nothing charged.
+        let plain = AliasBudget::for_output(0);
+        parse_documents_within("a: [1, 2, {b: c}]\n", &plain).expect("parses");
+        assert_eq!(plain.used(), 0);
+        // One alias of a long string costs what it copies: a single node can exhaust the budget.
+        let one = AliasBudget::for_output(0);
+        let long = usize::try_from(ALIAS_BUDGET_FLOOR).expect("fits") / 2 + 1;
+        let e = parse_documents_within(&aliased_string(long, 1), &one).expect_err("over budget");
+        assert!(matches!(e.kind, YamlErrorKind::AliasBudget(_)), "{e}");
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn alias_budget_is_shared_across_calls() {
+        // Each document alone is far inside the floor; together they are not.
+        let doc = aliased_string(10_000, 20);
+        let per_doc = 21 * (NODE_COST + 10_000);
+        let budget = AliasBudget::for_output(0);
+        let fits = usize::try_from(ALIAS_BUDGET_FLOOR / per_doc).expect("fits");
+        for _ in 0..fits {
+            parse_first_document_within(&doc, &budget).expect("inside the budget");
+        }
+        let clone = budget.clone();
+        let e = parse_documents_within(&doc, &clone).expect_err("budget spent");
+        assert_eq!(
+            e.kind,
+            YamlErrorKind::AliasBudget(BudgetExceeded {
+                limit: ALIAS_BUDGET_FLOOR,
+                basis: BudgetBasis::Output { bytes: 0 }
+            })
+        );
+        // Clones share one counter; a fork starts from the state at forking, on its own.
+        assert!(budget.used() > ALIAS_BUDGET_FLOOR);
+        let fresh = AliasBudget::for_output(0);
+        parse_documents_within(&doc, &fresh).expect("parses");
+        let fork = fresh.fork();
+        parse_documents_within(&doc, &fork).expect("parses");
+        assert_eq!((fresh.used(), fork.used()), (per_doc, 2 * per_doc));
+        // Files read on their own each get a fresh fixed budget.
+        for _ in 0..2 * fits {
+            parse_documents(&doc).expect("own budget");
+        }
+    }
+
+    #[test]
+    fn alias_budget_grows_with_the_output() {
+        let doc = aliased_string(100_000, 60);
+        let need = 61 * (NODE_COST + 100_000);
+        assert!(need > ALIAS_BUDGET_FLOOR);
+        let small = AliasBudget::for_output(doc.len());
+        assert!(parse_documents_within(&doc, &small).is_err());
+        let output = usize::try_from(need / ALIAS_BUDGET_PER_OUTPUT_BYTE).expect("fits");
+        let big = AliasBudget::for_output(output);
+        parse_documents_within(&doc, &big).expect("inside a big output's budget");
+        // Nested anchors copy their content again: charged per copy.
+        let open: String = (0..50).map(|i| format!("&a{i} [")).collect();
+        let nested = format!("{open}'{}'{}\n", "y".repeat(100_000), "]".repeat(50));
+        let e = parse_documents_within(&nested, &AliasBudget::for_output(nested.len()));
+        assert!(matches!(
+            e,
+            Err(YamlError {
+                kind: YamlErrorKind::AliasBudget(_),
+                ..
+            })
+        ));
     }
 
     #[test]

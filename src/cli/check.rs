@@ -89,7 +89,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         renderer: args.render.renderer()?,
         substitute: substituter.clone(),
     };
-    let (_plugin, documents) = super::render_checkout(
+    let (_plugin, rendered) = super::render_checkout(
         &args.dir,
         &args.app_path,
         &args.plugin,
@@ -98,6 +98,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         &env,
     )
     .await?;
+    let documents = rendered.documents;
 
     let backend = substituter
         .backend(&env)

@@ -110,7 +110,7 @@ proptest! {
     /// Any text: a list of non-null values or an error, never a panic.
     #[test]
     fn split_never_panics(stdout in yaml_like()) {
-        if let Ok(docs) = split_tool_output(&stdout) {
+        if let Ok(docs) = split_tool_output(&stdout, &crate::yaml::AliasBudget::for_output(stdout.len())) {
             prop_assert!(docs.iter().all(|d| !d.is_null()));
         }
         let _ = yaml::parse_documents(&stdout);
@@ -126,7 +126,7 @@ proptest! {
             }
             stdout.push_str(&yaml::to_yaml_string(doc));
         }
-        let split = split_tool_output(&stdout).map_err(|e| TestCaseError::fail(format!("{e}\n{stdout}")))?;
+        let split = split_tool_output(&stdout, &crate::yaml::AliasBudget::for_output(stdout.len())).map_err(|e| TestCaseError::fail(format!("{e}\n{stdout}")))?;
         prop_assert_eq!(split, docs, "{}", stdout);
     }
 
@@ -134,7 +134,7 @@ proptest! {
     #[test]
     fn json_stream_round_trips(docs in prop::collection::vec(document(), 1..5), sep in "[ \n\t]{0,3}") {
         let stdout = docs.iter().map(to_json_string).collect::<Vec<_>>().join(&sep);
-        let split = split_tool_output(&stdout).map_err(|e| TestCaseError::fail(format!("{e}\n{stdout}")))?;
+        let split = split_tool_output(&stdout, &crate::yaml::AliasBudget::for_output(stdout.len())).map_err(|e| TestCaseError::fail(format!("{e}\n{stdout}")))?;
         prop_assert_eq!(split, docs);
     }
 }

@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::RenderError;
+use crate::yaml::AliasBudget;
 
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
-/// The documents of every manifest file under `app_dir`, in AVP's order.
-pub async fn render(app_dir: &Path) -> Result<Vec<Value>, RenderError> {
+/// The documents of every manifest file under `app_dir`, in AVP's order, and the render's alias
+/// budget, sized by all the files together (as a tool's output would be).
+pub async fn render(app_dir: &Path) -> Result<(Vec<Value>, AliasBudget), RenderError> {
     let dir = app_dir.to_path_buf();
     let files = tokio::task::spawn_blocking(move || manifest_files(&dir))
         .await
@@ -29,20 +31,27 @@ pub async fn render(app_dir: &Path) -> Result<Vec<Value>, RenderError> {
                 .unwrap_or_else(|| ".".to_owned()),
         ));
     }
-    let mut documents = Vec::new();
+    let mut texts = Vec::new();
     for file in files {
         let text = tokio::fs::read_to_string(&file)
             .await
             .map_err(|e| io(&file, e))?;
-        let rel = file.strip_prefix(app_dir).unwrap_or(&file);
-        documents.extend(crate::manifest::split_tool_output(&text).map_err(|source| {
-            RenderError::File {
-                file: rel.display().to_string(),
-                source,
-            }
-        })?);
+        texts.push((file, text));
     }
-    Ok(documents)
+    let budget = AliasBudget::for_output(texts.iter().map(|(_, t)| t.len()).sum());
+    let mut documents = Vec::new();
+    for (file, text) in texts {
+        let rel = file.strip_prefix(app_dir).unwrap_or(&file);
+        documents.extend(
+            crate::manifest::split_tool_output(&text, &budget).map_err(|source| {
+                RenderError::File {
+                    file: rel.display().to_string(),
+                    source,
+                }
+            })?,
+        );
+    }
+    Ok((documents, budget))
 }
 
 /// Manifest files below `dir`, in `filepath.Walk` order: entries sorted by name, a directory's
@@ -97,7 +106,7 @@ mod tests {
         write("a.json", "{\"kind\": \"AJ\"}");
         write("c.YAML", "kind: Ignored\n");
         write("notes.txt", "kind: Ignored\n");
-        let docs = render(dir.path()).await.expect("render");
+        let (docs, _) = render(dir.path()).await.expect("render");
         let kinds: Vec<&Value> = docs.iter().map(|d| &d["kind"]).collect();
         assert_eq!(
             kinds,

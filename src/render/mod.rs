@@ -17,6 +17,7 @@ use crate::context::RequestEnv;
 use crate::discovery::AppKind;
 use crate::metrics::{self, METRICS};
 use crate::sandbox::gate;
+use crate::yaml::AliasBudget;
 use tool::{RunLimits, ToolError};
 
 /// Where the real tools live (operator configuration).
@@ -117,6 +118,9 @@ pub struct Rendered {
     pub tool_time: Duration,
     /// The tool's stderr (warnings), logged by the caller even on success, like Argo.
     pub stderr: String,
+    /// This render's alias budget, sized by the tool's output and partly used by parsing it;
+    /// substitution (`yamlParse`) spends the rest.
+    pub alias_budget: AliasBudget,
 }
 
 impl Renderer {
@@ -132,10 +136,12 @@ impl Renderer {
         deadline: Option<Instant>,
     ) -> Result<Rendered, RenderError> {
         if let AppKind::Directory = kind {
+            let (documents, alias_budget) = directory::render(app_dir).await?;
             return Ok(Rendered {
-                documents: directory::render(app_dir).await?,
+                documents,
                 tool_time: Duration::ZERO,
                 stderr: String::new(),
+                alias_budget,
             });
         }
         let mut extra = tool_homes(scratch)?;
@@ -184,10 +190,13 @@ impl Renderer {
             .await
             .map_err(gate_refusal)?;
         let text = String::from_utf8_lossy(&out.stdout);
+        let alias_budget = AliasBudget::for_output(out.stdout.len());
         let mut documents =
-            crate::manifest::split_tool_output(&text).map_err(|source| RenderError::Output {
-                tool: tool_name,
-                source,
+            crate::manifest::split_tool_output(&text, &alias_budget).map_err(|source| {
+                RenderError::Output {
+                    tool: tool_name,
+                    source,
+                }
             })?;
         if let (AppKind::Helm, Some(repo)) = (kind, env.setting(APP_REPO)) {
             helm::annotate_repo(&mut documents, &repo);
@@ -196,6 +205,7 @@ impl Renderer {
             documents,
             tool_time: out.elapsed,
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            alias_budget,
         })
     }
 }

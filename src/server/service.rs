@@ -507,7 +507,7 @@ impl ConfigManagementPluginService for CmpService {
             request,
             |u, deadline| async move {
                 let pipeline = &self.shared.pipeline;
-                let (kind, documents, cached) = match u.input {
+                let (kind, documents, alias_budget, cached) = match u.input {
                     Input::Dir {
                         repo,
                         app_dir,
@@ -520,22 +520,27 @@ impl ConfigManagementPluginService for CmpService {
                             info!(stderr = %r.tool_stderr, "tool stderr");
                         }
                         if let Some(key) = u.cache_key {
-                            self.shared
-                                .render_cache
-                                .insert(key, r.kind.clone(), &r.documents);
+                            self.shared.render_cache.insert(
+                                key,
+                                r.kind.clone(),
+                                &r.documents,
+                                &r.alias_budget,
+                            );
                         }
                         info!(
                             kind = r.kind.name(),
                             tool_ms = millis(r.tool_time),
                             "rendered"
                         );
-                        (r.kind, r.documents, false)
+                        (r.kind, r.documents, r.alias_budget, false)
                     }
-                    Input::Cached(hit) => (hit.kind, (*hit.documents).clone(), true),
+                    Input::Cached(hit) => {
+                        (hit.kind, (*hit.documents).clone(), hit.alias_budget, true)
+                    }
                 };
                 let started = Instant::now();
                 let documents = pipeline
-                    .substitute(&self.plugin, documents, &u.env, deadline)
+                    .substitute(&self.plugin, documents, &alias_budget, &u.env, deadline)
                     .await?;
                 metrics::DETAIL
                     .substitute_seconds

@@ -6,6 +6,7 @@
 use tonic::{Code, Status};
 
 use super::RequestError;
+use crate::manifest::ManifestError;
 use crate::pipeline::PipelineError;
 use crate::protocol::stream::StreamError;
 use crate::protocol::unpack::UnpackError;
@@ -60,7 +61,13 @@ fn code(err: &RequestError) -> Code {
                 RenderError::Tool(ToolError::Deadline { .. }) | RenderError::Queued(_) => {
                     Code::DeadlineExceeded
                 }
-                RenderError::Tool(ToolError::OutputTooLarge { .. }) => Code::ResourceExhausted,
+                // The render's limits, not a malformed request: the output is valid YAML (Argo
+                // CD would accept it), it just costs more than one render may (like output size).
+                RenderError::Tool(ToolError::OutputTooLarge { .. })
+                | RenderError::Output {
+                    source: ManifestError::AliasBudget { .. },
+                    ..
+                } => Code::ResourceExhausted,
                 RenderError::Tool(ToolError::Spawn { .. }) | RenderError::Io { .. } => {
                     Code::Internal
                 }
@@ -73,6 +80,14 @@ fn code(err: &RequestError) -> Code {
                 | StageError::ConfigSecret(KubeError::NotAllowed { .. }) => Code::PermissionDenied,
                 StageError::Deadline { .. } => Code::DeadlineExceeded,
                 StageError::TooManyReads { .. } => Code::ResourceExhausted,
+                // `yamlParse` spent the rest of the render's alias budget.
+                StageError::Substitute(s)
+                    if s.problems
+                        .iter()
+                        .any(|p| matches!(p, Problem::AliasBudget { .. })) =>
+                {
+                    Code::ResourceExhausted
+                }
                 // A path template the request's values cannot fill (e.g. `../x` in an env value).
                 StageError::PathTemplate(_) => Code::InvalidArgument,
                 StageError::Substitute(s)
@@ -113,4 +128,71 @@ fn is_disk_full(e: &std::io::Error) -> bool {
 /// Builds the status for a failed RPC; `prefix` is Argo's (e.g. `error generating manifests`).
 pub fn to_status(prefix: &str, err: &RequestError) -> Status {
     Status::new(code(err), format!("{prefix}: {}", chain(err)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::substitute::{ObjectRef, Site, SubstituteError};
+    use crate::yaml::AliasBudget;
+
+    fn exceeded() -> crate::yaml::BudgetExceeded {
+        let budget = AliasBudget::for_output(0);
+        let text = format!("a: &a {}\nb: [*a, *a, *a, *a, *a]\n", "x".repeat(1 << 20));
+        match crate::yaml::parse_documents_within(&text, &budget) {
+            Err(crate::yaml::YamlError {
+                kind: crate::yaml::YamlErrorKind::AliasBudget(e),
+                ..
+            }) => e,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn alias_budget_is_resource_exhausted() {
+        let render = RequestError::Pipeline(PipelineError::Render(RenderError::Output {
+            tool: "helm",
+            source: ManifestError::AliasBudget {
+                document: 3,
+                line: 40,
+                source: exceeded(),
+            },
+        }));
+        let status = to_status("error generating manifests", &render);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "error generating manifests: helm output: document 3 (line 40): YAML anchors and \
+             aliases would materialise more than 4194304 bytes of values (this render's budget: \
+             2 × 0 bytes of tool output, at least 4194304 and at most 67108864; node estimate 64 \
+             bytes + string lengths)"
+        );
+        let substitute = RequestError::Pipeline(PipelineError::Substitute(StageError::Substitute(
+            SubstituteError {
+                object: ObjectRef {
+                    index: 0,
+                    kind: "ConfigMap".into(),
+                    namespace: String::new(),
+                    name: "cm".into(),
+                },
+                problems: vec![Problem::AliasBudget {
+                    error: exceeded(),
+                    site: Site {
+                        placeholder: "path:secret/data/x#doc".into(),
+                        field: "doc".into(),
+                        original: Some("<path:secret/data/x#doc | yamlParse>".into()),
+                    },
+                }],
+            },
+        )));
+        let status = to_status("error generating manifests", &substitute);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status.message().contains(
+                "ConfigMap/cm:\nyamlParse: YAML anchors and aliases would materialise more than"
+            ),
+            "{}",
+            status.message()
+        );
+    }
 }

@@ -588,7 +588,7 @@ proptest! {
             tracing::trace!("capture works");
             let requests = collect(std::slice::from_ref(&doc), &opts).expect("valid placeholders");
             let fetched: Fetched = requests.into_iter().map(|r| (r, Ok(data.clone()))).collect();
-            let result = apply(vec![doc.clone()], &opts, &fetched);
+            let result = apply(vec![doc.clone()], &opts, &fetched, &crate::yaml::AliasBudget::fixed());
             if let Err(e) = &result {
                 // As the server logs a failed request.
                 tracing::warn!(error = %status_message(e), "failed");

@@ -65,6 +65,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::path_template::{PathContext, PathTemplateError};
+use crate::yaml::{AliasBudget, BudgetExceeded};
 
 use crate::secrets::{Fetched, KvVersion, ReadError, SecretData, SecretRequest};
 
@@ -109,7 +110,8 @@ pub fn collect(docs: &[Value], opts: &Options) -> Result<BTreeSet<SecretRequest>
 }
 
 /// Replaces placeholders in `docs` using `fetched` (the results of the reads [`collect`]
-/// returned) and returns the new documents in order.
+/// returned) and returns the new documents in order. What `yamlParse` modifiers materialise
+/// from aliases is charged to `alias_budget`, the render's.
 ///
 /// Stops at the first manifest with problems and reports all of that manifest's problems.
 /// Documents that are not JSON objects pass through unchanged.
@@ -117,11 +119,14 @@ pub fn apply(
     docs: Vec<Value>,
     opts: &Options,
     fetched: &Fetched,
+    alias_budget: &AliasBudget,
 ) -> Result<Vec<Value>, SubstituteError> {
     docs.into_iter()
         .enumerate()
         .map(|(index, doc)| match doc {
-            Value::Object(object) => apply_one(object, index, opts, fetched).map(Value::Object),
+            Value::Object(object) => {
+                apply_one(object, index, opts, fetched, alias_budget).map(Value::Object)
+            }
             other => Ok(other),
         })
         .collect()
@@ -207,6 +212,9 @@ pub enum Problem {
     },
     #[error("null value for placeholder {0}")]
     NullValue(Site),
+    /// `yamlParse` ran out of the render's alias budget (shared with the tool output's parse).
+    #[error("yamlParse: {error} for placeholder {site}")]
+    AliasBudget { error: BudgetExceeded, site: Site },
     /// Migration mode: this placeholder has no `ExternalSecret` equivalent.
     #[error("cannot convert {what} to an ExternalSecret: {reason}")]
     NotConvertible { what: String, reason: String },
@@ -446,6 +454,7 @@ fn apply_one(
     index: usize,
     opts: &Options,
     fetched: &Fetched,
+    alias_budget: &AliasBudget,
 ) -> Result<Map<String, Value>, SubstituteError> {
     let manifest = Manifest::new(&object, index, opts);
     if manifest.annotations.ignore {
@@ -465,6 +474,7 @@ fn apply_one(
         manifest: &manifest,
         fetched,
         generic_data,
+        alias_budget,
         problems: Vec::new(),
     };
     replacer.walk_map(&mut object);
@@ -481,6 +491,7 @@ struct Replacer<'a> {
     fetched: &'a Fetched,
     /// Data of the annotation path, when it was read.
     generic_data: Option<&'a SecretData>,
+    alias_budget: &'a AliasBudget,
     problems: Vec<Problem>,
 }
 
@@ -627,15 +638,20 @@ impl Replacer<'_> {
             None | Some(Value::Null) => return Err(Problem::MissingValue(site())),
             Some(v) => v.clone(),
         };
-        let value = modifiers::apply(raw, &ph.modifiers).map_err(|e| match e {
-            ModifierError::Empty => Problem::EmptyModifier(site()),
-            ModifierError::Unknown(name) => Problem::UnknownModifier { name, site: site() },
-            ModifierError::Failed { modifier, message } => Problem::ModifierFailed {
-                modifier: modifier.to_owned(),
-                message,
-                site: site(),
-            },
-        })?;
+        let value =
+            modifiers::apply(raw, &ph.modifiers, self.alias_budget).map_err(|e| match e {
+                ModifierError::Empty => Problem::EmptyModifier(site()),
+                ModifierError::AliasBudget(error) => Problem::AliasBudget {
+                    error,
+                    site: site(),
+                },
+                ModifierError::Unknown(name) => Problem::UnknownModifier { name, site: site() },
+                ModifierError::Failed { modifier, message } => Problem::ModifierFailed {
+                    modifier: modifier.to_owned(),
+                    message,
+                    site: site(),
+                },
+            })?;
         if value.is_null() {
             return Err(Problem::NullValue(site()));
         }

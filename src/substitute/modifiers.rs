@@ -25,6 +25,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use super::jsonpath;
+use crate::yaml::{AliasBudget, BudgetExceeded, YamlError, YamlErrorKind};
 
 /// Largest `indent` level accepted.
 pub(crate) const MAX_INDENT: i64 = 256;
@@ -64,10 +65,17 @@ pub(crate) enum ModifierError {
         modifier: &'static str,
         message: String,
     },
+    /// `yamlParse` ran out of the render's alias budget.
+    AliasBudget(BudgetExceeded),
 }
 
-/// Runs the modifier segments (raw text between `|`) over `value`, left to right.
-pub(crate) fn apply(mut value: Value, segments: &[&str]) -> Result<Value, ModifierError> {
+/// Runs the modifier segments (raw text between `|`) over `value`, left to right. `yamlParse`
+/// charges what aliases materialise to `alias_budget` (the render's).
+pub(crate) fn apply(
+    mut value: Value,
+    segments: &[&str],
+    alias_budget: &AliasBudget,
+) -> Result<Value, ModifierError> {
     for segment in segments {
         let mut fields = segment.split_whitespace();
         let name = fields.next().ok_or(ModifierError::Empty)?;
@@ -77,7 +85,7 @@ pub(crate) fn apply(mut value: Value, segments: &[&str]) -> Result<Value, Modifi
             "base64decode" => ("base64decode", base64decode(&args, value)),
             "jsonPath" => ("jsonPath", json_path(&args, value)),
             "jsonParse" => ("jsonParse", json_parse(&args, value)),
-            "yamlParse" => ("yamlParse", yaml_parse(&args, value)),
+            "yamlParse" => ("yamlParse", yaml_parse(&args, value, alias_budget)?),
             "indent" => ("indent", indent(&args, value)),
             "sha256sum" => ("sha256sum", sha256sum(&args, value)),
             other => return Err(ModifierError::Unknown(other.to_owned())),
@@ -150,14 +158,29 @@ fn json_error(error: serde_json::Error) -> String {
 }
 
 /// Only the first YAML document counts, like `sigs.k8s.io/yaml.Unmarshal`; an empty input is
-/// `null`.
-fn yaml_parse(args: &[&str], value: Value) -> Result<Value, String> {
-    no_params(args)?;
-    let text = string_input(value)?;
-    // The parser's message may quote the input, which is a secret: keep it out.
-    let docs =
-        crate::yaml::parse_documents(&text).map_err(|_| "value is not valid yaml".to_owned())?;
-    Ok(docs.into_iter().next().unwrap_or(Value::Null))
+/// `null`. The outer error is the alias budget running out (it stops the render whatever the
+/// placeholder); the inner one any other failure.
+fn yaml_parse(
+    args: &[&str],
+    value: Value,
+    alias_budget: &AliasBudget,
+) -> Result<Result<Value, String>, ModifierError> {
+    if let Err(e) = no_params(args) {
+        return Ok(Err(e));
+    }
+    let text = match string_input(value) {
+        Ok(text) => text,
+        Err(e) => return Ok(Err(e)),
+    };
+    match crate::yaml::parse_documents_within(&text, alias_budget) {
+        Ok(docs) => Ok(Ok(docs.into_iter().next().unwrap_or(Value::Null))),
+        Err(YamlError {
+            kind: YamlErrorKind::AliasBudget(exceeded),
+            ..
+        }) => Err(ModifierError::AliasBudget(exceeded)),
+        // The parser's message may quote the input, which is a secret: keep it out.
+        Err(_) => Ok(Err("value is not valid yaml".to_owned())),
+    }
 }
 
 /// AVP's indent: the first line is trimmed and not indented; every later non-empty line is
@@ -469,7 +492,7 @@ mod tests {
         ];
         for (input, segments, want) in cases {
             assert_eq!(
-                apply(input.clone(), segments),
+                apply(input.clone(), segments, &AliasBudget::for_output(0)),
                 want,
                 "{input} | {segments:?}"
             );
@@ -528,7 +551,9 @@ mod tests {
         ];
         for input in &inputs {
             for chain in chains {
-                if let Err(ModifierError::Failed { message, .. }) = apply(input.clone(), chain) {
+                if let Err(ModifierError::Failed { message, .. }) =
+                    apply(input.clone(), chain, &AliasBudget::for_output(0))
+                {
                     assert!(!message.contains("TOPSECRET"), "{chain:?}: {message}");
                 }
             }

@@ -243,7 +243,7 @@ proptest! {
     #[test]
     fn modifiers_never_panic(value in json_value(fuzz_text()), chain in fragment_text()) {
         let segments: Vec<&str> = chain.split('|').collect();
-        let _ = modifiers::apply(value, &segments);
+        let _ = modifiers::apply(value, &segments, &AliasBudget::for_output(0));
     }
 
     /// Any jsonPath template over any data renders or fails with a message.
@@ -282,9 +282,9 @@ proptest! {
         match collect(&docs, &opts) {
             Ok(requests) => {
                 let fetched = fetch(&requests, &data, &missing);
-                let _ = apply(docs.clone(), &opts, &fetched);
+                let _ = apply(docs.clone(), &opts, &fetched, &AliasBudget::for_output(0));
                 // Results missing altogether are a caller bug, reported as such, not a panic.
-                let _ = apply(docs, &opts, &Fetched::new());
+                let _ = apply(docs, &opts, &Fetched::new(), &AliasBudget::for_output(0));
             }
             Err(e) => prop_assert!(!e.problems.is_empty()),
         }
@@ -309,9 +309,9 @@ proptest! {
         let requests = collect(&docs, &opts).expect("no placeholders, no errors");
         prop_assert!(requests.is_empty());
         let fetched = fetch(&requests, &data, &[]);
-        let once = apply(docs.clone(), &opts, &fetched).expect("no placeholders, no errors");
+        let once = apply(docs.clone(), &opts, &fetched, &AliasBudget::for_output(0)).expect("no placeholders, no errors");
         prop_assert_eq!(&once, &docs);
-        let twice = apply(once, &opts, &fetched).expect("no placeholders, no errors");
+        let twice = apply(once, &opts, &fetched, &AliasBudget::for_output(0)).expect("no placeholders, no errors");
         prop_assert_eq!(twice, docs);
     }
 
@@ -417,7 +417,7 @@ proptest! {
         let mut secret = Map::new();
         secret.insert(key.clone(), stored);
         let fetched = Fetched::from([(request, Ok(SecretData::new(secret)))]);
-        let out = apply(vec![doc], &opts, &fetched).expect("all values present");
+        let out = apply(vec![doc], &opts, &fetched, &AliasBudget::for_output(0)).expect("all values present");
         prop_assert_eq!(&out[0]["data"]["field"], &json!(format!("{before}{inserted}{after}")));
     }
 }

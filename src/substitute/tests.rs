@@ -125,7 +125,7 @@ fn render_with(
 ) -> Result<Vec<Value>, SubstituteError> {
     let requests = collect(&docs, opts)?;
     let fetched = vault.fetch(&requests);
-    apply(docs, opts, &fetched)
+    apply(docs, opts, &fetched, &AliasBudget::for_output(0))
 }
 
 fn render(docs: Vec<Value>) -> Result<Vec<Value>, SubstituteError> {
@@ -923,7 +923,15 @@ fn remove_missing_only_on_secret_or_configmap() {
         "could not replace all placeholders in Deployment/ns/test:\n\
          avp.kubernetes.io/remove-missing annotation can only be used on Secret or ConfigMap resources"
     );
-    assert_eq!(apply(vec![doc], &opts(), &Fetched::new()), Err(err));
+    assert_eq!(
+        apply(
+            vec![doc],
+            &opts(),
+            &Fetched::new(),
+            &AliasBudget::for_output(0)
+        ),
+        Err(err)
+    );
     // A false value is fine anywhere.
     let doc = manifest(
         "Deployment",
@@ -956,7 +964,12 @@ fn ignore_makes_no_reads_and_changes_nothing() {
             "{value}"
         );
         assert_eq!(
-            apply(vec![doc.clone()], &strict, &Fetched::new()),
+            apply(
+                vec![doc.clone()],
+                &strict,
+                &Fetched::new(),
+                &AliasBudget::for_output(0)
+            ),
             Ok(vec![doc]),
             "{value}"
         );
@@ -1123,7 +1136,15 @@ fn path_validation() {
         ]
     );
     // apply re-checks, so skipping collect cannot bypass validation.
-    assert_eq!(apply(vec![rejected], &opts, &Fetched::new()), Err(err));
+    assert_eq!(
+        apply(
+            vec![rejected],
+            &opts,
+            &Fetched::new(),
+            &AliasBudget::for_output(0)
+        ),
+        Err(err)
+    );
     // Unanchored like Go's MatchString.
     let loose = Options {
         default_kv_version: V1,
@@ -1288,7 +1309,7 @@ fn read_errors_are_passed_through() {
     )]
     .into_iter()
     .collect();
-    let err = apply(vec![doc], &opts(), &fetched).expect_err("denied");
+    let err = apply(vec![doc], &opts(), &fetched, &AliasBudget::for_output(0)).expect_err("denied");
     assert_eq!(
         err.problems,
         [Problem::Read(ReadError::PermissionDenied(
@@ -1313,7 +1334,13 @@ fn absent_fetch_result_is_an_internal_error() {
         ),
     ];
     for doc in docs {
-        let err = apply(vec![doc], &opts(), &Fetched::new()).expect_err("not fetched");
+        let err = apply(
+            vec![doc],
+            &opts(),
+            &Fetched::new(),
+            &AliasBudget::for_output(0),
+        )
+        .expect_err("not fetched");
         assert!(
             matches!(err.problems.as_slice(), [Problem::NotFetched(_)]),
             "{err}"
@@ -1365,7 +1392,15 @@ fn long_field_text_is_truncated_in_errors() {
 fn non_object_documents_pass_through() {
     let docs = vec![json!(null), json!(["<path:a#b>"]), json!("<path:a#b>")];
     assert_eq!(collect(&docs, &opts()), Ok(BTreeSet::new()));
-    assert_eq!(apply(docs.clone(), &opts(), &Fetched::new()), Ok(docs));
+    assert_eq!(
+        apply(
+            docs.clone(),
+            &opts(),
+            &Fetched::new(),
+            &AliasBudget::for_output(0)
+        ),
+        Ok(docs)
+    );
 }
 
 /// No error text ever carries a secret value: not for missing keys next to substituted values,
@@ -1629,5 +1664,59 @@ fn templates_in_annotation_and_inline_paths_are_opt_in() {
     assert!(
         matches!(err.problems[..], [Problem::PathTemplate(_)]),
         "{err}"
+    );
+}
+
+/// `yamlParse` spends the render's alias budget (left over by parsing the tool output), and
+/// running out is its own problem, naming the placeholder but never the value.
+#[test]
+fn yaml_parse_shares_the_render_alias_budget() {
+    let secret = format!(
+        "v: &v S3CR3T-{}\nl: [{}]\n",
+        "y".repeat(10_000),
+        vec!["*v"; 100].join(", ")
+    );
+    let vault = FakeVault(vec![(
+        req("kv/data/y", V2, None),
+        data(json!({ "doc": secret })),
+    )]);
+    let doc = manifest(
+        "ConfigMap",
+        json!({ "avp.kubernetes.io/path": "kv/data/y" }),
+        json!({ "data": { "n": "<doc | yamlParse | jsonPath {.l[99]}>" } }),
+    );
+    let run = |budget: &AliasBudget| {
+        let docs = vec![doc.clone()];
+        let fetched = vault.fetch(&collect(&docs, &opts()).expect("collect"));
+        apply(docs, &opts(), &fetched, budget)
+    };
+    // On its own, the value fits the floor (~1 MB of copies).
+    let fresh = AliasBudget::for_output(0);
+    let out = run(&fresh).expect("fits");
+    assert!(
+        out[0]["data"]["n"]
+            .as_str()
+            .is_some_and(|s| s.len() > 10_000)
+    );
+    let one_value = fresh.used();
+    // After the tool output used most of the render's budget, it does not.
+    let spent = AliasBudget::for_output(0);
+    let big = format!(
+        "a: &a {}\nb: [{}]\n",
+        "z".repeat(100_000),
+        vec!["*a"; 38].join(",")
+    );
+    crate::yaml::parse_documents_within(&big, &spent).expect("tool output fits");
+    assert!(spent.used() + one_value > spent.limit());
+    let err = run(&spent).expect_err("over budget");
+    assert!(
+        matches!(&err.problems[..], [Problem::AliasBudget { site, .. }] if site.placeholder == "doc"),
+        "{err:?}"
+    );
+    let shown = format!("{err}\n{err:?}");
+    assert!(!shown.contains("S3CR3T"), "{shown}");
+    assert!(
+        shown.contains("yamlParse: YAML anchors and aliases would materialise more than 4194304"),
+        "{shown}"
     );
 }

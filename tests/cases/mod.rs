@@ -10,6 +10,7 @@ mod discovery;
 mod faults;
 mod hostile;
 mod isolation;
+mod memory;
 mod migration;
 mod perf;
 mod rollout;

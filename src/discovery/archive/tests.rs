@@ -239,7 +239,11 @@ fn plain_directories_are_claimed_only_without_a_tool_app() {
         Outcome::Placeholders
     );
     assert_eq!(
-        run(&[("app/cm.yaml", "kind: ConfigMap\n")], "app", Accept::Directory),
+        run(
+            &[("app/cm.yaml", "kind: ConfigMap\n")],
+            "app",
+            Accept::Directory
+        ),
         Outcome::Plain
     );
     // A kustomization or chart, even after the placeholder: theirs, not a plain directory's.
@@ -255,7 +259,11 @@ fn plain_directories_are_claimed_only_without_a_tool_app() {
         );
     }
     assert_eq!(
-        run(&[("app/README.md", "<path:kv/data/a#pw>")], "app", Accept::Directory),
+        run(
+            &[("app/README.md", "<path:kv/data/a#pw>")],
+            "app",
+            Accept::Directory
+        ),
         Outcome::NoApp,
         "no manifest file"
     );
