@@ -68,8 +68,11 @@ async fn placeholders_read_secrets_only() {
     );
 
     // The red team's read: the token itself, as a KV v1 "secret". Refused before any call,
-    // as are the other system mounts.
-    let approle = server(bao.approle_env());
+    // as are the other system mounts. (No readiness checks here: they look up the token.)
+    let approle = server(with(
+        bao.approle_env(),
+        &[("AVP_SIDECAR_VAULT_READY_CHECK_SECONDS", "0")],
+    ));
     let msg = assert_refused(
         read(&approle, "<path:auth/token/lookup-self#id>", Some("1")).await,
         "vault path auth/token/lookup-self is under auth/, a Vault system mount, not a secrets engine",

@@ -639,7 +639,8 @@ async fn argo_call_sequence_with_go_tgz_layout() {
                 .await
                 .unwrap_or_else(|e| panic!("{plugin:?}: {e}\n{}", server.log()));
             assert_eq!(call.is_discovery_configured, discovery);
-            assert_eq!(call.is_supported, discovery.then_some(true));
+            // A plain app (no placeholders) is not claimed by discovery, yet renders by name.
+            assert_eq!(call.is_supported, discovery.then_some(false));
             let docs: Vec<serde_json::Value> = call
                 .manifests
                 .iter()

@@ -240,3 +240,20 @@ async fn large_repository_answers_quickly_without_the_work_dir() {
     .expect_err("GenerateManifest needs the work dir");
     assert!(err.message().contains("work dir"), "{err:?}");
 }
+
+/// AVP's plain `argocd-vault-plugin` claims directories of manifests with placeholders, and
+/// leaves kustomize apps and charts (with or without placeholders) to their plugins.
+#[tokio::test]
+async fn the_plain_avp_plugin_claims_plain_directories_only() {
+    let r = repo_of(&[
+        ("manifests/s.yaml", INLINE_SECRET),
+        ("manifests/cm.yaml", PLAIN_CM),
+        ("nothing/cm.yaml", PLAIN_CM),
+        ("inline/kustomization.yaml", "resources: [s.yaml]\n"),
+        ("inline/s.yaml", INLINE_SECRET),
+    ]);
+    let s = server("argocd-vault-plugin", &[]);
+    assert_eq!(matched(&s, r.path(), "manifests").await, (true, true));
+    assert_eq!(matched(&s, r.path(), "nothing").await, (false, false));
+    assert_eq!(matched(&s, r.path(), "inline").await, (false, false));
+}
