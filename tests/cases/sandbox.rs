@@ -1,5 +1,5 @@
-//! Confined tools (README "Security model"): nothing in a repository can make the sidecar run
-//! anything but kustomize and helm with argv it approved, and those tools cannot read
+//! Confined tools (docs/security.md, "Security model"): nothing in a repository can make the
+//! sidecar run anything but kustomize and helm with argv it approved, and those tools cannot read
 //! credentials, other requests' files, connect out, signal the server, or outlive their
 //! request. Real kubectl-kustomize and helm for the helm gate; `tests/tools/probe.rs` as the
 //! tool for what the Landlock sandbox denies.
