@@ -8,6 +8,7 @@ pub mod check;
 pub mod config;
 pub mod context;
 pub mod discovery;
+pub mod errors;
 pub mod manifest;
 pub mod metrics;
 pub mod names;

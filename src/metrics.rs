@@ -89,6 +89,23 @@ const RPC_NAMES: [&str; 4] = [
     "CheckPluginConfiguration",
 ];
 
+impl Rpc {
+    /// The RPC's name, as in the proto and in logs.
+    pub fn name(self) -> &'static str {
+        RPC_NAMES[self as usize]
+    }
+
+    /// The prefix Argo CD's own sidecar puts before an error of this RPC.
+    pub fn error_prefix(self) -> &'static str {
+        match self {
+            Rpc::GenerateManifest => "error generating manifests",
+            Rpc::MatchRepository => "match repository error",
+            Rpc::GetParametersAnnouncement => "get parameters announcement error",
+            Rpc::CheckPluginConfiguration => "check plugin configuration error",
+        }
+    }
+}
+
 /// Upper bounds (seconds) of the duration histograms' buckets.
 const BUCKETS: [f64; 11] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 

@@ -272,7 +272,7 @@ impl KubeApi {
             "{}/api/v1/namespaces/{}/secrets/{}",
             self.base, secret.namespace, secret.name
         );
-        let mut resp = self
+        let resp = self
             .client
             .get(&url)
             .header(reqwest::header::AUTHORIZATION, auth)
@@ -287,16 +287,12 @@ impl KubeApi {
                 status: status.as_u16(),
             });
         }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| api(error_chain(&e)))? {
-            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(api(format!(
-                    "response larger than {} MiB",
-                    MAX_RESPONSE_BYTES >> 20
-                )));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = super::body::read_capped(resp, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| match e {
+                super::body::BodyError::Transport(e) => api(error_chain(&e)),
+                too_large @ super::body::BodyError::TooLarge { .. } => api(too_large.to_string()),
+            })?;
         let body: Value =
             serde_json::from_slice(&bytes).map_err(|e| api(format!("bad response: {e}")))?;
         decode_data(secret, &body)
@@ -387,18 +383,12 @@ impl KubeApi {
 
 /// A reqwest error with its causes, without the URL.
 fn error_chain(e: &reqwest::Error) -> String {
-    let mut msg = if e.is_timeout() {
+    let head = if e.is_timeout() {
         format!("no answer within {TIMEOUT:?}")
     } else {
         "request failed".to_owned()
     };
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        msg.push_str(": ");
-        msg.push_str(&c.to_string());
-        cause = c.source();
-    }
-    msg
+    crate::errors::chain_after(head, std::error::Error::source(e))
 }
 
 /// A Secret object's `data` as settings: keys upper-cased (viper is case-insensitive), values

@@ -177,6 +177,7 @@ pub trait SecretSource: Send + Sync {
     fn invalidate(&self, _path: &str) {}
 }
 
+pub mod body;
 pub mod cache;
 pub mod config;
 #[cfg(test)]

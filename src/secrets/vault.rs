@@ -259,7 +259,7 @@ impl VaultSource {
                         "client certificate {} / key {}: {}",
                         cert.display(),
                         key.display(),
-                        chain(&e)
+                        crate::errors::chain(&e)
                     ))
                 })?)
             }
@@ -583,33 +583,16 @@ impl Failure {
 
 /// Sends and reads the body (capped). The body is JSON or `Null`.
 async fn send(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Answer, Failure> {
-    let mut resp = request.send().await.map_err(|e| transport(&e, timeout))?;
+    let resp = request.send().await.map_err(|e| transport(&e, timeout))?;
     let status = resp.status().as_u16();
-    // Grown by hand, so no buffer holding part of a secret is freed without being wiped.
-    let expected = resp
-        .content_length()
-        .unwrap_or(0)
-        .min(MAX_RESPONSE_BYTES as u64);
-    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(expected as usize));
-    while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e, timeout))? {
-        let needed = bytes.len() + chunk.len();
-        if needed > MAX_RESPONSE_BYTES {
-            return Err(Failure::Answer(format!(
-                "HTTP {status}: response larger than {} MiB",
-                MAX_RESPONSE_BYTES >> 20
-            )));
-        }
-        if needed > bytes.capacity() {
-            let grown = (2 * bytes.capacity())
-                .clamp(4096, MAX_RESPONSE_BYTES)
-                .max(needed);
-            let mut larger = Vec::with_capacity(grown);
-            larger.extend_from_slice(&bytes);
-            // The old buffer is wiped as it is replaced.
-            bytes = zeroize::Zeroizing::new(larger);
-        }
-        bytes.extend_from_slice(&chunk);
-    }
+    let bytes = super::body::read_capped(resp, MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|e| match e {
+            super::body::BodyError::Transport(e) => transport(&e, timeout),
+            too_large @ super::body::BodyError::TooLarge { .. } => {
+                Failure::Answer(format!("HTTP {status}: {too_large}"))
+            }
+        })?;
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Ok(Answer { status, body })
 }
@@ -692,18 +675,6 @@ fn status_message(status: u16, body: &Value) -> String {
     }
 }
 
-/// An error and its sources as one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        msg.push_str(": ");
-        msg.push_str(&c.to_string());
-        cause = c.source();
-    }
-    msg
-}
-
 /// A vaultrs error as text. vaultrs' errors carry URLs, statuses and Vault's messages, never
 /// request bodies or headers.
 fn describe(e: &ClientError) -> String {
@@ -712,7 +683,7 @@ fn describe(e: &ClientError) -> String {
             let body = serde_json::json!({ "errors": errors });
             status_message(*code, &body)
         }
-        other => chain(other),
+        other => crate::errors::chain(other),
     }
 }
 

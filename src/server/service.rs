@@ -227,8 +227,7 @@ impl CmpService {
     /// still sending sees our status, not `EOF`) and maps the error.
     async fn handle<T, F, Fut>(
         &self,
-        rpc: &'static str,
-        prefix: &'static str,
+        rpc: metrics::Rpc,
         use_cache: bool,
         request: Request<Streaming<AppStreamRequest>>,
         work: F,
@@ -242,16 +241,11 @@ impl CmpService {
         let mut stream = request.into_inner();
         let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
         metrics::inc(&METRICS.requests_total);
-        let span = info_span!("rpc", rpc, id, plugin = %self.plugin.full_name(), app = tracing::field::Empty, project = tracing::field::Empty);
+        let span = info_span!("rpc", rpc = rpc.name(), id, plugin = %self.plugin.full_name(), app = tracing::field::Empty, project = tracing::field::Empty);
         let started = Instant::now();
-        let kind = match rpc {
-            "MatchRepository" => metrics::Rpc::MatchRepository,
-            "GetParametersAnnouncement" => metrics::Rpc::GetParametersAnnouncement,
-            _ => metrics::Rpc::GenerateManifest,
-        };
         let result = async {
             let job = async {
-                let _slot = self.admit(rpc == "MatchRepository").await?;
+                let _slot = self.admit(matches!(rpc, metrics::Rpc::MatchRepository)).await?;
                 let (workdir, unpacked) = self.receive(&mut stream, use_cache).await?;
                 let span = tracing::Span::current();
                 span.record("app", unpacked.env.app_name());
@@ -275,7 +269,7 @@ impl CmpService {
         .instrument(span.clone())
         .await;
         let _enter = span.enter();
-        metrics::DETAIL.request(kind, result.is_ok(), started.elapsed());
+        metrics::DETAIL.request(rpc, result.is_ok(), started.elapsed());
         match result {
             Ok(resp) => {
                 info!(ms = started.elapsed().as_millis() as u64, "ok");
@@ -287,7 +281,7 @@ impl CmpService {
                     .unwrap_or_else(|| Instant::now() + MAX_DRAIN);
                 let _ = tokio::time::timeout_at(drain_until, stream::drain(&mut stream)).await;
                 metrics::inc(&METRICS.requests_failed_total);
-                let status = status::to_status(prefix, &err);
+                let status = status::to_status(rpc.error_prefix(), &err);
                 warn!(ms = started.elapsed().as_millis() as u64, code = ?status.code(), error = %status.message(), "failed");
                 Err(status)
             }
@@ -314,7 +308,7 @@ impl CmpService {
         let mut stream = request.into_inner();
         let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
         metrics::inc(&METRICS.requests_total);
-        let span = info_span!("rpc", rpc = "MatchRepository", id, plugin = %self.plugin.full_name(), app = tracing::field::Empty, project = tracing::field::Empty);
+        let span = info_span!("rpc", rpc = metrics::Rpc::MatchRepository.name(), id, plugin = %self.plugin.full_name(), app = tracing::field::Empty, project = tracing::field::Empty);
         let started = Instant::now();
         let mode = if builtin.discover {
             settings.discover
@@ -427,7 +421,7 @@ impl CmpService {
                     .unwrap_or_else(|| Instant::now() + MAX_DRAIN);
                 let _ = tokio::time::timeout_at(drain_until, stream::drain(&mut stream)).await;
                 metrics::inc(&METRICS.requests_failed_total);
-                let status = status::to_status("match repository error", &err);
+                let status = status::to_status(metrics::Rpc::MatchRepository.error_prefix(), &err);
                 warn!(ms = started.elapsed().as_millis() as u64, code = ?status.code(), error = %status.message(), "failed");
                 return Err(status);
             }
@@ -500,8 +494,7 @@ impl ConfigManagementPluginService for CmpService {
         request: Request<Streaming<AppStreamRequest>>,
     ) -> Result<Response<ManifestResponse>, Status> {
         self.handle(
-            "GenerateManifest",
-            "error generating manifests",
+            metrics::Rpc::GenerateManifest,
             // Operator commands may depend on more than their inputs (network, time): no cache.
             matches!(self.plugin.kind, crate::plugin::Kind::Builtin(_)),
             request,
@@ -584,8 +577,7 @@ impl ConfigManagementPluginService for CmpService {
         // admission waits instead of refusing, see `admit`).
         let discover = self.plugin.discovery_configured();
         self.handle(
-            "MatchRepository",
-            "match repository error",
+            metrics::Rpc::MatchRepository,
             false,
             request,
             |u, deadline| async move {
@@ -609,8 +601,7 @@ impl ConfigManagementPluginService for CmpService {
         request: Request<Streaming<AppStreamRequest>>,
     ) -> Result<Response<ParametersAnnouncementResponse>, Status> {
         self.handle(
-            "GetParametersAnnouncement",
-            "get parameters announcement error",
+            metrics::Rpc::GetParametersAnnouncement,
             false,
             request,
             |u, deadline| async move {

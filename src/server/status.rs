@@ -17,36 +17,11 @@ use crate::secrets::kube::KubeError;
 use crate::substitute::Problem;
 use crate::substitute_stage::StageError;
 
-/// `prefix: error: cause: cause`, each source once.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut msg = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    msg
-}
-
+/// Every variant is named: a new error gets a code someone chose, not a fallback.
 fn code(err: &RequestError) -> Code {
     match err {
-        RequestError::Stream(e) => match e {
-            StreamError::TooLarge { .. } => Code::ResourceExhausted,
-            StreamError::Transport(_) => Code::Cancelled,
-            StreamError::Io(e) if is_disk_full(e) => Code::ResourceExhausted,
-            StreamError::Io(_) => Code::Internal,
-            _ => Code::InvalidArgument,
-        },
-        RequestError::Unpack(e) => match e {
-            UnpackError::TooLarge(_) | UnpackError::TooManyEntries(_) => Code::ResourceExhausted,
-            UnpackError::Io { source, .. } if is_disk_full(source) => Code::ResourceExhausted,
-            UnpackError::Io { .. } => Code::Internal,
-            _ => Code::InvalidArgument,
-        },
+        RequestError::Stream(e) => stream_code(e),
+        RequestError::Unpack(e) => unpack_code(e),
         RequestError::AppPath(_) => Code::InvalidArgument,
         RequestError::Deadline => Code::DeadlineExceeded,
         RequestError::Busy { .. } => Code::ResourceExhausted,
@@ -54,64 +29,133 @@ fn code(err: &RequestError) -> Code {
         RequestError::Pipeline(e) => match e {
             PipelineError::NotSupported { .. } => Code::FailedPrecondition,
             PipelineError::Discovery(_) | PipelineError::Parameters(_) => Code::Unknown,
-            PipelineError::Render(r) => match r {
-                RenderError::InvalidEnv { .. } | RenderError::HelmRefused(_) => {
-                    Code::InvalidArgument
-                }
-                RenderError::Tool(ToolError::Deadline { .. }) | RenderError::Queued(_) => {
-                    Code::DeadlineExceeded
-                }
-                // The render's limits, not a malformed request: the output is valid YAML (Argo
-                // CD would accept it), it just costs more than one render may (like output size).
-                RenderError::Tool(ToolError::OutputTooLarge { .. })
-                | RenderError::Output {
-                    source: ManifestError::AliasBudget { .. },
-                    ..
-                } => Code::ResourceExhausted,
-                RenderError::Tool(ToolError::Spawn { .. }) | RenderError::Io { .. } => {
-                    Code::Internal
-                }
-                _ => Code::Unknown,
-            },
-            PipelineError::Substitute(e) => match e {
-                StageError::PathDenied { .. }
-                | StageError::Refused(_)
-                | StageError::Leak { .. }
-                | StageError::ConfigSecret(KubeError::NotAllowed { .. }) => Code::PermissionDenied,
-                StageError::Deadline { .. } => Code::DeadlineExceeded,
-                StageError::TooManyReads { .. } => Code::ResourceExhausted,
-                // `yamlParse` spent the rest of the render's alias budget.
-                StageError::Substitute(s)
-                    if s.problems
-                        .iter()
-                        .any(|p| matches!(p, Problem::AliasBudget { .. })) =>
-                {
-                    Code::ResourceExhausted
-                }
-                // A path template the request's values cannot fill (e.g. `../x` in an env value).
-                StageError::PathTemplate(_) => Code::InvalidArgument,
-                StageError::Substitute(s)
-                    if s.problems
-                        .iter()
-                        .any(|p| matches!(p, Problem::PathTemplate(_))) =>
-                {
-                    Code::InvalidArgument
-                }
-                // Vault's description of the mount, or its answer, showed the read is not a
-                // secret's (see `secrets::mounts`).
-                StageError::Substitute(s)
-                    if s.problems.iter().any(|p| {
-                        matches!(
-                            p,
-                            Problem::Read(ReadError::Refused(_) | ReadError::OwnCredentials(_))
-                        )
-                    }) =>
-                {
-                    Code::PermissionDenied
-                }
-                _ => Code::FailedPrecondition,
-            },
+            PipelineError::Render(r) => render_code(r),
+            PipelineError::Substitute(e) => stage_code(e),
         },
+    }
+}
+
+fn stream_code(e: &StreamError) -> Code {
+    match e {
+        StreamError::TooLarge { .. } => Code::ResourceExhausted,
+        StreamError::Transport(_) => Code::Cancelled,
+        StreamError::Io(e) if is_disk_full(e) => Code::ResourceExhausted,
+        StreamError::Io(_) => Code::Internal,
+        StreamError::Empty
+        | StreamError::MetadataMissing
+        | StreamError::FileMissing
+        | StreamError::Checksum { .. } => Code::InvalidArgument,
+    }
+}
+
+fn unpack_code(e: &UnpackError) -> Code {
+    match e {
+        UnpackError::TooLarge(_) | UnpackError::TooManyEntries(_) => Code::ResourceExhausted,
+        UnpackError::Io { source, .. } if is_disk_full(source) => Code::ResourceExhausted,
+        UnpackError::Io { .. } => Code::Internal,
+        UnpackError::Corrupt(_)
+        | UnpackError::IllegalPath(_)
+        | UnpackError::IllegalSymlink { .. }
+        | UnpackError::PathTooLong(_) => Code::InvalidArgument,
+    }
+}
+
+fn render_code(e: &RenderError) -> Code {
+    match e {
+        RenderError::InvalidEnv { .. } | RenderError::HelmRefused(_) => Code::InvalidArgument,
+        RenderError::Tool(t) => match t {
+            ToolError::Deadline { .. } => Code::DeadlineExceeded,
+            ToolError::OutputTooLarge { .. } => Code::ResourceExhausted,
+            ToolError::Spawn { .. } | ToolError::Io { .. } => Code::Internal,
+            // The tool said no: the repository's content (Argo's own sidecar says UNKNOWN).
+            ToolError::Failed { .. } => Code::Unknown,
+        },
+        RenderError::Queued(_) => Code::DeadlineExceeded,
+        RenderError::Output { source, .. } | RenderError::File { source, .. } => {
+            manifest_code(source)
+        }
+        RenderError::Kustomization { .. } | RenderError::NoManifests(_) => Code::Unknown,
+        RenderError::NotBuiltin(_) => Code::FailedPrecondition,
+        RenderError::Io { .. } => Code::Internal,
+    }
+}
+
+fn manifest_code(e: &ManifestError) -> Code {
+    match e {
+        // The render's limits, not a malformed request: the output is valid YAML (Argo CD
+        // would accept it), it just costs more than one render may (like output size).
+        ManifestError::AliasBudget { .. } => Code::ResourceExhausted,
+        ManifestError::Yaml(_) | ManifestError::Json(_) | ManifestError::Separator { .. } => {
+            Code::Unknown
+        }
+    }
+}
+
+fn stage_code(e: &StageError) -> Code {
+    match e {
+        StageError::PathDenied { .. } | StageError::Refused(_) | StageError::Leak { .. } => {
+            Code::PermissionDenied
+        }
+        StageError::ConfigSecret(KubeError::NotAllowed { .. }) => Code::PermissionDenied,
+        StageError::ConfigSecret(
+            KubeError::BadName(_)
+            | KubeError::Api { .. }
+            | KubeError::Status { .. }
+            | KubeError::Decode { .. }
+            | KubeError::BadRule(_),
+        ) => Code::FailedPrecondition,
+        StageError::Deadline { .. } => Code::DeadlineExceeded,
+        StageError::TooManyReads { .. } => Code::ResourceExhausted,
+        // A path template the request's values cannot fill (e.g. `../x` in an env value).
+        StageError::PathTemplate(_) => Code::InvalidArgument,
+        StageError::Substitute(s) => s
+            .problems
+            .iter()
+            .filter_map(problem_code)
+            .min_by_key(|c| PROBLEM_CODE_RANK.iter().position(|r| r == c))
+            .unwrap_or(Code::FailedPrecondition),
+        StageError::NoSource { .. }
+        | StageError::ConfigSecretsDisabled(_)
+        | StageError::Config { .. }
+        | StageError::Client(_)
+        | StageError::Output { .. } => Code::FailedPrecondition,
+    }
+}
+
+/// When a substitution has several problems with their own codes, the first of these wins.
+const PROBLEM_CODE_RANK: [Code; 3] = [
+    Code::ResourceExhausted,
+    Code::InvalidArgument,
+    Code::PermissionDenied,
+];
+
+/// A problem's own code; `None`: the render's inputs are not usable as they are
+/// (FAILED_PRECONDITION, as for a missing secret).
+fn problem_code(p: &Problem) -> Option<Code> {
+    match p {
+        // `yamlParse` spent the rest of the render's alias budget.
+        Problem::AliasBudget { .. } => Some(Code::ResourceExhausted),
+        Problem::PathTemplate(_) => Some(Code::InvalidArgument),
+        Problem::Read(r) => match r {
+            // Vault's description of the mount, or its answer, showed the read is not a
+            // secret's (see `secrets::mounts`).
+            ReadError::Refused(_) | ReadError::OwnCredentials(_) => Some(Code::PermissionDenied),
+            ReadError::NotFound(_)
+            | ReadError::MissingDataSegment(_)
+            | ReadError::VersionDeleted { .. }
+            | ReadError::PermissionDenied(_)
+            | ReadError::Backend { .. } => None,
+        },
+        Problem::UnsupportedKvVersion(_)
+        | Problem::PathDisallowed(_)
+        | Problem::RemoveMissingNotAllowed
+        | Problem::NotFetched(_)
+        | Problem::MissingValue(_)
+        | Problem::UnknownModifier { .. }
+        | Problem::EmptyModifier(_)
+        | Problem::ModifierFailed { .. }
+        | Problem::NullValue(_)
+        | Problem::NotConvertible { .. } => None,
     }
 }
 
@@ -127,7 +171,10 @@ fn is_disk_full(e: &std::io::Error) -> bool {
 
 /// Builds the status for a failed RPC; `prefix` is Argo's (e.g. `error generating manifests`).
 pub fn to_status(prefix: &str, err: &RequestError) -> Status {
-    Status::new(code(err), format!("{prefix}: {}", chain(err)))
+    Status::new(
+        code(err),
+        format!("{prefix}: {}", crate::errors::chain(err)),
+    )
 }
 
 #[cfg(test)]
