@@ -40,9 +40,26 @@ pub enum RequestError {
     /// More requests in flight than the operator allows; refused before anything is written.
     #[error("too many concurrent requests (limit {limit}, --max-concurrent-requests); retry later")]
     Busy { limit: usize },
-    /// Our own failure (work dir creation, a panicked blocking task).
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// The request's work dir could not be created or resolved (a full disk, permissions).
+    #[error("work dir {path}: {source}")]
+    WorkDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking task of ours (unpack, discovery scan) panicked or was cancelled.
+    #[error("internal error: {task} task: {source}")]
+    Task {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The admission limit was closed: the server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The checkout of a render-cache hit was asked for (there is none): a bug of ours.
+    #[error("internal error: no app dir on a cache hit")]
+    NoCheckout,
 }
 
 /// State shared by every request on every socket.

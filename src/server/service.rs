@@ -72,9 +72,7 @@ impl Unpacked {
                 app_dir,
                 scratch,
             }),
-            Input::Cached(_) => Err(RequestError::Internal(
-                "no app dir on a cache hit".to_owned(),
-            )),
+            Input::Cached(_) => Err(RequestError::NoCheckout),
         }
     }
 }
@@ -133,8 +131,11 @@ impl CmpService {
             }
             metrics::inc(&METRICS.render_cache_misses_total);
         }
-        let workdir = WorkDir::create(&settings.work_root)
-            .map_err(|e| RequestError::Internal(format!("creating work dir: {e}")))?;
+        let workdir =
+            WorkDir::create(&settings.work_root).map_err(|source| RequestError::WorkDir {
+                path: settings.work_root.display().to_string(),
+                source,
+            })?;
         let archive = workdir.tmp().join("repo.tar.gz");
         let received = stream::receive_archive(
             stream,
@@ -153,7 +154,10 @@ impl CmpService {
         let stats =
             tokio::task::spawn_blocking(move || unpack::unpack(&archive_for_task, &repo, &opts))
                 .await
-                .map_err(|e| RequestError::Internal(format!("unpack task: {e}")))??;
+                .map_err(|source| RequestError::Task {
+                    task: "unpack",
+                    source,
+                })??;
         let _ = tokio::fs::remove_file(&archive).await;
         metrics::DETAIL
             .unpack_seconds
@@ -196,7 +200,7 @@ impl CmpService {
                 .acquire_owned()
                 .await
                 .map(Some)
-                .map_err(|_| RequestError::Internal("admission closed".to_owned()));
+                .map_err(|_| RequestError::ShuttingDown);
         }
         match slots.semaphore.clone().try_acquire_owned() {
             Ok(permit) => Ok(Some(permit)),
@@ -322,7 +326,7 @@ impl CmpService {
                         .clone()
                         .acquire_owned()
                         .await
-                        .map_err(|_| RequestError::Internal("admission closed".to_owned()))?,
+                        .map_err(|_| RequestError::ShuttingDown)?,
                 ),
                 None => None,
             };
@@ -371,9 +375,10 @@ impl CmpService {
             .await?;
             let outcome = match scan {
                 None => archive::Outcome::NoApp,
-                Some(task) => task
-                    .await
-                    .map_err(|e| RequestError::Internal(format!("scan task: {e}")))?,
+                Some(task) => task.await.map_err(|source| RequestError::Task {
+                    task: "discovery scan",
+                    source,
+                })?,
             };
             let outcome = match outcome {
                 archive::Outcome::Plain | archive::Outcome::NoApp
@@ -471,8 +476,10 @@ fn app_dir(root: &Path, rel: &str) -> Result<PathBuf, RequestError> {
             }
         }
     }
-    let real_root = std::fs::canonicalize(root)
-        .map_err(|e| RequestError::Internal(format!("work dir: {e}")))?;
+    let real_root = std::fs::canonicalize(root).map_err(|source| RequestError::WorkDir {
+        path: root.display().to_string(),
+        source,
+    })?;
     match std::fs::canonicalize(&out) {
         Ok(real) if real.starts_with(&real_root) && real.is_dir() => Ok(real),
         Ok(real) if real.starts_with(&real_root) => {

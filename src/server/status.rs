@@ -25,7 +25,12 @@ fn code(err: &RequestError) -> Code {
         RequestError::AppPath(_) => Code::InvalidArgument,
         RequestError::Deadline => Code::DeadlineExceeded,
         RequestError::Busy { .. } => Code::ResourceExhausted,
-        RequestError::Internal(_) => Code::Internal,
+        RequestError::WorkDir { source, .. } if is_disk_full(source) => Code::ResourceExhausted,
+        RequestError::WorkDir { .. } | RequestError::Task { .. } | RequestError::NoCheckout => {
+            Code::Internal
+        }
+        // Another replica (or this one after its restart) can answer.
+        RequestError::ShuttingDown => Code::Unavailable,
         RequestError::Pipeline(e) => match e {
             PipelineError::NotSupported { .. } => Code::FailedPrecondition,
             PipelineError::Discovery(_) | PipelineError::Parameters(_) => Code::Unknown,
