@@ -248,3 +248,35 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod request_codes {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_the_operators_capacity() {
+        let work_dir = |kind| RequestError::WorkDir {
+            path: "/w".into(),
+            source: std::io::Error::from(kind),
+        };
+        assert_eq!(
+            code(&work_dir(std::io::ErrorKind::StorageFull)),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            code(&work_dir(std::io::ErrorKind::PermissionDenied)),
+            Code::Internal
+        );
+        assert_eq!(code(&RequestError::ShuttingDown), Code::Unavailable);
+        let status = to_status(
+            "error generating manifests",
+            &work_dir(std::io::ErrorKind::StorageFull),
+        );
+        assert!(
+            status
+                .message()
+                .starts_with("error generating manifests: work dir /w: "),
+            "{status:?}"
+        );
+    }
+}
