@@ -30,6 +30,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Argo CD config-management plugin: kustomize/helm + Vault placeholders"
 )]
 struct Cli {
+    /// CLI commands: log progress (info) to stderr, not only warnings. (`serve` logs info
+    /// anyway; `ARGOCD_CMP_SERVER_LOGLEVEL` and `RUST_LOG` still win.)
+    #[arg(short = 'v', long = "verbose", global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,22 +77,23 @@ fn main() -> ExitCode {
         return avp_sidecar::sandbox::gate::run(real_helm);
     }
     let cli = Cli::parse();
+    let cli_level = if cli.verbose { "info" } else { "warn" };
     let result = match cli.command {
         Command::Serve(args) => {
-            avp_sidecar::telemetry::init("json");
+            avp_sidecar::telemetry::init("json", "info");
             run_serve(*args)
         }
         Command::Call(args) => cli::call(*args),
         Command::Generate(args) => {
-            avp_sidecar::telemetry::init("text");
+            avp_sidecar::telemetry::init("text", cli_level);
             cli::generate(*args)
         }
         Command::Render(args) => {
-            avp_sidecar::telemetry::init("text");
+            avp_sidecar::telemetry::init("text", cli_level);
             cli::render(*args)
         }
         Command::Check(args) => {
-            avp_sidecar::telemetry::init("text");
+            avp_sidecar::telemetry::init("text", cli_level);
             // 0: clean, 1: findings that fail, 2: the check could not run.
             return match cli::check::run(*args) {
                 Ok(code) => code,
