@@ -366,21 +366,23 @@ impl SecretsArgs {
         name: &str,
     ) -> Result<crate::substitute_stage::Backend, crate::substitute_stage::StageError> {
         use crate::substitute_stage::{Backend, StageError};
-        let secret = crate::secrets::kube::SecretName::parse(name)?;
-        let invalid = |e: ConfigError| StageError::Config {
-            origin: String::new(),
-            source: crate::secrets::config::ConfigError::File {
-                path: name.to_owned(),
-                reason: e.to_string(),
-            },
+        let cli = |source| StageError::CliSecret {
+            name: name.to_owned(),
+            source,
         };
-        let data = self.kube().map_err(invalid)?.secret_data(&secret).await?;
-        let layered = self.layers().map_err(invalid)?.with_secret(data);
-        Backend::from_lookup(
-            &layered,
-            &format!(" (with secret {secret})"),
-            &self.limits().map_err(invalid)?,
-        )
+        let secret = crate::secrets::kube::SecretName::parse(name).map_err(cli)?;
+        let api =
+            crate::secrets::kube::KubeApi::new(self.kube_api.clone(), self.kube_token_path.clone())
+                .map_err(cli)?;
+        let data = api.secret_data(&secret).await.map_err(cli)?;
+        let layered = crate::secrets::config::Layered::from_process(self.config_path.as_deref())
+            .map_err(|source| StageError::Config {
+                origin: String::new(),
+                source,
+            })?
+            .with_secret(data);
+        let limits = self.limits().map_err(StageError::Settings)?;
+        Backend::from_lookup(&layered, &format!(" (with secret {secret})"), &limits)
     }
 }
 

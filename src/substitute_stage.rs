@@ -43,6 +43,16 @@ pub enum StageError {
     /// `AVP_SECRET` named a Secret that cannot or may not be used.
     #[error("AVP_SECRET (parameter or ARGOCD_ENV_AVP_SECRET): {0}")]
     ConfigSecret(#[from] KubeError),
+    /// The CLI's `-s NAME` (AVP's flag) names a Secret that cannot be read.
+    #[error("-s {name}")]
+    CliSecret {
+        name: String,
+        #[source]
+        source: KubeError,
+    },
+    /// An operator setting is invalid (found when a backend is built).
+    #[error(transparent)]
+    Settings(crate::config::ConfigError),
     /// `AVP_SECRET` is set but the operator enabled no config secrets.
     #[error(
         "AVP_SECRET={0:?} is set (parameter or ARGOCD_ENV_AVP_SECRET), but this sidecar reads no config secrets (the operator can allow some with --avp-secret-allow)"

@@ -51,6 +51,9 @@ pub enum KubeError {
     NotAllowed { project: String, secret: String },
     #[error("could not connect to the Kubernetes API to read secret {secret}: {reason}")]
     Api { secret: String, reason: String },
+    /// No client could be built (not in a cluster, unreadable CA or token file).
+    #[error("Kubernetes API client: {0}")]
+    Setup(String),
     #[error("secret {secret} not found or not readable: HTTP {status}{}", status_hint(*.status))]
     Status { secret: String, status: u16 },
     #[error("secret {secret}: key {key} is not valid base64 or UTF-8")]
@@ -204,10 +207,7 @@ impl KubeApi {
         settings: KubeSettings,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, KubeError> {
-        let err = |reason: String| KubeError::Api {
-            secret: "-".to_owned(),
-            reason,
-        };
+        let err = KubeError::Setup;
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (base, ca_path) = match settings.api_url {
             Some(url) => (url.trim_end_matches('/').to_owned(), settings.ca_path),

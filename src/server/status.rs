@@ -105,6 +105,7 @@ fn stage_code(e: &StageError) -> Code {
         StageError::ConfigSecret(
             KubeError::BadName(_)
             | KubeError::Api { .. }
+            | KubeError::Setup(_)
             | KubeError::Status { .. }
             | KubeError::Decode { .. }
             | KubeError::BadRule(_),
@@ -120,6 +121,8 @@ fn stage_code(e: &StageError) -> Code {
             .min_by_key(|c| PROBLEM_CODE_RANK.iter().position(|r| r == c))
             .unwrap_or(Code::FailedPrecondition),
         StageError::NoSource { .. }
+        | StageError::CliSecret { .. }
+        | StageError::Settings(_)
         | StageError::ConfigSecretsDisabled(_)
         | StageError::Config { .. }
         | StageError::Client(_)
