@@ -110,3 +110,29 @@ fn errors_are_precise_and_secret_free() {
     assert!(!ok);
     assert!(stderr.contains("has no 'kind'"), "{stderr}");
 }
+
+/// AVP's `-s` outside a cluster: one clear line naming the flag and the cause.
+#[test]
+fn secret_name_outside_a_cluster_is_one_clear_line() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avp-sidecar"));
+    cmd.args(["generate", "-s", "argocd:avp", "-"])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("AVP_TYPE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"kind: ConfigMap\nmetadata: {name: x}\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr.trim(),
+        "avp-sidecar: -s argocd:avp: Kubernetes API client: KUBERNETES_SERVICE_HOST is not set (not running in a cluster?)"
+    );
+}
