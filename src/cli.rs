@@ -49,9 +49,9 @@ pub struct CallArgs {
     /// Plugin env, as `argocd app create --plugin-env NAME=VALUE` (sent as ARGOCD_ENV_NAME).
     #[arg(long = "plugin-env", value_name = "NAME=VALUE")]
     pub plugin_env: Vec<String>,
-    /// Raw env entries sent as they are.
-    #[arg(long = "env", value_name = "NAME=VALUE")]
-    pub env: Vec<String>,
+    /// Raw request env entries sent as they are (`KUBE_VERSION=1.31.0`, `PARAM_IMAGE_TAG=...`).
+    #[arg(long = "request-env", value_name = "NAME=VALUE")]
+    pub request_env: Vec<String>,
     /// gRPC deadline in seconds (the repo-server's default is 60).
     #[arg(long, default_value_t = 60.0)]
     pub timeout: f64,
@@ -81,7 +81,7 @@ impl CallArgs {
             let (k, v) = split(kv)?;
             env.push((format!("ARGOCD_ENV_{k}"), v));
         }
-        for kv in &self.env {
+        for kv in &self.request_env {
             env.push(split(kv)?);
         }
         Ok(env)
@@ -296,12 +296,8 @@ pub struct RenderCmdArgs {
     /// Directory of ConfigManagementPlugin definitions.
     #[arg(long, default_value = avp_sidecar::config::DEFAULT_CONFIG_DIR)]
     pub config_dir: PathBuf,
-    /// Plugin env, as `--plugin-env NAME=VALUE` in Argo CD (sent as ARGOCD_ENV_NAME).
-    #[arg(long = "plugin-env", value_name = "NAME=VALUE")]
-    pub plugin_env: Vec<String>,
-    /// Raw request env entries (`ARGOCD_APP_NAME=web`, `KUBE_VERSION=1.31.0`, ...).
-    #[arg(long = "env", value_name = "NAME=VALUE")]
-    pub env: Vec<String>,
+    #[command(flatten)]
+    pub app: AppContextArgs,
     /// Leave placeholders in place (no Vault needed).
     #[arg(long)]
     pub no_secrets: bool,
@@ -311,9 +307,52 @@ pub struct RenderCmdArgs {
     pub secrets: avp_sidecar::config::SecretsArgs,
 }
 
+/// The app context of a local render (`render`, `check`): the same flag names, with one meaning
+/// each, as `call` and Argo CD's `--plugin-env`.
+#[derive(Args, Debug)]
+pub struct AppContextArgs {
+    /// Plugin env `NAME=VALUE`, as `--plugin-env` in Argo CD (sent as `ARGOCD_ENV_NAME`).
+    #[arg(long = "plugin-env", value_name = "NAME=VALUE")]
+    pub plugin_env: Vec<String>,
+    /// Raw request env entries sent as they are (`KUBE_VERSION=1.31.0`, `PARAM_IMAGE_TAG=...`).
+    #[arg(long = "request-env", value_name = "NAME=VALUE")]
+    pub request_env: Vec<String>,
+    /// Application name (`ARGOCD_APP_NAME`; default: the app directory's name, as the
+    /// repo-server's default).
+    #[arg(long)]
+    pub app_name: Option<String>,
+    /// Destination namespace (`ARGOCD_APP_NAMESPACE`).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// AppProject (`ARGOCD_APP_PROJECT_NAME`): path policy and leak guard are per project.
+    #[arg(long, default_value = "default")]
+    pub project: String,
+}
+
+impl AppContextArgs {
+    /// The request env these flags describe for `app_path` of the checkout `dir`.
+    pub fn request_env(
+        &self,
+        dir: &std::path::Path,
+        app_path: &str,
+    ) -> anyhow::Result<avp_sidecar::context::RequestEnv> {
+        use avp_sidecar::context::{APP_NAME, APP_NAMESPACE, APP_PROJECT};
+        let mut raw = Vec::new();
+        if let Some(name) = &self.app_name {
+            raw.push(format!("{APP_NAME}={name}"));
+        }
+        if let Some(ns) = &self.namespace {
+            raw.push(format!("{APP_NAMESPACE}={ns}"));
+        }
+        raw.push(format!("{APP_PROJECT}={}", self.project));
+        raw.extend(self.request_env.iter().cloned());
+        local_env(dir, app_path, &self.plugin_env, &raw)
+    }
+}
+
 /// The request env of a local render: plugin env as `ARGOCD_ENV_*`, raw entries as they are,
 /// and the repo-server's default app name (the app directory's name) when none is given.
-pub fn local_env(
+fn local_env(
     dir: &std::path::Path,
     app_path: &str,
     plugin_env: &[String],
@@ -388,7 +427,7 @@ pub async fn render_checkout(
 
 #[tokio::main(flavor = "current_thread")]
 pub async fn render(args: RenderCmdArgs) -> anyhow::Result<()> {
-    let env = local_env(&args.dir, &args.app_path, &args.plugin_env, &args.env)?;
+    let env = args.app.request_env(&args.dir, &args.app_path)?;
     let pipeline = avp_sidecar::pipeline::Pipeline {
         renderer: args.render.renderer()?,
         substitute: std::sync::Arc::new(args.secrets.substituter()?),

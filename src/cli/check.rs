@@ -27,21 +27,8 @@ pub struct CheckArgs {
     /// App directory relative to the repository root.
     #[arg(long, default_value = ".")]
     pub app_path: String,
-    /// Plugin env `NAME=VALUE`, as `--plugin-env` in Argo CD (sent as ARGOCD_ENV_NAME).
-    #[arg(long = "env", visible_alias = "plugin-env", value_name = "NAME=VALUE")]
-    pub env: Vec<String>,
-    /// Raw request env entries (`KUBE_VERSION=1.31.0`, ...), as `render --env`.
-    #[arg(long = "request-env", value_name = "NAME=VALUE")]
-    pub request_env: Vec<String>,
-    /// Application name (ARGOCD_APP_NAME; default: the app directory's name).
-    #[arg(long)]
-    pub app_name: Option<String>,
-    /// Destination namespace (ARGOCD_APP_NAMESPACE).
-    #[arg(long)]
-    pub namespace: Option<String>,
-    /// AppProject (ARGOCD_APP_PROJECT_NAME): path policy and leak guard are per project.
-    #[arg(long, default_value = "default")]
-    pub project: String,
+    #[command(flatten)]
+    pub app: super::AppContextArgs,
     /// Plugin whose pipeline to use (a built-in or one in --config-dir).
     #[arg(long, default_value = "avp")]
     pub plugin: String,
@@ -69,20 +56,7 @@ pub struct CheckArgs {
 
 #[tokio::main(flavor = "current_thread")]
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let mut raw = Vec::new();
-    if let Some(name) = &args.app_name {
-        raw.push(format!("{}={name}", avp_sidecar::context::APP_NAME));
-    }
-    if let Some(ns) = &args.namespace {
-        raw.push(format!("{}={ns}", avp_sidecar::context::APP_NAMESPACE));
-    }
-    raw.push(format!(
-        "{}={}",
-        avp_sidecar::context::APP_PROJECT,
-        args.project
-    ));
-    raw.extend(args.request_env.iter().cloned());
-    let env = super::local_env(&args.dir, &args.app_path, &args.env, &raw)?;
+    let env = args.app.request_env(&args.dir, &args.app_path)?;
 
     let substituter = std::sync::Arc::new(args.secrets.substituter()?);
     let pipeline = avp_sidecar::pipeline::Pipeline {
