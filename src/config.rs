@@ -10,6 +10,9 @@ use crate::protocol::unpack::UnpackLimits;
 use crate::render::ToolPaths;
 use crate::render::tool::RunLimits;
 
+pub mod per_project;
+pub use per_project::{PerProject, PerProjectError, ProjectRules};
+
 /// Argo's default directory for plugin sockets, shared with the repo-server.
 pub const DEFAULT_SOCKET_DIR: &str = "/home/argocd/cmp-server/plugins";
 /// Argo's default directory for plugin definitions.
@@ -249,8 +252,7 @@ impl SecretsArgs {
         let config_secrets = if self.secret_allow.is_empty() {
             None
         } else {
-            let policy = crate::secrets::kube::SecretPolicy::parse(&self.secret_allow)
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            let policy = crate::secrets::kube::SecretPolicy::parse(&self.secret_allow)?;
             Some(ConfigSecrets::new(
                 self.kube()?,
                 policy,
@@ -264,27 +266,14 @@ impl SecretsArgs {
             self.leak_guard,
             &self.leak_guard_projects,
             &paths.env_names,
-        )
-        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let mut projects = std::collections::HashMap::new();
-        for rule in &self.project_vault_config {
-            let Some((project, file)) = rule.split_once('=') else {
-                return Err(ConfigError::Invalid(format!(
-                    "--project-vault-config {rule:?}: expected project=FILE"
-                )));
-            };
-            let (project, file) = (project.trim(), Path::new(file.trim()));
+        )?;
+        let projects = self.project_vault_files()?.try_map(|project, file| {
             let layers = layered
-                .with_project_file(file)
+                .with_project_file(&file)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            let backend = Backend::from_lookup(&layers, &format!(" (project {project})"), &limits)
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            if project.is_empty() || projects.insert(project.to_owned(), backend).is_some() {
-                return Err(ConfigError::Invalid(format!(
-                    "--project-vault-config {rule:?}: empty or repeated project"
-                )));
-            }
-        }
+            Backend::from_lookup(&layers, &format!(" (project {project})"), &limits)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))
+        })?;
         Ok(Substituter {
             default,
             projects,
@@ -297,10 +286,18 @@ impl SecretsArgs {
             rollout: crate::rollout::RolloutSettings::new(
                 self.rollout_hash,
                 &self.rollout_hash_projects,
-            )
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            )?,
             rotation: None,
         })
+    }
+
+    /// `--project-vault-config`: each project's AVP config file (read by the caller).
+    fn project_vault_files(&self) -> Result<PerProject<PathBuf>, PerProjectError> {
+        PerProject::parse(
+            "--project-vault-config",
+            &self.project_vault_config,
+            |file| Ok(PathBuf::from(file)),
+        )
     }
 
     /// Path templates, parsed once so a bad template stops the server at startup.
@@ -324,19 +321,10 @@ impl SecretsArgs {
                 self.external_secrets_store_kind
             )));
         }
-        let mut projects = std::collections::HashMap::new();
-        for rule in &self.external_secrets_projects {
-            let parsed = rule.split_once('=').and_then(|(p, m)| {
-                let mode = <Mode as clap::ValueEnum>::from_str(m.trim(), true).ok()?;
-                Some((p.trim().to_owned(), mode))
-            });
-            let Some((project, mode)) = parsed.filter(|(p, _)| !p.is_empty()) else {
-                return Err(invalid(format!(
-                    "--external-secrets-project {rule:?}: expected project=off|on|enforce"
-                )));
-            };
-            projects.insert(project, mode);
-        }
+        let projects = PerProject::<Mode>::parse_enum(
+            "--external-secrets-project",
+            &self.external_secrets_projects,
+        )?;
         let store = self
             .external_secrets_store
             .as_ref()
@@ -494,6 +482,8 @@ pub enum ConfigError {
     ToolNotFound { what: &'static str, name: String },
     #[error("invalid setting: {0}")]
     Invalid(String),
+    #[error("invalid setting: {0}")]
+    PerProject(#[from] PerProjectError),
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
 }

@@ -15,11 +15,12 @@
 //! cache holds pre-substitution output, so every request, cache hit or not, gets the hash of
 //! what it actually read.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
+use crate::config::per_project::{PerProject, PerProjectError, enum_value};
 use crate::secrets::{Fetched, SecretRequest};
 use crate::substitute::{self, Options};
 
@@ -36,37 +37,27 @@ const HASH_HEX_CHARS: usize = 16;
 /// visible change of every hash rather than an accidental one.
 const CANONICAL_PREFIX: &str = "avp-sidecar/secret-versions/v1\n";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RolloutError {
-    #[error("invalid rollout-hash override {0:?}: expected project=on|off")]
-    BadRule(String),
+/// A `--rollout-hash-project` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 /// The operator's switch: off unless turned on, globally or per Argo CD project.
 #[derive(Clone, Debug, Default)]
 pub struct RolloutSettings {
     default: bool,
-    by_project: HashMap<String, bool>,
+    by_project: PerProject<bool>,
 }
 
 impl RolloutSettings {
-    /// `rules`: `project=on|off`, each entry possibly a comma-separated list.
-    pub fn new(default: bool, rules: &[String]) -> Result<Self, RolloutError> {
-        let mut by_project = HashMap::new();
-        for rule in crate::config::rule_items(rules) {
-            let bad = || RolloutError::BadRule(rule.to_owned());
-            let (project, mode) = rule.split_once('=').ok_or_else(bad)?;
-            let (project, mode) = (project.trim(), mode.trim());
-            if project.is_empty() {
-                return Err(bad());
-            }
-            let on = match mode.to_ascii_lowercase().as_str() {
-                "on" => true,
-                "off" => false,
-                _ => return Err(bad()),
-            };
-            by_project.insert(project.to_owned(), on);
-        }
+    /// `rules`: `--rollout-hash-project`, `project=on|off` (case ignored) by the per-project
+    /// item rule of [`crate::config::per_project`].
+    pub fn new(default: bool, rules: &[String]) -> Result<Self, PerProjectError> {
+        let by_project = PerProject::parse("--rollout-hash-project", rules, |mode| {
+            enum_value::<Switch>(mode).map(|s| s == Switch::On)
+        })?;
         Ok(Self {
             default,
             by_project,
@@ -74,10 +65,7 @@ impl RolloutSettings {
     }
 
     pub fn enabled(&self, project: &str) -> bool {
-        self.by_project
-            .get(project)
-            .copied()
-            .unwrap_or(self.default)
+        self.by_project.get_or(project, self.default)
     }
 }
 
@@ -707,11 +695,9 @@ mod tests {
         assert!(s.enabled("other"));
         assert!(!s.enabled("team-b"));
         assert!(!RolloutSettings::default().enabled("any"));
-        for bad in ["team-a", "team-a=maybe", "=on"] {
-            assert_eq!(
-                RolloutSettings::new(false, &[bad.into()]).map(|_| ()),
-                Err(RolloutError::BadRule(bad.to_owned()))
-            );
+        for bad in ["team-a", "team-a=maybe", "=on", "team-a=on,team-a=off"] {
+            let err = RolloutSettings::new(false, &[bad.into()]).expect_err(bad);
+            assert_eq!(err.flag, "--rollout-hash-project");
         }
     }
 }

@@ -197,7 +197,7 @@ impl ConfigSecrets {
 pub struct Substituter {
     pub default: Backend,
     /// Projects with their own Vault settings (and so their own login and cache).
-    pub projects: HashMap<String, Backend>,
+    pub projects: crate::config::PerProject<Backend>,
     pub config_secrets: Option<ConfigSecrets>,
     pub concurrency: usize,
     pub policy: Policy,
@@ -218,7 +218,7 @@ pub struct ExternalSecrets {
     /// `None`: not configured; then only an explicit annotation is an error.
     pub store: Option<external::Store>,
     pub mode: external::Mode,
-    pub projects: HashMap<String, external::Mode>,
+    pub projects: crate::config::PerProject<external::Mode>,
 }
 
 impl ExternalSecrets {
@@ -230,7 +230,7 @@ impl ExternalSecrets {
         options: &Options,
         project: &str,
     ) -> Result<Vec<Value>, StageError> {
-        let mode = self.projects.get(project).copied().unwrap_or(self.mode);
+        let mode = self.projects.get_or(project, self.mode);
         documents
             .into_iter()
             .enumerate()
@@ -289,7 +289,7 @@ impl std::fmt::Debug for Substituter {
                 &self.default.source.as_ref().map(|_| "configured"),
             )
             .field("config_secrets", &self.config_secrets.is_some())
-            .field("projects", &self.projects.keys().collect::<Vec<_>>())
+            .field("projects", &self.projects.projects().collect::<Vec<_>>())
             .finish()
     }
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::config::per_project::{PerProjectError, ProjectRules, Reason};
 use crate::names::{is_dns_label, is_dns_subdomain};
 
 /// Default namespace when the name has none, as in AVP.
@@ -58,10 +59,6 @@ pub enum KubeError {
     Status { secret: String, status: u16 },
     #[error("secret {secret}: key {key} is not valid base64 or UTF-8")]
     Decode { secret: String, key: String },
-    #[error(
-        "invalid config-secret allow rule {0:?}: expected [project=]namespace:name (`*` matches any characters)"
-    )]
-    BadRule(String),
 }
 
 fn status_hint(status: u16) -> &'static str {
@@ -87,43 +84,34 @@ impl SecretName {
     }
 }
 
-/// Operator rules `[project=]namespace:name`, each part a glob where `*` matches anything.
+/// Operator rules `[project=]namespace:name` (`--avp-secret-allow`), each part a glob where `*`
+/// matches anything; the project is a glob too (`*`, the key of rules without a project,
+/// matches every project).
 #[derive(Clone, Debug, Default)]
 pub struct SecretPolicy {
-    rules: Vec<(String, String)>,
+    rules: ProjectRules<String>,
 }
 
 impl SecretPolicy {
-    /// Like [`SecretPolicy::new`], refusing rules that could never match (no `namespace:`
-    /// part, empty project or pattern) instead of keeping them silently.
-    pub fn parse(rules: &[String]) -> Result<Self, KubeError> {
-        for rule in crate::config::rule_items(rules) {
-            let (project, secret) = rule.split_once('=').unwrap_or(("*", rule));
-            let valid = !project.trim().is_empty()
-                && (secret.trim() == "*"
-                    || secret.split_once(':').is_some_and(|(ns, name)| {
-                        !ns.trim().is_empty() && !name.trim().is_empty()
-                    }));
-            if !valid {
-                return Err(KubeError::BadRule(rule.to_owned()));
+    /// `[project=]namespace:name` rules, comma-separated or one per entry, by the per-project
+    /// item rule of [`crate::config::per_project`]. A secret pattern without a `namespace:`
+    /// part (or with an empty one) is refused: it could never match, and keeping it silently
+    /// would hide the mistake.
+    pub fn parse(rules: &[String]) -> Result<Self, PerProjectError> {
+        let rules = ProjectRules::parse("--avp-secret-allow", rules, |secret| {
+            let valid = secret == "*"
+                || secret
+                    .split_once(':')
+                    .is_some_and(|(ns, name)| !ns.trim().is_empty() && !name.trim().is_empty());
+            if valid {
+                Ok(secret.to_owned())
+            } else {
+                Err(Reason::Expected(
+                    "namespace:name (`*` matches any characters)".into(),
+                ))
             }
-        }
-        Ok(Self::new(rules))
-    }
-
-    /// `[project=]namespace:name` rules, comma-separated or one per entry; without a project
-    /// a rule applies to every project.
-    pub fn new(rules: &[String]) -> Self {
-        Self {
-            rules: crate::config::rule_items(rules)
-                .map(|r| match r.split_once('=') {
-                    Some((project, secret)) => {
-                        (project.trim().to_owned(), secret.trim().to_owned())
-                    }
-                    None => ("*".to_owned(), r.to_owned()),
-                })
-                .collect(),
-        }
+        })?;
+        Ok(Self { rules })
     }
 
     pub fn allows(&self, project: &str, secret: &SecretName) -> bool {
@@ -446,7 +434,8 @@ mod tests {
 
     #[test]
     fn policy() {
-        let p = SecretPolicy::new(&["team-a=team-a:avp-*".into(), "argocd:shared".into()]);
+        let p = SecretPolicy::parse(&["team-a=team-a:avp-*".into(), "argocd:shared".into()])
+            .expect("valid");
         let s = |x: &str| SecretName::parse(x).expect("valid");
         assert!(p.allows("team-a", &s("team-a:avp-config")));
         assert!(!p.allows("team-b", &s("team-a:avp-config")));
@@ -471,13 +460,8 @@ mod tests {
     #[test]
     fn policy_rules_are_validated_and_errors_name_project_and_secret() {
         for bad in ["avp-config", "=argocd:x", "team=", "team=:x", "ns:"] {
-            assert!(
-                matches!(
-                    SecretPolicy::parse(&[bad.into()]),
-                    Err(KubeError::BadRule(_))
-                ),
-                "{bad}"
-            );
+            let err = SecretPolicy::parse(&[bad.into()]).expect_err(bad);
+            assert_eq!((err.flag, err.item.as_str()), ("--avp-secret-allow", bad));
         }
         let p = SecretPolicy::parse(&[" team-a = team-a:avp-* , *".into()]).expect("valid");
         assert!(p.allows("team-a", &SecretName::parse("team-a:avp-x").expect("name")));

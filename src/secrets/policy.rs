@@ -4,8 +4,7 @@
 //! the repo-server sets and tenants cannot. Path patterns may be templates
 //! (`kv/data/{{project}}/*`), rendered per request with the same variables as path templates.
 
-use std::collections::HashMap;
-
+use crate::config::per_project::{PerProject, PerProjectError, ProjectRules};
 use crate::path_template::{PathTemplate, PathTemplateError, PathVars, is_template};
 
 /// What the leak guard does about placeholders outside Secret data.
@@ -17,16 +16,6 @@ pub enum LeakMode {
     Deny,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum PolicyError {
-    #[error("invalid policy rule {0:?}: expected [project=]pattern")]
-    BadRule(String),
-    #[error("invalid leak-guard override {0:?}: expected project=allow|warn|deny")]
-    BadLeakRule(String),
-    #[error("policy rule: {0}")]
-    Template(#[from] PathTemplateError),
-}
-
 /// A path pattern, possibly with `{{variables}}` rendered per request.
 #[derive(Clone, Debug)]
 enum Pattern {
@@ -36,20 +25,22 @@ enum Pattern {
 
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
-    /// Path patterns by project; `*` holds the rules for every project.
-    paths: HashMap<String, Vec<Pattern>>,
+    /// Path patterns by project (`--path-allow`); `*` holds the rules for every project.
+    paths: ProjectRules<Pattern>,
     leak_default: LeakMode,
-    leak_by_project: HashMap<String, LeakMode>,
+    /// `--leak-guard-project`.
+    leak_by_project: PerProject<LeakMode>,
 }
 
 impl Policy {
     /// `path_rules`: `[project=]pattern` where `*` matches within one path segment and `**`
-    /// across segments. No rules at all: every path is allowed (AVP's behaviour).
+    /// across segments. No rules at all: every path is allowed (AVP's behaviour). Both lists
+    /// follow the per-project item rule of [`crate::config::per_project`].
     pub fn new(
         path_rules: &[String],
         leak_default: LeakMode,
         leak_rules: &[String],
-    ) -> Result<Self, PolicyError> {
+    ) -> Result<Self, PerProjectError> {
         Self::with_template_env(path_rules, leak_default, leak_rules, &[])
     }
 
@@ -60,29 +51,15 @@ impl Policy {
         leak_default: LeakMode,
         leak_rules: &[String],
         env_names: &[String],
-    ) -> Result<Self, PolicyError> {
-        let mut paths: HashMap<String, Vec<Pattern>> = HashMap::new();
-        for rule in crate::config::rule_items(path_rules) {
-            let (project, pattern) = rule.split_once('=').unwrap_or(("*", rule));
-            if pattern.is_empty() || project.is_empty() {
-                return Err(PolicyError::BadRule(rule.to_owned()));
-            }
-            let pattern = if is_template(pattern) {
+    ) -> Result<Self, PerProjectError> {
+        let paths = ProjectRules::parse("--path-allow", path_rules, |pattern| {
+            Ok(if is_template(pattern) {
                 Pattern::Template(PathTemplate::parse(pattern, env_names)?)
             } else {
                 Pattern::Plain(pattern.trim_matches('/').to_owned())
-            };
-            paths.entry(project.to_owned()).or_default().push(pattern);
-        }
-        let mut leak_by_project = HashMap::new();
-        for rule in crate::config::rule_items(leak_rules) {
-            let (project, mode) = rule
-                .split_once('=')
-                .ok_or_else(|| PolicyError::BadLeakRule(rule.to_owned()))?;
-            let mode = <LeakMode as clap::ValueEnum>::from_str(mode, true)
-                .map_err(|_| PolicyError::BadLeakRule(rule.to_owned()))?;
-            leak_by_project.insert(project.to_owned(), mode);
-        }
+            })
+        })?;
+        let leak_by_project = PerProject::parse_enum("--leak-guard-project", leak_rules)?;
         Ok(Self {
             paths,
             leak_default,
@@ -111,11 +88,7 @@ impl Policy {
         }
         let path = path.trim_matches('/');
         let mut failed = None;
-        for pattern in [project, "*"]
-            .iter()
-            .filter_map(|p| self.paths.get(*p))
-            .flatten()
-        {
+        for pattern in self.paths.for_project(project) {
             let matched = match pattern {
                 Pattern::Plain(p) => path_match(p, path),
                 Pattern::Template(t) => match t.render(vars) {
@@ -134,10 +107,7 @@ impl Policy {
     }
 
     pub fn leak_mode(&self, project: &str) -> LeakMode {
-        self.leak_by_project
-            .get(project)
-            .copied()
-            .unwrap_or(self.leak_default)
+        self.leak_by_project.get_or(project, self.leak_default)
     }
 }
 
