@@ -107,8 +107,7 @@ fn stage_code(e: &StageError) -> Code {
             | KubeError::Api { .. }
             | KubeError::Setup(_)
             | KubeError::Status { .. }
-            | KubeError::Decode { .. }
-            | KubeError::BadRule(_),
+            | KubeError::Decode { .. },
         ) => Code::FailedPrecondition,
         StageError::Deadline { .. } => Code::DeadlineExceeded,
         StageError::TooManyReads { .. } => Code::ResourceExhausted,
