@@ -288,6 +288,7 @@ impl SecretsArgs {
                 &self.rollout_hash_projects,
             )?,
             rotation: None,
+            leak_warnings: Default::default(),
         })
     }
 

@@ -210,7 +210,15 @@ pub struct Substituter {
     pub rollout: crate::rollout::RolloutSettings,
     /// Rotation tracking: what each Application's last render read (`--rotation-poll-seconds`).
     pub rotation: Option<Arc<crate::rotation::Tracker>>,
+    /// When each leak-guard warning (project and objects) was last logged: the same warning is
+    /// logged at most once per [`LEAK_WARNING_EVERY`]; the metric counts every render.
+    pub leak_warnings: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How often the same leak-guard warning is logged again (renders repeat, cache hits included).
+pub const LEAK_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+/// Warnings remembered at most; past that the oldest memory is dropped (a warning may repeat).
+const MAX_LEAK_WARNINGS: usize = 10_000;
 
 /// Migration to External Secrets: which Secrets become `ExternalSecret`s, per project.
 #[derive(Clone, Debug, Default)]
@@ -377,11 +385,38 @@ impl Substituter {
                 project: project.to_owned(),
                 objects,
             }),
-            _ => {
-                tracing::warn!(project, objects = %objects, "placeholders outside kind Secret data: values will be visible in Argo CD");
+            LeakMode::Warn | LeakMode::Allow => {
+                if self.first_leak_warning(project, &objects) {
+                    tracing::warn!(project, objects = %objects, "placeholders outside kind Secret data: values will be visible in Argo CD");
+                }
                 Ok(())
             }
         }
+    }
+}
+
+impl Substituter {
+    /// Whether this leak warning was not logged within [`LEAK_WARNING_EVERY`] (and records it).
+    fn first_leak_warning(&self, project: &str, objects: &str) -> bool {
+        let Ok(mut seen) = self.leak_warnings.lock() else {
+            return true;
+        };
+        let key = format!("{project}\0{objects}");
+        let now = std::time::Instant::now();
+        if seen
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < LEAK_WARNING_EVERY)
+        {
+            return false;
+        }
+        if seen.len() >= MAX_LEAK_WARNINGS {
+            seen.retain(|_, at| now.duration_since(*at) < LEAK_WARNING_EVERY);
+            if seen.len() >= MAX_LEAK_WARNINGS {
+                seen.clear();
+            }
+        }
+        seen.insert(key, now);
+        true
     }
 }
 
