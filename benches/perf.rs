@@ -11,7 +11,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use avp_sidecar::protocol::client::{RepoStream, connect, sha256_hex};
@@ -23,19 +22,21 @@ use serde_json::{Value, json};
 
 /// Writes one KV v2 secret with the root token.
 fn put_secret(bao: &Bao, path: &str, data: &Value) {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(concat!(
-            "import sys,urllib.request\n",
-            "r=urllib.request.Request(sys.argv[1],method='POST',data=sys.argv[3].encode(),headers={'X-Vault-Token':sys.argv[2]})\n",
-            "urllib.request.urlopen(r).read()\n",
-        ))
-        .arg(format!("{}/v1/{path}", bao.addr()))
-        .arg(bao.root_token)
-        .arg(json!({ "data": data }).to_string())
-        .status()
-        .expect("python3");
-    assert!(out.success());
+    let body = json!({ "data": data }).to_string();
+    let response = common::http::request(
+        &bao.addr(),
+        "POST",
+        &format!("/v1/{path}"),
+        &[("X-Vault-Token", bao.root_token)],
+        Some(body.as_bytes()),
+    )
+    .expect("vault write");
+    assert!(
+        (200..300).contains(&response.status),
+        "POST {path}: HTTP {}: {}",
+        response.status,
+        response.text()
+    );
 }
 
 /// Peak resident set of a process (VmHWM), in MiB.

@@ -2,6 +2,10 @@
 
 #![allow(dead_code)]
 
+/// The tests' small HTTP/1.1 client (plain http on this machine).
+#[path = "../../tests/support/http.rs"]
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -392,14 +392,11 @@ async fn stale_socket_is_replaced() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&path).is_err() {
-        assert!(
-            std::time::Instant::now() < until,
-            "server did not replace the stale socket"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::eventually(
+        Duration::from_secs(20),
+        "the server to replace the stale socket",
+        || std::os::unix::net::UnixStream::connect(&path).is_ok(),
+    );
     let _ = std::process::Command::new("kill")
         .arg(child.id().to_string())
         .status();
@@ -461,14 +458,11 @@ async fn one_process_serves_every_plugin_on_its_own_socket() {
         sockets.join("custom-v1.2.sock"),
         sockets.join("avp-kustomize.sock"),
     ];
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    while !expected
-        .iter()
-        .all(|s| std::os::unix::net::UnixStream::connect(s).is_ok())
-    {
-        assert!(std::time::Instant::now() < until, "sockets did not appear");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::eventually(Duration::from_secs(20), "both sockets", || {
+        expected
+            .iter()
+            .all(|s| std::os::unix::net::UnixStream::connect(s).is_ok())
+    });
     for (socket, app, supported) in [
         (&expected[0], "apps/chart", true),
         (&expected[1], "apps/chart", false),

@@ -169,11 +169,10 @@ async fn match_answers_while_the_request_slots_are_full() {
     let socket = server.socket.clone();
     let stuck_spec = support::dir_stream(repo.path(), "plain", argo_env("b", "demo", &[]));
     let stuck = tokio::spawn(async move { support::generate(&socket, &stuck_spec, None).await });
-    let until = Instant::now() + Duration::from_secs(20);
-    while !pidfile.exists() {
-        assert!(Instant::now() < until, "tool never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::eventually_async(Duration::from_secs(20), "the tool to start", async || {
+        pidfile.exists()
+    })
+    .await;
     // The one request slot is taken: another GenerateManifest is refused...
     let err = support::generate(
         &server.socket,

@@ -62,7 +62,14 @@ async fn openbao_killed_mid_render_then_restarted() {
         argo_env("web-2", "demo", &[]),
     );
     let during = tokio::spawn(async move { support::generate(&socket, &spec2, timeout).await });
-    tokio::time::sleep(Duration::from_millis(300)).await; // the tool is sleeping now
+    // Vault goes away while the (slow) tool runs, before the substitution reads.
+    let (pid, dir) = (server.pid(), server.dir.path().to_owned());
+    support::eventually_async(
+        Duration::from_secs(20),
+        "the slow tool to run",
+        async || !leftover_processes(pid, &dir).is_empty(),
+    )
+    .await;
     bao.stop();
     let err = during.await.expect("join").expect_err("vault died");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -291,14 +298,13 @@ fn leftover_processes(pid: u32, dir: &Path) -> Vec<String> {
     found
 }
 
-/// Polls `check` until it returns `None` or `within` passes; then panics with its last answer.
-async fn eventually<T: std::fmt::Debug>(within: Duration, mut check: impl FnMut() -> Option<T>) {
-    let until = Instant::now() + within;
-    loop {
-        let Some(problem) = check() else { return };
-        assert!(Instant::now() < until, "still: {problem:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits until `problem` finds none; after `within` panics with the last one it found.
+async fn eventually<T: std::fmt::Debug>(within: Duration, mut problem: impl FnMut() -> Option<T>) {
+    support::eventually_async(within, "no problem left", async || match problem() {
+        None => Ok(()),
+        Some(p) => Err(format!("{p:?}")),
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -507,26 +507,29 @@ fn sleep_trap_server(scratch: &Path, extra_args: &[&str]) -> TestServer {
 /// Waits until the tool has started; returns its process group.
 async fn tool_pgid(scratch: &Path) -> i32 {
     let pidfile = scratch.join("pid");
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(pgid) = std::fs::read_to_string(&pidfile)
+    support::eventually_async(Duration::from_secs(20), "the tool to start", async || {
+        std::fs::read_to_string(&pidfile)
             .ok()
             .and_then(|s| s.trim().parse().ok())
-        {
-            return pgid;
-        }
-        assert!(std::time::Instant::now() < until, "tool never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Asserts that the server removes every work dir within a few seconds.
 async fn assert_workdirs_removed(server: &TestServer) {
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    while !server.leftover_workdirs().is_empty() {
-        assert!(std::time::Instant::now() < until, "work dir left behind");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::eventually_async(
+        Duration::from_secs(5),
+        "no work dir left behind",
+        async || {
+            let left = server.leftover_workdirs();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 fn stuck_request() -> StreamSpec {

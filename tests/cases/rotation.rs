@@ -3,7 +3,7 @@
 //! hard-refresh patch for exactly the Applications that read the old version.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -87,8 +87,7 @@ async fn rotation_refreshes_only_the_apps_that_read_the_old_version() {
     );
 
     // Polls run, nothing has changed: no patch.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(support::counter(metrics, "rotation_polls_total") >= 2);
+    polls_pass(metrics, 2).await;
     assert!(kube.patches().is_empty(), "{:?}", kube.patches());
 
     bao.api(
@@ -96,10 +95,7 @@ async fn rotation_refreshes_only_the_apps_that_read_the_old_version() {
         "secret/data/demo/web",
         Some(json!({"data": {"username": "demo-user", "password": "s3cr3t-v3"}})),
     );
-    let until = Instant::now() + Duration::from_secs(15);
-    while kube.patches().len() < 2 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    patches_reach(&kube, 2).await;
     let want: BTreeSet<String> = [
         "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/web-a",
         "/apis/argoproj.io/v1alpha1/namespaces/team-x/applications/web-d",
@@ -119,8 +115,8 @@ async fn rotation_refreshes_only_the_apps_that_read_the_old_version() {
     // The refresh's render reads the new version at once, despite the hour-long cache TTL.
     assert_eq!(render(&server, "web-a", latest).await, json!("s3cr3t-v3"));
 
-    // One rotation, one patch per app.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // One rotation, one patch per app: two more polls patch nothing more.
+    polls_pass(metrics, 2).await;
     assert_eq!(kube.patches().len(), 2, "{:?}", kube.patches());
     assert_eq!(support::counter(metrics, "rotation_changes_total"), 1);
     assert_eq!(support::counter(metrics, "rotation_refreshes_total"), 2);
@@ -129,11 +125,8 @@ async fn rotation_refreshes_only_the_apps_that_read_the_old_version() {
     // A secret deleted with its metadata: web-b is told once (its next render fails in Argo
     // CD rather than old manifests staying), and a deletion is not an error of the poller.
     bao.api("DELETE", "kv/metadata/test", None);
-    let until = Instant::now() + Duration::from_secs(15);
-    while kube.patches().len() < 3 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    patches_reach(&kube, 3).await;
+    polls_pass(metrics, 2).await;
     let last = kube.patches().pop().map(|p| p.path);
     assert_eq!(kube.patches().len(), 3, "{:?}", kube.patches());
     assert_eq!(
@@ -145,15 +138,10 @@ async fn rotation_refreshes_only_the_apps_that_read_the_old_version() {
     // OpenBao down: errors are counted, nothing is patched, renders are still served (here
     // from the secret cache).
     bao.stop();
-    let until = Instant::now() + Duration::from_secs(15);
-    while support::counter(metrics, "rotation_errors_total") == 0 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        support::counter(metrics, "rotation_errors_total") > 0,
-        "{}",
-        server.log()
-    );
+    support::eventually_async(Duration::from_secs(15), "a rotation error", async || {
+        support::counter(metrics, "rotation_errors_total") > 0
+    })
+    .await;
     assert_eq!(kube.patches().len(), 3);
     assert_eq!(render(&server, "web-a", latest).await, json!("s3cr3t-v3"));
 
@@ -224,10 +212,7 @@ async fn rotation_state_survives_a_restart() {
         "secret/data/demo/web",
         Some(json!({"data": {"username": "demo-user", "password": "s3cr3t-v3"}})),
     );
-    let until = Instant::now() + Duration::from_secs(15);
-    while kube.patches().is_empty() && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    patches_reach(&kube, 1).await;
     assert_eq!(
         patched_paths(&kube),
         BTreeSet::from([
@@ -236,4 +221,33 @@ async fn rotation_state_survives_a_restart() {
         "{}",
         second.log()
     );
+}
+
+/// Waits until `kube` has at least `n` patches (the assertions after it say which).
+async fn patches_reach(kube: &KubeApi, n: usize) {
+    support::eventually_async(
+        Duration::from_secs(15),
+        &format!("{n} patches"),
+        async || {
+            let patches = kube.patches();
+            if patches.len() >= n {
+                Ok(())
+            } else {
+                Err(format!("{patches:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// Waits until `n` more rotation polls have run (to see that they changed nothing).
+async fn polls_pass(metrics: u16, n: u64) {
+    let polls = || support::counter(metrics, "rotation_polls_total");
+    let want = polls() + n;
+    support::eventually_async(
+        Duration::from_secs(15),
+        &format!("{n} more rotation polls"),
+        async || polls() >= want,
+    )
+    .await;
 }

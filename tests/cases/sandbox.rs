@@ -5,7 +5,7 @@
 //! tool for what the Landlock sandbox denies.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tonic::Code;
 
@@ -246,16 +246,18 @@ async fn a_tool_cannot_read_another_requests_work_dir() {
             support::generate(&socket, &spec, Some(Duration::from_secs(60))).await
         }
     });
-    let until = Instant::now() + Duration::from_secs(20);
-    let other: PathBuf = loop {
-        if let Some(d) = server.leftover_workdirs().into_iter().next()
-            && d.join("repo/app/probe-plan").exists()
-        {
-            break d;
-        }
-        assert!(Instant::now() < until, "first request never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let other: PathBuf = support::eventually_async(
+        Duration::from_secs(20),
+        "the first request to start",
+        async || {
+            server
+                .leftover_workdirs()
+                .into_iter()
+                .next()
+                .filter(|d| d.join("repo/app/probe-plan").exists())
+        },
+    )
+    .await;
     let plan = format!(
         "list {d}/repo\nread {d}/repo/app/probe-plan\nwrite {d}/repo/app/planted\n",
         d = other.display()
@@ -275,14 +277,12 @@ async fn a_detached_descendant_does_not_outlive_its_request() {
     let data = run_probe(&server, "linger\n").await;
     let pid = data["linger-pid"].as_str().expect("pid").to_owned();
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    let until = Instant::now() + Duration::from_secs(10);
-    while proc_dir.exists() {
-        assert!(
-            Instant::now() < until,
-            "process {pid} (setsid) outlived its request"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::eventually_async(
+        Duration::from_secs(10),
+        &format!("process {pid} (setsid) to end with its request"),
+        async || !proc_dir.exists(),
+    )
+    .await;
     assert!(server.log().contains("killed tool descendants"));
 }
 

@@ -483,18 +483,14 @@ async fn secret_values_never_reach_errors_logs_or_metrics() {
 
 /// Polls `/readyz` until `want` holds for the whole answer (head and body), or panics.
 fn readyz_until(port: u16, what: &str, want: impl Fn(&str) -> bool) -> String {
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    support::eventually(Duration::from_secs(20), &format!("/readyz {what}"), || {
         let answer = support::http_get(port, "/readyz");
         if want(&answer) {
-            return answer;
+            Ok(answer)
+        } else {
+            Err(answer)
         }
-        assert!(
-            std::time::Instant::now() < until,
-            "/readyz never became {what}: {answer}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 fn ready_check_server(env: Vec<(String, String)>, port: u16) -> TestServer {
@@ -517,8 +513,9 @@ async fn readyz_follows_the_vault_login() {
     let server = ready_check_server(bao.approle_env(), port);
     readyz_until(port, "ready", |a| a.starts_with("HTTP/1.1 200"));
     // Checks every second reuse the one session: no login per check.
-    std::thread::sleep(Duration::from_millis(2500));
-    assert!(support::counter(port, "vault_ready_checks_total") >= 2);
+    support::eventually(Duration::from_secs(10), "three ready checks", || {
+        support::counter(port, "vault_ready_checks_total") >= 3
+    });
     assert_eq!(support::counter(port, "vault_logins_total"), 1);
     // Vault down: not ready, with the reason.
     bao.stop();

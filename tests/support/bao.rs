@@ -132,24 +132,29 @@ impl Bao {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> serde_json::Value {
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(concat!(
-                "import sys,urllib.request\n",
-                "m,u,t,b=sys.argv[1:5]\n",
-                "r=urllib.request.Request(u,method=m,data=(b.encode() if b else None),headers={'X-Vault-Token':t})\n",
-                "print(urllib.request.urlopen(r).read().decode() or '{}')\n",
-            ))
-            .args([method, &format!("{}/v1/{path}", self.addr), ROOT_TOKEN])
-            .arg(body.map(|b| b.to_string()).unwrap_or_default())
-            .output()
-            .expect("python3");
+        let body = body.map(|b| b.to_string());
+        let response = super::http::request(
+            &self.addr,
+            method,
+            &format!("/v1/{path}"),
+            &[
+                ("X-Vault-Token", ROOT_TOKEN),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_deref().map(str::as_bytes),
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         assert!(
-            out.status.success(),
-            "{method} {path}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            (200..300).contains(&response.status),
+            "{method} {path}: HTTP {}: {}",
+            response.status,
+            response.text()
         );
-        serde_json::from_slice(&out.stdout).expect("json")
+        if response.body.is_empty() {
+            return serde_json::json!({});
+        }
+        serde_json::from_slice(&response.body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}: {}", response.text()))
     }
 
     /// Audited requests for `path` with `operation` (`read`, `update`, ...), in order

@@ -6,12 +6,16 @@
 
 pub mod bao;
 pub mod h2raw;
+pub mod http;
 pub mod kubeapi;
 pub mod repotar;
+pub mod wait;
+
+pub use wait::{eventually, eventually_async};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use avp_sidecar::protocol::client::{self, RepoStream};
 use avp_sidecar::protocol::pb::config_management_plugin_service_client::ConfigManagementPluginServiceClient;
@@ -148,17 +152,15 @@ impl TestServer {
     }
 
     fn wait_ready(&mut self) {
-        let until = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < until {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                return;
-            }
+        let up = wait::poll(Duration::from_secs(20), || {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("server exited early ({status}):\n{}", self.log());
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+        });
+        if up.is_err() {
+            panic!("server did not come up:\n{}", self.log());
         }
-        panic!("server did not come up:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {
@@ -186,18 +188,10 @@ impl TestServer {
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return s;
-            }
-            assert!(
-                Instant::now() < until,
-                "server did not stop:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let stopped = wait::poll(Duration::from_secs(20), || {
+            self.child.try_wait().ok().flatten()
+        });
+        stopped.unwrap_or_else(|_| panic!("server did not stop:\n{}", self.log()))
     }
 }
 
@@ -208,12 +202,9 @@ impl Drop for TestServer {
                 .arg("-TERM")
                 .arg(self.child.id().to_string())
                 .status();
-            let until = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < until {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let child = &mut self.child;
+            if wait::poll(Duration::from_secs(5), || child.try_wait().ok().flatten()).is_ok() {
+                return;
             }
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -298,17 +289,19 @@ pub fn client_checksum(archive: &[u8]) -> String {
 
 /// Asserts that every process of the group is gone within `within`.
 pub async fn assert_group_gone(pgid: i32, within: Duration) {
-    let until = Instant::now() + within;
-    while Command::new("kill")
-        .args(["-0", "--", &format!("-{pgid}")])
-        .stderr(Stdio::null())
-        .status()
-        .expect("kill")
-        .success()
-    {
-        assert!(Instant::now() < until, "process group {pgid} survived");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(
+        within,
+        &format!("process group {pgid} to be gone"),
+        async || {
+            !Command::new("kill")
+                .args(["-0", "--", &format!("-{pgid}")])
+                .stderr(Stdio::null())
+                .status()
+                .expect("kill")
+                .success()
+        },
+    )
+    .await;
 }
 
 /// A TCP port that was free a moment ago.
@@ -378,4 +371,15 @@ pub async fn render_app(
 ) -> Result<Vec<serde_json::Value>, tonic::Status> {
     let spec = dir_stream(repo.path(), "app", env);
     generate(&server.socket, &spec, Some(Duration::from_secs(60))).await
+}
+
+#[test]
+fn http_client_reads_content_length_and_chunked_bodies() {
+    let parse = |raw: &[u8]| http::parse(raw, false).expect("parse");
+    let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}extra");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"{}"[..]));
+    let r = parse(b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+    assert_eq!((r.status, r.body.as_slice()), (404, &b"abcde"[..]));
+    let r = parse(b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!((r.status, r.body.len()), (204, 0));
 }
