@@ -247,31 +247,24 @@ impl CmpService {
         metrics::inc(&METRICS.requests_total);
         let span = info_span!("rpc", rpc = rpc.name(), id, plugin = %self.plugin.full_name(), app = tracing::field::Empty, project = tracing::field::Empty);
         let started = Instant::now();
-        let result = async {
-            let job = async {
-                let _slot = self.admit(matches!(rpc, metrics::Rpc::MatchRepository)).await?;
-                let (workdir, unpacked) = self.receive(&mut stream, use_cache).await?;
-                let span = tracing::Span::current();
-                span.record("app", unpacked.env.app_name());
-                span.record("project", unpacked.env.project());
-                let ignored = crate::context::ignored_operator_names(&unpacked.env);
-                if !ignored.is_empty() {
-                    metrics::inc(&METRICS.operator_overrides_ignored_total);
-                    warn!(names = ?ignored, "request env names operator settings; ignored (they are set by the operator only)");
-                }
-                let result = work(unpacked, deadline).await;
-                drop(workdir);
-                result
-            };
-            match deadline {
-                Some(d) => tokio::time::timeout_at(d, job)
-                    .await
-                    .unwrap_or(Err(RequestError::Deadline)),
-                None => job.await,
+        let job = async {
+            let _slot = self
+                .admit(matches!(rpc, metrics::Rpc::MatchRepository))
+                .await?;
+            let (workdir, unpacked) = self.receive(&mut stream, use_cache).await?;
+            let span = tracing::Span::current();
+            span.record("app", unpacked.env.app_name());
+            span.record("project", unpacked.env.project());
+            let ignored = crate::context::ignored_operator_names(&unpacked.env);
+            if !ignored.is_empty() {
+                metrics::inc(&METRICS.operator_overrides_ignored_total);
+                warn!(names = ?ignored, "request env names operator settings; ignored (they are set by the operator only)");
             }
-        }
-        .instrument(span.clone())
-        .await;
+            let result = work(unpacked, deadline).await;
+            drop(workdir);
+            result
+        };
+        let result = within(deadline, job).instrument(span.clone()).await;
         let _enter = span.enter();
         metrics::DETAIL.request(rpc, result.is_ok(), started.elapsed());
         match result {
@@ -403,16 +396,7 @@ impl CmpService {
             };
             Ok::<_, RequestError>(outcome)
         };
-        let result = async {
-            match deadline {
-                Some(d) => tokio::time::timeout_at(d, job)
-                    .await
-                    .unwrap_or(Err(RequestError::Deadline)),
-                None => job.await,
-            }
-        }
-        .instrument(span.clone())
-        .await;
+        let result = within(deadline, job).instrument(span.clone()).await;
         let _enter = span.enter();
         let outcome = match result {
             Ok(outcome) => outcome,
@@ -651,5 +635,18 @@ impl ConfigManagementPluginService for CmpService {
                     && self.shared.settings.discover == DiscoverMode::Off),
             provide_git_creds: self.plugin.provide_git_creds,
         }))
+    }
+}
+
+/// `job` under the request's deadline: [`RequestError::Deadline`] if the deadline passes first.
+async fn within<T>(
+    deadline: Option<Instant>,
+    job: impl std::future::Future<Output = Result<T, RequestError>>,
+) -> Result<T, RequestError> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, job)
+            .await
+            .unwrap_or(Err(RequestError::Deadline)),
+        None => job.await,
     }
 }
