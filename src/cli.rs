@@ -205,7 +205,8 @@ async fn read_documents(
         return Ok((parse(&text, "stdin", &budget)?, budget));
     }
     if path.is_dir() {
-        return avp_sidecar::render::directory::render(path)
+        // The operator's own files: the CLI takes them whole, as AVP does.
+        return avp_sidecar::render::directory::render(path, usize::MAX)
             .await
             .with_context(|| format!("reading {}", path.display()));
     }

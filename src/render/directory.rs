@@ -12,13 +12,19 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::RenderError;
+use super::tool::ToolError;
 use crate::yaml::AliasBudget;
 
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
 /// The documents of every manifest file under `app_dir`, in AVP's order, and the render's alias
-/// budget, sized by all the files together (as a tool's output would be).
-pub async fn render(app_dir: &Path) -> Result<(Vec<Value>, AliasBudget), RenderError> {
+/// budget, sized by all the files together (as a tool's output would be). The files together
+/// may hold at most `max_bytes`, the cap on a tool's output (`--max-output-mb`): they are this
+/// render's output.
+pub async fn render(
+    app_dir: &Path,
+    max_bytes: usize,
+) -> Result<(Vec<Value>, AliasBudget), RenderError> {
     let dir = app_dir.to_path_buf();
     let files = tokio::task::spawn_blocking(move || manifest_files(&dir))
         .await
@@ -32,7 +38,19 @@ pub async fn render(app_dir: &Path) -> Result<(Vec<Value>, AliasBudget), RenderE
         ));
     }
     let mut texts = Vec::new();
+    let mut total: u64 = 0;
     for file in files {
+        // Sized before reading, so an oversized file is never loaded.
+        total += tokio::fs::metadata(&file)
+            .await
+            .map_err(|e| io(&file, e))?
+            .len();
+        if total > max_bytes as u64 {
+            return Err(RenderError::Tool(ToolError::OutputTooLarge {
+                cmd: "manifest files".to_owned(),
+                limit: max_bytes,
+            }));
+        }
         let text = tokio::fs::read_to_string(&file)
             .await
             .map_err(|e| io(&file, e))?;
@@ -106,19 +124,25 @@ mod tests {
         write("a.json", "{\"kind\": \"AJ\"}");
         write("c.YAML", "kind: Ignored\n");
         write("notes.txt", "kind: Ignored\n");
-        let (docs, _) = render(dir.path()).await.expect("render");
+        let (docs, _) = render(dir.path(), 1 << 20).await.expect("render");
         let kinds: Vec<&Value> = docs.iter().map(|d| &d["kind"]).collect();
         assert_eq!(
             kinds,
             [&json!("AZ"), &json!("AJ"), &json!("B"), &json!("B2")]
         );
 
+        let err = render(dir.path(), 16).await.expect_err("over the cap");
+        assert!(matches!(
+            err,
+            RenderError::Tool(ToolError::OutputTooLarge { limit: 16, .. })
+        ));
+
         write("bad.yaml", "a: [\n");
-        let err = render(dir.path()).await.expect_err("bad yaml");
+        let err = render(dir.path(), 1 << 20).await.expect_err("bad yaml");
         assert!(err.to_string().starts_with("bad.yaml: "), "{err}");
 
         let empty = tempfile::tempdir().expect("tempdir");
-        let err = render(empty.path()).await.expect_err("no files");
+        let err = render(empty.path(), 1 << 20).await.expect_err("no files");
         assert!(
             err.to_string()
                 .starts_with("no YAML or JSON files were found in "),

@@ -136,7 +136,8 @@ impl Renderer {
         deadline: Option<Instant>,
     ) -> Result<Rendered, RenderError> {
         if let AppKind::Directory = kind {
-            let (documents, alias_budget) = directory::render(app_dir).await?;
+            let (documents, alias_budget) =
+                directory::render(app_dir, self.limits.max_output_bytes).await?;
             return Ok(Rendered {
                 documents,
                 tool_time: Duration::ZERO,
