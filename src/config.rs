@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::pipeline::render::ToolPaths;
+use crate::pipeline::render::tool::RunLimits;
 use crate::protocol::unpack::UnpackLimits;
-use crate::render::ToolPaths;
-use crate::render::tool::RunLimits;
 
 pub mod per_project;
 pub use per_project::{PerProject, PerProjectError, ProjectRules};
@@ -59,7 +59,7 @@ pub struct SecretsArgs {
     #[arg(short = 'c', long = "config-path", env = "AVP_SIDECAR_AVP_CONFIG")]
     pub config_path: Option<PathBuf>,
     /// Max concurrent secret reads per render.
-    #[arg(long, default_value_t = crate::substitute_stage::DEFAULT_READ_CONCURRENCY)]
+    #[arg(long, default_value_t = crate::pipeline::substitute::DEFAULT_READ_CONCURRENCY)]
     pub read_concurrency: usize,
     /// Kubernetes Secrets that requests may name in `AVP_SECRET` (AVP's `-s`), as
     /// `[project=]namespace:name` with `*` wildcards; none by default.
@@ -214,14 +214,15 @@ pub struct SecretsArgs {
 }
 
 impl SecretsArgs {
-    fn layers(&self) -> Result<crate::secrets::config::Layered, ConfigError> {
-        crate::secrets::config::Layered::from_process(self.config_path.as_deref())
-            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    fn layers(&self) -> Result<crate::secrets::settings::Layered, ConfigError> {
+        Ok(crate::secrets::settings::Layered::from_process(
+            self.config_path.as_deref(),
+        )?)
     }
 
     /// The read cache and mount rules every backend gets.
-    fn limits(&self) -> Result<crate::substitute_stage::BackendLimits, ConfigError> {
-        Ok(crate::substitute_stage::BackendLimits {
+    fn limits(&self) -> Result<crate::pipeline::substitute::BackendLimits, ConfigError> {
+        Ok(crate::pipeline::substitute::BackendLimits {
             cache: crate::secrets::cache::CachePolicy {
                 ttl: Duration::from_secs(self.secret_cache_ttl_seconds),
                 max_entries: self.secret_cache_max_entries.max(1),
@@ -229,30 +230,30 @@ impl SecretsArgs {
                 cache_errors: false,
                 max_in_flight: self.vault_max_in_flight,
             },
-            mounts: crate::secrets::mounts::SecretMounts::parse(&self.secret_mounts)
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            mounts: crate::secrets::mounts::SecretMounts::parse(&self.secret_mounts)?,
         })
     }
 
     /// The Kubernetes API client for config Secrets and rotation refreshes.
-    pub fn kube(&self) -> Result<crate::secrets::kube::KubeApi, ConfigError> {
-        crate::secrets::kube::KubeApi::new(self.kube_api.clone(), self.kube_token_path.clone())
-            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    pub fn kube(&self) -> Result<crate::kube::KubeApi, ConfigError> {
+        Ok(crate::kube::KubeApi::new(
+            self.kube_api.clone(),
+            self.kube_token_path.clone(),
+        )?)
     }
 
     /// The substitution stage: Vault from the operator's settings when `AVP_TYPE` is set (else
     /// no source: a render with placeholders then fails saying so), plus config secrets if
     /// the operator allowed any.
-    pub fn substituter(&self) -> Result<crate::substitute_stage::Substituter, ConfigError> {
-        use crate::substitute_stage::{Backend, ConfigSecrets, Substituter};
+    pub fn substituter(&self) -> Result<crate::pipeline::substitute::Substituter, ConfigError> {
+        use crate::pipeline::substitute::{Backend, ConfigSecrets, Substituter};
         let layered = self.layers()?;
         let limits = self.limits()?;
-        let default = Backend::from_lookup(&layered, "", &limits)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let default = Backend::from_lookup(&layered, "", &limits)?;
         let config_secrets = if self.secret_allow.is_empty() {
             None
         } else {
-            let policy = crate::secrets::kube::SecretPolicy::parse(&self.secret_allow)?;
+            let policy = crate::secrets::avp_secret::SecretPolicy::parse(&self.secret_allow)?;
             Some(ConfigSecrets::new(
                 self.kube()?,
                 policy,
@@ -268,11 +269,9 @@ impl SecretsArgs {
             &paths.env_names,
         )?;
         let projects = self.project_vault_files()?.try_map(|project, file| {
-            let layers = layered
-                .with_project_file(&file)
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            let layers = layered.with_project_file(&file)?;
             Backend::from_lookup(&layers, &format!(" (project {project})"), &limits)
-                .map_err(|e| ConfigError::Invalid(e.to_string()))
+                .map_err(ConfigError::from)
         })?;
         Ok(Substituter {
             default,
@@ -283,7 +282,7 @@ impl SecretsArgs {
             max_reads: self.max_secret_reads,
             external_secrets: self.external_secrets()?,
             paths,
-            rollout: crate::rollout::RolloutSettings::new(
+            rollout: crate::features::rollout::RolloutSettings::new(
                 self.rollout_hash,
                 &self.rollout_hash_projects,
             )?,
@@ -302,25 +301,26 @@ impl SecretsArgs {
     }
 
     /// Path templates, parsed once so a bad template stops the server at startup.
-    pub fn path_settings(&self) -> Result<crate::path_template::PathSettings, ConfigError> {
-        crate::path_template::PathSettings::new(
+    pub fn path_settings(
+        &self,
+    ) -> Result<crate::secrets::path_template::PathSettings, ConfigError> {
+        Ok(crate::secrets::path_template::PathSettings::new(
             self.default_path.as_deref(),
             self.path_templates,
             &self.path_template_env,
-        )
-        .map_err(|e| ConfigError::Invalid(e.to_string()))
+        )?)
     }
 
-    fn external_secrets(&self) -> Result<crate::substitute_stage::ExternalSecrets, ConfigError> {
+    fn external_secrets(
+        &self,
+    ) -> Result<crate::pipeline::substitute::ExternalSecrets, ConfigError> {
         use crate::substitute::external::{Mode, Store};
-        let invalid = |m: String| ConfigError::Invalid(m);
         if !["ClusterSecretStore", "SecretStore"]
             .contains(&self.external_secrets_store_kind.as_str())
         {
-            return Err(invalid(format!(
-                "--external-secrets-store-kind {:?}: expected ClusterSecretStore or SecretStore",
-                self.external_secrets_store_kind
-            )));
+            return Err(ConfigError::StoreKind(
+                self.external_secrets_store_kind.clone(),
+            ));
         }
         let projects = PerProject::<Mode>::parse_enum(
             "--external-secrets-project",
@@ -338,11 +338,9 @@ impl SecretsArgs {
         let converting =
             self.external_secrets != Mode::Off || projects.values().any(|m| *m != Mode::Off);
         if converting && store.is_none() {
-            return Err(invalid(
-                "--external-secrets on/enforce needs --external-secrets-store".to_owned(),
-            ));
+            return Err(ConfigError::NoStore);
         }
-        Ok(crate::substitute_stage::ExternalSecrets {
+        Ok(crate::pipeline::substitute::ExternalSecrets {
             store,
             mode: self.external_secrets,
             projects,
@@ -353,18 +351,19 @@ impl SecretsArgs {
     pub async fn backend_with_secret(
         &self,
         name: &str,
-    ) -> Result<crate::substitute_stage::Backend, crate::substitute_stage::StageError> {
-        use crate::substitute_stage::{Backend, StageError};
+    ) -> Result<crate::pipeline::substitute::Backend, crate::pipeline::substitute::StageError> {
+        use crate::pipeline::substitute::{Backend, StageError};
         let cli = |source| StageError::CliSecret {
             name: name.to_owned(),
             source,
         };
-        let secret = crate::secrets::kube::SecretName::parse(name).map_err(cli)?;
-        let api =
-            crate::secrets::kube::KubeApi::new(self.kube_api.clone(), self.kube_token_path.clone())
-                .map_err(cli)?;
-        let data = api.secret_data(&secret).await.map_err(cli)?;
-        let layered = crate::secrets::config::Layered::from_process(self.config_path.as_deref())
+        let secret = crate::secrets::avp_secret::SecretName::parse(name).map_err(cli)?;
+        let api = crate::kube::KubeApi::new(self.kube_api.clone(), self.kube_token_path.clone())
+            .map_err(|e| cli(e.into()))?;
+        let data = crate::secrets::avp_secret::read(&api, &secret)
+            .await
+            .map_err(cli)?;
+        let layered = crate::secrets::settings::Layered::from_process(self.config_path.as_deref())
             .map_err(|source| StageError::Config {
                 origin: String::new(),
                 source,
@@ -474,7 +473,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub secrets: SecretsArgs,
     #[command(flatten)]
-    pub rotation: crate::rotation::RotationArgs,
+    pub rotation: crate::features::rotation::RotationArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -482,11 +481,38 @@ pub enum ConfigError {
     #[error("{what} {name:?} not found on PATH")]
     ToolNotFound { what: &'static str, name: String },
     #[error("invalid setting: {0}")]
-    Invalid(String),
-    #[error("invalid setting: {0}")]
     PerProject(#[from] PerProjectError),
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
+    /// AVP settings (env, `--config-path`, a project's file) that cannot be read or parsed.
+    #[error("invalid setting: {0}")]
+    VaultSettings(#[from] crate::secrets::settings::SettingsError),
+    /// A Vault backend that cannot be built from valid-looking settings.
+    #[error("invalid setting: {0}")]
+    Backend(#[source] Box<crate::pipeline::substitute::StageError>),
+    #[error("invalid setting: {0}")]
+    Mounts(#[from] crate::secrets::mounts::BadMount),
+    #[error("invalid setting: {0}")]
+    Kube(#[from] crate::kube::SetupError),
+    #[error("invalid setting: {0}")]
+    PathTemplate(#[from] crate::secrets::path_template::PathTemplateError),
+    #[error(
+        "invalid setting: --external-secrets-store-kind {0:?}: expected ClusterSecretStore or SecretStore"
+    )]
+    StoreKind(String),
+    #[error("invalid setting: --external-secrets on/enforce needs --external-secrets-store")]
+    NoStore,
+    #[error("invalid setting: --kill-grace-seconds {0}: must be a finite number of seconds >= 0")]
+    KillGrace(f64),
+    /// Paths below the work dir reach helm's `--values`, which splits on `,` and parses quotes.
+    #[error("invalid setting: --workdir {0}: must be UTF-8 without ',', '\"' or line breaks")]
+    WorkDir(String),
+}
+
+impl From<crate::pipeline::substitute::StageError> for ConfigError {
+    fn from(e: crate::pipeline::substitute::StageError) -> Self {
+        Self::Backend(Box::new(e))
+    }
 }
 
 /// `--discover`: what auto-detection may route to the built-in plugins.
@@ -518,7 +544,7 @@ pub struct Settings {
     pub match_slots: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     pub discover: DiscoverMode,
     pub drain_timeout: Duration,
-    pub renderer: crate::render::Renderer,
+    pub renderer: crate::pipeline::render::Renderer,
 }
 
 /// The cap on streaming requests in progress.
@@ -529,7 +555,7 @@ pub struct RequestSlots {
 }
 
 impl RenderArgs {
-    pub fn renderer(&self) -> Result<crate::render::Renderer, ConfigError> {
+    pub fn renderer(&self) -> Result<crate::pipeline::render::Renderer, ConfigError> {
         let server_env: Vec<(String, String)> = std::env::vars().collect();
         let path = server_env
             .iter()
@@ -543,7 +569,7 @@ impl RenderArgs {
             })
             .max(1);
         if !(self.kill_grace_seconds.is_finite() && self.kill_grace_seconds >= 0.0) {
-            return Err(ConfigError::Invalid("--kill-grace-seconds".to_owned()));
+            return Err(ConfigError::KillGrace(self.kill_grace_seconds));
         }
         let tools = ToolPaths {
             kustomize: resolve_tool("kustomize", &self.kustomize, &path)?,
@@ -554,7 +580,7 @@ impl RenderArgs {
             &[("kustomize", &tools.kustomize), ("helm", &tools.helm)],
             self.tool_connect_ports.clone(),
         )?;
-        Ok(crate::render::Renderer {
+        Ok(crate::pipeline::render::Renderer {
             tools,
             sandbox,
             server_env,
@@ -578,10 +604,7 @@ impl ServeArgs {
             .to_str()
             .is_none_or(|b| b.contains([',', '"', '\n', '\r']))
         {
-            return Err(ConfigError::Invalid(format!(
-                "--workdir {}: must be UTF-8 without ',', '\"' or line breaks",
-                base.display()
-            )));
+            return Err(ConfigError::WorkDir(base.display().to_string()));
         }
         Ok(Settings {
             socket_dir: self.socket_dir.clone(),

@@ -1,29 +1,43 @@
 //! avp-sidecar: an Argo CD config-management-plugin (CMP) server that renders kustomize and
 //! helm apps and fills in argocd-vault-plugin placeholders from Vault.
 //!
-//! See ARCHITECTURE.md for the module map, data flow and invariants.
+//! # Layout
+//!
+//! The folders follow a request from the socket to the response:
+//!
+//! - [`server`]: the gRPC service on the unix socket, deadlines, the one mapping of errors to
+//!   gRPC statuses, the HTTP endpoints (`/metrics`, `/readyz`).
+//! - [`protocol`]: the CMP wire: the client stream, checksum, safe archive extraction, the
+//!   per-request work dir, and a client that talks like Argo CD's repo-server.
+//! - [`pipeline`]: the request path proper: request env ([`pipeline::context`]), plugin
+//!   definitions, discovery, render (kustomize, helm, plain directories; the only process
+//!   spawner), tool-output splitting, the render cache, and the substitute stage.
+//! - [`substitute`]: the placeholder language (AVP-compatible): parsing, modifiers, and the
+//!   fill-in of documents, independent of where values come from.
+//! - [`secrets`]: where values come from: the Vault/OpenBao client, the per-render read
+//!   cache, path policy, KV mount rules and AVP's settings (`AVP_*`, `-s` Secrets).
+//! - [`kube`]: the one Kubernetes API client (service-account GETs and PATCHes).
+//! - [`sandbox`]: confinement of every tool run (Landlock, no network, the helm gate).
+//! - [`features`]: opt-in features beside the request path: rotation-aware refresh, rollout
+//!   hashes, the `check` lint, and the `argocd-cm` plugin importer.
+//! - [`config`]: the operator's flags, parsed once at startup; never from a request.
+//! - Shared: [`errors`] (error-chain text), [`metrics`], [`telemetry`] (logs), [`yaml`]
+//!   (reader/emitter with a memory budget), [`names`] (Kubernetes name rules).
+//!
+//! The binary's commands (`serve`, `render`, `check`, `call`, `generate`, ...) live in the
+//! binary crate's `cli/` folder. See ARCHITECTURE.md for the data flow and invariants.
 
-pub mod argocd_cm;
-pub mod check;
 pub mod config;
-pub mod context;
-pub mod discovery;
 pub mod errors;
-pub mod manifest;
+pub mod features;
+pub mod kube;
 pub mod metrics;
 pub mod names;
-pub mod path_template;
 pub mod pipeline;
-pub mod plugin;
 pub mod protocol;
-pub mod render;
-pub mod render_cache;
-pub mod rollout;
-pub mod rotation;
 pub mod sandbox;
 pub mod secrets;
 pub mod server;
 pub mod substitute;
-pub mod substitute_stage;
 pub mod telemetry;
 pub mod yaml;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use avp_sidecar::config::ServeArgs;
 use avp_sidecar::pipeline::Pipeline;
-use avp_sidecar::plugin::{self, Plugin};
+use avp_sidecar::pipeline::plugin::{self, Plugin};
 use avp_sidecar::server::{self, Shared, socket};
 
 /// mimalloc (v3) instead of glibc malloc, so that memory freed after a big render goes back to
@@ -185,11 +185,11 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     avp_sidecar::protocol::workdir::reset_work_root(&settings.work_root)
         .with_context(|| format!("preparing work dir {}", settings.work_root.display()))?;
-    let tool_fingerprint = avp_sidecar::render_cache::tool_fingerprint(&[
+    let tool_fingerprint = avp_sidecar::pipeline::cache::tool_fingerprint(&[
         &settings.renderer.tools.kustomize,
         &settings.renderer.tools.helm,
     ]);
-    let render_cache = avp_sidecar::render_cache::RenderCache::new(
+    let render_cache = avp_sidecar::pipeline::cache::RenderCache::new(
         args.render_cache_entries,
         args.render_cache_mb.saturating_mul(1 << 20),
     );
@@ -331,7 +331,7 @@ fn report_sandbox(sandbox: &avp_sidecar::sandbox::Sandbox) {
 /// Rotation tracking while serving: the poller, and the index to save at shutdown.
 struct Rotation {
     poller: AbortOnDrop<()>,
-    tracker: Arc<avp_sidecar::rotation::Tracker>,
+    tracker: Arc<avp_sidecar::features::rotation::Tracker>,
 }
 
 impl Rotation {
@@ -347,7 +347,7 @@ impl Rotation {
 /// (loaded from `--rotation-state` if set), the poller runs until serve returns.
 fn start_rotation(
     args: &ServeArgs,
-    substituter: &mut avp_sidecar::substitute_stage::Substituter,
+    substituter: &mut avp_sidecar::pipeline::substitute::Substituter,
 ) -> anyhow::Result<Option<Rotation>> {
     let Some(tracker) = args.rotation.tracker()? else {
         return Ok(None);

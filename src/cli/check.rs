@@ -1,5 +1,5 @@
 //! `avp-sidecar check`: render a checkout like the sidecar, then lint its placeholders (see
-//! `avp_sidecar::check`). Exit codes for CI: 0 clean, 1 findings that fail, 2 the check itself
+//! `avp_sidecar::features::check`). Exit codes for CI: 0 clean, 1 findings that fail, 2 the check itself
 //! could not run (usage, render, configuration).
 
 use std::io::Write;
@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use avp_sidecar::check::{self, CheckOptions, Level};
+use avp_sidecar::features::check::{self, CheckOptions, Level};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Format {

@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::path_template::PathTemplateError;
+use crate::secrets::path_template::PathTemplateError;
 
 /// The project key of rules that apply to every project (an item without `project=`).
 pub const ALL_PROJECTS: &str = "*";
@@ -308,8 +308,8 @@ mod tests {
 mod flags {
     use super::{PerProjectError, Reason};
     use crate::config::SecretsArgs;
-    use crate::rollout::RolloutSettings;
-    use crate::secrets::kube::{SecretName, SecretPolicy};
+    use crate::features::rollout::RolloutSettings;
+    use crate::secrets::avp_secret::{SecretName, SecretPolicy};
     use crate::secrets::policy::{LeakMode, Policy};
     use crate::substitute::external::Mode;
 

@@ -164,7 +164,7 @@ fn check_template(args: &[&str], dirs: Dirs<'_>) -> Result<HelmCall, GateError> 
             }
             "--kube-version" => {
                 let v = value("kubeVersion")?;
-                if !crate::render::helm::is_kube_version(v) {
+                if !crate::pipeline::render::helm::is_kube_version(v) {
                     return Err(bad("kubeVersion", v, "is not a Kubernetes version"));
                 }
             }

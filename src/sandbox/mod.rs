@@ -29,7 +29,7 @@ use landlock::{
     ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr, Scope,
 };
 
-use crate::render::tool::ToolCommand;
+use crate::pipeline::render::tool::ToolCommand;
 
 /// The newest Landlock ABI whose rights we ask for; the helper degrades per right on older
 /// kernels (best effort) and the startup probe reports what is enforced.

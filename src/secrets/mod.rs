@@ -177,14 +177,15 @@ pub trait SecretSource: Send + Sync {
     fn invalidate(&self, _path: &str) {}
 }
 
+pub mod avp_secret;
 pub mod body;
 pub mod cache;
-pub mod config;
 #[cfg(test)]
 mod fake_http;
-pub mod kube;
 pub mod mounts;
+pub mod path_template;
 pub mod policy;
+pub mod settings;
 pub mod vault;
 
 #[cfg(test)]

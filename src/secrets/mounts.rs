@@ -124,7 +124,9 @@ impl SecretMounts {
                 None => (rule, None),
             };
             let path = path.trim().trim_matches('/');
-            if !super::config::is_clean_path(path) || path.contains('*') || reserved(path).is_some()
+            if !super::settings::is_clean_path(path)
+                || path.contains('*')
+                || reserved(path).is_some()
             {
                 return Err(bad());
             }

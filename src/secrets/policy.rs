@@ -5,7 +5,7 @@
 //! (`kv/data/{{project}}/*`), rendered per request with the same variables as path templates.
 
 use crate::config::per_project::{PerProject, PerProjectError, ProjectRules};
-use crate::path_template::{PathTemplate, PathTemplateError, PathVars, is_template};
+use crate::secrets::path_template::{PathTemplate, PathTemplateError, PathVars, is_template};
 
 /// What the leak guard does about placeholders outside Secret data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

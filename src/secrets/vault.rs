@@ -43,8 +43,8 @@ use tokio::time::Instant;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
-use super::config::{Auth, Sensitive, VaultConfig, is_clean_path, is_header_safe};
 use super::mounts::{Described, SecretMounts, Verdict};
+use super::settings::{Auth, Sensitive, VaultConfig, is_clean_path, is_header_safe};
 use super::{KvMetadata, KvVersion, ReadError, SecretData, SecretRequest, SecretSource};
 use crate::metrics::{self, METRICS};
 
@@ -1060,8 +1060,8 @@ fn contains_any(value: &Value, credentials: &[&str]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secrets::config::Tls;
     use crate::secrets::mounts::MountError;
+    use crate::secrets::settings::Tls;
     use serde_json::json;
 
     fn req(path: &str, kv: KvVersion, version: Option<&str>) -> SecretRequest {
@@ -1085,7 +1085,7 @@ mod tests {
             path_validation: None,
             tls: Tls::default(),
             timeout,
-            max_retries: crate::secrets::config::DEFAULT_MAX_RETRIES,
+            max_retries: crate::secrets::settings::DEFAULT_MAX_RETRIES,
         }
     }
 
@@ -1720,7 +1720,7 @@ mod bao_tests {
 
     use super::VaultSource;
     use super::bao::Bao;
-    use crate::secrets::config::VaultConfig;
+    use crate::secrets::settings::VaultConfig;
     use crate::secrets::{KvVersion, ReadError, SecretRequest, SecretSource};
 
     /// Every value and credential the seed writes; none may appear in an error or `Debug`.

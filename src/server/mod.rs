@@ -15,8 +15,8 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
 use crate::config::Settings;
+use crate::pipeline::plugin::Plugin;
 use crate::pipeline::{Pipeline, PipelineError};
-use crate::plugin::Plugin;
 use crate::protocol::pb::config_management_plugin_service_server::ConfigManagementPluginServiceServer;
 use crate::protocol::stream::StreamError;
 use crate::protocol::unpack::UnpackError;
@@ -66,7 +66,7 @@ pub enum RequestError {
 pub struct Shared {
     pub settings: Settings,
     pub pipeline: Pipeline,
-    pub render_cache: crate::render_cache::RenderCache,
+    pub render_cache: crate::pipeline::cache::RenderCache,
     /// Identifies the installed tools in render-cache keys.
     pub tool_fingerprint: String,
 }

@@ -13,10 +13,11 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::{RequestError, Shared, deadline, status};
 use crate::config::DiscoverMode;
-use crate::context::RequestEnv;
-use crate::discovery::archive;
 use crate::metrics::{self, METRICS};
-use crate::plugin::Plugin;
+use crate::pipeline::cache;
+use crate::pipeline::context::RequestEnv;
+use crate::pipeline::discovery::archive;
+use crate::pipeline::plugin::Plugin;
 use crate::protocol::pb::ManifestRequestMetadata;
 use crate::protocol::pb::config_management_plugin_service_server::ConfigManagementPluginService;
 use crate::protocol::pb::{
@@ -27,7 +28,6 @@ use crate::protocol::repository::ParameterAnnouncement;
 use crate::protocol::stream;
 use crate::protocol::unpack::{self, UnpackOptions};
 use crate::protocol::workdir::WorkDir;
-use crate::render_cache;
 
 /// Upper bound on draining a failed request's remaining stream.
 const MAX_DRAIN: Duration = Duration::from_secs(10);
@@ -56,7 +56,7 @@ struct Unpacked {
     env: RequestEnv,
     app_name: String,
     /// Where to store the render, when the render cache applies.
-    cache_key: Option<render_cache::Key>,
+    cache_key: Option<cache::Key>,
 }
 
 impl Unpacked {
@@ -90,7 +90,7 @@ enum Input {
         scratch: PathBuf,
     },
     /// A render-cache hit: the archive was verified but not unpacked.
-    Cached(render_cache::Cached),
+    Cached(cache::Cached),
 }
 
 impl CmpService {
@@ -212,13 +212,13 @@ impl CmpService {
     }
 
     /// The render-cache key for a GenerateManifest request, known from the metadata alone.
-    fn cache_key(&self, metadata: &ManifestRequestMetadata) -> render_cache::Key {
+    fn cache_key(&self, metadata: &ManifestRequestMetadata) -> cache::Key {
         let env: Vec<(String, String)> = metadata
             .env
             .iter()
             .map(|e| (e.name.clone(), e.value.clone()))
             .collect();
-        render_cache::key(
+        cache::key(
             &self.plugin.full_name(),
             &metadata.checksum,
             &metadata.app_rel_path,
@@ -255,7 +255,7 @@ impl CmpService {
             let span = tracing::Span::current();
             span.record("app", unpacked.env.app_name());
             span.record("project", unpacked.env.project());
-            let ignored = crate::context::ignored_operator_names(&unpacked.env);
+            let ignored = crate::pipeline::context::ignored_operator_names(&unpacked.env);
             if !ignored.is_empty() {
                 metrics::inc(&METRICS.operator_overrides_ignored_total);
                 warn!(names = ?ignored, "request env names operator settings; ignored (they are set by the operator only)");
@@ -297,7 +297,7 @@ impl CmpService {
     /// transport error, checksum mismatch) is an error.
     async fn match_archive(
         &self,
-        builtin: &crate::plugin::Builtin,
+        builtin: &crate::pipeline::plugin::Builtin,
         request: Request<Streaming<AppStreamRequest>>,
     ) -> Result<Response<RepositoryResponse>, Status> {
         let settings = &self.shared.settings;
@@ -338,7 +338,7 @@ impl CmpService {
                 accept: builtin.render,
                 markers: mode == DiscoverMode::Placeholders,
                 extra: env
-                    .plugin(crate::render::helm::HELM_VALUE_FILES)
+                    .plugin(crate::pipeline::render::helm::HELM_VALUE_FILES)
                     .unwrap_or("")
                     .split(',')
                     .map(str::trim)
@@ -384,7 +384,7 @@ impl CmpService {
                 }
                 archive::Outcome::Plain
                     if env.entries().iter().any(|(k, v)| {
-                        k.starts_with(crate::context::PLUGIN_ENV_PREFIX)
+                        k.starts_with(crate::pipeline::context::PLUGIN_ENV_PREFIX)
                             && archive::MARKERS
                                 .iter()
                                 .any(|m| v.as_bytes().windows(m.len()).any(|w| w == *m))
@@ -487,7 +487,7 @@ impl ConfigManagementPluginService for CmpService {
         self.handle(
             metrics::Rpc::GenerateManifest,
             // Operator commands may depend on more than their inputs (network, time): no cache.
-            matches!(self.plugin.kind, crate::plugin::Kind::Builtin(_)),
+            matches!(self.plugin.kind, crate::pipeline::plugin::Kind::Builtin(_)),
             request,
             |u, deadline| async move {
                 let pipeline = &self.shared.pipeline;
@@ -540,7 +540,7 @@ impl ConfigManagementPluginService for CmpService {
                 Ok(ManifestResponse {
                     manifests: documents
                         .iter()
-                        .map(crate::manifest::to_json_string)
+                        .map(crate::pipeline::manifest::to_json_string)
                         .collect(),
                     source_type: String::new(),
                 })
@@ -561,7 +561,7 @@ impl ConfigManagementPluginService for CmpService {
         &self,
         request: Request<Streaming<AppStreamRequest>>,
     ) -> Result<Response<RepositoryResponse>, Status> {
-        if let crate::plugin::Kind::Builtin(b) = &self.plugin.kind {
+        if let crate::pipeline::plugin::Kind::Builtin(b) = &self.plugin.kind {
             return self.match_archive(b, request).await;
         }
         // Command plugins: Argo's discovery rules on the extracted checkout, as before (their
@@ -631,7 +631,7 @@ impl ConfigManagementPluginService for CmpService {
         metrics::DETAIL.request(metrics::Rpc::CheckPluginConfiguration, true, Duration::ZERO);
         Ok(Response::new(CheckPluginConfigurationResponse {
             is_discovery_configured: self.plugin.discovery_configured()
-                && !(matches!(self.plugin.kind, crate::plugin::Kind::Builtin(_))
+                && !(matches!(self.plugin.kind, crate::pipeline::plugin::Kind::Builtin(_))
                     && self.shared.settings.discover == DiscoverMode::Off),
             provide_git_creds: self.plugin.provide_git_creds,
         }))

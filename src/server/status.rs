@@ -6,16 +6,16 @@
 use tonic::{Code, Status};
 
 use super::RequestError;
-use crate::manifest::ManifestError;
 use crate::pipeline::PipelineError;
+use crate::pipeline::manifest::ManifestError;
+use crate::pipeline::render::RenderError;
+use crate::pipeline::render::tool::ToolError;
+use crate::pipeline::substitute::StageError;
 use crate::protocol::stream::StreamError;
 use crate::protocol::unpack::UnpackError;
-use crate::render::RenderError;
-use crate::render::tool::ToolError;
 use crate::secrets::ReadError;
-use crate::secrets::kube::KubeError;
+use crate::secrets::avp_secret::KubeError;
 use crate::substitute::Problem;
-use crate::substitute_stage::StageError;
 
 /// Every variant is named: a new error gets a code someone chose, not a fallback.
 fn code(err: &RequestError) -> Code {

@@ -534,8 +534,8 @@ impl io::Write for Capture {
 /// What Argo CD shows for this error: the gRPC status message the server builds.
 fn status_message(error: &SubstituteError) -> String {
     use crate::pipeline::PipelineError;
+    use crate::pipeline::substitute::StageError;
     use crate::server::RequestError;
-    use crate::substitute_stage::StageError;
     let request = RequestError::Pipeline(PipelineError::Substitute(StageError::Substitute(
         error.clone(),
     )));

@@ -64,7 +64,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::path_template::{PathContext, PathTemplateError};
+use crate::secrets::path_template::{PathContext, PathTemplateError};
 use crate::yaml::{AliasBudget, BudgetExceeded};
 
 use crate::secrets::{Fetched, KvVersion, ReadError, SecretData, SecretRequest};

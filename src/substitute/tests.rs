@@ -1527,13 +1527,13 @@ fn errors_quote_the_field_before_any_substitution() {
 
 /// Options with path templating for an app `web` in namespace `team-a`, project `proj`.
 fn templated(default_path: Option<&str>, templates_in_paths: bool, team: &str) -> Options {
-    let settings = crate::path_template::PathSettings::new(
+    let settings = crate::secrets::path_template::PathSettings::new(
         default_path,
         templates_in_paths,
         &["TEAM".to_owned()],
     )
     .expect("valid settings");
-    let env = crate::context::RequestEnv::new(
+    let env = crate::pipeline::context::RequestEnv::new(
         [
             ("ARGOCD_APP_NAME", "web"),
             ("ARGOCD_APP_NAMESPACE", "team-a"),

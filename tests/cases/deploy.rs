@@ -105,7 +105,7 @@ fn check_rotation_component(docs: &[Value], pod_spec: &Value) {
 /// The service-account token the sidecar (and only it) gets, where AVP reads it by default:
 /// Argo CD's repo-server pod mounts none (`automountServiceAccountToken: false`).
 fn check_sidecar_token(pod_spec: &Value) {
-    let token_dir = std::path::Path::new(avp_sidecar::secrets::config::DEFAULT_K8S_TOKEN_PATH)
+    let token_dir = std::path::Path::new(avp_sidecar::secrets::settings::DEFAULT_K8S_TOKEN_PATH)
         .parent()
         .expect("dir")
         .to_str()
@@ -404,7 +404,7 @@ fn application_examples_name_real_plugins_and_paths() {
                 .as_str()
                 .expect("plugin name");
             assert!(
-                avp_sidecar::plugin::Plugin::builtin(plugin).is_some(),
+                avp_sidecar::pipeline::plugin::Plugin::builtin(plugin).is_some(),
                 "{plugin}"
             );
             let app_path = app["spec"]["source"]["path"].as_str().expect("path");

@@ -7,8 +7,8 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::{APP_REPO, ImageOverride, REPO_ANNOTATION, RenderError, ToolPaths, validate_repo};
-use crate::context::RequestEnv;
-use crate::render::tool::ToolCommand;
+use crate::pipeline::context::RequestEnv;
+use crate::pipeline::render::tool::ToolCommand;
 
 /// `kustomize build --enable-helm --helm-command <gate> .` (or `kubectl kustomize . ...`) in
 /// the app dir. `gate` is our own binary: kustomize's helm calls go through

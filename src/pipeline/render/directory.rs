@@ -61,7 +61,7 @@ pub async fn render(
     for (file, text) in texts {
         let rel = file.strip_prefix(app_dir).unwrap_or(&file);
         documents.extend(
-            crate::manifest::split_tool_output(&text, &budget).map_err(|source| {
+            crate::pipeline::manifest::split_tool_output(&text, &budget).map_err(|source| {
                 RenderError::File {
                     file: rel.display().to_string(),
                     source,

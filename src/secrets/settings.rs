@@ -166,7 +166,7 @@ const OTHER_AVP_BACKENDS: [&str; 10] = [
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ConfigError {
+pub enum SettingsError {
     #[error(
         "must provide a supported vault type, received {0:?} (avp-sidecar supports AVP_TYPE=vault)"
     )]
@@ -272,7 +272,7 @@ impl fmt::Debug for Layered {
 
 impl Layered {
     /// The given operator env plus the optional config file (`-c`).
-    pub fn new(env: HashMap<String, String>, file: Option<&Path>) -> Result<Self, ConfigError> {
+    pub fn new(env: HashMap<String, String>, file: Option<&Path>) -> Result<Self, SettingsError> {
         Ok(Self {
             env,
             file: match file {
@@ -284,7 +284,7 @@ impl Layered {
     }
 
     /// The process environment plus the optional config file. Never request env.
-    pub fn from_process(file: Option<&Path>) -> Result<Self, ConfigError> {
+    pub fn from_process(file: Option<&Path>) -> Result<Self, SettingsError> {
         Self::new(from_process_env(), file)
     }
 
@@ -297,7 +297,7 @@ impl Layered {
     }
 
     /// The same layers with a project's settings file on top (its own Vault identity).
-    pub fn with_project_file(&self, file: &Path) -> Result<Self, ConfigError> {
+    pub fn with_project_file(&self, file: &Path) -> Result<Self, SettingsError> {
         Ok(Self {
             project: read_file(file)?,
             ..self.clone()
@@ -329,8 +329,8 @@ impl Lookup for Layered {
 /// non-empty document), anything else `KEY=VALUE` lines (`#` comments, optional `export `,
 /// optional quotes). Keys are case-insensitive (upper-cased), as in viper. Values must be
 /// scalars; `null` means unset.
-pub fn read_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
-    let err = |reason: String| ConfigError::File {
+pub fn read_file(path: &Path) -> Result<HashMap<String, String>, SettingsError> {
+    let err = |reason: String| SettingsError::File {
         path: path.display().to_string(),
         reason,
     };
@@ -414,12 +414,12 @@ fn required(l: &dyn Lookup, name: &str) -> Option<String> {
 
 /// A credential sent in a header (`X-Vault-Token`): surrounding whitespace is dropped (files
 /// and Secrets often end in a newline), the rest must be visible ASCII.
-fn header_credential(name: &'static str, v: String) -> Result<Sensitive, ConfigError> {
+fn header_credential(name: &'static str, v: String) -> Result<Sensitive, SettingsError> {
     let v = v.trim();
     if is_header_safe(v) {
         Ok(Sensitive::new(v))
     } else {
-        Err(ConfigError::BadCredential(name))
+        Err(SettingsError::BadCredential(name))
     }
 }
 
@@ -434,7 +434,7 @@ fn auth_mount(
     l: &dyn Lookup,
     specific: Option<&'static str>,
     default: &str,
-) -> Result<String, ConfigError> {
+) -> Result<String, SettingsError> {
     let (name, raw) = match specific.and_then(|k| l.get(k).map(|v| (k, v))) {
         Some(found) => found,
         None => match l.get("AVP_MOUNT_PATH") {
@@ -450,7 +450,7 @@ fn auth_mount(
     if is_clean_path(mount) {
         Ok(mount.to_owned())
     } else {
-        Err(ConfigError::BadValue { name, value: raw })
+        Err(SettingsError::BadValue { name, value: raw })
     }
 }
 
@@ -472,10 +472,10 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-fn parse_addr(raw: Option<String>) -> Result<String, ConfigError> {
+fn parse_addr(raw: Option<String>) -> Result<String, SettingsError> {
     let raw = raw.unwrap_or_default();
     let addr = raw.trim().trim_end_matches('/');
-    let bad = || ConfigError::BadAddr(raw.clone());
+    let bad = || SettingsError::BadAddr(raw.clone());
     let url = reqwest::Url::parse(addr).map_err(|_| bad())?;
     let ok = matches!(url.scheme(), "http" | "https")
         && url.host_str().is_some_and(|h| !h.is_empty())
@@ -488,36 +488,36 @@ fn parse_addr(raw: Option<String>) -> Result<String, ConfigError> {
 
 /// `VAULT_AGENT_ADDR`: an http(s) listener of Vault Agent or Vault Proxy. Go's client also
 /// dials `unix://` sockets; ours does not.
-fn parse_agent_addr(raw: String) -> Result<String, ConfigError> {
+fn parse_agent_addr(raw: String) -> Result<String, SettingsError> {
     if raw.trim().starts_with("unix://") {
-        return Err(ConfigError::Unsupported {
+        return Err(SettingsError::Unsupported {
             name: "VAULT_AGENT_ADDR",
             hint: "give the agent a TCP listener (e.g. 127.0.0.1:8100) and set VAULT_AGENT_ADDR=http://127.0.0.1:8100",
         });
     }
-    parse_addr(Some(raw.clone())).map_err(|_| ConfigError::BadValue {
+    parse_addr(Some(raw.clone())).map_err(|_| SettingsError::BadValue {
         name: "VAULT_AGENT_ADDR",
         value: raw,
     })
 }
 
-fn parse_kv_version(raw: Option<String>) -> Result<KvVersion, ConfigError> {
+fn parse_kv_version(raw: Option<String>) -> Result<KvVersion, SettingsError> {
     match raw.as_deref().map(str::trim) {
         None | Some("2") => Ok(KvVersion::V2),
         Some("1") => Ok(KvVersion::V1),
-        Some(_) => Err(ConfigError::BadKvVersion(raw.unwrap_or_default())),
+        Some(_) => Err(SettingsError::BadKvVersion(raw.unwrap_or_default())),
     }
 }
 
-fn parse_path_validation(raw: Option<String>) -> Result<Option<regex::Regex>, ConfigError> {
+fn parse_path_validation(raw: Option<String>) -> Result<Option<regex::Regex>, SettingsError> {
     raw.map(|re| {
         regex::Regex::new(&re)
-            .map_err(|e| ConfigError::BadPathValidation(re.clone(), e.to_string()))
+            .map_err(|e| SettingsError::BadPathValidation(re.clone(), e.to_string()))
     })
     .transpose()
 }
 
-fn parse_namespace(raw: Option<String>) -> Result<Option<String>, ConfigError> {
+fn parse_namespace(raw: Option<String>) -> Result<Option<String>, SettingsError> {
     match raw {
         None => Ok(None),
         Some(ns) => {
@@ -527,16 +527,16 @@ fn parse_namespace(raw: Option<String>) -> Result<Option<String>, ConfigError> {
             } else if is_header_safe(trimmed) {
                 Ok(Some(trimmed.to_owned()))
             } else {
-                Err(ConfigError::BadNamespace(ns))
+                Err(SettingsError::BadNamespace(ns))
             }
         }
     }
 }
 
-fn parse_timeout(raw: Option<String>) -> Result<Duration, ConfigError> {
+fn parse_timeout(raw: Option<String>) -> Result<Duration, SettingsError> {
     match raw {
         None => Ok(DEFAULT_TIMEOUT),
-        Some(v) => parse_duration(&v).ok_or(ConfigError::BadValue {
+        Some(v) => parse_duration(&v).ok_or(SettingsError::BadValue {
             name: "VAULT_CLIENT_TIMEOUT",
             value: v,
         }),
@@ -546,14 +546,14 @@ fn parse_timeout(raw: Option<String>) -> Result<Duration, ConfigError> {
 impl VaultConfig {
     /// Reads and validates every setting. Check order and missing-credential texts follow
     /// AVP (`pkg/config/config.go`, `pkg/auth/vault/*.go`).
-    pub fn from_lookup(l: &dyn Lookup) -> Result<Self, ConfigError> {
+    pub fn from_lookup(l: &dyn Lookup) -> Result<Self, SettingsError> {
         let kind = l.get(AVP_TYPE).unwrap_or_default();
         match kind.trim() {
             "vault" => {}
             other if OTHER_AVP_BACKENDS.contains(&other) => {
-                return Err(ConfigError::UnsupportedBackend(other.to_owned()));
+                return Err(SettingsError::UnsupportedBackend(other.to_owned()));
             }
-            _ => return Err(ConfigError::UnsupportedType(kind)),
+            _ => return Err(SettingsError::UnsupportedType(kind)),
         }
         // As in Vault's Go client, an agent's address wins over Vault's, within one layer.
         let addr = match l.get_first(&["VAULT_AGENT_ADDR", "VAULT_ADDR"]) {
@@ -563,7 +563,7 @@ impl VaultConfig {
         let auth_type = l.get("AVP_AUTH_TYPE").unwrap_or_default();
         let auth = match auth_type.trim() {
             "token" => {
-                let token = required(l, "VAULT_TOKEN").ok_or(ConfigError::MissingCredential(
+                let token = required(l, "VAULT_TOKEN").ok_or(SettingsError::MissingCredential(
                     "VAULT_TOKEN for token authentication cannot be empty",
                 ))?;
                 Auth::Token(header_credential("VAULT_TOKEN", token)?)
@@ -575,21 +575,21 @@ impl VaultConfig {
                     mount: auth_mount(l, None, "auth/approle")?,
                 },
                 _ => {
-                    return Err(ConfigError::MissingCredential(
+                    return Err(SettingsError::MissingCredential(
                         "AVP_ROLE_ID and AVP_SECRET_ID for approle authentication cannot be empty",
                     ));
                 }
             },
             "github" => Auth::GitHub {
                 token: Sensitive::new(required(l, "AVP_GITHUB_TOKEN").ok_or(
-                    ConfigError::MissingCredential(
+                    SettingsError::MissingCredential(
                         "AVP_GITHUB_TOKEN for github authentication cannot be empty",
                     ),
                 )?),
                 mount: auth_mount(l, None, "auth/github")?,
             },
             "k8s" => Auth::Kubernetes {
-                role: required(l, "AVP_K8S_ROLE").ok_or(ConfigError::MissingCredential(
+                role: required(l, "AVP_K8S_ROLE").ok_or(SettingsError::MissingCredential(
                     "AVP_K8S_ROLE cannot be empty when using Kubernetes Auth",
                 ))?,
                 jwt_path: l
@@ -605,12 +605,12 @@ impl VaultConfig {
                     mount: auth_mount(l, None, "auth/userpass")?,
                 },
                 _ => {
-                    return Err(ConfigError::MissingCredential(
+                    return Err(SettingsError::MissingCredential(
                         "AVP_USERNAME and AVP_PASSWORD for userpass authentication cannot be empty",
                     ));
                 }
             },
-            _ => return Err(ConfigError::UnsupportedAuth(auth_type)),
+            _ => return Err(SettingsError::UnsupportedAuth(auth_type)),
         };
         let kv_version = parse_kv_version(l.get("AVP_KV_VERSION"))?;
         let path_validation = parse_path_validation(l.get("AVP_PATH_VALIDATION"))?;
@@ -650,12 +650,12 @@ impl VaultConfig {
             ),
         ] {
             if l.get(name).is_some_and(|v| !v.trim().is_empty()) {
-                return Err(ConfigError::Unsupported { name, hint });
+                return Err(SettingsError::Unsupported { name, hint });
             }
         }
         let skip_verify = match l.get("VAULT_SKIP_VERIFY") {
             None => false,
-            Some(v) => parse_bool(v.trim()).ok_or(ConfigError::BadValue {
+            Some(v) => parse_bool(v.trim()).ok_or(SettingsError::BadValue {
                 name: "VAULT_SKIP_VERIFY",
                 value: v,
             })?,
@@ -667,7 +667,7 @@ impl VaultConfig {
             .collect();
         if let Some(dir) = l.get("VAULT_CAPATH") {
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map_err(|e| ConfigError::File {
+                .map_err(|e| SettingsError::File {
                     path: dir.clone(),
                     reason: e.to_string(),
                 })?
@@ -681,7 +681,7 @@ impl VaultConfig {
             match (l.get("VAULT_CLIENT_CERT"), l.get("VAULT_CLIENT_KEY")) {
                 (Some(c), Some(k)) => (Some(PathBuf::from(c)), Some(PathBuf::from(k))),
                 (None, None) => (None, None),
-                _ => return Err(ConfigError::HalfClientIdentity),
+                _ => return Err(SettingsError::HalfClientIdentity),
             };
         let timeout = parse_timeout(l.get("VAULT_CLIENT_TIMEOUT"))?;
         let max_retries = match l.get("VAULT_MAX_RETRIES") {
@@ -691,7 +691,7 @@ impl VaultConfig {
                 .parse()
                 .ok()
                 .filter(|n| *n <= MAX_MAX_RETRIES)
-                .ok_or(ConfigError::BadValue {
+                .ok_or(SettingsError::BadValue {
                     name: "VAULT_MAX_RETRIES",
                     value: v,
                 })?,
@@ -764,7 +764,7 @@ fn parse_duration(v: &str) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    fn cfg(pairs: &[(&str, &str)]) -> Result<VaultConfig, ConfigError> {
+    fn cfg(pairs: &[(&str, &str)]) -> Result<VaultConfig, SettingsError> {
         let map: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -904,7 +904,7 @@ mod tests {
         assert_eq!(c.tls, Tls::default());
         let err = cfg(&with(&[("AVP_AUTH_TYPE", "token"), ("VAULT_TOKEN", "a b")]))
             .expect_err("space in token");
-        assert_eq!(err, ConfigError::BadCredential("VAULT_TOKEN"));
+        assert_eq!(err, SettingsError::BadCredential("VAULT_TOKEN"));
         assert!(!err.to_string().contains("a b"));
     }
 
@@ -948,7 +948,7 @@ mod tests {
             ),
         ] {
             let err = cfg(&with(&[("AVP_AUTH_TYPE", auth), extra])).expect_err(auth);
-            assert_eq!(err, ConfigError::MissingCredential(message), "{auth}");
+            assert_eq!(err, SettingsError::MissingCredential(message), "{auth}");
             assert_eq!(err.to_string(), message);
         }
     }
@@ -957,23 +957,23 @@ mod tests {
     fn backend_and_auth_type_errors() {
         assert_eq!(
             cfg(&with(&[("AVP_AUTH_TYPE", "iam")])).err(),
-            Some(ConfigError::UnsupportedAuth("iam".into()))
+            Some(SettingsError::UnsupportedAuth("iam".into()))
         );
         assert_eq!(
             cfg(&BASE).err(),
-            Some(ConfigError::UnsupportedAuth(String::new()))
+            Some(SettingsError::UnsupportedAuth(String::new()))
         );
         let err = cfg(&[("AVP_TYPE", " awssecretsmanager ")]).expect_err("aws");
         assert_eq!(
             err,
-            ConfigError::UnsupportedBackend("awssecretsmanager".into())
+            SettingsError::UnsupportedBackend("awssecretsmanager".into())
         );
         assert!(err.to_string().contains("does not support"), "{err}");
         assert!(matches!(
             cfg(&[("AVP_TYPE", "vaulty")]),
-            Err(ConfigError::UnsupportedType(_))
+            Err(SettingsError::UnsupportedType(_))
         ));
-        assert!(matches!(cfg(&[]), Err(ConfigError::UnsupportedType(_))));
+        assert!(matches!(cfg(&[]), Err(SettingsError::UnsupportedType(_))));
         // AVP_TYPE is trimmed, as in AVP.
         let mut pairs = vec![("AVP_TYPE", " vault\n"), ("VAULT_ADDR", "https://v:8200/")];
         pairs.extend(TOKEN);
@@ -994,7 +994,7 @@ mod tests {
             let mut pairs = vec![("AVP_TYPE", "vault"), ("VAULT_ADDR", bad)];
             pairs.extend(TOKEN);
             let err = cfg(&pairs).expect_err(bad);
-            assert!(matches!(err, ConfigError::BadAddr(_)), "{bad}: {err}");
+            assert!(matches!(err, SettingsError::BadAddr(_)), "{bad}: {err}");
         }
         let mut pairs = vec![
             ("AVP_TYPE", "vault"),
@@ -1099,7 +1099,7 @@ mod tests {
             assert!(
                 matches!(
                     err,
-                    ConfigError::BadValue {
+                    SettingsError::BadValue {
                         name: "AVP_MOUNT_PATH",
                         ..
                     }
@@ -1285,7 +1285,7 @@ mod tests {
         assert_eq!(c.auth, Auth::Token(Sensitive::new("ft")));
         assert!(matches!(
             Layered::new(HashMap::new(), Some(&dir.path().join("missing.yaml"))),
-            Err(ConfigError::File { .. })
+            Err(SettingsError::File { .. })
         ));
     }
 
@@ -1340,7 +1340,10 @@ mod tests {
             ("broken.yaml", "a: [\n"),
         ] {
             assert!(
-                matches!(read_file(&write(name, text)), Err(ConfigError::File { .. })),
+                matches!(
+                    read_file(&write(name, text)),
+                    Err(SettingsError::File { .. })
+                ),
                 "{name}"
             );
         }

@@ -7,29 +7,29 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::discovery::Accept;
+use crate::pipeline::discovery::Accept;
 
 /// The definitions shipped in `plugins/`, compiled in so the binary works without them: ours,
 /// and argocd-vault-plugin's documented sidecar plugin names as aliases (an AVP user changes
 /// the image and nothing else).
 pub const BUILTIN: [(&str, &str); 6] = [
-    ("avp", include_str!("../plugins/avp.yaml")),
+    ("avp", include_str!("../../plugins/avp.yaml")),
     (
         "avp-kustomize",
-        include_str!("../plugins/avp-kustomize.yaml"),
+        include_str!("../../plugins/avp-kustomize.yaml"),
     ),
-    ("avp-helm", include_str!("../plugins/avp-helm.yaml")),
+    ("avp-helm", include_str!("../../plugins/avp-helm.yaml")),
     (
         "argocd-vault-plugin",
-        include_str!("../plugins/argocd-vault-plugin.yaml"),
+        include_str!("../../plugins/argocd-vault-plugin.yaml"),
     ),
     (
         "argocd-vault-plugin-kustomize",
-        include_str!("../plugins/argocd-vault-plugin-kustomize.yaml"),
+        include_str!("../../plugins/argocd-vault-plugin-kustomize.yaml"),
     ),
     (
         "argocd-vault-plugin-helm",
-        include_str!("../plugins/argocd-vault-plugin-helm.yaml"),
+        include_str!("../../plugins/argocd-vault-plugin-helm.yaml"),
     ),
 ];
 
@@ -378,8 +378,8 @@ mod tests {
                 .iter()
                 .map(|a| a.name.as_str())
                 .collect();
-            let mut read = crate::render::settings(b.render).to_vec();
-            read.push(crate::substitute_stage::AVP_SECRET);
+            let mut read = crate::pipeline::render::settings(b.render).to_vec();
+            read.push(crate::pipeline::substitute::AVP_SECRET);
             announced.sort_unstable();
             read.sort_unstable();
             assert_eq!(announced, read, "{name}");

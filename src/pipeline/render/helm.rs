@@ -21,9 +21,9 @@ use serde_json::{Map, Value, json};
 use tokio::io::AsyncReadExt;
 
 use super::{ImageOverride, REPO_ANNOTATION, RenderError, ToolPaths, validate_repo};
-use crate::context::{APP_NAMESPACE, KUBE_API_VERSIONS, KUBE_VERSION, RequestEnv};
 use crate::names::is_dns_label;
-use crate::render::tool::ToolCommand;
+use crate::pipeline::context::{APP_NAMESPACE, KUBE_API_VERSIONS, KUBE_VERSION, RequestEnv};
+use crate::pipeline::render::tool::ToolCommand;
 
 /// helm's own limit for a chart file; value files are held to it.
 const MAX_CHART_FILE_BYTES: u64 = 5 << 20;

@@ -28,10 +28,10 @@ use async_trait::async_trait;
 use clap::Args;
 use futures::StreamExt;
 
-use crate::context::RequestEnv;
+use crate::kube::{KubeApi, PatchError};
 use crate::metrics::{self, METRICS};
 use crate::names::{is_dns_label, is_dns_subdomain};
-use crate::secrets::kube::{KubeApi, PatchError};
+use crate::pipeline::context::RequestEnv;
 use crate::secrets::{KvMetadata, KvVersion, ReadError, SecretData, SecretRequest, SecretSource};
 
 /// The annotation Argo CD's application controller acts on (and removes) for a refresh.
@@ -768,7 +768,7 @@ impl SecretSource for Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::APP_NAME;
+    use crate::pipeline::context::APP_NAME;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     /// KV v2 with one current version for every path; counts metadata reads.

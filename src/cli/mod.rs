@@ -193,7 +193,7 @@ async fn read_documents(
 ) -> anyhow::Result<(Vec<serde_json::Value>, avp_sidecar::yaml::AliasBudget)> {
     use std::io::Read;
     let parse = |text: &str, name: &str, budget: &avp_sidecar::yaml::AliasBudget| {
-        avp_sidecar::manifest::split_tool_output(text, budget)
+        avp_sidecar::pipeline::manifest::split_tool_output(text, budget)
             .with_context(|| format!("could not read {name}"))
     };
     if path.as_os_str() == "-" {
@@ -206,7 +206,7 @@ async fn read_documents(
     }
     if path.is_dir() {
         // The operator's own files: the CLI takes them whole, as AVP does.
-        return avp_sidecar::render::directory::render(path, usize::MAX)
+        return avp_sidecar::pipeline::render::directory::render(path, usize::MAX)
             .await
             .with_context(|| format!("reading {}", path.display()));
     }
@@ -239,7 +239,7 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     };
     // In a command plugin (`... | avp-sidecar generate -`) the app context is this process's
     // env, as the repo-server set it for the plugin.
-    let process_env = avp_sidecar::context::RequestEnv::new(std::env::vars());
+    let process_env = avp_sidecar::pipeline::context::RequestEnv::new(std::env::vars());
     let backend = backend.with_paths(&args.secrets.path_settings()?, &process_env);
     if args.verbose_sensitive_output {
         for read in avp_sidecar::substitute::collect(&docs, &backend.options)? {
@@ -248,7 +248,7 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     }
     let concurrency = args.secrets.read_concurrency.max(1);
     // The operator runs `generate`: no path policy or read cap, only the rollout hash if on.
-    let rollout = avp_sidecar::rollout::RolloutSettings::new(
+    let rollout = avp_sidecar::features::rollout::RolloutSettings::new(
         args.secrets.rollout_hash,
         &args.secrets.rollout_hash_projects,
     )?;
@@ -256,13 +256,13 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let guard =
         rollout
             .enabled(process_env.project())
-            .then(|| avp_sidecar::substitute_stage::Guard {
+            .then(|| avp_sidecar::pipeline::substitute::Guard {
                 policy: &no_policy,
                 project: process_env.project(),
                 max_reads: usize::MAX,
                 rollout_hash: true,
             });
-    let reads = avp_sidecar::substitute_stage::read_and_apply(
+    let reads = avp_sidecar::pipeline::substitute::read_and_apply(
         &backend,
         docs,
         &alias_budget,
@@ -336,8 +336,8 @@ impl AppContextArgs {
         &self,
         dir: &std::path::Path,
         app_path: &str,
-    ) -> anyhow::Result<avp_sidecar::context::RequestEnv> {
-        use avp_sidecar::context::{APP_NAME, APP_NAMESPACE, APP_PROJECT};
+    ) -> anyhow::Result<avp_sidecar::pipeline::context::RequestEnv> {
+        use avp_sidecar::pipeline::context::{APP_NAME, APP_NAMESPACE, APP_PROJECT};
         let mut raw = Vec::new();
         if let Some(name) = &self.app_name {
             raw.push(format!("{APP_NAME}={name}"));
@@ -358,7 +358,7 @@ fn local_env(
     app_path: &str,
     plugin_env: &[String],
     raw: &[String],
-) -> anyhow::Result<avp_sidecar::context::RequestEnv> {
+) -> anyhow::Result<avp_sidecar::pipeline::context::RequestEnv> {
     let mut env = Vec::new();
     for kv in plugin_env {
         let (k, v) = split(kv)?;
@@ -367,16 +367,22 @@ fn local_env(
     for kv in raw {
         env.push(split(kv)?);
     }
-    if !env.iter().any(|(k, _)| k == avp_sidecar::context::APP_NAME) {
+    if !env
+        .iter()
+        .any(|(k, _)| k == avp_sidecar::pipeline::context::APP_NAME)
+    {
         // Like the repo-server's default for an app at the repo root: the directory's name.
         let app_dir = dir.join(app_path).canonicalize().unwrap_or_default();
         let base = app_dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        env.insert(0, (avp_sidecar::context::APP_NAME.to_owned(), base));
+        env.insert(
+            0,
+            (avp_sidecar::pipeline::context::APP_NAME.to_owned(), base),
+        );
     }
-    Ok(avp_sidecar::context::RequestEnv::new(env))
+    Ok(avp_sidecar::pipeline::context::RequestEnv::new(env))
 }
 
 /// Renders a local checkout as the server would (shared by `render` and `check`): the plugin
@@ -388,13 +394,16 @@ pub async fn render_checkout(
     plugin_name: &str,
     config_dir: &std::path::Path,
     pipeline: &avp_sidecar::pipeline::Pipeline,
-    env: &avp_sidecar::context::RequestEnv,
-) -> anyhow::Result<(avp_sidecar::plugin::Plugin, avp_sidecar::pipeline::Rendered)> {
-    use avp_sidecar::plugin::Plugin;
+    env: &avp_sidecar::pipeline::context::RequestEnv,
+) -> anyhow::Result<(
+    avp_sidecar::pipeline::plugin::Plugin,
+    avp_sidecar::pipeline::Rendered,
+)> {
+    use avp_sidecar::pipeline::plugin::Plugin;
     use avp_sidecar::protocol::{client, unpack, workdir::WorkDir};
 
     let plugin = if config_dir.is_dir() {
-        avp_sidecar::plugin::load_dir(config_dir)?
+        avp_sidecar::pipeline::plugin::load_dir(config_dir)?
             .into_iter()
             .find(|p| p.name == plugin_name || p.full_name() == plugin_name)
     } else {
@@ -466,30 +475,17 @@ pub async fn render(args: RenderCmdArgs) -> anyhow::Result<()> {
 }
 
 /// `avp-sidecar version`: our version and the tools found.
-pub fn version(args: &avp_sidecar::config::RenderArgs) -> anyhow::Result<()> {
+#[tokio::main(flavor = "current_thread")]
+pub async fn version(args: &avp_sidecar::config::RenderArgs) -> anyhow::Result<()> {
     println!("avp-sidecar {}", env!("CARGO_PKG_VERSION"));
-    let tool_version = |what: &str, path: &std::path::Path, arg: &[&str]| {
-        let out = std::process::Command::new(path).args(arg).output();
-        match out {
-            Ok(o) if o.status.success() => {
-                println!(
-                    "{what} {} ({})",
-                    String::from_utf8_lossy(&o.stdout).trim(),
-                    path.display()
-                )
-            }
-            _ => println!("{what} not usable at {}", path.display()),
-        }
-    };
     match args.renderer() {
         Ok(r) => {
-            tool_version("helm", &r.tools.helm, &["version", "--short"]);
-            let kustomize_version: &[&str] = if r.tools.kustomize_is_kubectl() {
-                &["version", "--client"]
-            } else {
-                &["version"]
-            };
-            tool_version("kustomize", &r.tools.kustomize, kustomize_version);
+            for (what, path, version) in r.tool_versions().await {
+                match version {
+                    Ok(v) => println!("{what} {v} ({})", path.display()),
+                    Err(_) => println!("{what} not usable at {}", path.display()),
+                }
+            }
             println!("{}", r.sandbox.status_line());
         }
         Err(e) => println!("tools: {e}"),
@@ -519,10 +515,10 @@ pub struct ImportArgs {
 /// Reads and converts an argocd-cm file (shared by `plugins import` and `serve --argocd-cm`).
 pub fn read_argocd_cm(
     file: &std::path::Path,
-) -> anyhow::Result<Vec<avp_sidecar::argocd_cm::Imported>> {
+) -> anyhow::Result<Vec<avp_sidecar::features::argocd_cm::Imported>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    Ok(avp_sidecar::argocd_cm::import(
+    Ok(avp_sidecar::features::argocd_cm::import(
         &text,
         &file.display().to_string(),
     )?)
@@ -555,8 +551,8 @@ pub fn import_plugins(args: &ImportArgs) -> anyhow::Result<()> {
                 std::fs::write(&path, &p.yaml)
                     .with_context(|| format!("writing {}", path.display()))?;
                 let kind = match p.plugin.kind {
-                    avp_sidecar::plugin::Kind::Builtin(_) => "built-in pipeline",
-                    avp_sidecar::plugin::Kind::Commands(_) => "command plugin",
+                    avp_sidecar::pipeline::plugin::Kind::Builtin(_) => "built-in pipeline",
+                    avp_sidecar::pipeline::plugin::Kind::Commands(_) => "command plugin",
                 };
                 writeln!(stdout, "{}: {kind} -> {}", p.name, path.display())?;
             }

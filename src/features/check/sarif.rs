@@ -118,7 +118,7 @@ pub fn sarif(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::Location;
+    use crate::features::check::Location;
 
     fn report() -> Report {
         Report {

@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::plugin::Plugin;
+use crate::pipeline::plugin::Plugin;
 
 /// Argo CD's `v1alpha1.ConfigManagementPlugin` (argocd-cm) fields, lower-cased.
 const KNOWN_FIELDS: [&str; 6] = [
@@ -492,7 +492,7 @@ fn avp_generate(words: &[String], classic: &mut Classic) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::Kind;
+    use crate::pipeline::plugin::Kind;
 
     fn cm(plugins: &str) -> String {
         let indented: String = plugins.lines().map(|l| format!("    {l}\n")).collect();
@@ -507,7 +507,7 @@ mod tests {
         all.remove(0)
     }
 
-    fn builtin(p: &Imported) -> (crate::discovery::Accept, bool) {
+    fn builtin(p: &Imported) -> (crate::pipeline::discovery::Accept, bool) {
         match &p.plugin.kind {
             Kind::Builtin(b) => {
                 assert!(b.substitute);
@@ -519,7 +519,7 @@ mod tests {
 
     #[test]
     fn classic_pipelines_become_builtins() {
-        use crate::discovery::Accept;
+        use crate::pipeline::discovery::Accept;
         let cases = [
             (
                 r#"["kustomize build . | argocd-vault-plugin generate -"]"#,

@@ -1,5 +1,5 @@
 //! AVP's `-s [namespace:]name` / `AVP_SECRET`: Vault settings kept in a Kubernetes Secret, read
-//! with one plain HTTPS GET to the in-cluster API (service-account token and CA), no kube client.
+//! with one GET through the Kubernetes client (`crate::kube`).
 //!
 //! Owns: parsing `[namespace:]name` (default namespace `argocd`, as AVP), the operator's
 //! allowlist of Secrets ([`SecretPolicy`]), and fetching and decoding one Secret's `data` into
@@ -12,22 +12,18 @@
 //! Argo CD project): AVP reads whatever the Application names, so any tenant could use the
 //! sidecar's service account to load another team's Vault credentials.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::time::Duration;
-
 use base64::Engine as _;
 use serde_json::Value;
+use std::collections::HashMap;
 
 use crate::config::per_project::{PerProjectError, ProjectRules, Reason};
+use crate::kube::{GetError, KubeApi, SetupError};
 use crate::names::{is_dns_label, is_dns_subdomain};
 
 /// Default namespace when the name has none, as in AVP.
 pub const DEFAULT_NAMESPACE: &str = "argocd";
-const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// A Secret is at most 1 MiB; its JSON with base64 values is a bit larger.
 const MAX_RESPONSE_BYTES: usize = 4 << 20;
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `[namespace:]name`, validated as Kubernetes names.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -53,8 +49,8 @@ pub enum KubeError {
     #[error("could not connect to the Kubernetes API to read secret {secret}: {reason}")]
     Api { secret: String, reason: String },
     /// No client could be built (not in a cluster, unreadable CA or token file).
-    #[error("Kubernetes API client: {0}")]
-    Setup(String),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     #[error("secret {secret} not found or not readable: HTTP {status}{}", status_hint(*.status))]
     Status { secret: String, status: u16 },
     #[error("secret {secret}: key {key} is not valid base64 or UTF-8")]
@@ -154,229 +150,29 @@ fn glob(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-/// Where the API server is and how to authenticate to it. Every part can be overridden (tests,
-/// out-of-cluster use); the defaults are the in-cluster ones.
-#[derive(Clone, Debug, Default)]
-pub struct KubeSettings {
-    /// Base URL; default `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`.
-    pub api_url: Option<String>,
-    /// Bearer token file, read on every call (projected tokens rotate); default
-    /// `/var/run/secrets/kubernetes.io/serviceaccount/token`.
-    pub token_path: Option<PathBuf>,
-    /// CA bundle for an `https` API; default `.../serviceaccount/ca.crt` for the in-cluster
-    /// URL, the system roots for an overridden one.
-    pub ca_path: Option<PathBuf>,
-}
-
-/// A client for one API server.
-#[derive(Clone, Debug)]
-pub struct KubeApi {
-    base: String,
-    token_path: PathBuf,
-    client: reqwest::Client,
-}
-
-impl KubeApi {
-    /// In-cluster settings from the process env, or `api_url` (with `token_path`) for tests
-    /// and out-of-cluster use.
-    pub fn new(api_url: Option<String>, token_path: Option<PathBuf>) -> Result<Self, KubeError> {
-        Self::from_settings(
-            KubeSettings {
-                api_url,
-                token_path,
-                ca_path: None,
-            },
-            &|name: &str| std::env::var(name).ok(),
-        )
-    }
-
-    /// `env` supplies `KUBERNETES_SERVICE_HOST`/`_PORT` when `api_url` is not set.
-    pub fn from_settings(
-        settings: KubeSettings,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, KubeError> {
-        let err = KubeError::Setup;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let (base, ca_path) = match settings.api_url {
-            Some(url) => (url.trim_end_matches('/').to_owned(), settings.ca_path),
-            None => {
-                let host = env("KUBERNETES_SERVICE_HOST")
-                    .filter(|h| !h.is_empty())
-                    .ok_or_else(|| {
-                        err(
-                            "KUBERNETES_SERVICE_HOST is not set (not running in a cluster?)"
-                                .to_owned(),
-                        )
-                    })?;
-                let port = env("KUBERNETES_SERVICE_PORT")
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or_else(|| "443".to_owned());
-                let host = if host.contains(':') {
-                    format!("[{host}]")
-                } else {
-                    host
-                };
-                (
-                    format!("https://{host}:{port}"),
-                    Some(
-                        settings
-                            .ca_path
-                            .unwrap_or_else(|| PathBuf::from(format!("{SA_DIR}/ca.crt"))),
-                    ),
-                )
-            }
-        };
-        let url = reqwest::Url::parse(&base).map_err(|e| err(format!("API URL {base:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(err(format!("API URL {base:?} is not an http(s) URL")));
-        }
-        let mut builder = reqwest::Client::builder().timeout(TIMEOUT);
-        if let Some(ca) = ca_path.filter(|_| url.scheme() == "https") {
-            let pem = std::fs::read(&ca).map_err(|e| err(format!("{}: {e}", ca.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| err(format!("{}: {e}", ca.display())))?;
-            builder = builder.tls_certs_only(certs);
-        }
-        Ok(Self {
-            base,
-            token_path: settings
-                .token_path
-                .unwrap_or_else(|| PathBuf::from(format!("{SA_DIR}/token"))),
-            client: builder.build().map_err(|e| err(e.to_string()))?,
-        })
-    }
-
-    /// The Secret's `data`, decoded, keys upper-cased (AVP reads them as config keys).
-    pub async fn secret_data(
-        &self,
-        secret: &SecretName,
-    ) -> Result<HashMap<String, String>, KubeError> {
-        let api = |reason: String| KubeError::Api {
-            secret: secret.to_string(),
-            reason,
-        };
-        let auth = self.bearer().await.map_err(api)?;
-        let url = format!(
-            "{}/api/v1/namespaces/{}/secrets/{}",
-            self.base, secret.namespace, secret.name
-        );
-        let resp = self
-            .client
-            .get(&url)
-            .header(reqwest::header::AUTHORIZATION, auth)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| api(error_chain(&e)))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(KubeError::Status {
+/// The Secret's `data`, decoded, keys upper-cased (AVP reads them as config keys).
+pub async fn read(
+    api: &KubeApi,
+    secret: &SecretName,
+) -> Result<HashMap<String, String>, KubeError> {
+    let path = format!(
+        "/api/v1/namespaces/{}/secrets/{}",
+        secret.namespace, secret.name
+    );
+    let body = api
+        .get_json(&path, MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|e| match e {
+            GetError::Failed(reason) => KubeError::Api {
                 secret: secret.to_string(),
-                status: status.as_u16(),
-            });
-        }
-        let bytes = super::body::read_capped(resp, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|e| match e {
-                super::body::BodyError::Transport(e) => api(error_chain(&e)),
-                too_large @ super::body::BodyError::TooLarge { .. } => api(too_large.to_string()),
-            })?;
-        let body: Value =
-            serde_json::from_slice(&bytes).map_err(|e| api(format!("bad response: {e}")))?;
-        decode_data(secret, &body)
-    }
-}
-
-/// Why a patch of a Kubernetes object failed. Names the object and the HTTP status, never the
-/// token.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum PatchError {
-    #[error("could not patch {object} through the Kubernetes API: {reason}")]
-    Api { object: String, reason: String },
-    #[error("patching {object}: HTTP {status}{}", patch_hint(*.status))]
-    Status { object: String, status: u16 },
-}
-
-impl PatchError {
-    /// The object does not exist (any more).
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Status { status: 404, .. })
-    }
-}
-
-fn patch_hint(status: u16) -> &'static str {
-    match status {
-        401 => " (the service-account token was rejected)",
-        403 => {
-            " (may the sidecar's service account patch it? see sidecar/kustomize/avp-sidecar-rotation)"
-        }
-        404 => " (not found)",
-        _ => "",
-    }
-}
-
-impl KubeApi {
-    /// The `Authorization` header (marked sensitive). Projected service-account tokens rotate:
-    /// the file is read on every call.
-    async fn bearer(&self) -> Result<reqwest::header::HeaderValue, String> {
-        let token = tokio::fs::read_to_string(&self.token_path)
-            .await
-            .map_err(|e| format!("{}: {e}", self.token_path.display()))?;
-        let token = token.trim();
-        if token.is_empty() || !token.bytes().all(|b| (0x21..0x7f).contains(&b)) {
-            return Err(format!(
-                "{}: not a usable bearer token",
-                self.token_path.display()
-            ));
-        }
-        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| "the service-account token is not a valid header value".to_owned())?;
-        auth.set_sensitive(true);
-        Ok(auth)
-    }
-
-    /// Applies a JSON merge patch (RFC 7386) to the object at `path` (below the API root, e.g.
-    /// `/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/web`). The caller builds
-    /// `path` from validated names. The response body is not needed and not read.
-    pub async fn merge_patch(&self, path: &str, patch: &Value) -> Result<(), PatchError> {
-        let api = |reason: String| PatchError::Api {
-            object: path.to_owned(),
-            reason,
-        };
-        let auth = self.bearer().await.map_err(api)?;
-        let resp = self
-            .client
-            .patch(format!("{}{path}", self.base))
-            .header(reqwest::header::AUTHORIZATION, auth)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/merge-patch+json",
-            )
-            .body(patch.to_string())
-            .send()
-            .await
-            .map_err(|e| api(error_chain(&e)))?;
-        let status = resp.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(PatchError::Status {
-                object: path.to_owned(),
-                status: status.as_u16(),
-            })
-        }
-    }
-}
-
-/// A reqwest error with its causes, without the URL.
-fn error_chain(e: &reqwest::Error) -> String {
-    let head = if e.is_timeout() {
-        format!("no answer within {TIMEOUT:?}")
-    } else {
-        "request failed".to_owned()
-    };
-    crate::errors::chain_after(head, std::error::Error::source(e))
+                reason,
+            },
+            GetError::Status(status) => KubeError::Status {
+                secret: secret.to_string(),
+                status,
+            },
+        })?;
+    decode_data(secret, &body)
 }
 
 /// A Secret object's `data` as settings: keys upper-cased (viper is case-insensitive), values
@@ -479,46 +275,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn in_cluster_settings_come_from_the_given_env() {
-        let none = |_: &str| None;
-        let err = KubeApi::from_settings(KubeSettings::default(), &none).expect_err("no host");
-        assert!(
-            err.to_string()
-                .contains("KUBERNETES_SERVICE_HOST is not set"),
-            "{err}"
-        );
-        let env = |k: &str| (k == "KUBERNETES_SERVICE_HOST").then(|| "10.0.0.1".to_owned());
-        let err = KubeApi::from_settings(
-            KubeSettings {
-                ca_path: Some("/nonexistent/ca.crt".into()),
-                ..KubeSettings::default()
-            },
-            &env,
-        )
-        .expect_err("no CA");
-        assert!(err.to_string().contains("/nonexistent/ca.crt"), "{err}");
-        let api = KubeApi::from_settings(
-            KubeSettings {
-                api_url: Some("http://127.0.0.1:1/".into()),
-                ..KubeSettings::default()
-            },
-            &none,
-        )
-        .expect("override");
-        assert_eq!(api.base, "http://127.0.0.1:1");
-        assert!(
-            KubeApi::from_settings(
-                KubeSettings {
-                    api_url: Some("file:///etc".into()),
-                    ..KubeSettings::default()
-                },
-                &none
-            )
-            .is_err()
-        );
-    }
-
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(s)
     }
@@ -536,8 +292,7 @@ mod tests {
         let token = dir.path().join("token");
         std::fs::write(&token, "sa-token-xyz\n").expect("write");
         let api = KubeApi::new(Some(server.addr.clone()), Some(token)).expect("api");
-        let data = api
-            .secret_data(&SecretName::parse("team-a:avp").expect("name"))
+        let data = read(&api, &SecretName::parse("team-a:avp").expect("name"))
             .await
             .expect("secret");
         assert_eq!(data.get("AVP_TYPE").map(String::as_str), Some("vault"));
@@ -589,12 +344,12 @@ mod tests {
             "secret argocd:avp: key BAD is not valid base64 or UTF-8",
             "could not connect to the Kubernetes API to read secret argocd:avp: bad response",
         ] {
-            let err = api.secret_data(&name).await.expect_err(want);
+            let err = read(&api, &name).await.expect_err(want);
             assert!(err.to_string().starts_with(want), "{err}");
             messages.push(err.to_string());
         }
         std::fs::write(&token, "\n").expect("write");
-        let err = api.secret_data(&name).await.expect_err("empty token");
+        let err = read(&api, &name).await.expect_err("empty token");
         assert!(
             err.to_string().contains("not a usable bearer token"),
             "{err}"
@@ -602,8 +357,7 @@ mod tests {
         let missing =
             KubeApi::new(Some(server.addr.clone()), Some(dir.path().join("none"))).expect("api");
         messages.push(
-            missing
-                .secret_data(&name)
+            read(&missing, &name)
                 .await
                 .expect_err("no token")
                 .to_string(),
@@ -611,7 +365,7 @@ mod tests {
         drop(server);
         let down = KubeApi::new(Some("http://127.0.0.1:1".into()), Some(token)).expect("api");
         std::fs::write(dir.path().join("token"), "sa-token-xyz").expect("write");
-        let err = down.secret_data(&name).await.expect_err("down");
+        let err = read(&down, &name).await.expect_err("down");
         assert!(
             err.to_string()
                 .starts_with("could not connect to the Kubernetes API"),

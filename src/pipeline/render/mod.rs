@@ -7,18 +7,19 @@ pub mod helm;
 pub mod kustomize;
 pub mod tool;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::context::RequestEnv;
-use crate::discovery::AppKind;
 use crate::metrics::{self, METRICS};
+use crate::pipeline::context::{self, RequestEnv};
+use crate::pipeline::discovery::AppKind;
 use crate::sandbox::gate;
 use crate::yaml::AliasBudget;
-use tool::{RunLimits, ToolError};
+use tool::{RunLimits, ToolCommand, ToolError};
 
 /// Where the real tools live (operator configuration).
 #[derive(Clone, Debug)]
@@ -81,14 +82,14 @@ pub enum RenderError {
     Output {
         tool: &'static str,
         #[source]
-        source: crate::manifest::ManifestError,
+        source: crate::pipeline::manifest::ManifestError,
     },
     /// A manifest file of a plain directory app is not valid YAML/JSON.
     #[error("{file}: {source}")]
     File {
         file: String,
         #[source]
-        source: crate::manifest::ManifestError,
+        source: crate::pipeline::manifest::ManifestError,
     },
     /// A plain directory app without manifests (AVP's error).
     #[error("no YAML or JSON files were found in {0}")]
@@ -161,7 +162,7 @@ impl Renderer {
                 ] {
                     extra.push((name.to_owned(), value.display().to_string()));
                 }
-                let child_env = crate::context::child_env(&self.server_env, env, &extra);
+                let child_env = crate::pipeline::context::child_env(&self.server_env, env, &extra);
                 (
                     kustomize::command(&self.tools, &self.sandbox.helper, app_dir, child_env),
                     "kustomize",
@@ -171,7 +172,7 @@ impl Renderer {
                 let settings = helm::HelmSettings::from_env(env)?;
                 let mut values = settings.value_files(app_dir, repo, scratch).await?;
                 values.extend(settings.write_values_files(scratch).await?);
-                let child_env = crate::context::child_env(&self.server_env, env, &extra);
+                let child_env = crate::pipeline::context::child_env(&self.server_env, env, &extra);
                 let cmd = helm::command(&self.tools, app_dir, &settings, &values, child_env);
                 let args: Vec<String> = cmd
                     .args
@@ -192,12 +193,10 @@ impl Renderer {
             .map_err(gate_refusal)?;
         let text = String::from_utf8_lossy(&out.stdout);
         let alias_budget = AliasBudget::for_output(out.stdout.len());
-        let mut documents =
-            crate::manifest::split_tool_output(&text, &alias_budget).map_err(|source| {
-                RenderError::Output {
-                    tool: tool_name,
-                    source,
-                }
+        let mut documents = crate::pipeline::manifest::split_tool_output(&text, &alias_budget)
+            .map_err(|source| RenderError::Output {
+                tool: tool_name,
+                source,
             })?;
         if let (AppKind::Helm, Some(repo)) = (kind, env.setting(APP_REPO)) {
             helm::annotate_repo(&mut documents, &repo);
@@ -256,6 +255,36 @@ impl Renderer {
         Ok(out)
     }
 
+    /// `helm version --short` and kustomize's version, for `avp-sidecar version`: run like
+    /// every tool (through `tool::run`, with the child env of an empty request, so no server
+    /// secret reaches them), each with a 10 s deadline.
+    pub async fn tool_versions(&self) -> Vec<(&'static str, PathBuf, Result<String, ToolError>)> {
+        let env = context::child_env(&self.server_env, &RequestEnv::default(), &[]);
+        let kustomize_args: &[&str] = if self.tools.kustomize_is_kubectl() {
+            &["version", "--client"]
+        } else {
+            &["version"]
+        };
+        let mut out = Vec::new();
+        for (what, program, args) in [
+            ("helm", &self.tools.helm, &["version", "--short"][..]),
+            ("kustomize", &self.tools.kustomize, kustomize_args),
+        ] {
+            let cmd = ToolCommand {
+                program: program.clone(),
+                args: args.iter().map(OsString::from).collect(),
+                cwd: std::env::temp_dir(),
+                env: env.clone(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let version = tool::run(&cmd, Some(deadline), self.limits)
+                .await
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+            out.push((what, program.clone(), version));
+        }
+        out
+    }
+
     /// The size of the render queue's window.
     pub fn max_concurrent(&self) -> usize {
         self.max_concurrent
@@ -269,8 +298,8 @@ pub const APP_REPO: &str = "APP_REPO";
 
 /// The settings a built-in reads (see `RequestEnv::setting`) for what it renders, besides
 /// `AVP_SECRET`: its parameter announcements list exactly these (a test holds them together).
-pub fn settings(accept: crate::discovery::Accept) -> &'static [&'static str] {
-    use crate::discovery::Accept;
+pub fn settings(accept: crate::pipeline::discovery::Accept) -> &'static [&'static str] {
+    use crate::pipeline::discovery::Accept;
     const KUSTOMIZE: &[&str] = &[IMAGE_NAME, IMAGE_TAG, APP_REPO];
     const ALL: &[&str] = &[
         IMAGE_NAME,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::path_template::PathVars;
+use crate::secrets::path_template::PathVars;
 use crate::secrets::policy::{LeakMode, Policy};
 use crate::secrets::{KvVersion, ReadError, SecretRequest, SecretSource};
 use crate::substitute::{self, ObjectRef, Options, Problem};
@@ -231,7 +231,7 @@ pub async fn check(docs: &[Value], opts: &CheckOptions<'_>) -> Result<Report, Ch
         for field in &doc.fields {
             let in_secret_data = docs
                 .get(doc.object.index)
-                .is_some_and(|d| crate::substitute_stage::masked_by_argo(d, &field.path));
+                .is_some_and(|d| crate::pipeline::substitute::masked_by_argo(d, &field.path));
             let field_name = field.path.join(".");
             let field_key = field.path.last().map(String::as_str);
             for ph in &field.placeholders {

@@ -1,5 +1,13 @@
-//! The render pipeline shared by the gRPC service and the CLI:
+//! The request path, shared by the gRPC service and the CLI:
 //! discover → render → (documents) → substitute. Plain function calls on plain data.
+
+pub mod cache;
+pub mod context;
+pub mod discovery;
+pub mod manifest;
+pub mod plugin;
+pub mod render;
+pub mod substitute;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,10 +16,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::context::RequestEnv;
-use crate::discovery::{self, AppKind};
-use crate::plugin::{Commands, Kind, Plugin};
-use crate::render::{RenderError, Renderer};
+use crate::pipeline::context::RequestEnv;
+use crate::pipeline::discovery::AppKind;
+use crate::pipeline::plugin::{Commands, Kind, Plugin};
+use crate::pipeline::render::{RenderError, Renderer};
 use crate::yaml::AliasBudget;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +42,7 @@ pub enum PipelineError {
     #[error("error unmarshaling dynamic parameter output into ParametersAnnouncementResponse: {0}")]
     Parameters(String),
     #[error(transparent)]
-    Substitute(#[from] crate::substitute_stage::StageError),
+    Substitute(#[from] crate::pipeline::substitute::StageError),
 }
 
 /// The result of a render, before substitution.
@@ -68,7 +76,7 @@ impl Checkout<'_> {
 #[derive(Clone)]
 pub struct Pipeline {
     pub renderer: Renderer,
-    pub substitute: Arc<crate::substitute_stage::Substituter>,
+    pub substitute: Arc<crate::pipeline::substitute::Substituter>,
 }
 
 impl Pipeline {
@@ -175,8 +183,8 @@ impl Pipeline {
             .await?;
         let text = String::from_utf8_lossy(&out.stdout);
         let alias_budget = AliasBudget::for_output(out.stdout.len());
-        let documents =
-            crate::manifest::split_tool_output(&text, &alias_budget).map_err(|source| {
+        let documents = crate::pipeline::manifest::split_tool_output(&text, &alias_budget)
+            .map_err(|source| {
                 PipelineError::Render(RenderError::Output {
                     tool: "generate command",
                     source,
@@ -198,7 +206,7 @@ impl Pipeline {
         checkout: Checkout<'_>,
         env: &RequestEnv,
         deadline: Option<Instant>,
-    ) -> Result<Vec<crate::plugin::Parameter>, PipelineError> {
+    ) -> Result<Vec<crate::pipeline::plugin::Parameter>, PipelineError> {
         let mut out = Vec::new();
         if let Kind::Commands(c) = &plugin.kind
             && let Some(cmd) = &c.dynamic_parameters
@@ -209,7 +217,8 @@ impl Pipeline {
             let text = String::from_utf8_lossy(&run.stdout);
             let text = text.strip_suffix('\n').unwrap_or(&text);
             out.extend(
-                crate::plugin::parse_dynamic_parameters(text).map_err(PipelineError::Parameters)?,
+                crate::pipeline::plugin::parse_dynamic_parameters(text)
+                    .map_err(PipelineError::Parameters)?,
             );
         }
         out.extend(plugin.static_parameters.iter().cloned());
@@ -227,7 +236,7 @@ impl Pipeline {
         checkout: Checkout<'_>,
         env: &RequestEnv,
         deadline: Option<Instant>,
-    ) -> Result<crate::render::tool::ToolOutput, PipelineError> {
+    ) -> Result<crate::pipeline::render::tool::ToolOutput, PipelineError> {
         let app_dir = checkout.app_dir;
         let (program, args) = argv
             .split_first()
@@ -236,7 +245,7 @@ impl Pipeline {
         for (k, v) in env
             .entries()
             .iter()
-            .filter(|(k, _)| !crate::context::is_reserved_name(k))
+            .filter(|(k, _)| !crate::pipeline::context::is_reserved_name(k))
         {
             child_env.retain(|(name, _)| name != k);
             child_env.push((k.clone(), v.clone()));
@@ -246,7 +255,7 @@ impl Pipeline {
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
-        let cmd = crate::render::tool::ToolCommand {
+        let cmd = crate::pipeline::render::tool::ToolCommand {
             program: program.into(),
             args: args.iter().map(Into::into).collect(),
             cwd: app_dir.to_path_buf(),

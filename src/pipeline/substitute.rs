@@ -10,14 +10,15 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::context::RequestEnv;
+use crate::kube::KubeApi;
 use crate::metrics::{self, METRICS};
-use crate::path_template::{PathSettings, PathVars};
+use crate::pipeline::context::RequestEnv;
+use crate::secrets::avp_secret::{KubeError, SecretName, SecretPolicy};
 use crate::secrets::cache::{CachePolicy, CachingSource};
-use crate::secrets::config::{ConfigError, Layered, Lookup, VaultConfig};
-use crate::secrets::kube::{KubeApi, KubeError, SecretName, SecretPolicy};
 use crate::secrets::mounts::SecretMounts;
+use crate::secrets::path_template::{PathSettings, PathVars};
 use crate::secrets::policy::{LeakMode, Policy};
+use crate::secrets::settings::{Layered, Lookup, SettingsError, VaultConfig};
 use crate::secrets::vault::{LoginError, VaultSource};
 use crate::secrets::{Fetched, SecretSource};
 use crate::substitute::{self, Options, SubstituteError, external};
@@ -63,7 +64,7 @@ pub enum StageError {
     Config {
         origin: String,
         #[source]
-        source: ConfigError,
+        source: SettingsError,
     },
     #[error(transparent)]
     Client(#[from] LoginError),
@@ -77,7 +78,7 @@ pub enum StageError {
     TooManyReads { count: usize, limit: usize },
     /// A templated policy rule could not be rendered for this request.
     #[error("operator path policy: {0}")]
-    PathTemplate(#[from] crate::path_template::PathTemplateError),
+    PathTemplate(#[from] crate::secrets::path_template::PathTemplateError),
     /// Migration mode: an `avp.kubernetes.io/output` value or setting that cannot be honoured.
     #[error("{object}: {reason}")]
     Output { object: String, reason: String },
@@ -115,7 +116,7 @@ impl Backend {
         origin: &str,
         limits: &BackendLimits,
     ) -> Result<Self, StageError> {
-        if l.get(crate::secrets::config::AVP_TYPE).is_none() {
+        if l.get(crate::secrets::settings::AVP_TYPE).is_none() {
             return Ok(Self::default());
         }
         let config = VaultConfig::from_lookup(l).map_err(|source| StageError::Config {
@@ -175,7 +176,7 @@ impl ConfigSecrets {
     async fn backend(&self, name: &str, project: &str) -> Result<Backend, StageError> {
         let secret = SecretName::parse(name)?;
         self.policy.check(project, &secret)?;
-        let data = self.api.secret_data(&secret).await?;
+        let data = crate::secrets::avp_secret::read(&self.api, &secret).await?;
         let mut cache = self.cache.lock().await;
         if let Some((cached, backend)) = cache.get(&secret)
             && *cached == data
@@ -207,9 +208,9 @@ pub struct Substituter {
     pub paths: PathSettings,
     pub external_secrets: ExternalSecrets,
     /// Which projects get rollout hashes on their pod templates.
-    pub rollout: crate::rollout::RolloutSettings,
+    pub rollout: crate::features::rollout::RolloutSettings,
     /// Rotation tracking: what each Application's last render read (`--rotation-poll-seconds`).
-    pub rotation: Option<Arc<crate::rotation::Tracker>>,
+    pub rotation: Option<Arc<crate::features::rotation::Tracker>>,
     /// When each leak-guard warning (project and objects) was last logged: the same warning is
     /// logged at most once per [`LEAK_WARNING_EVERY`]; the metric counts every render.
     pub leak_warnings: std::sync::Mutex<HashMap<String, std::time::Instant>>,
@@ -575,10 +576,10 @@ pub async fn read_and_apply(
     // Planned before apply: afterwards the Secrets no longer show which reads they used.
     let rollout = guard
         .filter(|g| g.rollout_hash)
-        .map(|_| crate::rollout::plan(&documents, &backend.options));
+        .map(|_| crate::features::rollout::plan(&documents, &backend.options));
     let mut documents = substitute::apply(documents, &backend.options, &fetched, alias_budget)?;
     if let Some(plan) = rollout {
-        let workloads = crate::rollout::annotate(&mut documents, &plan, &fetched);
+        let workloads = crate::features::rollout::annotate(&mut documents, &plan, &fetched);
         tracing::debug!(workloads, "rollout hashes set");
     }
     Ok(documents)

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::discovery::AppKind;
+use crate::pipeline::discovery::AppKind;
 use crate::yaml::AliasBudget;
 
 pub type Key = [u8; 32];

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use handlebars::template::{Parameter, TemplateElement};
 use handlebars::{Handlebars, Path as HbPath, Template};
 
-use crate::context::{self, RequestEnv};
+use crate::pipeline::context::{self, RequestEnv};
 
 /// Longest value accepted for one variable (a DNS subdomain's limit).
 const MAX_SEGMENT: usize = 253;
