@@ -10,6 +10,12 @@
 //!
 //! Run: `cargo bench --bench generate` (after `scripts/install-tools.sh`). `BENCH_ROUNDS`
 //! (default 15) sets the number of pairs.
+// Bench helpers are not an API, and their statistics cast freely between counts and floats.
+#![allow(
+    unreachable_pub,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -8,6 +8,12 @@
 //! 4. Peak server RSS while receiving a 200 MB repository archive, against a small one.
 //!
 //! Run: `cargo bench --bench perf` (after `scripts/install-tools.sh`). Prints Markdown.
+// Bench helpers are not an API, and their statistics cast freely between counts and floats.
+#![allow(
+    unreachable_pub,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 
 use std::io::Write;
 use std::path::Path;

@@ -6,13 +6,13 @@ use std::error::Error;
 
 /// `err: cause: cause`, each cause once: a cause whose text the message already holds (an
 /// error that prints its source itself) is not repeated.
-pub fn chain(err: &dyn Error) -> String {
+pub(crate) fn chain(err: &dyn Error) -> String {
     chain_after(err.to_string(), err.source())
 }
 
 /// `head: cause: cause` for the causes from `source` on: for an error whose own text must not
 /// be shown (e.g. one that prints a URL) but whose causes may.
-pub fn chain_after(head: String, mut source: Option<&dyn Error>) -> String {
+pub(crate) fn chain_after(head: String, mut source: Option<&dyn Error>) -> String {
     let mut msg = head;
     while let Some(s) = source {
         let text = s.to_string();

@@ -28,11 +28,11 @@
 //! binary crate's `cli/` folder. See ARCHITECTURE.md for the data flow and invariants.
 
 pub mod config;
-pub mod errors;
+pub(crate) mod errors;
 pub mod features;
-pub mod kube;
+pub(crate) mod kube;
 pub mod metrics;
-pub mod names;
+pub(crate) mod names;
 pub mod pipeline;
 pub mod protocol;
 pub mod sandbox;

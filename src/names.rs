@@ -2,7 +2,7 @@
 //! with these before they become part of an API path or a tool's argv.
 
 /// A DNS subdomain: most object names (Secrets, Applications); at most 253 characters.
-pub fn is_dns_subdomain(s: &str) -> bool {
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.bytes()
@@ -12,7 +12,7 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 }
 
 /// A DNS label of at most `max` characters: namespaces (63), helm release names (53).
-pub fn is_dns_label(s: &str, max: usize) -> bool {
+pub(crate) fn is_dns_label(s: &str, max: usize) -> bool {
     s.len() <= max && !s.contains('.') && is_dns_subdomain(s)
 }
 

@@ -128,6 +128,7 @@ impl AliasBudget {
 
     /// An independent budget with this one's limit and what it has used so far (a cached
     /// render's budget, resumed by each request that substitutes it).
+    #[must_use]
     pub fn fork(&self) -> Self {
         Self::new(self.0.limit, self.0.basis, self.used())
     }
@@ -852,7 +853,8 @@ fn into_key(node: Node) -> Result<Key, YamlErrorKind> {
 
 /// Go's `strconv.FormatFloat(f, 'g', -1, 32)`, with sigs.k8s.io/yaml's `.inf`/`.nan` spelling.
 fn go_float32_string(f: f64) -> String {
-    // Go's float32(f) rounds the same way.
+    // Go's float32(f) rounds the same way: the narrowing is the point.
+    #[allow(clippy::cast_possible_truncation)]
     let f = f as f32;
     if f.is_nan() {
         return ".nan".to_owned();

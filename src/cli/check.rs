@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use avp_sidecar::features::check::{self, CheckOptions, Level};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Text,
     Json,
     Sarif,
@@ -20,7 +20,7 @@ pub enum Format {
 
 /// Flags of `check`.
 #[derive(Args, Debug)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Repository root (the whole tree is copied, as the repo-server sends it; locations are
     /// reported relative to it).
     pub dir: PathBuf,
@@ -55,7 +55,7 @@ pub struct CheckArgs {
 }
 
 #[tokio::main(flavor = "current_thread")]
-pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let env = args.app.request_env(&args.dir, &args.app_path)?;
 
     let substituter = std::sync::Arc::new(args.secrets.substituter()?);

@@ -9,10 +9,10 @@ use clap::{Args, ValueEnum};
 
 use avp_sidecar::protocol::client::{RepoStream, connect};
 
-pub mod check;
+pub(crate) mod check;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Rpc {
+pub(crate) enum Rpc {
     /// CheckPluginConfiguration
     Check,
     /// MatchRepository
@@ -24,7 +24,7 @@ pub enum Rpc {
 }
 
 #[derive(Args, Debug)]
-pub struct CallArgs {
+pub(crate) struct CallArgs {
     /// Plugin socket to call.
     #[arg(long)]
     pub socket: PathBuf,
@@ -89,7 +89,7 @@ impl CallArgs {
 }
 
 #[tokio::main(flavor = "current_thread")]
-pub async fn call(args: CallArgs) -> anyhow::Result<()> {
+pub(crate) async fn call(args: CallArgs) -> anyhow::Result<()> {
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         bail!("--timeout must be positive");
     }
@@ -160,7 +160,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
 
 /// `avp-sidecar generate`: a drop-in for `argocd-vault-plugin generate`.
 #[derive(Args, Debug)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// A YAML/JSON file, a directory (every .yaml/.yml/.json below it, in lexical order) or `-`
     /// for stdin.
     pub path: PathBuf,
@@ -218,7 +218,7 @@ async fn read_documents(
 }
 
 #[tokio::main(flavor = "current_thread")]
-pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+pub(crate) async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let (docs, alias_budget) = read_documents(&args.path).await?;
     if docs.is_empty() && !args.allow_empty {
         bail!(
@@ -285,7 +285,7 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 
 /// `avp-sidecar render`: what the repo-server would receive for a local checkout.
 #[derive(Args, Debug)]
-pub struct RenderCmdArgs {
+pub(crate) struct RenderCmdArgs {
     /// Repository root (the whole tree is copied, as the repo-server sends it).
     pub dir: PathBuf,
     /// App directory relative to the repository root.
@@ -311,7 +311,7 @@ pub struct RenderCmdArgs {
 /// The app context of a local render (`render`, `check`): the same flag names, with one meaning
 /// each, as `call` and Argo CD's `--plugin-env`.
 #[derive(Args, Debug)]
-pub struct AppContextArgs {
+pub(crate) struct AppContextArgs {
     /// Plugin env `NAME=VALUE`, as `--plugin-env` in Argo CD (sent as `ARGOCD_ENV_NAME`).
     #[arg(long = "plugin-env", value_name = "NAME=VALUE")]
     pub plugin_env: Vec<String>,
@@ -332,7 +332,7 @@ pub struct AppContextArgs {
 
 impl AppContextArgs {
     /// The request env these flags describe for `app_path` of the checkout `dir`.
-    pub fn request_env(
+    pub(crate) fn request_env(
         &self,
         dir: &std::path::Path,
         app_path: &str,
@@ -388,7 +388,7 @@ fn local_env(
 /// Renders a local checkout as the server would (shared by `render` and `check`): the plugin
 /// by name, the repository copied through the repo-server's archive and our unpack rules, then
 /// discovery and the tool run. Returns the plugin and the render (pre-substitution documents).
-pub async fn render_checkout(
+pub(crate) async fn render_checkout(
     dir: &std::path::Path,
     app_path: &str,
     plugin_name: &str,
@@ -436,7 +436,7 @@ pub async fn render_checkout(
 }
 
 #[tokio::main(flavor = "current_thread")]
-pub async fn render(args: RenderCmdArgs) -> anyhow::Result<()> {
+pub(crate) async fn render(args: RenderCmdArgs) -> anyhow::Result<()> {
     let env = args.app.request_env(&args.dir, &args.app_path)?;
     let pipeline = avp_sidecar::pipeline::Pipeline {
         renderer: args.render.renderer()?,
@@ -476,7 +476,7 @@ pub async fn render(args: RenderCmdArgs) -> anyhow::Result<()> {
 
 /// `avp-sidecar version`: our version and the tools found.
 #[tokio::main(flavor = "current_thread")]
-pub async fn version(args: &avp_sidecar::config::RenderArgs) -> anyhow::Result<()> {
+pub(crate) async fn version(args: &avp_sidecar::config::RenderArgs) -> anyhow::Result<()> {
     println!("avp-sidecar {}", env!("CARGO_PKG_VERSION"));
     match args.renderer() {
         Ok(r) => {
@@ -494,14 +494,14 @@ pub async fn version(args: &avp_sidecar::config::RenderArgs) -> anyhow::Result<(
 }
 
 #[derive(clap::Subcommand, Debug)]
-pub enum PluginsCommand {
+pub(crate) enum PluginsCommand {
     /// Convert the `configManagementPlugins` of an argocd-cm ConfigMap (removed in Argo CD 2.8)
     /// into ConfigManagementPlugin files for the sidecar's config dir.
     Import(ImportArgs),
 }
 
 #[derive(Args, Debug)]
-pub struct ImportArgs {
+pub(crate) struct ImportArgs {
     /// The argocd-cm ConfigMap (YAML, e.g. from `kubectl get cm argocd-cm -o yaml`).
     pub file: PathBuf,
     /// Write `<name>.yaml` per plugin into this directory (default: print all to stdout).
@@ -513,7 +513,7 @@ pub struct ImportArgs {
 }
 
 /// Reads and converts an argocd-cm file (shared by `plugins import` and `serve --argocd-cm`).
-pub fn read_argocd_cm(
+pub(crate) fn read_argocd_cm(
     file: &std::path::Path,
 ) -> anyhow::Result<Vec<avp_sidecar::features::argocd_cm::Imported>> {
     let text =
@@ -525,7 +525,7 @@ pub fn read_argocd_cm(
 }
 
 /// `avp-sidecar plugins import`: definitions to stdout or `--out`, warnings to stderr.
-pub fn import_plugins(args: &ImportArgs) -> anyhow::Result<()> {
+pub(crate) fn import_plugins(args: &ImportArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let imported = read_argocd_cm(&args.file)?;
     if imported.is_empty() {

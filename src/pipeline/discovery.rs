@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-pub mod archive;
+pub(crate) mod archive;
 
 /// File names kustomize itself accepts, in its order of preference.
-pub const KUSTOMIZATION_FILES: [&str; 3] =
+pub(crate) const KUSTOMIZATION_FILES: [&str; 3] =
     ["kustomization.yaml", "kustomization.yml", "Kustomization"];
-pub const CHART_FILE: &str = "Chart.yaml";
+pub(crate) const CHART_FILE: &str = "Chart.yaml";
 
 /// How an app is rendered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub enum Accept {
 }
 
 /// Kustomize wins over Helm when both files exist (a kustomization that inflates its own chart).
-pub fn detect(app_dir: &Path, accept: Accept) -> Option<AppKind> {
+pub(crate) fn detect(app_dir: &Path, accept: Accept) -> Option<AppKind> {
     if accept == Accept::Directory {
         return app_dir.is_dir().then_some(AppKind::Directory);
     }
@@ -96,7 +96,7 @@ mod tests {
 
 /// Go's `filepath.Glob(Join(dir, pattern))` has at least one match. Go `filepath.Match` syntax
 /// per path segment (`*`, `?`, `[...]`, `\\`); a malformed pattern is an error, as in Go.
-pub fn go_glob_matches(dir: &Path, pattern: &str) -> Result<bool, String> {
+pub(crate) fn go_glob_matches(dir: &Path, pattern: &str) -> Result<bool, String> {
     let segments: Vec<&str> = pattern
         .split('/')
         .filter(|s| !s.is_empty() && *s != ".")
@@ -201,7 +201,7 @@ fn go_match(pattern: &str, name: &str) -> Result<bool, ()> {
 
 /// zglob semantics (Argo's `discover.find.glob`): only `*` (within a segment) and `**/` (zero or
 /// more directories) are wildcards; symlinks never match; dotfiles and directories do.
-pub fn zglob_matches(dir: &Path, pattern: &str) -> bool {
+pub(crate) fn zglob_matches(dir: &Path, pattern: &str) -> bool {
     let pattern = pattern.trim_start_matches("./");
     if !pattern.contains('*') {
         return dir

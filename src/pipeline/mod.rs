@@ -3,7 +3,7 @@
 
 pub mod cache;
 pub mod context;
-pub mod discovery;
+pub(crate) mod discovery;
 pub mod manifest;
 pub mod plugin;
 pub mod render;

@@ -138,6 +138,7 @@ impl Backend {
     }
 
     /// This backend with the request's path templating (default path, templates in paths).
+    #[must_use]
     pub fn with_paths(mut self, paths: &PathSettings, env: &RequestEnv) -> Self {
         self.options.paths = Some(Arc::new(paths.for_request(env)));
         self

@@ -9,6 +9,6 @@ pub mod repository {
 }
 
 pub mod client;
-pub mod stream;
+pub(crate) mod stream;
 pub mod unpack;
 pub mod workdir;

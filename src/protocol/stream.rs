@@ -38,13 +38,15 @@ pub enum StreamError {
 
 /// What arrived: the metadata and how many compressed bytes were spooled to the archive file.
 #[derive(Debug)]
-pub struct Received {
+pub(crate) struct Received {
     pub metadata: ManifestRequestMetadata,
     pub compressed_bytes: u64,
 }
 
 /// Reads the metadata message only; the caller decides whether the archive is needed.
-pub async fn receive_metadata<S>(stream: &mut S) -> Result<ManifestRequestMetadata, StreamError>
+pub(crate) async fn receive_metadata<S>(
+    stream: &mut S,
+) -> Result<ManifestRequestMetadata, StreamError>
 where
     S: Stream<Item = Result<AppStreamRequest, tonic::Status>> + Unpin,
 {
@@ -60,7 +62,7 @@ where
 
 /// Spools the remaining file chunks to `archive` (or only hashes them, when `None`) and
 /// verifies the checksum from `metadata`.
-pub async fn receive_archive<S>(
+pub(crate) async fn receive_archive<S>(
     stream: &mut S,
     metadata: ManifestRequestMetadata,
     archive: Option<&Path>,
@@ -109,12 +111,11 @@ where
     })
 }
 
-/// What [`receive_forwarding`] received: as [`Received`], and whether every chunk reached the
+/// What [`receive_forwarding`] saw: whether every chunk reached the
 /// receiver (`false` once more than the cap arrived; chunks stop going to a receiver that has
 /// gone away, which is not counted as a cut).
 #[derive(Debug)]
-pub struct Forwarded {
-    pub received: Received,
+pub(crate) struct Forwarded {
     pub cut_at_cap: bool,
 }
 
@@ -122,7 +123,7 @@ pub struct Forwarded {
 /// while the receiver wants more and at most `max_forward_bytes` have gone; the rest is only
 /// hashed. Never fails on size. The checksum from `metadata` is verified at the end: whatever the
 /// receiver concluded from the chunks may be used only once this has returned `Ok`.
-pub async fn receive_forwarding<S>(
+pub(crate) async fn receive_forwarding<S>(
     stream: &mut S,
     metadata: ManifestRequestMetadata,
     tx: tokio::sync::mpsc::Sender<Vec<u8>>,
@@ -160,18 +161,12 @@ where
             actual,
         });
     }
-    Ok(Forwarded {
-        received: Received {
-            metadata,
-            compressed_bytes: total,
-        },
-        cut_at_cap,
-    })
+    Ok(Forwarded { cut_at_cap })
 }
 
 /// Consumes and discards the rest of the stream. Called before answering with an error: a Go
 /// client that is still sending would otherwise see only `EOF` and lose our message.
-pub async fn drain<S>(stream: &mut S)
+pub(crate) async fn drain<S>(stream: &mut S)
 where
     S: Stream<Item = Result<AppStreamRequest, tonic::Status>> + Unpin,
 {
@@ -179,7 +174,7 @@ where
 }
 
 /// Lowercase hex, as Go's `hex.EncodeToString`.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()

@@ -21,7 +21,7 @@ use crate::kube::{GetError, KubeApi, SetupError};
 use crate::names::{is_dns_label, is_dns_subdomain};
 
 /// Default namespace when the name has none, as in AVP.
-pub const DEFAULT_NAMESPACE: &str = "argocd";
+pub(crate) const DEFAULT_NAMESPACE: &str = "argocd";
 /// A Secret is at most 1 MiB; its JSON with base64 values is a bit larger.
 const MAX_RESPONSE_BYTES: usize = 4 << 20;
 
@@ -151,7 +151,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 }
 
 /// The Secret's `data`, decoded, keys upper-cased (AVP reads them as config keys).
-pub async fn read(
+pub(crate) async fn read(
     api: &KubeApi,
     secret: &SecretName,
 ) -> Result<HashMap<String, String>, KubeError> {

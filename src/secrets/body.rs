@@ -5,7 +5,7 @@
 use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error(transparent)]
     Transport(#[from] reqwest::Error),
     #[error("response larger than {} MiB", .limit >> 20)]
@@ -13,7 +13,7 @@ pub enum BodyError {
 }
 
 /// The whole body of `resp`, at most `limit` bytes.
-pub async fn read_capped(
+pub(crate) async fn read_capped(
     mut resp: reqwest::Response,
     limit: usize,
 ) -> Result<Zeroizing<Vec<u8>>, BodyError> {

@@ -60,7 +60,7 @@ struct Slot {
     last_used: AtomicU64,
 }
 
-pub struct CachingSource {
+pub(crate) struct CachingSource {
     inner: Arc<dyn SecretSource>,
     policy: CachePolicy,
     epoch: Instant,
@@ -73,7 +73,7 @@ pub struct CachingSource {
 }
 
 impl CachingSource {
-    pub fn new(inner: Arc<dyn SecretSource>, policy: CachePolicy) -> Self {
+    pub(crate) fn new(inner: Arc<dyn SecretSource>, policy: CachePolicy) -> Self {
         Self {
             inner,
             policy,
@@ -162,7 +162,8 @@ impl CachingSource {
             Err(_) => req.path.len(),
         } as u64;
         slot.bytes.store(bytes, Ordering::Relaxed);
-        let total = (self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes) as usize;
+        let total = usize::try_from(self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes)
+            .unwrap_or(usize::MAX);
         if slots.len() > self.policy.max_entries || total > self.policy.max_bytes {
             self.evict(&mut slots);
         }
@@ -192,12 +193,12 @@ impl CachingSource {
             .iter()
             .filter(|(_, s)| s.cell.initialized())
             .map(|(k, s)| {
-                let bytes = s.bytes.load(Ordering::Relaxed) as usize;
+                let bytes = usize::try_from(s.bytes.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
                 (s.last_used.load(Ordering::Relaxed), k.clone(), bytes)
             })
             .collect();
         done.sort_by_key(|(t, _, _)| *t);
-        let mut total = self.bytes.load(Ordering::Relaxed) as usize;
+        let mut total = usize::try_from(self.bytes.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
         // Evict down to 90% so a full cache does not rescan on every insert.
         let (max_entries, max_bytes) = (
             self.policy.max_entries * 9 / 10,
@@ -214,13 +215,14 @@ impl CachingSource {
         self.bytes.store(total as u64, Ordering::Relaxed);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
     /// Drops the latest-version entries of `path` (in flight or done); pinned versions stay,
     /// they cannot change. A read already in flight still answers its waiters, but is not kept.
-    pub fn invalidate_path(&self, path: &str) -> usize {
+    pub(crate) fn invalidate_path(&self, path: &str) -> usize {
         let mut slots = self.lock();
         let stale: Vec<SecretRequest> = slots
             .keys()
@@ -236,7 +238,8 @@ impl CachingSource {
         stale.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

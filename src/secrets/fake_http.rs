@@ -6,14 +6,14 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-pub struct Server {
+pub(super) struct Server {
     pub addr: String,
     seen: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
-    pub async fn start(mut answers: Vec<(u16, String)>) -> Server {
+    pub(super) async fn start(mut answers: Vec<(u16, String)>) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -62,7 +62,7 @@ impl Server {
         Server { addr, seen, task }
     }
 
-    pub async fn requests(&self) -> Vec<String> {
+    pub(super) async fn requests(&self) -> Vec<String> {
         self.seen.lock().await.clone()
     }
 }

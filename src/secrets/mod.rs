@@ -56,6 +56,7 @@ impl SecretData {
         }
     }
 
+    #[must_use]
     pub fn with_version(mut self, version: Option<u64>) -> Self {
         self.version = version;
         self
@@ -177,13 +178,13 @@ pub trait SecretSource: Send + Sync {
     fn invalidate(&self, _path: &str) {}
 }
 
-pub mod avp_secret;
-pub mod body;
-pub mod cache;
+pub(crate) mod avp_secret;
+pub(crate) mod body;
+pub(crate) mod cache;
 #[cfg(test)]
 mod fake_http;
-pub mod mounts;
-pub mod path_template;
+pub(crate) mod mounts;
+pub(crate) mod path_template;
 pub mod policy;
 pub mod settings;
 pub mod vault;

@@ -21,7 +21,7 @@ use std::fmt;
 use super::KvVersion;
 
 /// Vault's own mounts, at fixed paths in every Vault and OpenBao: never secret engines.
-pub const RESERVED: [&str; 4] = ["auth", "sys", "identity", "cubbyhole"];
+pub(crate) const RESERVED: [&str; 4] = ["auth", "sys", "identity", "cubbyhole"];
 
 /// A secrets-engine mount, as the operator lists it or Vault describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +104,7 @@ pub enum Verdict<'a> {
 }
 
 /// `version` as the number people write (`1`, `2`).
-pub fn kv_number(version: KvVersion) -> u8 {
+pub(crate) fn kv_number(version: KvVersion) -> u8 {
     match version {
         KvVersion::V1 => 1,
         KvVersion::V2 => 2,
@@ -175,7 +175,11 @@ impl SecretMounts {
 }
 
 /// A read of `path` on `mount` must use the mount's KV version, where it is known.
-pub fn check_version(path: &str, mount: &Mount, read_as: KvVersion) -> Result<(), MountError> {
+pub(crate) fn check_version(
+    path: &str,
+    mount: &Mount,
+    read_as: KvVersion,
+) -> Result<(), MountError> {
     match mount.kv {
         Some(v) if v != read_as => Err(MountError::KvVersion {
             path: path.trim_matches('/').to_owned(),
@@ -199,7 +203,7 @@ fn reserved(path: &str) -> Option<&'static str> {
 /// Vault's description of a mount (`sys/internal/ui/mounts/<path>`): its path relative to the
 /// namespace, its engine type, and for KV its version.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Described {
+pub(crate) struct Described {
     pub mount: Mount,
     pub engine: String,
 }
@@ -207,7 +211,7 @@ pub struct Described {
 impl Described {
     /// From the answer's `data`: `{"path": "secret/", "type": "kv", "options": {"version": "2"}}`.
     /// `None` if it has no path or type.
-    pub fn from_answer(data: &serde_json::Value) -> Option<Self> {
+    pub(crate) fn from_answer(data: &serde_json::Value) -> Option<Self> {
         let path = data.get("path")?.as_str()?.trim_matches('/').to_owned();
         let engine = data.get("type")?.as_str()?.to_owned();
         let kv = match engine.as_str() {
@@ -234,12 +238,12 @@ impl Described {
     /// Whether this description may be reused for other paths under the same mount: only when
     /// its path is a prefix of the path asked about (with a namespace in the path, Vault
     /// answers relative to the namespace).
-    pub fn covers(&self, path: &str) -> bool {
+    pub(crate) fn covers(&self, path: &str) -> bool {
         !self.mount.path.is_empty() && self.mount.contains(path.trim_matches('/'))
     }
 
     /// KV with the right version, or the reason not.
-    pub fn check(&self, path: &str, read_as: KvVersion) -> Result<(), MountError> {
+    pub(crate) fn check(&self, path: &str, read_as: KvVersion) -> Result<(), MountError> {
         if self.mount.kv.is_none() {
             return Err(MountError::NotKv {
                 path: path.trim_matches('/').to_owned(),

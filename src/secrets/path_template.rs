@@ -88,7 +88,7 @@ impl PartialEq for PathTemplate {
 }
 
 /// Whether `text` would be treated as a template (it holds a `{{`).
-pub fn is_template(text: &str) -> bool {
+pub(crate) fn is_template(text: &str) -> bool {
     text.contains("{{")
 }
 

@@ -289,6 +289,7 @@ impl Layered {
     }
 
     /// The same layers with a Secret's values underneath.
+    #[must_use]
     pub fn with_secret(&self, secret: HashMap<String, String>) -> Self {
         Self {
             secret,
@@ -754,7 +755,10 @@ fn parse_duration(v: &str) -> Option<Duration> {
         if !nanos.is_finite() || nanos > 86_400e9 {
             return None;
         }
-        total = total.checked_add(Duration::from_nanos(nanos as u64))?;
+        // Digits and dots only (no sign), finite and at most a day: the cast cannot wrap.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let nanos = nanos as u64;
+        total = total.checked_add(Duration::from_nanos(nanos))?;
         rest = tail;
     }
     Some(total).filter(|d| !d.is_zero() && *d <= Duration::from_secs(86_400))

@@ -232,6 +232,7 @@ impl VaultSource {
     }
 
     /// Placeholders may read only these mounts (see [`super::mounts`]).
+    #[must_use]
     pub fn with_mounts(mut self, mounts: SecretMounts) -> Self {
         self.mounts = mounts;
         self
@@ -2399,9 +2400,9 @@ pub(crate) mod bao {
 
     use serde_json::Value;
 
-    pub const ROOT_TOKEN: &str = "root-token-for-tests";
+    pub(crate) const ROOT_TOKEN: &str = "root-token-for-tests";
 
-    pub struct Bao {
+    pub(crate) struct Bao {
         pub addr: String,
         child: Option<Child>,
         dir: tempfile::TempDir,
@@ -2448,12 +2449,12 @@ pub(crate) mod bao {
     }
 
     impl Bao {
-        pub async fn start() -> Bao {
+        pub(crate) async fn start() -> Bao {
             Self::launch(false).await
         }
 
         /// With `-dev-tls`: a generated CA and certificate (for 127.0.0.1) in [`Bao::tls_file`].
-        pub async fn start_tls() -> Bao {
+        pub(crate) async fn start_tls() -> Bao {
             Self::launch(true).await
         }
 
@@ -2533,22 +2534,28 @@ pub(crate) mod bao {
             false
         }
 
-        pub fn log(&self) -> String {
+        pub(crate) fn log(&self) -> String {
             std::fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default()
         }
 
         /// A file of `-dev-tls` mode (`vault-ca.pem`, `vault-cert.pem`, `vault-key.pem`).
-        pub fn tls_file(&self, name: &str) -> String {
+        pub(crate) fn tls_file(&self, name: &str) -> String {
             self.dir.path().join("tls").join(name).display().to_string()
         }
 
         /// An API call with the root token; panics unless it succeeds. Returns the JSON body.
-        pub async fn api(&self, method: &str, path: &str, body: Value) -> Value {
+        pub(crate) async fn api(&self, method: &str, path: &str, body: Value) -> Value {
             self.call(None, method, path, body).await
         }
 
         /// Like [`Bao::api`], in a namespace.
-        pub async fn api_ns(&self, ns: &str, method: &str, path: &str, body: Value) -> Value {
+        pub(crate) async fn api_ns(
+            &self,
+            ns: &str,
+            method: &str,
+            path: &str,
+            body: Value,
+        ) -> Value {
             self.call(Some(ns), method, path, body).await
         }
 
@@ -2580,7 +2587,7 @@ pub(crate) mod bao {
         }
 
         /// Stops the server (idempotent).
-        pub fn stop(&mut self) {
+        pub(crate) fn stop(&mut self) {
             if let Some(mut child) = self.child.take() {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -9,13 +9,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Headroom kept between our deadline and the client's.
-pub fn buffer(timeout: Duration) -> Duration {
+pub(crate) fn buffer(timeout: Duration) -> Duration {
     (timeout / 20).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
 /// Parses a `grpc-timeout` value: 1–8 digits and a unit (H, M, S, m, u, n). Anything else,
 /// including non-ASCII text, is `None`.
-pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+pub(crate) fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     // Work on bytes: the unit is one ASCII byte, and slicing the text before a multi-byte last
     // character would not be on a char boundary.
     let (&unit, digits) = v.as_bytes().split_last()?;
@@ -38,7 +38,7 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
 
 /// The deadline for a request received now: client's timeout minus the buffer, else the
 /// operator's default, else none.
-pub fn from_metadata(
+pub(crate) fn from_metadata(
     md: &tonic::metadata::MetadataMap,
     default: Option<Duration>,
 ) -> Option<Instant> {

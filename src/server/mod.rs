@@ -1,11 +1,11 @@
 //! The gRPC side: one tonic server per plugin socket, request handling, deadlines, graceful
 //! shutdown. Owns the protobuf-facing edge; rendering and substitution are `pipeline`'s.
 
-pub mod deadline;
+pub(crate) mod deadline;
 pub mod http;
 mod service;
 pub mod socket;
-pub mod status;
+pub(crate) mod status;
 
 use std::future::Future;
 use std::sync::Arc;

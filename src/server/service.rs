@@ -269,7 +269,7 @@ impl CmpService {
         metrics::DETAIL.request(rpc, result.is_ok(), started.elapsed());
         match result {
             Ok(resp) => {
-                info!(ms = started.elapsed().as_millis() as u64, "ok");
+                info!(ms = millis(started.elapsed()), "ok");
                 Ok(Response::new(resp))
             }
             Err(err) => {
@@ -279,7 +279,7 @@ impl CmpService {
                 let _ = tokio::time::timeout_at(drain_until, stream::drain(&mut stream)).await;
                 metrics::inc(&METRICS.requests_failed_total);
                 let status = status::to_status(rpc.error_prefix(), &err);
-                warn!(ms = started.elapsed().as_millis() as u64, code = ?status.code(), error = %status.message(), "failed");
+                warn!(ms = millis(started.elapsed()), code = ?status.code(), error = %status.message(), "failed");
                 Err(status)
             }
         }
@@ -411,7 +411,7 @@ impl CmpService {
                 let _ = tokio::time::timeout_at(drain_until, stream::drain(&mut stream)).await;
                 metrics::inc(&METRICS.requests_failed_total);
                 let status = status::to_status(metrics::Rpc::MatchRepository.error_prefix(), &err);
-                warn!(ms = started.elapsed().as_millis() as u64, code = ?status.code(), error = %status.message(), "failed");
+                warn!(ms = millis(started.elapsed()), code = ?status.code(), error = %status.message(), "failed");
                 return Err(status);
             }
         };
@@ -428,7 +428,7 @@ impl CmpService {
             (DiscoverMode::Placeholders, _) => (false, false),
         };
         info!(
-            ms = started.elapsed().as_millis() as u64,
+            ms = millis(started.elapsed()),
             discover = ?mode,
             outcome = ?outcome,
             is_supported,

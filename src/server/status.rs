@@ -177,7 +177,7 @@ fn is_disk_full(e: &std::io::Error) -> bool {
 }
 
 /// Builds the status for a failed RPC; `prefix` is Argo's (e.g. `error generating manifests`).
-pub fn to_status(prefix: &str, err: &RequestError) -> Status {
+pub(crate) fn to_status(prefix: &str, err: &RequestError) -> Status {
     Status::new(
         code(err),
         format!("{prefix}: {}", crate::errors::chain(err)),

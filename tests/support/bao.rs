@@ -7,7 +7,7 @@ use std::process::Command;
 
 use super::repo_root;
 
-pub struct Bao {
+pub(crate) struct Bao {
     pub addr: String,
     pub state: PathBuf,
     pub port: u16,
@@ -15,20 +15,20 @@ pub struct Bao {
     _dir: tempfile::TempDir,
 }
 
-pub const ROOT_TOKEN: &str = "test-root";
+pub(crate) const ROOT_TOKEN: &str = "test-root";
 
 impl Bao {
     /// Starts and seeds a fresh server (each call its own).
-    pub fn start() -> Bao {
+    pub(crate) fn start() -> Bao {
         Self::start_inner(false)
     }
 
     /// Like `start`, with a file audit device at `<state>/audit.log` (see `audited_requests`).
-    pub fn start_with_audit() -> Bao {
+    pub(crate) fn start_with_audit() -> Bao {
         Self::start_inner(true)
     }
 
-    pub fn audit_log(&self) -> PathBuf {
+    pub(crate) fn audit_log(&self) -> PathBuf {
         self.state.join("audit.log")
     }
 
@@ -59,7 +59,7 @@ impl Bao {
 
     /// Stops the server and starts a fresh one on the same port (the dev server keeps nothing:
     /// it is seeded again, with new AppRole credentials; the root token stays the same).
-    pub fn restart(&self) {
+    pub(crate) fn restart(&self) {
         self.stop();
         if let Err(e) = self.try_launch() {
             panic!("{e}");
@@ -101,7 +101,7 @@ impl Bao {
     }
 
     /// Env for the sidecar: token login with the root token, which survives `restart`.
-    pub fn token_env(&self) -> Vec<(String, String)> {
+    pub(crate) fn token_env(&self) -> Vec<(String, String)> {
         vec![
             ("AVP_TYPE".into(), "vault".into()),
             ("VAULT_ADDR".into(), self.addr.clone()),
@@ -110,12 +110,12 @@ impl Bao {
         ]
     }
 
-    pub fn file(&self, name: &str) -> String {
+    pub(crate) fn file(&self, name: &str) -> String {
         std::fs::read_to_string(self.state.join(name)).expect("seeded credential")
     }
 
     /// Env for the sidecar: approle login, as the demo uses.
-    pub fn approle_env(&self) -> Vec<(String, String)> {
+    pub(crate) fn approle_env(&self) -> Vec<(String, String)> {
         vec![
             ("AVP_TYPE".into(), "vault".into()),
             ("VAULT_ADDR".into(), self.addr.clone()),
@@ -126,7 +126,7 @@ impl Bao {
     }
 
     /// A Vault API call with the root token; returns the JSON body.
-    pub fn api(
+    pub(crate) fn api(
         &self,
         method: &str,
         path: &str,
@@ -159,7 +159,11 @@ impl Bao {
 
     /// Audited requests for `path` with `operation` (`read`, `update`, ...), in order
     /// (responses are logged separately and not included).
-    pub fn audited(audit: &std::path::Path, operation: &str, path: &str) -> Vec<serde_json::Value> {
+    pub(crate) fn audited(
+        audit: &std::path::Path,
+        operation: &str,
+        path: &str,
+    ) -> Vec<serde_json::Value> {
         std::fs::read_to_string(audit)
             .unwrap_or_default()
             .lines()
@@ -172,12 +176,12 @@ impl Bao {
             .collect()
     }
 
-    pub fn audited_requests(audit: &std::path::Path, operation: &str, path: &str) -> usize {
+    pub(crate) fn audited_requests(audit: &std::path::Path, operation: &str, path: &str) -> usize {
         Self::audited(audit, operation, path).len()
     }
 
     /// Makes the audit log record request header `name` (in clear).
-    pub fn audit_header(&self, name: &str) {
+    pub(crate) fn audit_header(&self, name: &str) {
         self.api(
             "POST",
             &format!("sys/config/auditing/request-headers/{name}"),
@@ -187,7 +191,7 @@ impl Bao {
 
     /// Values of request header `name` on the audited reads of `path` (not the root token's:
     /// seeding), in order.
-    pub fn audited_header(audit: &std::path::Path, path: &str, name: &str) -> Vec<String> {
+    pub(crate) fn audited_header(audit: &std::path::Path, path: &str, name: &str) -> Vec<String> {
         Self::audited(audit, "read", path)
             .iter()
             .filter(|e| e["auth"]["display_name"] != "token")
@@ -200,7 +204,7 @@ impl Bao {
             .collect()
     }
 
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let _ = Command::new(repo_root().join("vault-dev/stop.sh"))
             .env("VAULT_DEV_STATE", &self.state)
             .status();

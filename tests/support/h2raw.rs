@@ -55,7 +55,7 @@ fn literal(out: &mut Vec<u8>, name: &str, value: &str) {
 }
 
 /// Frames a protobuf message as a gRPC message (uncompressed).
-pub fn grpc_message(body: &[u8]) -> Vec<u8> {
+pub(crate) fn grpc_message(body: &[u8]) -> Vec<u8> {
     let mut m = vec![0u8];
     m.extend_from_slice(&(body.len() as u32).to_be_bytes());
     m.extend_from_slice(body);
@@ -64,7 +64,7 @@ pub fn grpc_message(body: &[u8]) -> Vec<u8> {
 
 /// What came back on stream 1.
 #[derive(Debug, Default)]
-pub struct RawResponse {
+pub(crate) struct RawResponse {
     pub headers_frames: usize,
     pub data: Vec<u8>,
     pub reset: Option<u32>,
@@ -75,19 +75,19 @@ pub struct RawResponse {
 
 impl RawResponse {
     /// The first gRPC message in the DATA frames.
-    pub fn message(&self) -> Option<&[u8]> {
+    pub(crate) fn message(&self) -> Option<&[u8]> {
         let len = u32::from_be_bytes(self.data.get(1..5)?.try_into().ok()?) as usize;
         self.data.get(5..5 + len)
     }
 }
 
 /// One gRPC call: POST `path` with `authority`, body = already framed gRPC messages.
-pub fn call(socket: &Path, authority: &str, path: &str, body: &[u8]) -> RawResponse {
+pub(crate) fn call(socket: &Path, authority: &str, path: &str, body: &[u8]) -> RawResponse {
     call_with_pings(socket, authority, path, body, None)
 }
 
 /// Like `call`, and while waiting sends a PING every `ping_every`, like grpc-go's keepalive.
-pub fn call_with_pings(
+pub(crate) fn call_with_pings(
     socket: &Path,
     authority: &str,
     path: &str,

@@ -9,27 +9,27 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// `method` `path` on `base` (`http://host:port` or `host:port`), with `headers` and `body`.
-pub fn request(
+pub(crate) fn request(
     base: &str,
     method: &str,
     path: &str,
@@ -59,7 +59,7 @@ pub fn request(
 }
 
 /// Parses a whole HTTP/1.1 response.
-pub fn parse(raw: &[u8], head_only: bool) -> Result<Response, String> {
+pub(crate) fn parse(raw: &[u8], head_only: bool) -> Result<Response, String> {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

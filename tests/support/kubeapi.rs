@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 
-pub const TOKEN: &str = "test-sa-token";
+pub(crate) const TOKEN: &str = "test-sa-token";
 
-pub struct KubeApi {
+pub(crate) struct KubeApi {
     pub url: String,
     pub token_file: tempfile::NamedTempFile,
     stop: Arc<AtomicBool>,
@@ -22,7 +22,7 @@ pub struct KubeApi {
 
 /// One authorized PATCH request as received.
 #[derive(Clone, Debug)]
-pub struct Patch {
+pub(crate) struct Patch {
     pub path: String,
     pub content_type: String,
     pub body: serde_json::Value,
@@ -30,7 +30,7 @@ pub struct Patch {
 
 impl KubeApi {
     /// `secrets`: (namespace, name) → data (plain values; base64-encoded in responses).
-    pub fn start(secrets: HashMap<(String, String), Vec<(String, String)>>) -> KubeApi {
+    pub(crate) fn start(secrets: HashMap<(String, String), Vec<(String, String)>>) -> KubeApi {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -147,7 +147,7 @@ impl KubeApi {
     }
 
     /// The PATCH requests received so far, in order.
-    pub fn patches(&self) -> Vec<Patch> {
+    pub(crate) fn patches(&self) -> Vec<Patch> {
         self.patches.lock().expect("lock").clone()
     }
 }

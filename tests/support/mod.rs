@@ -4,14 +4,14 @@
 
 #![allow(dead_code)]
 
-pub mod bao;
-pub mod h2raw;
-pub mod http;
-pub mod kubeapi;
-pub mod repotar;
-pub mod wait;
+pub(crate) mod bao;
+pub(crate) mod h2raw;
+pub(crate) mod http;
+pub(crate) mod kubeapi;
+pub(crate) mod repotar;
+pub(crate) mod wait;
 
-pub use wait::{eventually, eventually_async};
+pub(crate) use wait::{eventually, eventually_async};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,12 +21,12 @@ use avp_sidecar::protocol::client::{self, RepoStream};
 use avp_sidecar::protocol::pb::config_management_plugin_service_client::ConfigManagementPluginServiceClient;
 use tonic::transport::Channel;
 
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A real tool from `.tools/bin`; fails loudly if the installer has not run.
-pub fn tool(name: &str) -> PathBuf {
+pub(crate) fn tool(name: &str) -> PathBuf {
     let p = repo_root().join(".tools/bin").join(name);
     assert!(
         p.exists(),
@@ -39,19 +39,19 @@ pub fn tool(name: &str) -> PathBuf {
 /// What the sidecar is given as `--kustomize`: kubectl, whose embedded kustomize it runs as
 /// `kubectl kustomize`. (`.tools/bin/kustomize` is a shell shim for people and raw-tool
 /// comparisons; the tool sandbox executes binaries only.)
-pub fn kustomize() -> PathBuf {
+pub(crate) fn kustomize() -> PathBuf {
     tool("kubectl")
 }
 
 /// Whether `path` is a script (`#!`): the shell stand-ins in `tests/fixtures/tools` cannot run
 /// under the tool sandbox, so servers using them run with `--tool-sandbox off`.
-pub fn is_script(path: &Path) -> bool {
+pub(crate) fn is_script(path: &Path) -> bool {
     std::fs::read(path).is_ok_and(|b| b.starts_with(b"#!"))
 }
 
 /// A tiny test binary (`tests/tools/probe.rs`, built by `cargo test` as an example) that
 /// stands in for kustomize or helm and reports what the sandbox let it do.
-pub fn probe() -> PathBuf {
+pub(crate) fn probe() -> PathBuf {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_avp-sidecar"));
     let p = bin
         .parent()
@@ -65,12 +65,12 @@ pub fn probe() -> PathBuf {
     p
 }
 
-pub fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     repo_root().join("tests/fixtures/repos").join(name)
 }
 
 /// A running server. Killed (SIGTERM, then SIGKILL) on drop.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub work_root: PathBuf,
@@ -79,7 +79,7 @@ pub struct TestServer {
 }
 
 #[derive(Default)]
-pub struct ServerOptions {
+pub(crate) struct ServerOptions {
     pub plugin: Option<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -93,11 +93,11 @@ pub struct ServerOptions {
 }
 
 impl TestServer {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_with(ServerOptions::default())
     }
 
-    pub fn start_with(opts: ServerOptions) -> Self {
+    pub(crate) fn start_with(opts: ServerOptions) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("plugin.sock");
         let work = opts.workdir.unwrap_or_else(|| dir.path().join("work"));
@@ -163,27 +163,27 @@ impl TestServer {
         }
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub async fn client(&self) -> ConfigManagementPluginServiceClient<Channel> {
+    pub(crate) async fn client(&self) -> ConfigManagementPluginServiceClient<Channel> {
         connect(&self.socket).await
     }
 
     /// Work dirs of requests still on disk (must be none between requests).
-    pub fn leftover_workdirs(&self) -> Vec<PathBuf> {
+    pub(crate) fn leftover_workdirs(&self) -> Vec<PathBuf> {
         std::fs::read_dir(&self.work_root)
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default()
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Sends SIGTERM and waits for the process to exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -213,12 +213,16 @@ impl Drop for TestServer {
 }
 
 /// A fresh connection, like the repo-server opens per operation.
-pub async fn connect(socket: &Path) -> ConfigManagementPluginServiceClient<Channel> {
+pub(crate) async fn connect(socket: &Path) -> ConfigManagementPluginServiceClient<Channel> {
     client::connect(socket).await.expect("connect")
 }
 
 /// The env list the repo-server sends for GenerateManifest (order of cmp-protocol §4.3).
-pub fn argo_env(app: &str, namespace: &str, plugin_env: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn argo_env(
+    app: &str,
+    namespace: &str,
+    plugin_env: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         ("ARGOCD_APP_NAME", app),
         ("ARGOCD_APP_NAMESPACE", namespace),
@@ -249,15 +253,15 @@ pub fn argo_env(app: &str, namespace: &str, plugin_env: &[(&str, &str)]) -> Vec<
 }
 
 /// One request's stream; the library's repo-server-compatible client builds it.
-pub type StreamSpec = RepoStream;
+pub(crate) type StreamSpec = RepoStream;
 
 /// The stream for an app in a directory tree, archived like the repo-server does.
-pub fn dir_stream(dir: &Path, app_rel_path: &str, env: Vec<(String, String)>) -> StreamSpec {
+pub(crate) fn dir_stream(dir: &Path, app_rel_path: &str, env: Vec<(String, String)>) -> StreamSpec {
     RepoStream::for_dir(dir, app_rel_path, env).expect("archive fixture")
 }
 
 /// Calls GenerateManifest and returns the manifests parsed as JSON.
-pub async fn generate(
+pub(crate) async fn generate(
     socket: &Path,
     spec: &StreamSpec,
     timeout: Option<Duration>,
@@ -276,19 +280,23 @@ pub async fn generate(
 }
 
 /// Finds the object of `kind` named `name`.
-pub fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+pub(crate) fn find<'a>(
+    docs: &'a [serde_json::Value],
+    kind: &str,
+    name: &str,
+) -> &'a serde_json::Value {
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("no {kind}/{name} in {docs:#?}"))
 }
 
 /// The checksum the repo-server would send for an archive.
-pub fn client_checksum(archive: &[u8]) -> String {
+pub(crate) fn client_checksum(archive: &[u8]) -> String {
     client::sha256_hex(archive)
 }
 
 /// Asserts that every process of the group is gone within `within`.
-pub async fn assert_group_gone(pgid: i32, within: Duration) {
+pub(crate) async fn assert_group_gone(pgid: i32, within: Duration) {
     eventually_async(
         within,
         &format!("process group {pgid} to be gone"),
@@ -305,7 +313,7 @@ pub async fn assert_group_gone(pgid: i32, within: Duration) {
 }
 
 /// A TCP port that was free a moment ago.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -314,7 +322,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A counter from `/metrics` (`avp_sidecar_<name>`); panics when it is not there.
-pub fn counter(port: u16, name: &str) -> u64 {
+pub(crate) fn counter(port: u16, name: &str) -> u64 {
     let text = http_get(port, "/metrics");
     let prefix = format!("avp_sidecar_{name} ");
     text.lines()
@@ -324,7 +332,7 @@ pub fn counter(port: u16, name: &str) -> u64 {
 }
 
 /// A plain HTTP/1.1 GET on 127.0.0.1 (the metrics endpoint); the whole response as text.
-pub fn http_get(port: u16, path: &str) -> String {
+pub(crate) fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
@@ -335,7 +343,7 @@ pub fn http_get(port: u16, path: &str) -> String {
 }
 
 /// A repository of `files` (paths relative to its root, parent dirs created).
-pub fn repo_of(files: &[(&str, &str)]) -> tempfile::TempDir {
+pub(crate) fn repo_of(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     for (rel, text) in files {
         let path = dir.path().join(rel);
@@ -347,7 +355,7 @@ pub fn repo_of(files: &[(&str, &str)]) -> tempfile::TempDir {
 
 /// A repository whose `app/` is a kustomize app made of `files` (name, content), all listed as
 /// resources.
-pub fn kustomize_app(files: &[(&str, &str)]) -> tempfile::TempDir {
+pub(crate) fn kustomize_app(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = dir.path().join("app");
     std::fs::create_dir_all(&app).expect("mkdir");
@@ -364,7 +372,7 @@ pub fn kustomize_app(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 /// GenerateManifest for `app/` of `repo` with `env`, under a 60 s deadline.
-pub async fn render_app(
+pub(crate) async fn render_app(
     server: &TestServer,
     repo: &tempfile::TempDir,
     env: Vec<(String, String)>,

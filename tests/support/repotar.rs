@@ -13,7 +13,7 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 }
 
 /// One hand-made entry for hostile archives.
-pub enum Entry<'a> {
+pub(crate) enum Entry<'a> {
     Dir(&'a str),
     File(&'a str, &'a [u8]),
     /// A file whose name is written raw into the header (bypassing the tar crate's checks).
@@ -24,11 +24,11 @@ pub enum Entry<'a> {
     PaxFile(&'a str, &'a [u8]),
 }
 
-pub fn tgz_entries(entries: &[Entry]) -> Vec<u8> {
+pub(crate) fn tgz_entries(entries: &[Entry]) -> Vec<u8> {
     gzip(&tar_entries(entries)).expect("gzip")
 }
 
-pub fn tar_entries(entries: &[Entry]) -> Vec<u8> {
+pub(crate) fn tar_entries(entries: &[Entry]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
         match e {

@@ -9,10 +9,10 @@ use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 /// How often a check runs.
-pub const POLL: Duration = Duration::from_millis(20);
+pub(crate) const POLL: Duration = Duration::from_millis(20);
 
 /// What a check answers.
-pub trait Outcome {
+pub(crate) trait Outcome {
     type Value;
     fn done(self) -> Result<Self::Value, String>;
 }
@@ -44,7 +44,7 @@ fn timed_out(within: Duration, what: &str, last: &str) -> ! {
 
 /// Runs `check` every `POLL` until it is done (then returns its value) or `within` has passed
 /// (then returns its last answer as the error). For waits that must not panic (`Drop`).
-pub fn poll<R: Outcome>(
+pub(crate) fn poll<R: Outcome>(
     within: Duration,
     mut check: impl FnMut() -> R,
 ) -> Result<R::Value, String> {
@@ -61,12 +61,16 @@ pub fn poll<R: Outcome>(
 /// Runs `check` every `POLL` until it is done and returns its value; panics after `within`
 /// naming `what`. Blocks the thread: in async tests use `eventually_async`.
 #[track_caller]
-pub fn eventually<R: Outcome>(within: Duration, what: &str, check: impl FnMut() -> R) -> R::Value {
+pub(crate) fn eventually<R: Outcome>(
+    within: Duration,
+    what: &str,
+    check: impl FnMut() -> R,
+) -> R::Value {
     poll(within, check).unwrap_or_else(|last| timed_out(within, what, &last))
 }
 
 /// `eventually` for async tests: the check may await, and the waits between checks yield.
-pub async fn eventually_async<R: Outcome>(
+pub(crate) async fn eventually_async<R: Outcome>(
     within: Duration,
     what: &str,
     mut check: impl AsyncFnMut() -> R,

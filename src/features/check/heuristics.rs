@@ -109,7 +109,7 @@ const HTML_TAGS: &[&str] = &[
 ];
 
 /// What is known about the field being scanned.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// Bare `<KEY>` placeholders count in this object.
     pub generic_mode: bool,
     /// The field is in a Secret's `data`/`stringData`.
@@ -122,13 +122,13 @@ pub struct Context<'a> {
 
 /// A suspicious span and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NearMiss {
+pub(crate) struct NearMiss {
     pub range: Range<usize>,
     pub reason: String,
 }
 
 /// Near misses in `text`, skipping the `taken` ranges (real placeholders).
-pub fn near_misses(text: &str, taken: &[Range<usize>], ctx: &Context<'_>) -> Vec<NearMiss> {
+pub(crate) fn near_misses(text: &str, taken: &[Range<usize>], ctx: &Context<'_>) -> Vec<NearMiss> {
     if !text.contains('<') && !text.contains("{{") {
         return Vec::new();
     }
@@ -210,7 +210,7 @@ fn path_attempt_reason(text: &str) -> String {
 }
 
 /// Why a bare key read from the annotation path is probably not what was meant.
-pub fn suspicious_generic_key(key: &str) -> Option<&'static str> {
+pub(crate) fn suspicious_generic_key(key: &str) -> Option<&'static str> {
     let lower = key.trim().to_ascii_lowercase();
     if lower.starts_with("path:") || lower.starts_with("path :") {
         Some("no `#KEY`, so AVP reads a key literally named like this from the annotation path")
@@ -222,7 +222,7 @@ pub fn suspicious_generic_key(key: &str) -> Option<&'static str> {
 }
 
 /// Text quoted in a finding: one line, at most 120 characters.
-pub fn shorten(text: &str) -> String {
+pub(crate) fn shorten(text: &str) -> String {
     let line = text.lines().next().unwrap_or_default();
     let mut out: String = line.chars().take(120).collect();
     if out.len() < text.len() {

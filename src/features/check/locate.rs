@@ -38,7 +38,7 @@ const EXTENSIONS: &[&str] = &[
 const NAMES: &[&str] = &["Kustomization"];
 
 /// The searchable text files of a repository, read once.
-pub struct RepoIndex {
+pub(crate) struct RepoIndex {
     files: Vec<IndexedFile>,
     app_entry: String,
 }
@@ -52,7 +52,7 @@ struct IndexedFile {
 
 impl RepoIndex {
     /// Reads `root`'s text files; unreadable ones are skipped (locations are best effort).
-    pub fn build(root: &Path, app_path: &str) -> Self {
+    pub(crate) fn build(root: &Path, app_path: &str) -> Self {
         let app_prefix = normalize(app_path);
         let mut files = Vec::new();
         let mut budget = MAX_TOTAL_BYTES;
@@ -103,7 +103,7 @@ impl RepoIndex {
     }
 
     /// The app's kustomization or Chart.yaml (else the app path), relative to the root.
-    pub fn app_entry(&self) -> &str {
+    pub(crate) fn app_entry(&self) -> &str {
         &self.app_entry
     }
 
@@ -111,7 +111,7 @@ impl RepoIndex {
     /// those the lines that also name `field` (the same placeholder often sits in several
     /// fields); the object alone when the text is in no file (built by helm logic, from a
     /// remote chart, encoded).
-    pub fn locate(&self, needle: &str, field: Option<&str>, object: &str) -> Vec<Location> {
+    pub(crate) fn locate(&self, needle: &str, field: Option<&str>, object: &str) -> Vec<Location> {
         let hits = |in_app: bool| -> Vec<Location> {
             self.files
                 .iter()

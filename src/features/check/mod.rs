@@ -8,8 +8,8 @@
 //! Secret values never reach a finding: messages are built from paths, keys, versions and
 //! placeholder text written in the repository.
 
-pub mod heuristics;
-pub mod locate;
+pub(crate) mod heuristics;
+pub(crate) mod locate;
 pub mod sarif;
 
 use std::collections::{BTreeMap, BTreeSet};

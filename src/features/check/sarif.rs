@@ -187,7 +187,8 @@ mod tests {
         assert_eq!(results.len(), 2);
         for r in results {
             let id = r["ruleId"].as_str().expect("ruleId");
-            let index = r["ruleIndex"].as_u64().expect("ruleIndex") as usize;
+            let index =
+                usize::try_from(r["ruleIndex"].as_u64().expect("ruleIndex")).expect("index");
             assert_eq!(rules[index]["id"], id);
             assert!(["error", "warning", "note"].contains(&r["level"].as_str().expect("level")));
             assert!(r["message"]["text"].is_string());

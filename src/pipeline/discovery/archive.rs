@@ -27,7 +27,7 @@ use crate::protocol::unpack::clean_relative;
 
 /// Text whose presence in a file marks it as holding AVP placeholders: the inline `<path:...>`
 /// form, and the `avp.kubernetes.io/` annotations that turn `<key>` into placeholders.
-pub const MARKERS: [&[u8]; 2] = [b"<path:", b"avp.kubernetes.io/"];
+pub(crate) const MARKERS: [&[u8]; 2] = [b"<path:", b"avp.kubernetes.io/"];
 
 /// Bytes kept from the end of one read to find a marker split across two reads.
 const CARRY: usize = 17; // longest marker - 1
@@ -36,7 +36,7 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// Caps on one scan.
 #[derive(Clone, Copy, Debug)]
-pub struct ScanLimits {
+pub(crate) struct ScanLimits {
     /// Archive entries (the same cap as extraction).
     pub max_entries: u64,
     /// Uncompressed bytes of all entries (the same cap as extraction).
@@ -65,7 +65,7 @@ impl Default for ScanLimits {
 
 /// What the scan found.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// No kustomization / Chart.yaml (of the kinds the plugin accepts) in the app dir.
     NoApp,
     /// Renderable; no marker in its scope (or markers were not looked for).
@@ -78,7 +78,7 @@ pub enum Outcome {
 
 /// What to look for.
 #[derive(Clone, Debug)]
-pub struct ScanRequest {
+pub(crate) struct ScanRequest {
     /// `appRelPath` as sent.
     pub app_rel_path: String,
     pub accept: Accept,
@@ -118,7 +118,7 @@ impl State {
 }
 
 /// Scans the gzip'd tar read from `reader`. Blocking: run it in `spawn_blocking`.
-pub fn scan(reader: impl Read, req: &ScanRequest, limits: &ScanLimits) -> Outcome {
+pub(crate) fn scan(reader: impl Read, req: &ScanRequest, limits: &ScanLimits) -> Outcome {
     let Some(app) = clean_relative(Path::new(&req.app_rel_path)) else {
         return Outcome::NoApp;
     };
@@ -388,14 +388,14 @@ fn outside_refs(dir: &Path, text: &str) -> Vec<PathBuf> {
 }
 
 /// A `Read` over chunks sent from async code (the gRPC stream) to the blocking scan.
-pub struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
 }
 
 impl ChannelReader {
-    pub fn new(rx: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+    pub(crate) fn new(rx: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Self {
         Self {
             rx,
             buf: Vec::new(),

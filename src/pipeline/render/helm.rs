@@ -29,15 +29,15 @@ use crate::pipeline::render::tool::ToolCommand;
 const MAX_CHART_FILE_BYTES: u64 = 5 << 20;
 
 /// Plugin env names for charts (without the `ARGOCD_ENV_` prefix).
-pub const HELM_VALUE_FILES: &str = "HELM_VALUE_FILES";
-pub const HELM_VALUES: &str = "HELM_VALUES";
-pub const HELM_RELEASE_NAME: &str = "HELM_RELEASE_NAME";
+pub(crate) const HELM_VALUE_FILES: &str = "HELM_VALUE_FILES";
+pub(crate) const HELM_VALUES: &str = "HELM_VALUES";
+pub(crate) const HELM_RELEASE_NAME: &str = "HELM_RELEASE_NAME";
 /// AVP's helm plugin setting: words for helm's command line (see [`HelmArgs`]).
-pub const HELM_ARGS: &str = "HELM_ARGS";
+pub(crate) const HELM_ARGS: &str = "HELM_ARGS";
 
 /// Validated inputs of one `helm template` run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HelmSettings {
+pub(crate) struct HelmSettings {
     pub release: String,
     pub namespace: Option<String>,
     pub kube_version: Option<String>,
@@ -56,7 +56,7 @@ pub struct HelmSettings {
 const DEFAULT_RELEASE: &str = "release";
 
 impl HelmSettings {
-    pub fn from_env(env: &RequestEnv) -> Result<Self, RenderError> {
+    pub(crate) fn from_env(env: &RequestEnv) -> Result<Self, RenderError> {
         if let Some(repo) = env.setting(super::APP_REPO) {
             validate_repo(&repo)?;
         }
@@ -116,7 +116,7 @@ impl HelmSettings {
     /// `,` (a link target such as `a,/etc/x.yaml` would make it read another file). Files
     /// outside the repository and missing ones get the same answer: no probing the sidecar's
     /// filesystem.
-    pub async fn value_files(
+    pub(crate) async fn value_files(
         &self,
         chart_dir: &Path,
         repo: &Path,
@@ -163,7 +163,10 @@ impl HelmSettings {
     /// Writes the values files that carry plugin env settings (`HELM_VALUES`, `HELM_ARGS`'s
     /// `--set`s, then the image),
     /// in the order helm must read them.
-    pub async fn write_values_files(&self, scratch: &Path) -> Result<Vec<PathBuf>, RenderError> {
+    pub(crate) async fn write_values_files(
+        &self,
+        scratch: &Path,
+    ) -> Result<Vec<PathBuf>, RenderError> {
         let mut files = Vec::new();
         if let Some(text) = &self.inline_values {
             files.push(write(scratch.join("avp-sidecar-helm-values.yaml"), text).await?);
@@ -207,14 +210,14 @@ async fn write(path: PathBuf, text: impl AsRef<[u8]>) -> Result<PathBuf, RenderE
 /// Anything else is an error naming the word: the remaining flags can run code, read files
 /// outside the repository or reach the network.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HelmArgs {
+pub(crate) struct HelmArgs {
     pub value_files: Vec<String>,
     pub set: Map<String, Value>,
     pub skip_tests: bool,
 }
 
 impl HelmArgs {
-    pub fn parse(text: &str) -> Result<Self, RenderError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, RenderError> {
         let bad = |why: String| super::invalid(HELM_ARGS, &why);
         let mut out = Self::default();
         let mut words = text.split_whitespace();
@@ -343,7 +346,7 @@ fn invalid(name: &str, reason: &str) -> RenderError {
 /// `helm template <release> <chart dir> --namespace <ns> [-f ...] [...] --include-crds`, run in
 /// the chart dir: the shape kustomize's `helmCharts` produce, so `sandbox::gate::check` holds
 /// both paths to one set of rules. `values_files` in precedence order, lowest first.
-pub fn command(
+pub(crate) fn command(
     tools: &ToolPaths,
     chart_dir: &Path,
     s: &HelmSettings,
@@ -380,7 +383,7 @@ pub fn command(
 }
 
 /// Adds `github.com/url: <repo>` to every object's `metadata.annotations`.
-pub fn annotate_repo(docs: &mut [Value], repo: &str) {
+pub(crate) fn annotate_repo(docs: &mut [Value], repo: &str) {
     for doc in docs {
         let Some(obj) = doc.as_object_mut() else {
             continue;

@@ -13,7 +13,7 @@ use crate::pipeline::render::tool::ToolCommand;
 /// `kustomize build --enable-helm --helm-command <gate> .` (or `kubectl kustomize . ...`) in
 /// the app dir. `gate` is our own binary: kustomize's helm calls go through
 /// `sandbox::gate`, which execs the real helm named in the environment.
-pub fn command(
+pub(crate) fn command(
     tools: &ToolPaths,
     gate: &Path,
     app_dir: &Path,
@@ -40,7 +40,7 @@ pub fn command(
 
 /// Rewrites the kustomization when the request sets `IMAGE_NAME`+`IMAGE_TAG` or `APP_REPO`.
 /// Leaves the file untouched (comments and all) when neither is set.
-pub async fn apply_plugin_settings(
+pub(crate) async fn apply_plugin_settings(
     kustomization: &Path,
     env: &RequestEnv,
 ) -> Result<(), RenderError> {
@@ -73,7 +73,7 @@ fn file_name(p: &Path) -> String {
 
 /// The pure part of `apply_plugin_settings`: same meaning as
 /// `kustomize edit set image NAME:TAG` and `kustomize edit set annotation github.com/url:REPO`.
-pub fn edit(
+pub(crate) fn edit(
     text: &str,
     image: Option<&ImageOverride>,
     repo: Option<&str>,

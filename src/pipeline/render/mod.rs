@@ -3,8 +3,8 @@
 //! Never sees secrets: substitution happens after rendering.
 
 pub mod directory;
-pub mod helm;
-pub mod kustomize;
+pub(crate) mod helm;
+pub(crate) mod kustomize;
 pub mod tool;
 
 use std::ffi::OsString;
