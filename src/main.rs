@@ -172,6 +172,7 @@ fn select_plugins(args: &ServeArgs) -> anyhow::Result<Vec<Plugin>> {
 
 #[tokio::main]
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut signals = ShutdownSignals::install()?;
     let settings = args.settings()?;
     let plugins = select_plugins(&args)?;
     avp_sidecar::sandbox::reaper::harden_server()
@@ -261,7 +262,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let _ = ready_tx.send(true);
-    let signal = shutdown_signal().await?;
+    let signal = signals.recv().await;
     let _ = ready_tx.send(false);
     tracing::info!(signal, "shutting down: draining in-flight requests");
     // Remove the sockets first so the repo-server stops dialing us, then drain.
@@ -392,12 +393,26 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM/SIGINT handlers, installed before the first socket is bound: a signal that arrives
+/// while the server starts must drain and remove the sockets, not kill the process.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
