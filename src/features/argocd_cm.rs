@@ -156,23 +156,10 @@ fn convert(entry: Value, index: usize, source_name: &str) -> Result<Imported, Im
     if name.is_empty() {
         return Err(fail("name is required".into()));
     }
-    let mut notes = Vec::new();
-    let mut warnings = Vec::new();
-    for key in map.keys().filter(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
-        warnings.push(format!("{key}: not a field of argocd-cm plugins; ignored"));
-    }
-    if map.get("lockrepo").is_some_and(|v| v == &json!(true)) {
-        warnings.push(
-            "lockRepo: dropped; a sidecar plugin gets its own copy of the repository per request, so there is nothing to lock"
-                .into(),
-        );
-    }
-    if map.contains_key("allowconcurrency") {
-        warnings.push(
-            "allowConcurrency: dropped; avp-sidecar always runs requests concurrently (cap tool runs with --max-concurrent-renders)"
-                .into(),
-        );
-    }
+    let mut remarks = Remarks {
+        notes: Vec::new(),
+        warnings: dropped_field_warnings(&map),
+    };
     let init = command(map.get("init"), "init").map_err(fail)?;
     let generate = command(map.get("generate"), "generate")
         .map_err(fail)?
@@ -191,78 +178,140 @@ fn convert(entry: Value, index: usize, source_name: &str) -> Result<Imported, Im
         classic_pipeline(&argv)
     };
     let spec = match classic {
-        Some(classic) => {
-            notes.push(format!(
-                "`{}` is the classic AVP pipeline: mapped to the built-in, shell-free {} pipeline (spec.avp)",
-                argv.last().map(String::as_str).unwrap_or_default(),
-                classic.render
-            ));
-            notes.extend(classic.notes);
-            warnings.extend(classic.warnings);
-            let discover_on = discover.is_some();
-            if discover_on {
-                notes.push(format!(
-                    "discover: replaced by the built-in {} detection (spec.avp.discover: true)",
-                    classic.render
-                ));
-            } else {
-                warnings.push(no_discover_warning(&name));
-            }
-            json!({ "avp": { "render": classic.render, "substitute": true, "discover": discover_on } })
-        }
-        None => {
-            let mut spec = Map::new();
-            let mut replaced = false;
-            let mut cmd = |(c, a): CommandArgs| {
-                let mut swap = |v: Vec<String>| -> Vec<String> {
-                    v.into_iter()
-                        .map(|s| {
-                            let r = replace_avp(&s);
-                            replaced |= r != s;
-                            r
-                        })
-                        .collect()
-                };
-                let (c, a) = (swap(c), swap(a));
-                let mut m = Map::new();
-                m.insert("command".into(), json!(c));
-                if !a.is_empty() {
-                    m.insert("args".into(), json!(a));
-                }
-                Value::Object(m)
-            };
-            if generate
-                .0
-                .iter()
-                .chain(&generate.1)
-                .any(|w| w.contains("ARGOCD_ENV_HELM_ARGS"))
-            {
-                warnings.push(
-                    "ARGOCD_ENV_HELM_ARGS passes flags chosen by any Application to helm (`--post-renderer` runs a program); prefer the built-in avp-helm with HELM_VALUE_FILES, HELM_VALUES and HELM_RELEASE_NAME"
-                        .into(),
-                );
-            }
-            if let Some(init) = init.filter(|(c, _)| !c.is_empty()) {
-                spec.insert("init".into(), cmd(init));
-            }
-            spec.insert("generate".into(), cmd(generate));
-            if replaced {
-                warnings.push(
-                    "`argocd-vault-plugin` replaced by `avp-sidecar` (its generate command accepts the same input, -s and -c); the commands run as written, with their shell, not the built-in pipeline"
-                        .into(),
-                );
-            } else {
-                notes.push("kept as a command plugin, run as written".into());
-            }
-            match discover {
-                Some(d) => {
-                    spec.insert("discover".into(), Value::Object(d));
-                }
-                None => warnings.push(no_discover_warning(&name)),
-            }
-            Value::Object(spec)
-        }
+        Some(classic) => builtin_spec(classic, &argv, discover.is_some(), &name, &mut remarks),
+        None => command_spec(init, generate, discover, &name, &mut remarks),
     };
+    let yaml = plugin_yaml(&name, source_name, spec, &remarks);
+    let plugin = Plugin::parse(&yaml, &format!("{source_name} (plugin {name:?})"))
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(Imported {
+        name,
+        yaml,
+        plugin,
+        notes: remarks.notes,
+        warnings: remarks.warnings,
+    })
+}
+
+/// What the import says about one plugin: notes (what was done) and warnings (what changed
+/// or needs the operator's attention). Both end up as comments in the written file.
+struct Remarks {
+    notes: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Unknown fields and argocd-cm fields that mean nothing to a sidecar plugin.
+fn dropped_field_warnings(map: &Map<String, Value>) -> Vec<String> {
+    let mut warnings: Vec<String> = map
+        .keys()
+        .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
+        .map(|key| format!("{key}: not a field of argocd-cm plugins; ignored"))
+        .collect();
+    if map.get("lockrepo").is_some_and(|v| v == &json!(true)) {
+        warnings.push(
+            "lockRepo: dropped; a sidecar plugin gets its own copy of the repository per request, so there is nothing to lock"
+                .into(),
+        );
+    }
+    if map.contains_key("allowconcurrency") {
+        warnings.push(
+            "allowConcurrency: dropped; avp-sidecar always runs requests concurrently (cap tool runs with --max-concurrent-renders)"
+                .into(),
+        );
+    }
+    warnings
+}
+
+/// A classic AVP pipeline becomes the built-in one (`spec.avp`).
+fn builtin_spec(
+    classic: Classic,
+    argv: &[String],
+    discover_on: bool,
+    name: &str,
+    remarks: &mut Remarks,
+) -> Value {
+    remarks.notes.push(format!(
+        "`{}` is the classic AVP pipeline: mapped to the built-in, shell-free {} pipeline (spec.avp)",
+        argv.last().map(String::as_str).unwrap_or_default(),
+        classic.render
+    ));
+    remarks.notes.extend(classic.notes);
+    remarks.warnings.extend(classic.warnings);
+    if discover_on {
+        remarks.notes.push(format!(
+            "discover: replaced by the built-in {} detection (spec.avp.discover: true)",
+            classic.render
+        ));
+    } else {
+        remarks.warnings.push(no_discover_warning(name));
+    }
+    json!({ "avp": { "render": classic.render, "substitute": true, "discover": discover_on } })
+}
+
+/// Any other plugin stays a command plugin, with `argocd-vault-plugin` replaced by us.
+fn command_spec(
+    init: Option<CommandArgs>,
+    generate: CommandArgs,
+    discover: Option<Map<String, Value>>,
+    name: &str,
+    remarks: &mut Remarks,
+) -> Value {
+    let mut spec = Map::new();
+    let mut replaced = false;
+    let mut cmd = |(c, a): CommandArgs| {
+        let mut swap = |v: Vec<String>| -> Vec<String> {
+            v.into_iter()
+                .map(|s| {
+                    let r = replace_avp(&s);
+                    replaced |= r != s;
+                    r
+                })
+                .collect()
+        };
+        let (c, a) = (swap(c), swap(a));
+        let mut m = Map::new();
+        m.insert("command".into(), json!(c));
+        if !a.is_empty() {
+            m.insert("args".into(), json!(a));
+        }
+        Value::Object(m)
+    };
+    if generate
+        .0
+        .iter()
+        .chain(&generate.1)
+        .any(|w| w.contains("ARGOCD_ENV_HELM_ARGS"))
+    {
+        remarks.warnings.push(
+            "ARGOCD_ENV_HELM_ARGS passes flags chosen by any Application to helm (`--post-renderer` runs a program); prefer the built-in avp-helm with HELM_VALUE_FILES, HELM_VALUES and HELM_RELEASE_NAME"
+                .into(),
+        );
+    }
+    if let Some(init) = init.filter(|(c, _)| !c.is_empty()) {
+        spec.insert("init".into(), cmd(init));
+    }
+    spec.insert("generate".into(), cmd(generate));
+    if replaced {
+        remarks.warnings.push(
+            "`argocd-vault-plugin` replaced by `avp-sidecar` (its generate command accepts the same input, -s and -c); the commands run as written, with their shell, not the built-in pipeline"
+                .into(),
+        );
+    } else {
+        remarks
+            .notes
+            .push("kept as a command plugin, run as written".into());
+    }
+    match discover {
+        Some(d) => {
+            spec.insert("discover".into(), Value::Object(d));
+        }
+        None => remarks.warnings.push(no_discover_warning(name)),
+    }
+    Value::Object(spec)
+}
+
+/// The `ConfigManagementPlugin` file, with the remarks as comments on top.
+fn plugin_yaml(name: &str, source_name: &str, spec: Value, remarks: &Remarks) -> String {
     let document = json!({
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "ConfigManagementPlugin",
@@ -272,19 +321,11 @@ fn convert(entry: Value, index: usize, source_name: &str) -> Result<Imported, Im
     let mut yaml = format!(
         "# Imported from argocd-cm plugin {name:?} ({source_name}) by `avp-sidecar plugins import`.\n"
     );
-    for line in notes.iter().chain(&warnings) {
+    for line in remarks.notes.iter().chain(&remarks.warnings) {
         yaml.push_str(&format!("# - {}\n", line.replace('\n', " ")));
     }
     yaml.push_str(&crate::yaml::to_yaml_string(&document));
-    let plugin = Plugin::parse(&yaml, &format!("{source_name} (plugin {name:?})"))
-        .map_err(|e| fail(e.to_string()))?;
-    Ok(Imported {
-        name,
-        yaml,
-        plugin,
-        notes,
-        warnings,
-    })
+    yaml
 }
 
 fn no_discover_warning(name: &str) -> String {

@@ -561,158 +561,180 @@ impl VaultConfig {
             Some(("VAULT_AGENT_ADDR", agent)) => parse_agent_addr(agent)?,
             other => parse_addr(other.map(|(_, addr)| addr))?,
         };
-        let auth_type = l.get("AVP_AUTH_TYPE").unwrap_or_default();
-        let auth = match auth_type.trim() {
-            "token" => {
-                let token = required(l, "VAULT_TOKEN").ok_or(SettingsError::MissingCredential(
-                    "VAULT_TOKEN for token authentication cannot be empty",
-                ))?;
-                Auth::Token(header_credential("VAULT_TOKEN", token)?)
-            }
-            "approle" => match (required(l, "AVP_ROLE_ID"), required(l, "AVP_SECRET_ID")) {
-                (Some(role_id), Some(secret_id)) => Auth::AppRole {
-                    role_id,
-                    secret_id: Sensitive::new(secret_id),
-                    mount: auth_mount(l, None, "auth/approle")?,
-                },
-                _ => {
-                    return Err(SettingsError::MissingCredential(
-                        "AVP_ROLE_ID and AVP_SECRET_ID for approle authentication cannot be empty",
-                    ));
-                }
-            },
-            "github" => Auth::GitHub {
-                token: Sensitive::new(required(l, "AVP_GITHUB_TOKEN").ok_or(
-                    SettingsError::MissingCredential(
-                        "AVP_GITHUB_TOKEN for github authentication cannot be empty",
-                    ),
-                )?),
-                mount: auth_mount(l, None, "auth/github")?,
-            },
-            "k8s" => Auth::Kubernetes {
-                role: required(l, "AVP_K8S_ROLE").ok_or(SettingsError::MissingCredential(
-                    "AVP_K8S_ROLE cannot be empty when using Kubernetes Auth",
-                ))?,
-                jwt_path: l
-                    .get("AVP_K8S_TOKEN_PATH")
-                    .unwrap_or_else(|| DEFAULT_K8S_TOKEN_PATH.to_owned())
-                    .into(),
-                mount: auth_mount(l, Some("AVP_K8S_MOUNT_PATH"), "auth/kubernetes")?,
-            },
-            "userpass" => match (required(l, "AVP_USERNAME"), required(l, "AVP_PASSWORD")) {
-                (Some(username), Some(password)) => Auth::UserPass {
-                    username,
-                    password: Sensitive::new(password),
-                    mount: auth_mount(l, None, "auth/userpass")?,
-                },
-                _ => {
-                    return Err(SettingsError::MissingCredential(
-                        "AVP_USERNAME and AVP_PASSWORD for userpass authentication cannot be empty",
-                    ));
-                }
-            },
-            _ => return Err(SettingsError::UnsupportedAuth(auth_type)),
-        };
+        let auth = parse_auth(l)?;
         let kv_version = parse_kv_version(l.get("AVP_KV_VERSION"))?;
         let path_validation = parse_path_validation(l.get("AVP_PATH_VALIDATION"))?;
         let namespace = parse_namespace(l.get("VAULT_NAMESPACE"))?;
-        for (name, hint) in [
-            (
-                "VAULT_TLS_SERVER_NAME",
-                "use the name on Vault's certificate in VAULT_ADDR",
-            ),
-            (
-                "VAULT_CACERT_BYTES",
-                "write the CA bundle to a file and set VAULT_CACERT",
-            ),
-            (
-                "VAULT_HTTP_PROXY",
-                "set HTTPS_PROXY or HTTP_PROXY (and NO_PROXY) in the sidecar's environment; its Vault client uses them",
-            ),
-            (
-                "VAULT_PROXY_ADDR",
-                "set HTTPS_PROXY or HTTP_PROXY (and NO_PROXY) in the sidecar's environment; its Vault client uses them",
-            ),
-            (
-                "VAULT_SRV_LOOKUP",
-                "put Vault's host and port in VAULT_ADDR",
-            ),
-            (
-                "VAULT_WRAP_TTL",
-                "response wrapping would hand the sidecar wrapping tokens instead of secrets; unset it",
-            ),
-            (
-                "VAULT_MFA",
-                "give the sidecar an auth method without MFA (AppRole, Kubernetes)",
-            ),
-            (
-                "VAULT_RATE_LIMIT",
-                "bound the calls to Vault with --vault-max-in-flight",
-            ),
-        ] {
-            if l.get(name).is_some_and(|v| !v.trim().is_empty()) {
-                return Err(SettingsError::Unsupported { name, hint });
-            }
-        }
-        let skip_verify = match l.get("VAULT_SKIP_VERIFY") {
-            None => false,
-            Some(v) => parse_bool(v.trim()).ok_or(SettingsError::BadValue {
-                name: "VAULT_SKIP_VERIFY",
-                value: v,
-            })?,
-        };
-        let mut ca_certs: Vec<PathBuf> = l
-            .get("VAULT_CACERT")
-            .into_iter()
-            .map(PathBuf::from)
-            .collect();
-        if let Some(dir) = l.get("VAULT_CAPATH") {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map_err(|e| SettingsError::File {
-                    path: dir.clone(),
-                    reason: e.to_string(),
-                })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .collect();
-            files.sort();
-            ca_certs.extend(files);
-        }
-        let (client_cert, client_key) =
-            match (l.get("VAULT_CLIENT_CERT"), l.get("VAULT_CLIENT_KEY")) {
-                (Some(c), Some(k)) => (Some(PathBuf::from(c)), Some(PathBuf::from(k))),
-                (None, None) => (None, None),
-                _ => return Err(SettingsError::HalfClientIdentity),
-            };
+        refuse_unsupported(l)?;
+        let tls = parse_tls(l)?;
         let timeout = parse_timeout(l.get("VAULT_CLIENT_TIMEOUT"))?;
-        let max_retries = match l.get("VAULT_MAX_RETRIES") {
-            None => DEFAULT_MAX_RETRIES,
-            Some(v) => v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| *n <= MAX_MAX_RETRIES)
-                .ok_or(SettingsError::BadValue {
-                    name: "VAULT_MAX_RETRIES",
-                    value: v,
-                })?,
-        };
+        let max_retries = parse_max_retries(l.get("VAULT_MAX_RETRIES"))?;
         Ok(Self {
             addr,
             namespace,
             auth,
             kv_version,
             path_validation,
-            tls: Tls {
-                ca_certs,
-                client_cert,
-                client_key,
-                skip_verify,
-            },
+            tls,
             timeout,
             max_retries,
         })
     }
+}
+
+/// `AVP_AUTH_TYPE` and its credentials, with AVP's texts for missing ones.
+fn parse_auth(l: &dyn Lookup) -> Result<Auth, SettingsError> {
+    let auth_type = l.get("AVP_AUTH_TYPE").unwrap_or_default();
+    Ok(match auth_type.trim() {
+        "token" => {
+            let token = required(l, "VAULT_TOKEN").ok_or(SettingsError::MissingCredential(
+                "VAULT_TOKEN for token authentication cannot be empty",
+            ))?;
+            Auth::Token(header_credential("VAULT_TOKEN", token)?)
+        }
+        "approle" => match (required(l, "AVP_ROLE_ID"), required(l, "AVP_SECRET_ID")) {
+            (Some(role_id), Some(secret_id)) => Auth::AppRole {
+                role_id,
+                secret_id: Sensitive::new(secret_id),
+                mount: auth_mount(l, None, "auth/approle")?,
+            },
+            _ => {
+                return Err(SettingsError::MissingCredential(
+                    "AVP_ROLE_ID and AVP_SECRET_ID for approle authentication cannot be empty",
+                ));
+            }
+        },
+        "github" => Auth::GitHub {
+            token: Sensitive::new(required(l, "AVP_GITHUB_TOKEN").ok_or(
+                SettingsError::MissingCredential(
+                    "AVP_GITHUB_TOKEN for github authentication cannot be empty",
+                ),
+            )?),
+            mount: auth_mount(l, None, "auth/github")?,
+        },
+        "k8s" => Auth::Kubernetes {
+            role: required(l, "AVP_K8S_ROLE").ok_or(SettingsError::MissingCredential(
+                "AVP_K8S_ROLE cannot be empty when using Kubernetes Auth",
+            ))?,
+            jwt_path: l
+                .get("AVP_K8S_TOKEN_PATH")
+                .unwrap_or_else(|| DEFAULT_K8S_TOKEN_PATH.to_owned())
+                .into(),
+            mount: auth_mount(l, Some("AVP_K8S_MOUNT_PATH"), "auth/kubernetes")?,
+        },
+        "userpass" => match (required(l, "AVP_USERNAME"), required(l, "AVP_PASSWORD")) {
+            (Some(username), Some(password)) => Auth::UserPass {
+                username,
+                password: Sensitive::new(password),
+                mount: auth_mount(l, None, "auth/userpass")?,
+            },
+            _ => {
+                return Err(SettingsError::MissingCredential(
+                    "AVP_USERNAME and AVP_PASSWORD for userpass authentication cannot be empty",
+                ));
+            }
+        },
+        _ => return Err(SettingsError::UnsupportedAuth(auth_type)),
+    })
+}
+
+/// Vault client settings avp-sidecar does not implement: refused with what to do instead,
+/// rather than silently ignored.
+fn refuse_unsupported(l: &dyn Lookup) -> Result<(), SettingsError> {
+    for (name, hint) in [
+        (
+            "VAULT_TLS_SERVER_NAME",
+            "use the name on Vault's certificate in VAULT_ADDR",
+        ),
+        (
+            "VAULT_CACERT_BYTES",
+            "write the CA bundle to a file and set VAULT_CACERT",
+        ),
+        (
+            "VAULT_HTTP_PROXY",
+            "set HTTPS_PROXY or HTTP_PROXY (and NO_PROXY) in the sidecar's environment; its Vault client uses them",
+        ),
+        (
+            "VAULT_PROXY_ADDR",
+            "set HTTPS_PROXY or HTTP_PROXY (and NO_PROXY) in the sidecar's environment; its Vault client uses them",
+        ),
+        (
+            "VAULT_SRV_LOOKUP",
+            "put Vault's host and port in VAULT_ADDR",
+        ),
+        (
+            "VAULT_WRAP_TTL",
+            "response wrapping would hand the sidecar wrapping tokens instead of secrets; unset it",
+        ),
+        (
+            "VAULT_MFA",
+            "give the sidecar an auth method without MFA (AppRole, Kubernetes)",
+        ),
+        (
+            "VAULT_RATE_LIMIT",
+            "bound the calls to Vault with --vault-max-in-flight",
+        ),
+    ] {
+        if l.get(name).is_some_and(|v| !v.trim().is_empty()) {
+            return Err(SettingsError::Unsupported { name, hint });
+        }
+    }
+    Ok(())
+}
+
+/// `VAULT_SKIP_VERIFY`, `VAULT_CACERT`, `VAULT_CAPATH` (every file in it, sorted) and the
+/// client identity (both halves or neither).
+fn parse_tls(l: &dyn Lookup) -> Result<Tls, SettingsError> {
+    let skip_verify = match l.get("VAULT_SKIP_VERIFY") {
+        None => false,
+        Some(v) => parse_bool(v.trim()).ok_or(SettingsError::BadValue {
+            name: "VAULT_SKIP_VERIFY",
+            value: v,
+        })?,
+    };
+    let mut ca_certs: Vec<PathBuf> = l
+        .get("VAULT_CACERT")
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    if let Some(dir) = l.get("VAULT_CAPATH") {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| SettingsError::File {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        ca_certs.extend(files);
+    }
+    let (client_cert, client_key) = match (l.get("VAULT_CLIENT_CERT"), l.get("VAULT_CLIENT_KEY")) {
+        (Some(c), Some(k)) => (Some(PathBuf::from(c)), Some(PathBuf::from(k))),
+        (None, None) => (None, None),
+        _ => return Err(SettingsError::HalfClientIdentity),
+    };
+    Ok(Tls {
+        ca_certs,
+        client_cert,
+        client_key,
+        skip_verify,
+    })
+}
+
+/// `VAULT_MAX_RETRIES`: at most `MAX_MAX_RETRIES`, so a typo cannot stall every render.
+fn parse_max_retries(v: Option<String>) -> Result<u32, SettingsError> {
+    let Some(v) = v else {
+        return Ok(DEFAULT_MAX_RETRIES);
+    };
+    v.trim()
+        .parse()
+        .ok()
+        .filter(|n| *n <= MAX_MAX_RETRIES)
+        .ok_or(SettingsError::BadValue {
+            name: "VAULT_MAX_RETRIES",
+            value: v,
+        })
 }
 
 /// Go's `time.ParseDuration` for non-negative values (`30s`, `1m30s`, `1.5s`, `500ms`), plus a

@@ -22,7 +22,9 @@ use serde_json::Value;
 use crate::secrets::path_template::PathVars;
 use crate::secrets::policy::{LeakMode, Policy};
 use crate::secrets::{KvVersion, ReadError, SecretRequest, SecretSource};
-use crate::substitute::{self, ObjectRef, Options, Problem};
+use crate::substitute::{
+    self, InspectedDocument, InspectedField, InspectedPlaceholder, ObjectRef, Options, Problem,
+};
 
 use locate::RepoIndex;
 
@@ -191,29 +193,78 @@ struct Use {
     locations: Vec<Location>,
 }
 
-/// Checks `docs` (pre-substitution, as rendered).
+/// Checks `docs` (pre-substitution, as rendered): every placeholder and near miss is located
+/// and judged (`Checker`), then the reads that passed the policy are verified against Vault.
 pub async fn check(docs: &[Value], opts: &CheckOptions<'_>) -> Result<Report, CheckError> {
-    let index = RepoIndex::build(opts.repo, opts.app_path);
-    let inspected = substitute::inspect(docs, opts.engine);
     let no_vars = PathVars::default();
-    let vars = opts.engine.paths.as_ref().map_or(&no_vars, |p| p.vars());
-    let leak_mode = opts.policy.leak_mode(opts.project);
-
-    let mut findings = Vec::new();
-    let mut placeholders = 0;
-    let mut reads: BTreeMap<SecretRequest, Vec<Use>> = BTreeMap::new();
-    let mut add = |rule: Rule, level: Level, message: String, locations: &[Location]| {
-        for location in locations {
-            findings.push(Finding {
-                rule,
-                level,
-                message: message.clone(),
-                location: location.clone(),
-            });
-        }
+    let mut checker = Checker {
+        docs,
+        opts,
+        index: RepoIndex::build(opts.repo, opts.app_path),
+        vars: opts.engine.paths.as_ref().map_or(&no_vars, |p| p.vars()),
+        leak_mode: opts.policy.leak_mode(opts.project),
+        findings: Vec::new(),
+        placeholders: 0,
+        reads: BTreeMap::new(),
     };
+    for doc in &substitute::inspect(docs, opts.engine) {
+        checker.document(doc);
+    }
+    if let (Some(source), false) = (&opts.source, checker.reads.is_empty()) {
+        let results = verify_all(source, checker.reads.keys(), opts).await;
+        let mut verified_findings = Vec::new();
+        let mut add = |rule, level, message: String, locations: &[Location]| {
+            push_findings(&mut verified_findings, rule, level, &message, locations);
+        };
+        for (req, uses) in &checker.reads {
+            let Some(verified) = results.get(req) else {
+                continue;
+            };
+            for u in uses {
+                report_use(req, u, verified, &mut add);
+            }
+        }
+        checker.findings.extend(verified_findings);
+    }
+    Ok(checker.finish())
+}
 
-    for doc in &inspected {
+fn push_findings(
+    findings: &mut Vec<Finding>,
+    rule: Rule,
+    level: Level,
+    message: &str,
+    locations: &[Location],
+) {
+    for location in locations {
+        findings.push(Finding {
+            rule,
+            level,
+            message: message.to_owned(),
+            location: location.clone(),
+        });
+    }
+}
+
+/// The state of one `check` while documents are walked.
+struct Checker<'a> {
+    docs: &'a [Value],
+    opts: &'a CheckOptions<'a>,
+    index: RepoIndex,
+    vars: &'a PathVars,
+    leak_mode: LeakMode,
+    findings: Vec<Finding>,
+    placeholders: usize,
+    /// Reads the policy allows, with every use, for verification.
+    reads: BTreeMap<SecretRequest, Vec<Use>>,
+}
+
+impl Checker<'_> {
+    fn add(&mut self, rule: Rule, level: Level, message: String, locations: &[Location]) {
+        push_findings(&mut self.findings, rule, level, &message, locations);
+    }
+
+    fn document(&mut self, doc: &InspectedDocument) {
         let object = object_name(&doc.object);
         let object_only = [Location {
             file: None,
@@ -221,7 +272,7 @@ pub async fn check(docs: &[Value], opts: &CheckOptions<'_>) -> Result<Report, Ch
             object: object.clone(),
         }];
         for problem in &doc.problems {
-            add(
+            self.add(
                 Rule::AnnotationError,
                 Level::Error,
                 problem.to_string(),
@@ -229,158 +280,168 @@ pub async fn check(docs: &[Value], opts: &CheckOptions<'_>) -> Result<Report, Ch
             );
         }
         for field in &doc.fields {
-            let in_secret_data = docs
+            let in_secret_data = self
+                .docs
                 .get(doc.object.index)
                 .is_some_and(|d| crate::pipeline::substitute::masked_by_argo(d, &field.path));
-            let field_name = field.path.join(".");
-            let field_key = field.path.last().map(String::as_str);
             for ph in &field.placeholders {
-                placeholders += 1;
-                let locations = index.locate(&ph.text, field_key, &object);
-                let shown = heuristics::shorten(&ph.text);
-                let read = match &ph.request {
-                    Ok(Some(req)) => describe_request(req),
-                    Ok(None) => "no path (avp.kubernetes.io/path is empty)".to_owned(),
-                    Err(_) => "path not resolved".to_owned(),
-                };
-                add(
-                    Rule::Placeholder,
-                    Level::Note,
-                    format!("{shown} in {field_name}: key {:?} from {read}", ph.key),
-                    &locations,
-                );
-                if !ph.inline
-                    && let Some(reason) = heuristics::suspicious_generic_key(&ph.key)
-                {
-                    add(
-                        Rule::NotAPlaceholder,
-                        Level::Warning,
-                        format!("{shown}: {reason}"),
-                        &locations,
-                    );
-                }
-                if !in_secret_data && leak_mode != LeakMode::Allow {
-                    let level = if leak_mode == LeakMode::Deny {
-                        Level::Error
-                    } else {
-                        Level::Warning
-                    };
-                    add(
-                        Rule::Leak,
-                        level,
-                        format!(
-                            "{shown} in {object} field {field_name} is outside kind Secret data/stringData: Argo CD shows the value unmasked (leak guard: {})",
-                            leak_mode_name(leak_mode)
-                        ),
-                        &locations,
-                    );
-                }
-                let req = match &ph.request {
-                    Ok(Some(req)) => req,
-                    Ok(None) => {
-                        add(
-                            Rule::PathMissing,
-                            Level::Error,
-                            format!(
-                                "{shown}: avp.kubernetes.io/path is empty, so every bare <key> is missing"
-                            ),
-                            &locations,
-                        );
-                        continue;
-                    }
-                    Err(problem) => {
-                        let rule = match problem {
-                            Problem::PathTemplate(_) => Rule::TemplateError,
-                            Problem::PathDisallowed(_) => Rule::PathDenied,
-                            _ => Rule::AnnotationError,
-                        };
-                        add(
-                            rule,
-                            Level::Error,
-                            format!("{shown}: {problem}"),
-                            &locations,
-                        );
-                        continue;
-                    }
-                };
-                match opts.policy.allows_for(opts.project, &req.path, vars) {
-                    Ok(true) => reads.entry(req.clone()).or_default().push(Use {
-                        key: ph.key.clone(),
-                        generic: !ph.inline,
-                        locations,
-                    }),
-                    Ok(false) => add(
-                        Rule::PathDenied,
-                        Level::Error,
-                        format!(
-                            "{shown}: project {:?} may not read vault path {} (--path-allow)",
-                            opts.project, req.path
-                        ),
-                        &locations,
-                    ),
-                    Err(e) => add(
-                        Rule::TemplateError,
-                        Level::Error,
-                        format!("{shown}: operator path policy: {e}"),
-                        &locations,
-                    ),
-                }
+                self.placeholder(ph, field, &object, in_secret_data);
             }
-            let taken: Vec<_> = field.placeholders.iter().map(|p| p.range.clone()).collect();
-            let ctx = heuristics::Context {
-                generic_mode: doc.generic_mode,
-                secret_data: in_secret_data,
-                decoded: field.decoded,
-                whole_value: field.text.trim(),
+            self.near_misses(doc, field, &object, in_secret_data);
+        }
+    }
+
+    /// One placeholder: where it is, what it reads, and whether that read is allowed.
+    fn placeholder(
+        &mut self,
+        ph: &InspectedPlaceholder,
+        field: &InspectedField,
+        object: &str,
+        in_secret_data: bool,
+    ) {
+        self.placeholders += 1;
+        let field_name = field.path.join(".");
+        let field_key = field.path.last().map(String::as_str);
+        let locations = self.index.locate(&ph.text, field_key, object);
+        let shown = heuristics::shorten(&ph.text);
+        let read = match &ph.request {
+            Ok(Some(req)) => describe_request(req),
+            Ok(None) => "no path (avp.kubernetes.io/path is empty)".to_owned(),
+            Err(_) => "path not resolved".to_owned(),
+        };
+        self.add(
+            Rule::Placeholder,
+            Level::Note,
+            format!("{shown} in {field_name}: key {:?} from {read}", ph.key),
+            &locations,
+        );
+        if !ph.inline
+            && let Some(reason) = heuristics::suspicious_generic_key(&ph.key)
+        {
+            self.add(
+                Rule::NotAPlaceholder,
+                Level::Warning,
+                format!("{shown}: {reason}"),
+                &locations,
+            );
+        }
+        if !in_secret_data && self.leak_mode != LeakMode::Allow {
+            let level = if self.leak_mode == LeakMode::Deny {
+                Level::Error
+            } else {
+                Level::Warning
             };
-            for miss in heuristics::near_misses(&field.text, &taken, &ctx) {
-                let text = &field.text[miss.range.clone()];
-                let locations = index.locate(text, field_key, &object);
-                add(
-                    Rule::NotAPlaceholder,
-                    Level::Warning,
+            self.add(
+                Rule::Leak,
+                level,
+                format!(
+                    "{shown} in {object} field {field_name} is outside kind Secret data/stringData: Argo CD shows the value unmasked (leak guard: {})",
+                    leak_mode_name(self.leak_mode)
+                ),
+                &locations,
+            );
+        }
+        let req = match &ph.request {
+            Ok(Some(req)) => req,
+            Ok(None) => {
+                return self.add(
+                    Rule::PathMissing,
+                    Level::Error,
                     format!(
-                        "{} in {field_name} is not a placeholder: {}",
-                        heuristics::shorten(text),
-                        miss.reason
+                        "{shown}: avp.kubernetes.io/path is empty, so every bare <key> is missing"
                     ),
                     &locations,
                 );
             }
-        }
-    }
-
-    if !reads.is_empty() {
-        match &opts.source {
-            None => {}
-            Some(source) => {
-                let results = verify_all(source, reads.keys(), opts).await;
-                for (req, uses) in &reads {
-                    let Some(verified) = results.get(req) else {
-                        continue;
-                    };
-                    for u in uses {
-                        report_use(req, u, verified, &mut add);
-                    }
-                }
+            Err(problem) => {
+                let rule = match problem {
+                    Problem::PathTemplate(_) => Rule::TemplateError,
+                    Problem::PathDisallowed(_) => Rule::PathDenied,
+                    _ => Rule::AnnotationError,
+                };
+                return self.add(
+                    rule,
+                    Level::Error,
+                    format!("{shown}: {problem}"),
+                    &locations,
+                );
             }
+        };
+        let project = self.opts.project;
+        match self.opts.policy.allows_for(project, &req.path, self.vars) {
+            Ok(true) => self.reads.entry(req.clone()).or_default().push(Use {
+                key: ph.key.clone(),
+                generic: !ph.inline,
+                locations,
+            }),
+            Ok(false) => self.add(
+                Rule::PathDenied,
+                Level::Error,
+                format!(
+                    "{shown}: project {project:?} may not read vault path {} (--path-allow)",
+                    req.path
+                ),
+                &locations,
+            ),
+            Err(e) => self.add(
+                Rule::TemplateError,
+                Level::Error,
+                format!("{shown}: operator path policy: {e}"),
+                &locations,
+            ),
         }
     }
 
-    findings.sort_by(|a, b| {
-        (a.location.file.is_none(), &a.location, b.level, a.rule).cmp(&(
-            b.location.file.is_none(),
-            &b.location,
-            a.level,
-            b.rule,
-        ))
-    });
-    findings.dedup();
-    Ok(Report {
-        findings,
-        placeholders,
-        app_entry: index.app_entry().to_owned(),
-    })
+    /// Text in `field` that looks like a placeholder but is not one.
+    fn near_misses(
+        &mut self,
+        doc: &InspectedDocument,
+        field: &InspectedField,
+        object: &str,
+        in_secret_data: bool,
+    ) {
+        let field_name = field.path.join(".");
+        let field_key = field.path.last().map(String::as_str);
+        let taken: Vec<_> = field.placeholders.iter().map(|p| p.range.clone()).collect();
+        let ctx = heuristics::Context {
+            generic_mode: doc.generic_mode,
+            secret_data: in_secret_data,
+            decoded: field.decoded,
+            whole_value: field.text.trim(),
+        };
+        for miss in heuristics::near_misses(&field.text, &taken, &ctx) {
+            let text = &field.text[miss.range.clone()];
+            let locations = self.index.locate(text, field_key, object);
+            self.add(
+                Rule::NotAPlaceholder,
+                Level::Warning,
+                format!(
+                    "{} in {field_name} is not a placeholder: {}",
+                    heuristics::shorten(text),
+                    miss.reason
+                ),
+                &locations,
+            );
+        }
+    }
+
+    /// Findings sorted by location (untraced last), most severe first, duplicates dropped.
+    fn finish(mut self) -> Report {
+        self.findings.sort_by(|a, b| {
+            (a.location.file.is_none(), &a.location, b.level, a.rule).cmp(&(
+                b.location.file.is_none(),
+                &b.location,
+                a.level,
+                b.rule,
+            ))
+        });
+        self.findings.dedup();
+        Report {
+            findings: self.findings,
+            placeholders: self.placeholders,
+            app_entry: self.index.app_entry().to_owned(),
+        }
+    }
 }
 
 /// Fails when Vault checks are wanted but there is no backend: then `check` would silently
