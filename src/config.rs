@@ -18,24 +18,17 @@ pub const DEFAULT_SOCKET_DIR: &str = "/home/argocd/cmp-server/plugins";
 /// Argo's default directory for plugin definitions.
 pub const DEFAULT_CONFIG_DIR: &str = "/home/argocd/cmp-server/config";
 
-/// Flags shared by every command that renders (`serve`, later `render`/`check`).
+/// Which kustomize and helm, and how they are confined: what `version` reports on, and part of
+/// every command that renders.
 #[derive(Args, Clone, Debug)]
-pub struct RenderArgs {
+#[command(next_help_heading = "Tools")]
+pub struct ToolArgs {
     /// kustomize binary (a name on PATH or a path).
     #[arg(long, env = "AVP_SIDECAR_KUSTOMIZE", default_value = "kustomize")]
     pub kustomize: PathBuf,
     /// helm binary (a name on PATH or a path); also passed to kustomize for helmCharts.
     #[arg(long, env = "AVP_SIDECAR_HELM", default_value = "helm")]
     pub helm: PathBuf,
-    /// Cap on a tool's captured stdout, in MiB.
-    #[arg(long, env = "AVP_SIDECAR_MAX_OUTPUT_MB", default_value_t = 256)]
-    pub max_output_mb: usize,
-    /// Tool runs at once (more wait in line, deadline still running). Default: 2 per CPU.
-    #[arg(long, env = "AVP_SIDECAR_MAX_CONCURRENT_RENDERS")]
-    pub max_concurrent_renders: Option<usize>,
-    /// Seconds between SIGTERM and SIGKILL of a tool's process group at the deadline.
-    #[arg(long, env = "AVP_SIDECAR_KILL_GRACE_SECONDS", default_value_t = 5.0)]
-    pub kill_grace_seconds: f64,
     /// Confine kustomize and helm with Landlock: `auto` (on where the kernel supports it, else
     /// a warning), `require` (refuse to start without it) or `off`.
     #[arg(
@@ -51,22 +44,65 @@ pub struct RenderArgs {
     pub tool_connect_ports: Vec<u16>,
 }
 
+impl ToolArgs {
+    /// The tools, resolved on PATH, and their sandbox (probed once).
+    pub fn resolve(&self) -> Result<(ToolPaths, crate::sandbox::Sandbox), ConfigError> {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let tools = ToolPaths {
+            kustomize: resolve_tool("kustomize", &self.kustomize, &path)?,
+            helm: resolve_tool("helm", &self.helm, &path)?,
+        };
+        let sandbox = crate::sandbox::Sandbox::new(
+            self.tool_sandbox,
+            &[("kustomize", &tools.kustomize), ("helm", &tools.helm)],
+            self.tool_connect_ports.clone(),
+        )?;
+        Ok((tools, sandbox))
+    }
+}
+
+/// Flags shared by every command that renders (`serve`, `render`, `check`).
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Tools")]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub tools: ToolArgs,
+    /// Cap on a tool's captured stdout, in MiB.
+    #[arg(long, env = "AVP_SIDECAR_MAX_OUTPUT_MB", default_value_t = 256)]
+    pub max_output_mb: usize,
+    /// Tool runs at once (more wait in line, deadline still running). Default: 2 per CPU.
+    #[arg(long, env = "AVP_SIDECAR_MAX_CONCURRENT_RENDERS")]
+    pub max_concurrent_renders: Option<usize>,
+    /// Seconds between SIGTERM and SIGKILL of a tool's process group at the deadline.
+    #[arg(long, env = "AVP_SIDECAR_KILL_GRACE_SECONDS", default_value_t = 5.0)]
+    pub kill_grace_seconds: f64,
+}
+
 /// Where secrets come from: AVP's variables in the process environment, optionally a file,
 /// optionally operator-allowed Kubernetes Secrets named by requests (`AVP_SECRET`).
 #[derive(Args, Clone, Debug, Default)]
 pub struct SecretsArgs {
     /// AVP config file (YAML, JSON or KEY=VALUE lines); the process environment wins over it.
-    #[arg(short = 'c', long = "config-path", env = "AVP_SIDECAR_AVP_CONFIG")]
+    #[arg(
+        short = 'c',
+        long = "config-path",
+        env = "AVP_SIDECAR_AVP_CONFIG",
+        help_heading = "Vault"
+    )]
     pub config_path: Option<PathBuf>,
     /// Max concurrent secret reads per render.
-    #[arg(long, default_value_t = crate::pipeline::substitute::DEFAULT_READ_CONCURRENCY)]
+    #[arg(long, default_value_t = crate::pipeline::substitute::DEFAULT_READ_CONCURRENCY,
+        env = "AVP_SIDECAR_READ_CONCURRENCY",
+        help_heading = "Vault"
+    )]
     pub read_concurrency: usize,
     /// Kubernetes Secrets that requests may name in `AVP_SECRET` (AVP's `-s`), as
     /// `[project=]namespace:name` with `*` wildcards; none by default.
     #[arg(
         long = "avp-secret-allow",
         env = "AVP_SIDECAR_SECRET_ALLOW",
-        value_delimiter = ','
+        value_delimiter = ',',
+        help_heading = "Vault"
     )]
     pub secret_allow: Vec<String>,
     /// Seconds a secret read is reused by later renders (0: no caching; concurrent reads of
@@ -74,23 +110,35 @@ pub struct SecretsArgs {
     #[arg(
         long,
         env = "AVP_SIDECAR_SECRET_CACHE_TTL_SECONDS",
-        default_value_t = 30
+        default_value_t = 30,
+        help_heading = "Vault"
     )]
     pub secret_cache_ttl_seconds: u64,
     /// Max cached secret reads.
     #[arg(
         long,
         env = "AVP_SIDECAR_SECRET_CACHE_MAX_ENTRIES",
-        default_value_t = 10_000
+        default_value_t = 10_000,
+        help_heading = "Vault"
     )]
     pub secret_cache_max_entries: usize,
     /// Max bytes of cached secret data, in MiB.
-    #[arg(long, env = "AVP_SIDECAR_SECRET_CACHE_MAX_MB", default_value_t = 64)]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_SECRET_CACHE_MAX_MB",
+        default_value_t = 64,
+        help_heading = "Vault"
+    )]
     pub secret_cache_max_mb: usize,
     /// Calls to Vault at once per backend (the default identity, each project's, each config
     /// Secret's): reads, metadata, capability checks; more wait in line under their request's
     /// deadline. 0: no limit.
-    #[arg(long, env = "AVP_SIDECAR_VAULT_MAX_IN_FLIGHT", default_value_t = 32)]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_VAULT_MAX_IN_FLIGHT",
+        default_value_t = 32,
+        help_heading = "Vault"
+    )]
     pub vault_max_in_flight: usize,
     /// The secrets mounts placeholders may read, as `MOUNT` or `MOUNT=1|2` (its KV version,
     /// which reads must then use). None (default): any mount but Vault's system mounts
@@ -100,7 +148,8 @@ pub struct SecretsArgs {
         long = "secret-mounts",
         env = "AVP_SIDECAR_SECRET_MOUNTS",
         value_delimiter = ',',
-        value_name = "MOUNT[=1|2]"
+        value_name = "MOUNT[=1|2]",
+        help_heading = "Vault"
     )]
     pub secret_mounts: Vec<String>,
     /// Vault paths a project may read, as `[project=]pattern` (`*` within a path segment, `**`
@@ -108,7 +157,8 @@ pub struct SecretsArgs {
     #[arg(
         long = "path-allow",
         env = "AVP_SIDECAR_PATH_ALLOW",
-        value_delimiter = ','
+        value_delimiter = ',',
+        help_heading = "Secret policy"
     )]
     pub path_allow: Vec<String>,
     /// What to do with placeholders outside kind Secret `data`/`stringData` (their values show
@@ -117,26 +167,33 @@ pub struct SecretsArgs {
         long,
         env = "AVP_SIDECAR_LEAK_GUARD",
         value_enum,
-        default_value = "warn"
+        default_value = "warn",
+        help_heading = "Secret policy"
     )]
     pub leak_guard: crate::secrets::policy::LeakMode,
     /// Per-project leak-guard overrides, `project=allow|warn|deny`.
     #[arg(
         long = "leak-guard-project",
         env = "AVP_SIDECAR_LEAK_GUARD_PROJECTS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        help_heading = "Secret policy"
     )]
     pub leak_guard_projects: Vec<String>,
     /// Annotate pod templates that use Secrets filled from Vault with a hash of the secret
     /// paths and versions read (`avp.kubernetes.io/secret-versions`), so a new version rolls
     /// the workload on the next sync.
-    #[arg(long, env = "AVP_SIDECAR_ROLLOUT_HASH")]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_ROLLOUT_HASH",
+        help_heading = "Rollout hashes and External Secrets"
+    )]
     pub rollout_hash: bool,
     /// Per-project overrides of `--rollout-hash`, `project=on|off`.
     #[arg(
         long = "rollout-hash-project",
         env = "AVP_SIDECAR_ROLLOUT_HASH_PROJECTS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        help_heading = "Rollout hashes and External Secrets"
     )]
     pub rollout_hash_projects: Vec<String>,
     /// A project's own Vault settings, as `project=FILE` (AVP config file format, above the
@@ -145,21 +202,36 @@ pub struct SecretsArgs {
     #[arg(
         long = "project-vault-config",
         env = "AVP_SIDECAR_PROJECT_VAULT_CONFIG",
-        value_delimiter = ','
+        value_delimiter = ',',
+        help_heading = "Vault"
     )]
     pub project_vault_config: Vec<String>,
     /// Distinct secret reads (unique path and version) one render may need; more fail the
     /// request before anything is read.
-    #[arg(long, env = "AVP_SIDECAR_MAX_SECRET_READS", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_MAX_SECRET_READS",
+        default_value_t = 1000,
+        help_heading = "Vault"
+    )]
     pub max_secret_reads: usize,
     /// Vault path for objects that use bare `<KEY>` placeholders without an
     /// `avp.kubernetes.io/path` annotation, as a template over the app context, e.g.
     /// `kv/data/{{namespace}}/{{app}}`. Unset (default): such objects are left alone, as in AVP.
-    #[arg(long, env = "AVP_SIDECAR_DEFAULT_PATH", value_name = "TEMPLATE")]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_DEFAULT_PATH",
+        value_name = "TEMPLATE",
+        help_heading = "Secret policy"
+    )]
     pub default_path: Option<String>,
     /// Render `{{variables}}` in `avp.kubernetes.io/path` annotations and inline `<path:...>`
     /// placeholders. Off (default): `{{` in a path is literal, as in AVP.
-    #[arg(long, env = "AVP_SIDECAR_PATH_TEMPLATES")]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_PATH_TEMPLATES",
+        help_heading = "Secret policy"
+    )]
     pub path_templates: bool,
     /// Plugin env names whose `ARGOCD_ENV_<NAME>` values path templates and policy rules may use
     /// as `{{env.NAME}}`; none by default (tenants set these values).
@@ -167,7 +239,8 @@ pub struct SecretsArgs {
         long = "path-template-env",
         env = "AVP_SIDECAR_PATH_TEMPLATE_ENV",
         value_delimiter = ',',
-        value_name = "NAME"
+        value_name = "NAME",
+        help_heading = "Secret policy"
     )]
     pub path_template_env: Vec<String>,
     /// Migration to External Secrets: `off` (only Secrets annotated
@@ -177,39 +250,57 @@ pub struct SecretsArgs {
         long = "external-secrets",
         env = "AVP_SIDECAR_EXTERNAL_SECRETS",
         value_enum,
-        default_value = "off"
+        default_value = "off",
+        help_heading = "Rollout hashes and External Secrets"
     )]
     pub external_secrets: crate::substitute::external::Mode,
     /// Per-project overrides, `project=off|on|enforce`.
     #[arg(
         long = "external-secrets-project",
         env = "AVP_SIDECAR_EXTERNAL_SECRETS_PROJECTS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        help_heading = "Rollout hashes and External Secrets"
     )]
     pub external_secrets_projects: Vec<String>,
     /// The External Secrets Operator store the generated ExternalSecrets name (required for
     /// any conversion).
-    #[arg(long, env = "AVP_SIDECAR_EXTERNAL_SECRETS_STORE")]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_EXTERNAL_SECRETS_STORE",
+        help_heading = "Rollout hashes and External Secrets"
+    )]
     pub external_secrets_store: Option<String>,
     /// Kind of that store: `ClusterSecretStore` or `SecretStore`.
     #[arg(
         long,
         env = "AVP_SIDECAR_EXTERNAL_SECRETS_STORE_KIND",
-        default_value = "ClusterSecretStore"
+        default_value = "ClusterSecretStore",
+        help_heading = "Rollout hashes and External Secrets"
     )]
     pub external_secrets_store_kind: String,
     /// `spec.refreshInterval` of the generated ExternalSecrets.
     #[arg(
         long,
         env = "AVP_SIDECAR_EXTERNAL_SECRETS_REFRESH",
-        default_value = "1h"
+        default_value = "1h",
+        help_heading = "Rollout hashes and External Secrets"
     )]
     pub external_secrets_refresh: String,
     /// Kubernetes API URL (default: in-cluster service).
-    #[arg(long, env = "AVP_SIDECAR_KUBE_API", hide = true)]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_KUBE_API",
+        hide = true,
+        help_heading = "Vault"
+    )]
     pub kube_api: Option<String>,
     /// Service-account token file for the Kubernetes API (default: the in-cluster one).
-    #[arg(long, env = "AVP_SIDECAR_KUBE_TOKEN_PATH", hide = true)]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_KUBE_TOKEN_PATH",
+        hide = true,
+        help_heading = "Vault"
+    )]
     pub kube_token_path: Option<PathBuf>,
 }
 
@@ -378,50 +469,96 @@ impl SecretsArgs {
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
     /// Serve exactly this socket path (one plugin: `--plugin`, or the built-in `avp`).
-    #[arg(long)]
+    #[arg(long, env = "AVP_SIDECAR_SOCKET", help_heading = "Plugins and sockets")]
     pub socket: Option<PathBuf>,
     /// Plugins to serve, by name: built-ins (`avp`, `avp-kustomize`, `avp-helm`) or
     /// definitions in the config dir. Default: every definition in the config dir, or all
     /// built-ins when it has none.
-    #[arg(long = "plugin")]
+    #[arg(
+        long = "plugin",
+        env = "AVP_SIDECAR_PLUGINS",
+        value_delimiter = ',',
+        help_heading = "Plugins and sockets"
+    )]
     pub plugins: Vec<String>,
     /// Directory of ConfigManagementPlugin definitions (`*.yaml`, `*.yml`).
-    #[arg(long, default_value = DEFAULT_CONFIG_DIR)]
+    #[arg(long, default_value = DEFAULT_CONFIG_DIR,
+        env = "AVP_SIDECAR_CONFIG_DIR",
+        help_heading = "Plugins and sockets"
+    )]
     pub config_dir: PathBuf,
     /// An argocd-cm ConfigMap whose `configManagementPlugins` are served as well (converted
     /// as `plugins import` does; warnings are logged).
-    #[arg(long = "argocd-cm", env = "AVP_SIDECAR_ARGOCD_CM", value_name = "FILE")]
+    #[arg(
+        long = "argocd-cm",
+        env = "AVP_SIDECAR_ARGOCD_CM",
+        value_name = "FILE",
+        help_heading = "Plugins and sockets"
+    )]
     pub argocd_cm: Option<PathBuf>,
     /// Directory for plugin sockets.
-    #[arg(long, env = "ARGOCD_PLUGINSOCKFILEPATH", default_value = DEFAULT_SOCKET_DIR)]
+    #[arg(long, env = "ARGOCD_PLUGINSOCKFILEPATH", default_value = DEFAULT_SOCKET_DIR,
+        help_heading = "Plugins and sockets"
+    )]
     pub socket_dir: PathBuf,
     /// Base of per-request work dirs (`<dir>/_cmp_server`; default: $TMPDIR or /tmp).
-    #[arg(long, env = "ARGOCD_CMP_WORKDIR")]
+    #[arg(long, env = "ARGOCD_CMP_WORKDIR", help_heading = "Requests and limits")]
     pub workdir: Option<PathBuf>,
     /// Max gRPC message size in MiB, both directions (Argo's default is 100).
-    #[arg(long, env = "ARGOCD_GRPC_MAX_SIZE_MB", default_value_t = 100)]
+    #[arg(
+        long,
+        env = "ARGOCD_GRPC_MAX_SIZE_MB",
+        default_value_t = 100,
+        help_heading = "Requests and limits"
+    )]
     pub max_message_mb: usize,
     /// Max compressed repository size in MiB.
-    #[arg(long, env = "AVP_SIDECAR_MAX_COMPRESSED_MB", default_value_t = 512)]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_MAX_COMPRESSED_MB",
+        default_value_t = 512,
+        help_heading = "Requests and limits"
+    )]
     pub max_compressed_mb: u64,
     /// Max extracted repository size in MiB.
-    #[arg(long, env = "AVP_SIDECAR_MAX_EXTRACTED_MB", default_value_t = 2048)]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_MAX_EXTRACTED_MB",
+        default_value_t = 2048,
+        help_heading = "Requests and limits"
+    )]
     pub max_extracted_mb: u64,
     /// Max number of entries in a repository archive.
-    #[arg(long, env = "AVP_SIDECAR_MAX_ENTRIES", default_value_t = 200_000)]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_MAX_ENTRIES",
+        default_value_t = 200_000,
+        help_heading = "Requests and limits"
+    )]
     pub max_entries: u64,
     /// Max length in bytes of a path inside a repository archive.
-    #[arg(long, env = "AVP_SIDECAR_MAX_PATH_BYTES", default_value_t = 4096)]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_MAX_PATH_BYTES",
+        default_value_t = 4096,
+        help_heading = "Requests and limits"
+    )]
     pub max_path_bytes: usize,
     /// Max directory depth of a path inside a repository archive.
-    #[arg(long, env = "AVP_SIDECAR_MAX_PATH_DEPTH", default_value_t = 128)]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_MAX_PATH_DEPTH",
+        default_value_t = 128,
+        help_heading = "Requests and limits"
+    )]
     pub max_path_depth: usize,
     /// Deadline in seconds for requests that carry none (0 = none, as Argo's server). The
     /// repo-server always sends one; this bounds other clients.
     #[arg(
         long,
         env = "AVP_SIDECAR_DEFAULT_TIMEOUT_SECONDS",
-        default_value_t = 300
+        default_value_t = 300,
+        help_heading = "Requests and limits"
     )]
     pub default_timeout_seconds: u64,
     /// Streaming requests in progress at once (each holds a spooled archive and an extracted
@@ -429,7 +566,8 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "AVP_SIDECAR_MAX_CONCURRENT_REQUESTS",
-        default_value_t = 128
+        default_value_t = 128,
+        help_heading = "Requests and limits"
     )]
     pub max_concurrent_requests: usize,
     /// Which apps the built-in plugins with `discover: true` claim in MatchRepository (Argo's
@@ -440,18 +578,29 @@ pub struct ServeArgs {
         long,
         env = "AVP_SIDECAR_DISCOVER",
         value_enum,
-        default_value = "placeholders"
+        default_value = "placeholders",
+        help_heading = "Discovery and render cache"
     )]
     pub discover: DiscoverMode,
     /// Memory for rendered output reused across requests with identical inputs, in MiB
     /// (0 disables the render cache).
-    #[arg(long, env = "AVP_SIDECAR_RENDER_CACHE_MB", default_value_t = 128)]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_RENDER_CACHE_MB",
+        default_value_t = 128,
+        help_heading = "Discovery and render cache"
+    )]
     pub render_cache_mb: usize,
     /// Max renders kept in the render cache.
-    #[arg(long, env = "AVP_SIDECAR_RENDER_CACHE_ENTRIES", default_value_t = 512)]
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_RENDER_CACHE_ENTRIES",
+        default_value_t = 512,
+        help_heading = "Discovery and render cache"
+    )]
     pub render_cache_entries: usize,
     /// Address for `/metrics`, `/healthz` and `/readyz` (e.g. `0.0.0.0:9090`); off by default.
-    #[arg(long, env = "AVP_SIDECAR_METRICS_ADDR")]
+    #[arg(long, env = "AVP_SIDECAR_METRICS_ADDR", help_heading = "Observability")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// With a Vault backend (`AVP_TYPE=vault`), seconds between checks that it still accepts
     /// the sidecar's login (`/readyz` answers 503 with the reason while it does not). Each
@@ -459,14 +608,25 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "AVP_SIDECAR_VAULT_READY_CHECK_SECONDS",
-        default_value_t = 30
+        default_value_t = 30,
+        help_heading = "Observability"
     )]
     pub vault_ready_check_seconds: u64,
     /// Seconds between log lines with all counters (0: never).
-    #[arg(long, default_value_t = 300)]
+    #[arg(
+        long,
+        default_value_t = 300,
+        env = "AVP_SIDECAR_METRICS_LOG_SECONDS",
+        help_heading = "Observability"
+    )]
     pub metrics_log_seconds: u64,
     /// How long to wait for in-flight requests on SIGTERM before exiting.
-    #[arg(long, default_value_t = 30)]
+    #[arg(
+        long,
+        default_value_t = 30,
+        env = "AVP_SIDECAR_DRAIN_SECONDS",
+        help_heading = "Requests and limits"
+    )]
     pub drain_seconds: u64,
     #[command(flatten)]
     pub render: RenderArgs,
@@ -557,11 +717,6 @@ pub struct RequestSlots {
 impl RenderArgs {
     pub fn renderer(&self) -> Result<crate::pipeline::render::Renderer, ConfigError> {
         let server_env: Vec<(String, String)> = std::env::vars().collect();
-        let path = server_env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
         let max_concurrent = self
             .max_concurrent_renders
             .unwrap_or_else(|| {
@@ -571,15 +726,7 @@ impl RenderArgs {
         if !(self.kill_grace_seconds.is_finite() && self.kill_grace_seconds >= 0.0) {
             return Err(ConfigError::KillGrace(self.kill_grace_seconds));
         }
-        let tools = ToolPaths {
-            kustomize: resolve_tool("kustomize", &self.kustomize, &path)?,
-            helm: resolve_tool("helm", &self.helm, &path)?,
-        };
-        let sandbox = crate::sandbox::Sandbox::new(
-            self.tool_sandbox,
-            &[("kustomize", &tools.kustomize), ("helm", &tools.helm)],
-            self.tool_connect_ports.clone(),
-        )?;
+        let (tools, sandbox) = self.tools.resolve()?;
         Ok(crate::pipeline::render::Renderer {
             tools,
             sandbox,
@@ -664,4 +811,38 @@ pub fn rule_items(rules: &[String]) -> impl Iterator<Item = &str> {
         .flat_map(|r| r.split(','))
         .map(str::trim)
         .filter(|r| !r.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::ServeArgs;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    /// In a pod spec every setting is an env var; a flag without one can only be changed by
+    /// editing the container's args.
+    #[test]
+    fn every_serve_flag_has_an_env_var_and_a_heading() {
+        let cmd = Serve::command();
+        let mut missing = Vec::new();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" {
+                continue;
+            }
+            if arg.get_env().is_none() {
+                missing.push(format!("--{id}: no env var"));
+            }
+            if arg.get_help_heading().is_none() {
+                missing.push(format!("--{id}: no help heading"));
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
+    }
 }

@@ -476,17 +476,20 @@ pub(crate) async fn render(args: RenderCmdArgs) -> anyhow::Result<()> {
 
 /// `avp-sidecar version`: our version and the tools found.
 #[tokio::main(flavor = "current_thread")]
-pub(crate) async fn version(args: &avp_sidecar::config::RenderArgs) -> anyhow::Result<()> {
+pub(crate) async fn version(args: &avp_sidecar::config::ToolArgs) -> anyhow::Result<()> {
     println!("avp-sidecar {}", env!("CARGO_PKG_VERSION"));
-    match args.renderer() {
-        Ok(r) => {
-            for (what, path, version) in r.tool_versions().await {
+    match args.resolve() {
+        Ok((tools, sandbox)) => {
+            let server_env: Vec<(String, String)> = std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect();
+            for (what, path, version) in tools.versions(&server_env).await {
                 match version {
                     Ok(v) => println!("{what} {v} ({})", path.display()),
                     Err(_) => println!("{what} not usable at {}", path.display()),
                 }
             }
-            println!("{}", r.sandbox.status_line());
+            println!("{}", sandbox.status_line());
         }
         Err(e) => println!("tools: {e}"),
     }

@@ -44,6 +44,7 @@ const GONE: u64 = 0;
 
 /// Flags of `serve` for rotation tracking (off unless `--rotation-poll-seconds` is set).
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Rotation")]
 pub struct RotationArgs {
     /// Seconds between checks of the KV v2 metadata of the secrets renders read; a new
     /// version gives the Applications that read the old one a hard refresh. 0: off.

@@ -34,6 +34,39 @@ impl ToolPaths {
     pub fn kustomize_is_kubectl(&self) -> bool {
         self.kustomize.file_name().is_some_and(|n| n == "kubectl")
     }
+
+    /// `helm version --short` and kustomize's version, for `avp-sidecar version`: run like
+    /// every tool (through `tool::run`, with the child env of an empty request, so no server
+    /// secret reaches them), each with a 10 s deadline.
+    pub async fn versions(
+        &self,
+        server_env: &[(String, String)],
+    ) -> Vec<(&'static str, PathBuf, Result<String, ToolError>)> {
+        let env = context::child_env(server_env, &RequestEnv::default(), &[]);
+        let kustomize_args: &[&str] = if self.kustomize_is_kubectl() {
+            &["version", "--client"]
+        } else {
+            &["version"]
+        };
+        let mut out = Vec::new();
+        for (what, program, args) in [
+            ("helm", &self.helm, &["version", "--short"][..]),
+            ("kustomize", &self.kustomize, kustomize_args),
+        ] {
+            let cmd = ToolCommand {
+                program: program.clone(),
+                args: args.iter().map(OsString::from).collect(),
+                cwd: std::env::temp_dir(),
+                env: env.clone(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let version = tool::run(&cmd, Some(deadline), RunLimits::default())
+                .await
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+            out.push((what, program.clone(), version));
+        }
+        out
+    }
 }
 
 /// Everything a render needs besides the request.
@@ -253,36 +286,6 @@ impl Renderer {
         metrics::add(&METRICS.tool_milliseconds_total, millis(out.elapsed));
         metrics::DETAIL.tool_seconds.observe(out.elapsed);
         Ok(out)
-    }
-
-    /// `helm version --short` and kustomize's version, for `avp-sidecar version`: run like
-    /// every tool (through `tool::run`, with the child env of an empty request, so no server
-    /// secret reaches them), each with a 10 s deadline.
-    pub async fn tool_versions(&self) -> Vec<(&'static str, PathBuf, Result<String, ToolError>)> {
-        let env = context::child_env(&self.server_env, &RequestEnv::default(), &[]);
-        let kustomize_args: &[&str] = if self.tools.kustomize_is_kubectl() {
-            &["version", "--client"]
-        } else {
-            &["version"]
-        };
-        let mut out = Vec::new();
-        for (what, program, args) in [
-            ("helm", &self.tools.helm, &["version", "--short"][..]),
-            ("kustomize", &self.tools.kustomize, kustomize_args),
-        ] {
-            let cmd = ToolCommand {
-                program: program.clone(),
-                args: args.iter().map(OsString::from).collect(),
-                cwd: std::env::temp_dir(),
-                env: env.clone(),
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let version = tool::run(&cmd, Some(deadline), self.limits)
-                .await
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-            out.push((what, program.clone(), version));
-        }
-        out
     }
 
     /// The size of the render queue's window.
