@@ -514,9 +514,18 @@ async fn readyz_follows_the_vault_login() {
     readyz_until(port, "ready", |a| a.starts_with("HTTP/1.1 200"));
     // Checks every second reuse the one session: no login per check.
     support::eventually(Duration::from_secs(10), "three ready checks", || {
-        support::counter(port, "vault_ready_checks_total") >= 3
+        support::counter_with(
+            port,
+            "vault_requests_total",
+            &[("operation", "token_lookup")],
+        ) >= 3
     });
-    assert_eq!(support::counter(port, "vault_logins_total"), 1);
+    let logins = [("operation", "login"), ("result", "ok")];
+    assert_eq!(
+        support::counter_with(port, "vault_requests_total", &logins),
+        1
+    );
+    assert_eq!(support::counter(port, "vault_login_ok"), 1);
     // Vault down: not ready, with the reason.
     bao.stop();
     let down = readyz_until(port, "not ready", |a| a.starts_with("HTTP/1.1 503"));
