@@ -9,7 +9,7 @@
 //! [`plugin_label`], capped): no app name, path, project or value can become a series.
 //!
 //! Units are base units (`_seconds`, `_bytes`), counters end in `_total`. Every metric is listed
-//! with its labels in docs/metrics.md; a test there keeps the table and this file together.
+//! with its labels in docs/metrics.md; a test below keeps that table and [`FAMILIES`] together.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
