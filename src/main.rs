@@ -238,7 +238,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                tracing::info!(counters = %avp_sidecar::metrics::METRICS.summary(), "metrics");
+                tracing::info!(counters = %avp_sidecar::metrics::summary(), "metrics");
             }
         }))
     });
@@ -284,7 +284,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(rotation) = rotation {
         rotation.stop().await;
     }
-    tracing::info!(counters = %avp_sidecar::metrics::METRICS.summary(), "stopped");
+    tracing::info!(counters = %avp_sidecar::metrics::summary(), "stopped");
     Ok(())
 }
 
@@ -300,6 +300,7 @@ async fn check_vault(
     loop {
         tick.tick().await;
         let now = vault.check_login().await.err().map(|e| e.to_string());
+        avp_sidecar::metrics::VAULT_LOGIN_OK.set([], i64::from(now.is_none()));
         let was = state.borrow().clone();
         if now != was {
             match &now {

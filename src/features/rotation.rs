@@ -29,7 +29,7 @@ use clap::Args;
 use futures::StreamExt;
 
 use crate::kube::{KubeApi, PatchError};
-use crate::metrics::{self, METRICS};
+use crate::metrics;
 use crate::names::{is_dns_label, is_dns_subdomain};
 use crate::pipeline::context::RequestEnv;
 use crate::secrets::{KvMetadata, KvVersion, ReadError, SecretData, SecretRequest, SecretSource};
@@ -445,7 +445,7 @@ impl Tracker {
                 Err(ReadError::NotFound(_)) => GONE,
                 Err(e) => {
                     report.errors += 1;
-                    metrics::inc(&METRICS.rotation_errors_total);
+                    metrics::ROTATION_ERRORS.inc(["metadata"]);
                     tracing::warn!(path = %path, error = %e, "rotation: metadata read failed; retrying next poll");
                     continue;
                 }
@@ -456,7 +456,7 @@ impl Tracker {
             }
             if news {
                 report.changes += 1;
-                metrics::inc(&METRICS.rotation_changes_total);
+                metrics::ROTATION_CHANGES.inc([]);
                 source.invalidate(&path);
                 let names: Vec<String> = apps.iter().map(ToString::to_string).collect();
                 if current == GONE {
@@ -479,19 +479,19 @@ impl Tracker {
                     for (id, path, current) in &changes {
                         self.advance(&app, *id, path, *current);
                     }
-                    metrics::inc(&METRICS.rotation_refreshes_total);
+                    metrics::ROTATION_REFRESHES.inc([]);
                     tracing::info!(app = %app, paths = %paths, "rotation: hard refresh requested");
                     report.refreshed.push(app);
                 }
                 Err(e) if e.is_not_found() => {
                     self.forget(&app);
                     report.errors += 1;
-                    metrics::inc(&METRICS.rotation_errors_total);
+                    metrics::ROTATION_ERRORS.inc(["refresh"]);
                     tracing::warn!(app = %app, error = %e, "rotation: application not found; no longer tracked");
                 }
                 Err(e) => {
                     report.errors += 1;
-                    metrics::inc(&METRICS.rotation_errors_total);
+                    metrics::ROTATION_ERRORS.inc(["refresh"]);
                     tracing::warn!(app = %app, paths = %paths, error = %e, "rotation: refresh failed; retrying next poll");
                 }
             }
@@ -600,7 +600,7 @@ impl Tracker {
         };
         if let Err(e) = write_state(path, &state).await {
             self.lock().dirty = true;
-            metrics::inc(&METRICS.rotation_errors_total);
+            metrics::ROTATION_ERRORS.inc(["state"]);
             tracing::warn!(error = %e, "rotation: could not save the index");
         }
     }
@@ -688,7 +688,7 @@ async fn read_metadata(
         kv_version: KvVersion::V2,
         version: None,
     };
-    metrics::inc(&METRICS.rotation_polls_total);
+    metrics::ROTATION_POLLS.inc([]);
     let answer = source.metadata(&req).await;
     (id, source, req.path, answer)
 }

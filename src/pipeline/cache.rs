@@ -116,6 +116,11 @@ impl RenderCache {
                 inner.bytes -= e.bytes;
             }
         }
+        // One render cache per process (`server::Shared`).
+        let entries = i64::try_from(inner.map.len()).unwrap_or(i64::MAX);
+        crate::metrics::RENDER_CACHE_ENTRIES.set([], entries);
+        let bytes = i64::try_from(inner.bytes).unwrap_or(i64::MAX);
+        crate::metrics::RENDER_CACHE_BYTES.set([], bytes);
     }
 
     pub fn len(&self) -> usize {

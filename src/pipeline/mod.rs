@@ -269,7 +269,10 @@ impl Pipeline {
         } else {
             cmd
         };
-        Ok(self.renderer.run_in_slot(&cmd, deadline).await?)
+        Ok(self
+            .renderer
+            .run_in_slot(&cmd, crate::metrics::Tool::Command, deadline)
+            .await?)
     }
 
     /// Fills in placeholders, if the plugin substitutes. `alias_budget` is the render's (from

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::kube::KubeApi;
-use crate::metrics::{self, METRICS};
+use crate::metrics;
 use crate::pipeline::context::RequestEnv;
 use crate::secrets::avp_secret::{KubeError, SecretName, SecretPolicy};
 use crate::secrets::cache::{CachePolicy, CachingSource};
@@ -271,7 +271,7 @@ impl ExternalSecrets {
                 };
                 match external::convert(object, index, options, store)? {
                     Some(converted) => {
-                        metrics::inc(&METRICS.external_secrets_total);
+                        metrics::EXTERNAL_SECRETS.inc([]);
                         Ok(converted)
                     }
                     None => Ok(doc),
@@ -380,7 +380,7 @@ impl Substituter {
         if leaking.is_empty() {
             return Ok(());
         }
-        metrics::add(&METRICS.leak_guard_hits_total, leaking.len() as u64);
+        metrics::LEAK_GUARD_HITS.add([], leaking.len() as u64);
         let objects = leaking.join(", ");
         match mode {
             LeakMode::Deny => Err(StageError::Leak {
@@ -526,7 +526,7 @@ pub async fn read_and_apply(
                 .policy
                 .allows_for(guard.project, &request.path, vars)?
             {
-                metrics::inc(&METRICS.policy_denials_total);
+                metrics::POLICY_DENIALS.inc([]);
                 return Err(StageError::PathDenied {
                     project: guard.project.to_owned(),
                     path: request.path.clone(),

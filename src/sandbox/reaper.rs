@@ -89,10 +89,7 @@ pub fn sweep_orphans() -> usize {
     }
     drop(set);
     if !orphans.is_empty() {
-        crate::metrics::add(
-            &crate::metrics::METRICS.tool_orphans_killed_total,
-            orphans.len() as u64,
-        );
+        crate::metrics::TOOL_ORPHANS_KILLED.add([], orphans.len() as u64);
         tracing::warn!(
             count = orphans.len(),
             "killed tool descendants that outlived their tool"

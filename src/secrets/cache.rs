@@ -16,7 +16,7 @@
 //! steady stream rather than a burst that trips its rate limits.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::{ReadError, SecretData, SecretRequest, SecretSource};
-use crate::metrics::{self, METRICS};
+use crate::metrics;
 
 /// Cache policy. `ttl` zero disables caching (in-flight reads are still shared).
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +70,8 @@ pub(crate) struct CachingSource {
     budget: Option<tokio::sync::Semaphore>,
     /// When expired entries were last dropped (ms since `epoch`).
     last_sweep: AtomicU64,
+    /// This cache's share of the process-wide entry and byte gauges, as last published.
+    shown: (AtomicI64, AtomicI64),
 }
 
 impl CachingSource {
@@ -83,7 +85,19 @@ impl CachingSource {
             budget: (policy.max_in_flight > 0)
                 .then(|| tokio::sync::Semaphore::new(policy.max_in_flight)),
             last_sweep: AtomicU64::new(0),
+            shown: (AtomicI64::new(0), AtomicI64::new(0)),
         }
+    }
+
+    /// Brings the process-wide gauges up to date with this cache (called with the map locked):
+    /// there is one cache per Vault identity, and the gauges show them all together.
+    fn publish(&self, slots: &HashMap<SecretRequest, Arc<Slot>>) {
+        let entries = i64::try_from(slots.len()).unwrap_or(i64::MAX);
+        let bytes = i64::try_from(self.bytes.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+        let was_entries = self.shown.0.swap(entries, Ordering::Relaxed);
+        let was_bytes = self.shown.1.swap(bytes, Ordering::Relaxed);
+        metrics::SECRET_CACHE_ENTRIES.add([], entries - was_entries);
+        metrics::SECRET_CACHE_BYTES.add([], bytes - was_bytes);
     }
 
     /// A place among the backend calls in flight, waited for (and counted) when all are taken.
@@ -92,7 +106,8 @@ impl CachingSource {
         if let Ok(permit) = budget.try_acquire() {
             return Some(permit);
         }
-        metrics::inc(&METRICS.secret_backend_queued_total);
+        metrics::SECRET_BACKEND_QUEUED.inc([]);
+        let _waiting = metrics::SECRET_BACKEND_WAITING.track([]);
         // The semaphore is never closed.
         budget.acquire().await.ok()
     }
@@ -129,7 +144,9 @@ impl CachingSource {
             && self.fresh(req, slot, now)
         {
             slot.last_used.store(self.tick(now), Ordering::Relaxed);
-            return (slot.clone(), false);
+            let slot = slot.clone();
+            self.publish(&slots);
+            return (slot, false);
         }
         let slot = Arc::new(Slot {
             cell: OnceCell::new(),
@@ -141,6 +158,7 @@ impl CachingSource {
             self.bytes
                 .fetch_sub(old.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
         }
+        self.publish(&slots);
         (slot, true)
     }
 
@@ -155,6 +173,7 @@ impl CachingSource {
         }
         if !keep {
             slots.remove(req);
+            self.publish(&slots);
             return;
         }
         let bytes = match outcome {
@@ -167,6 +186,7 @@ impl CachingSource {
         if slots.len() > self.policy.max_entries || total > self.policy.max_bytes {
             self.evict(&mut slots);
         }
+        self.publish(&slots);
     }
 
     /// Drops expired entries (and so wipes their values) at most once per TTL, on a read:
@@ -210,7 +230,7 @@ impl CachingSource {
             }
             slots.remove(&key);
             total = total.saturating_sub(bytes);
-            metrics::inc(&METRICS.secret_cache_evictions_total);
+            metrics::SECRET_CACHE_EVICTIONS.inc([]);
         }
         self.bytes.store(total as u64, Ordering::Relaxed);
     }
@@ -235,12 +255,21 @@ impl CachingSource {
                     .fetch_sub(old.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
             }
         }
+        self.publish(&slots);
         stale.len()
     }
 
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Drop for CachingSource {
+    /// A backend dropped (a per-project identity no longer used) leaves the gauges.
+    fn drop(&mut self) {
+        metrics::SECRET_CACHE_ENTRIES.add([], -self.shown.0.load(Ordering::Relaxed));
+        metrics::SECRET_CACHE_BYTES.add([], -self.shown.1.load(Ordering::Relaxed));
     }
 }
 
@@ -272,11 +301,11 @@ fn value_size(v: &Value) -> usize {
 impl SecretSource for CachingSource {
     async fn read(&self, req: &SecretRequest) -> Result<SecretData, ReadError> {
         let (slot, owner) = self.slot(req);
-        metrics::inc(match (owner, slot.cell.initialized()) {
-            (true, _) => &METRICS.secret_cache_misses_total,
-            (false, true) => &METRICS.secret_cache_hits_total,
-            (false, false) => &METRICS.secret_cache_coalesced_total,
-        });
+        match (owner, slot.cell.initialized()) {
+            (true, _) => metrics::SECRET_CACHE_MISSES.inc([]),
+            (false, true) => metrics::SECRET_CACHE_HITS.inc([]),
+            (false, false) => metrics::SECRET_CACHE_COALESCED.inc([]),
+        }
         // Whoever actually reads settles the slot: the slot's creator may have been cancelled
         // (request deadline) before its read finished, leaving the read to a later caller.
         let mut read_here = false;

@@ -46,7 +46,7 @@ use vaultrs::error::ClientError;
 use super::mounts::{Described, SecretMounts, Verdict};
 use super::settings::{Auth, Sensitive, VaultConfig, is_clean_path, is_header_safe};
 use super::{KvMetadata, KvVersion, ReadError, SecretData, SecretRequest, SecretSource};
-use crate::metrics::{self, METRICS};
+use crate::metrics::{self, VaultOp, VaultResult};
 
 tokio::task_local! {
     /// The Application whose render is calling Vault, as `<project>/<app>`.
@@ -285,6 +285,7 @@ impl VaultSource {
     }
 
     async fn login(&self) -> Result<Session, LoginError> {
+        let started = Instant::now();
         let (method, mount, result) = match &self.config.auth {
             Auth::Token(t) => return Ok(Session::new(self.build_client(t.expose())?, 0, false)),
             Auth::AppRole {
@@ -299,7 +300,7 @@ impl VaultSource {
                     vaultrs::auth::approle::login(&client, mount, role_id, secret_id.expose())
                         .await
                         .map(|i| (i.client_token, i.lease_duration, i.renewable))
-                        .map_err(|e| describe(&e)),
+                        .map_err(|e| login_failure(&e)),
                 )
             }
             Auth::UserPass {
@@ -314,7 +315,7 @@ impl VaultSource {
                     vaultrs::auth::userpass::login(&client, mount, username, password.expose())
                         .await
                         .map(|i| (i.client_token, i.lease_duration, i.renewable))
-                        .map_err(|e| describe(&e)),
+                        .map_err(|e| login_failure(&e)),
                 )
             }
             Auth::Kubernetes {
@@ -342,7 +343,7 @@ impl VaultSource {
                     vaultrs::auth::kubernetes::login(&client, mount, role, jwt.trim())
                         .await
                         .map(|i| (i.client_token, i.lease_duration, i.renewable))
-                        .map_err(|e| describe(&e)),
+                        .map_err(|e| login_failure(&e)),
                 )
             }
             Auth::GitHub { token, mount } => {
@@ -359,14 +360,17 @@ impl VaultSource {
             mount: mount.clone(),
             reason,
         };
-        let (token, ttl, renewable) = result.map_err(rejected)?;
+        let outcome = result
+            .as_ref()
+            .map_or_else(|(r, _)| *r, |_| VaultResult::Ok);
+        metrics::vault_call(VaultOp::Login, outcome, started.elapsed());
+        let (token, ttl, renewable) = result.map_err(|(_, reason)| rejected(reason))?;
         if !is_header_safe(&token) {
             return Err(rejected("vault returned an unusable token".to_owned()));
         }
         let mut client = self.build_client("")?;
         vaultrs::client::Client::set_token(&mut client, &token);
         self.logins.fetch_add(1, Ordering::Relaxed);
-        metrics::inc(&METRICS.vault_logins_total);
         tracing::info!(method, mount = %mount, ttl_s = ttl, "logged in to vault");
         Ok(Session::new(client, ttl, renewable))
     }
@@ -376,10 +380,15 @@ impl VaultSource {
         if !session.renewable {
             return None;
         }
-        match vaultrs::token::renew_self(session.client.as_ref(), None).await {
+        let started = Instant::now();
+        let renewed = vaultrs::token::renew_self(session.client.as_ref(), None).await;
+        let outcome = renewed
+            .as_ref()
+            .map_or_else(call_result, |_| VaultResult::Ok);
+        metrics::vault_call(VaultOp::Renew, outcome, started.elapsed());
+        match renewed {
             // Renewal cannot extend past the token's max TTL; a short grant means: log in soon.
             Ok(info) if info.lease_duration > 0 => {
-                metrics::inc(&METRICS.vault_renewals_total);
                 tracing::debug!(ttl_s = info.lease_duration, "renewed vault token");
                 Some(Session::with_ttl(
                     session.client.clone(),
@@ -458,7 +467,7 @@ impl VaultSource {
                 &client,
                 "auth/token/lookup-self",
                 None,
-                &METRICS.vault_ready_checks_total,
+                VaultOp::TokenLookup,
             )
             .await
             .map_err(LoginError::Check)?;
@@ -484,20 +493,39 @@ impl VaultSource {
         }
     }
 
-    /// `GET /v1/<path>[?version=N]`; `Err` only for transport failures.
+    /// `GET /v1/<path>[?version=N]`; `Err` only for transport failures. Counted in the
+    /// metrics as one `op` call with its final result (retries counted apart).
     async fn get(
         &self,
         client: &VaultClient,
         path: &str,
         version: Option<u64>,
-        counter: &AtomicU64,
+        op: VaultOp,
     ) -> Result<Answer, String> {
-        metrics::inc(counter);
-        let mut url = api_url(client, path)?;
+        let started = Instant::now();
+        let result = self.get_retrying(client, path, version, op).await;
+        let outcome = match &result {
+            Ok(answer) => VaultResult::of_status(answer.status),
+            Err(Failure::Timeout(_)) => VaultResult::Timeout,
+            Err(Failure::Transport(_)) => VaultResult::Unreachable,
+            Err(Failure::Answer(_)) => VaultResult::Error,
+        };
+        metrics::vault_call(op, outcome, started.elapsed());
+        result.map_err(Failure::into_message)
+    }
+
+    async fn get_retrying(
+        &self,
+        client: &VaultClient,
+        path: &str,
+        version: Option<u64>,
+        op: VaultOp,
+    ) -> Result<Answer, Failure> {
+        let mut url = api_url(client, path).map_err(Failure::Answer)?;
         if let Some(v) = version {
             url.query_pairs_mut().append_pair("version", &v.to_string());
         }
-        let headers = headers(client)?;
+        let headers = headers(client).map_err(Failure::Answer)?;
         let get = || client.http.http.get(url.clone()).headers(headers.clone());
         let mut retries = 0;
         loop {
@@ -510,12 +538,12 @@ impl VaultSource {
             match result {
                 Ok(answer) if is_transient(answer.status) && retries < self.config.max_retries => {
                     retries += 1;
-                    metrics::inc(&METRICS.vault_retries_total);
+                    metrics::VAULT_RETRIES.inc([op.name()]);
                     // 750 ms of waiting in all with the default two retries; a request's
                     // deadline cancels it sooner.
                     tokio::time::sleep(RETRY_WAIT * retries).await;
                 }
-                other => return other.map_err(Failure::into_message),
+                other => return other,
             }
         }
     }
@@ -575,6 +603,14 @@ enum Failure {
 }
 
 impl Failure {
+    fn result(&self) -> VaultResult {
+        match self {
+            Failure::Timeout(_) => VaultResult::Timeout,
+            Failure::Transport(_) => VaultResult::Unreachable,
+            Failure::Answer(_) => VaultResult::Error,
+        }
+    }
+
     fn into_message(self) -> String {
         match self {
             Failure::Timeout(m) | Failure::Transport(m) | Failure::Answer(m) => m,
@@ -603,11 +639,12 @@ async fn github_login(
     client: &VaultClient,
     mount: &str,
     token: &str,
-) -> Result<(String, u64, bool), String> {
-    let url = api_url(client, &format!("auth/{mount}/login"))?;
+) -> Result<(String, u64, bool), (VaultResult, String)> {
+    let ours = |message: String| (VaultResult::Error, message);
+    let url = api_url(client, &format!("auth/{mount}/login")).map_err(ours)?;
     let body = serde_json::to_vec(&serde_json::json!({ "token": token }))
-        .map_err(|e| format!("encoding login request: {e}"))?;
-    let mut h = headers(client)?;
+        .map_err(|e| ours(format!("encoding login request: {e}")))?;
+    let mut h = headers(client).map_err(ours)?;
     h.insert(
         reqwest::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -615,15 +652,18 @@ async fn github_login(
     let timeout = client.settings.timeout.unwrap_or(Duration::ZERO);
     let answer = send(client.http.http.post(url).headers(h).body(body), timeout)
         .await
-        .map_err(Failure::into_message)?;
+        .map_err(|f| (f.result(), f.into_message()))?;
     if !(200..300).contains(&answer.status) {
-        return Err(status_message(answer.status, &answer.body));
+        return Err((
+            login_status(answer.status),
+            status_message(answer.status, &answer.body),
+        ));
     }
     let auth = answer.body.get("auth");
     let token = auth
         .and_then(|a| a.get("client_token"))
         .and_then(Value::as_str)
-        .ok_or_else(|| "the response has no auth.client_token".to_owned())?;
+        .ok_or_else(|| ours("the response has no auth.client_token".to_owned()))?;
     let ttl = auth
         .and_then(|a| a.get("lease_duration"))
         .and_then(Value::as_u64)
@@ -686,6 +726,45 @@ fn describe(e: &ClientError) -> String {
         }
         other => crate::errors::chain(other),
     }
+}
+
+/// A refused login is answered 400 (approle, userpass: "invalid credentials"), 401 or 403.
+fn login_status(status: u16) -> VaultResult {
+    match status {
+        400 | 401 | 403 => VaultResult::Denied,
+        other => VaultResult::of_status(other),
+    }
+}
+
+/// A vaultrs call's failure as a metrics result: Vault's status, or why there was none (found
+/// in the cause chain: vaultrs wraps reqwest's error).
+fn call_result(e: &ClientError) -> VaultResult {
+    if let ClientError::APIError { code, .. } = e {
+        return VaultResult::of_status(*code);
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(r) = c.downcast_ref::<reqwest::Error>() {
+            return if r.is_timeout() {
+                VaultResult::Timeout
+            } else if r.is_connect() || r.is_request() {
+                VaultResult::Unreachable
+            } else {
+                VaultResult::Error
+            };
+        }
+        cause = c.source();
+    }
+    VaultResult::Error
+}
+
+/// A failed vaultrs login: its metrics result and its message.
+fn login_failure(e: &ClientError) -> (VaultResult, String) {
+    let result = match e {
+        ClientError::APIError { code, .. } => login_status(*code),
+        other => call_result(other),
+    };
+    (result, describe(e))
 }
 
 /// Whether a path names a `data` segment after its first (the mount's) segment.
@@ -786,13 +865,13 @@ impl SecretSource for VaultSource {
         };
         let described = self.admit(path, req.kv_version).await?;
         let (answer, client) = self
-            .get_relogin(path, version, &METRICS.vault_reads_total)
+            .get_relogin(path, version, VaultOp::Read)
             .await
             .map_err(backend)?;
         undescribed(path, described, &answer)?;
         let data = interpret(req, answer)?;
         if self.holds_credential(&data, &client) {
-            metrics::inc(&METRICS.secret_reads_refused_total);
+            metrics::SECRET_READS_REFUSED.inc([]);
             return Err(ReadError::OwnCredentials(req.path.clone()));
         }
         Ok(data)
@@ -803,7 +882,7 @@ impl SecretSource for VaultSource {
             .check(&req.path, req.kv_version)
             .map(drop)
             .map_err(|e| {
-                metrics::inc(&METRICS.secret_reads_refused_total);
+                metrics::SECRET_READS_REFUSED.inc([]);
                 ReadError::Refused(e)
             })
     }
@@ -828,7 +907,7 @@ impl SecretSource for VaultSource {
         };
         segments[data + 1] = "metadata";
         let (answer, _) = self
-            .get_relogin(&segments.join("/"), None, &METRICS.vault_reads_total)
+            .get_relogin(&segments.join("/"), None, VaultOp::Metadata)
             .await
             .map_err(backend)?;
         undescribed(path, described, &answer)?;
@@ -881,12 +960,18 @@ impl SecretSource for VaultSource {
             HeaderValue::from_static("application/json"),
         );
         let body = serde_json::json!({ "paths": [clean] }).to_string();
-        let answer = send(
+        let started = Instant::now();
+        let sent = send(
             client.http.http.post(url).headers(h).body(body),
             self.config.timeout,
         )
-        .await
-        .map_err(|f| backend(f.into_message()))?;
+        .await;
+        let outcome = match &sent {
+            Ok(answer) => VaultResult::of_status(answer.status),
+            Err(f) => f.result(),
+        };
+        metrics::vault_call(VaultOp::Capabilities, outcome, started.elapsed());
+        let answer = sent.map_err(|f| backend(f.into_message()))?;
         match answer.status {
             200..=299 => {}
             403 => return Err(ReadError::PermissionDenied(path.to_owned())),
@@ -917,10 +1002,10 @@ impl VaultSource {
         &self,
         path: &str,
         version: Option<u64>,
-        counter: &AtomicU64,
+        op: VaultOp,
     ) -> Result<(Answer, Arc<VaultClient>), String> {
         let client = self.client().await.map_err(|e| e.to_string())?;
-        let answer = self.get(&client, path, version, counter).await?;
+        let answer = self.get(&client, path, version, op).await?;
         if answer.status == 403
             && !matches!(self.config.auth, Auth::Token(_))
             && self
@@ -928,14 +1013,14 @@ impl VaultSource {
                     &client,
                     "auth/token/lookup-self",
                     None,
-                    &METRICS.vault_reads_total,
+                    VaultOp::TokenLookup,
                 )
                 .await
                 .is_ok_and(|me| me.status == 403)
         {
             self.invalidate(&client).await;
             let client = self.client().await.map_err(|e| e.to_string())?;
-            let answer = self.get(&client, path, version, counter).await?;
+            let answer = self.get(&client, path, version, op).await?;
             return Ok((answer, client));
         }
         Ok((answer, client))
@@ -949,7 +1034,7 @@ impl VaultSource {
     /// refused ([`undescribed`]).
     async fn admit(&self, path: &str, read_as: KvVersion) -> Result<bool, ReadError> {
         let refused = |e| {
-            metrics::inc(&METRICS.secret_reads_refused_total);
+            metrics::SECRET_READS_REFUSED.inc([]);
             ReadError::Refused(e)
         };
         match self.mounts.check(path, read_as).map_err(refused)? {
@@ -991,7 +1076,7 @@ impl VaultSource {
             .get_relogin(
                 &format!("sys/internal/ui/mounts/{path}"),
                 None,
-                &METRICS.vault_mount_lookups_total,
+                VaultOp::DescribeMount,
             )
             .await
             .map_err(backend)?;
@@ -1039,7 +1124,7 @@ fn undescribed(path: &str, described: bool, answer: &Answer) -> Result<(), ReadE
     if described || !(200..=299).contains(&answer.status) {
         return Ok(());
     }
-    metrics::inc(&METRICS.secret_reads_refused_total);
+    metrics::SECRET_READS_REFUSED.inc([]);
     Err(ReadError::Refused(super::mounts::MountError::Undescribed {
         path: path.to_owned(),
     }))

@@ -13,7 +13,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::{RequestError, Shared, deadline, status};
 use crate::config::DiscoverMode;
-use crate::metrics::{self, METRICS};
+use crate::metrics;
 use crate::pipeline::cache;
 use crate::pipeline::context::RequestEnv;
 use crate::pipeline::discovery::archive;
@@ -37,11 +37,14 @@ static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 pub struct CmpService {
     plugin: Arc<Plugin>,
     shared: Arc<Shared>,
+    /// The plugin's name as a metrics label (operator configuration, never request data).
+    label: &'static str,
 }
 
 impl CmpService {
     pub fn new(plugin: Plugin, shared: Arc<Shared>) -> Self {
         Self {
+            label: metrics::plugin_label(&plugin.full_name()),
             plugin: Arc::new(plugin),
             shared,
         }
@@ -120,7 +123,7 @@ impl CmpService {
                 let received =
                     stream::receive_archive(stream, metadata, None, settings.max_compressed_bytes)
                         .await?;
-                metrics::inc(&METRICS.render_cache_hits_total);
+                metrics::RENDER_CACHE_HITS.inc([]);
                 let unpacked = Unpacked {
                     input: Input::Cached(hit),
                     env,
@@ -129,7 +132,7 @@ impl CmpService {
                 };
                 return Ok((None, unpacked));
             }
-            metrics::inc(&METRICS.render_cache_misses_total);
+            metrics::RENDER_CACHE_MISSES.inc([]);
         }
         let workdir =
             WorkDir::create(&settings.work_root).map_err(|source| RequestError::WorkDir {
@@ -159,9 +162,7 @@ impl CmpService {
                     source,
                 })??;
         let _ = tokio::fs::remove_file(&archive).await;
-        metrics::DETAIL
-            .unpack_seconds
-            .observe(unpack_started.elapsed());
+        metrics::UNPACK_SECONDS.observe([], unpack_started.elapsed());
         let meta = received.metadata;
         tracing::debug!(
             compressed = received.compressed_bytes,
@@ -204,10 +205,7 @@ impl CmpService {
         }
         match slots.semaphore.clone().try_acquire_owned() {
             Ok(permit) => Ok(Some(permit)),
-            Err(_) => {
-                metrics::inc(&METRICS.requests_rejected_total);
-                Err(RequestError::Busy { limit: slots.limit })
-            }
+            Err(_) => Err(RequestError::Busy { limit: slots.limit }),
         }
     }
 
@@ -244,7 +242,7 @@ impl CmpService {
             deadline::from_metadata(request.metadata(), self.shared.settings.default_timeout);
         let mut stream = request.into_inner();
         let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-        metrics::inc(&METRICS.requests_total);
+        let _in_flight = metrics::REQUESTS_IN_FLIGHT.track([rpc.name()]);
         let span = info_span!("rpc", rpc = rpc.name(), id, plugin = %self.plugin.full_name(), app = tracing::field::Empty, project = tracing::field::Empty);
         let started = Instant::now();
         let job = async {
@@ -257,7 +255,7 @@ impl CmpService {
             span.record("project", unpacked.env.project());
             let ignored = crate::pipeline::context::ignored_operator_names(&unpacked.env);
             if !ignored.is_empty() {
-                metrics::inc(&METRICS.operator_overrides_ignored_total);
+                metrics::OPERATOR_OVERRIDES_IGNORED.inc([]);
                 warn!(names = ?ignored, "request env names operator settings; ignored (they are set by the operator only)");
             }
             let result = work(unpacked, deadline).await;
@@ -266,9 +264,16 @@ impl CmpService {
         };
         let result = within(deadline, job).instrument(span.clone()).await;
         let _enter = span.enter();
-        metrics::DETAIL.request(rpc, result.is_ok(), started.elapsed());
         match result {
             Ok(resp) => {
+                let elapsed = started.elapsed();
+                metrics::request(
+                    rpc,
+                    self.label,
+                    tonic::Code::Ok,
+                    metrics::Reason::Ok,
+                    elapsed,
+                );
                 info!(ms = millis(started.elapsed()), "ok");
                 Ok(Response::new(resp))
             }
@@ -277,8 +282,9 @@ impl CmpService {
                     .map(|d| d.min(Instant::now() + MAX_DRAIN))
                     .unwrap_or_else(|| Instant::now() + MAX_DRAIN);
                 let _ = tokio::time::timeout_at(drain_until, stream::drain(&mut stream)).await;
-                metrics::inc(&METRICS.requests_failed_total);
                 let status = status::to_status(rpc.error_prefix(), &err);
+                let reason = status::reason(&err);
+                metrics::request(rpc, self.label, status.code(), reason, started.elapsed());
                 warn!(ms = millis(started.elapsed()), code = ?status.code(), error = %status.message(), "failed");
                 Err(status)
             }
@@ -304,8 +310,9 @@ impl CmpService {
         let deadline = deadline::from_metadata(request.metadata(), settings.default_timeout);
         let mut stream = request.into_inner();
         let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-        metrics::inc(&METRICS.requests_total);
-        let span = info_span!("rpc", rpc = metrics::Rpc::MatchRepository.name(), id, plugin = %self.plugin.full_name(), app = tracing::field::Empty, project = tracing::field::Empty);
+        let rpc = metrics::Rpc::MatchRepository;
+        let _in_flight = metrics::REQUESTS_IN_FLIGHT.track([rpc.name()]);
+        let span = info_span!("rpc", rpc = rpc.name(), id, plugin = %self.plugin.full_name(), app = tracing::field::Empty, project = tracing::field::Empty);
         let started = Instant::now();
         let mode = if builtin.discover {
             settings.discover
@@ -404,18 +411,25 @@ impl CmpService {
                 archive::Outcome::Unknown("deadline reached before the scan ended".to_owned())
             }
             Err(err) => {
-                metrics::DETAIL.request(metrics::Rpc::MatchRepository, false, started.elapsed());
                 let drain_until = deadline
                     .map(|d| d.min(Instant::now() + MAX_DRAIN))
                     .unwrap_or_else(|| Instant::now() + MAX_DRAIN);
                 let _ = tokio::time::timeout_at(drain_until, stream::drain(&mut stream)).await;
-                metrics::inc(&METRICS.requests_failed_total);
-                let status = status::to_status(metrics::Rpc::MatchRepository.error_prefix(), &err);
+                let status = status::to_status(rpc.error_prefix(), &err);
+                let reason = status::reason(&err);
+                metrics::request(rpc, self.label, status.code(), reason, started.elapsed());
                 warn!(ms = millis(started.elapsed()), code = ?status.code(), error = %status.message(), "failed");
                 return Err(status);
             }
         };
-        metrics::DETAIL.request(metrics::Rpc::MatchRepository, true, started.elapsed());
+        let elapsed = started.elapsed();
+        metrics::request(
+            rpc,
+            self.label,
+            tonic::Code::Ok,
+            metrics::Reason::Ok,
+            elapsed,
+        );
         let (is_supported, is_discovery_enabled) = match (mode, &outcome) {
             (DiscoverMode::Off, _) => (false, false),
             (_, archive::Outcome::Unknown(why)) => {
@@ -526,9 +540,7 @@ impl ConfigManagementPluginService for CmpService {
                 let documents = pipeline
                     .substitute(&self.plugin, documents, &alias_budget, &u.env, deadline)
                     .await?;
-                metrics::DETAIL
-                    .substitute_seconds
-                    .observe(started.elapsed());
+                metrics::SUBSTITUTE_SECONDS.observe([], started.elapsed());
                 info!(
                     kind = kind.name(),
                     render_cache_hit = cached,
@@ -627,8 +639,13 @@ impl ConfigManagementPluginService for CmpService {
         &self,
         _request: Request<()>,
     ) -> Result<Response<CheckPluginConfigurationResponse>, Status> {
-        metrics::inc(&METRICS.requests_total);
-        metrics::DETAIL.request(metrics::Rpc::CheckPluginConfiguration, true, Duration::ZERO);
+        metrics::request(
+            metrics::Rpc::CheckPluginConfiguration,
+            self.label,
+            tonic::Code::Ok,
+            metrics::Reason::Ok,
+            Duration::ZERO,
+        );
         Ok(Response::new(CheckPluginConfigurationResponse {
             is_discovery_configured: self.plugin.discovery_configured()
                 && !(matches!(self.plugin.kind, crate::pipeline::plugin::Kind::Builtin(_))

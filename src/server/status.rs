@@ -6,6 +6,7 @@
 use tonic::{Code, Status};
 
 use super::RequestError;
+use crate::metrics::Reason;
 use crate::pipeline::PipelineError;
 use crate::pipeline::manifest::ManifestError;
 use crate::pipeline::render::RenderError;
@@ -166,6 +167,137 @@ fn problem_code(p: &Problem) -> Option<Code> {
     }
 }
 
+/// The request's `reason` label: what an operator would look at first, from a fixed set
+/// ([`Reason`]), decided here next to the code so both read the same error the same way.
+/// Every variant is named, as in [`code`].
+pub(crate) fn reason(err: &RequestError) -> Reason {
+    match err {
+        RequestError::Stream(e) => match e {
+            StreamError::TooLarge { .. } => Reason::TooLarge,
+            StreamError::Transport(_) => Reason::Cancelled,
+            StreamError::Io(e) if is_disk_full(e) => Reason::DiskFull,
+            StreamError::Io(_) => Reason::Internal,
+            StreamError::Empty
+            | StreamError::MetadataMissing
+            | StreamError::FileMissing
+            | StreamError::Checksum { .. } => Reason::BadRequest,
+        },
+        RequestError::Unpack(e) => match e {
+            UnpackError::TooLarge(_) | UnpackError::TooManyEntries(_) => Reason::TooLarge,
+            UnpackError::Io { source, .. } if is_disk_full(source) => Reason::DiskFull,
+            UnpackError::Io { .. } => Reason::Internal,
+            UnpackError::Corrupt(_)
+            | UnpackError::IllegalPath(_)
+            | UnpackError::IllegalSymlink { .. }
+            | UnpackError::PathTooLong(_) => Reason::BadRequest,
+        },
+        RequestError::AppPath(_) => Reason::BadRequest,
+        RequestError::Deadline => Reason::Deadline,
+        RequestError::Busy { .. } => Reason::Busy,
+        RequestError::WorkDir { source, .. } if is_disk_full(source) => Reason::DiskFull,
+        RequestError::WorkDir { .. } | RequestError::Task { .. } | RequestError::NoCheckout => {
+            Reason::Internal
+        }
+        RequestError::ShuttingDown => Reason::ShuttingDown,
+        RequestError::Pipeline(e) => match e {
+            PipelineError::NotSupported { .. } => Reason::NotSupported,
+            PipelineError::Discovery(_) | PipelineError::Parameters(_) => Reason::PluginCommand,
+            PipelineError::Render(r) => render_reason(r),
+            PipelineError::Substitute(e) => stage_reason(e),
+        },
+    }
+}
+
+fn render_reason(e: &RenderError) -> Reason {
+    match e {
+        RenderError::InvalidEnv { .. }
+        | RenderError::HelmRefused(_)
+        | RenderError::Kustomization { .. } => Reason::InvalidInput,
+        RenderError::Tool(t) => match t {
+            ToolError::Deadline { .. } => Reason::Deadline,
+            ToolError::OutputTooLarge { .. } => Reason::TooLarge,
+            ToolError::Spawn { .. } | ToolError::Io { .. } => Reason::Internal,
+            ToolError::Failed { .. } => Reason::ToolFailed,
+        },
+        RenderError::Queued(_) => Reason::RenderQueue,
+        RenderError::Output { source, .. } | RenderError::File { source, .. } => match source {
+            ManifestError::AliasBudget { .. } => Reason::TooLarge,
+            ManifestError::Yaml(_) | ManifestError::Json(_) | ManifestError::Separator { .. } => {
+                Reason::InvalidManifests
+            }
+        },
+        RenderError::NoManifests(_) => Reason::InvalidManifests,
+        RenderError::NotBuiltin(_) => Reason::NotSupported,
+        RenderError::Io { .. } => Reason::Internal,
+    }
+}
+
+fn stage_reason(e: &StageError) -> Reason {
+    match e {
+        StageError::PathDenied { .. } | StageError::Refused(_) | StageError::Leak { .. } => {
+            Reason::PolicyDenied
+        }
+        StageError::ConfigSecret(KubeError::NotAllowed { .. }) => Reason::PolicyDenied,
+        StageError::ConfigSecret(_) | StageError::CliSecret { .. } => Reason::ConfigSecret,
+        StageError::Deadline { .. } => Reason::Deadline,
+        StageError::TooManyReads { .. } => Reason::TooLarge,
+        StageError::PathTemplate(_) | StageError::Output { .. } => Reason::InvalidInput,
+        StageError::Client(_) => Reason::VaultLogin,
+        StageError::NoSource { .. }
+        | StageError::Settings(_)
+        | StageError::ConfigSecretsDisabled(_)
+        | StageError::Config { .. } => Reason::Config,
+        // The most actionable problem wins: Vault down before a denial before a missing
+        // secret before a placeholder typo.
+        StageError::Substitute(s) => s
+            .problems
+            .iter()
+            .map(problem_reason)
+            .min_by_key(|r| {
+                PROBLEM_REASON_RANK
+                    .iter()
+                    .position(|x| x == r)
+                    .unwrap_or(usize::MAX)
+            })
+            .unwrap_or(Reason::Placeholder),
+    }
+}
+
+/// The order in which a substitution's problems decide its reason (unlisted: last).
+const PROBLEM_REASON_RANK: [Reason; 6] = [
+    Reason::VaultError,
+    Reason::SecretDenied,
+    Reason::PolicyDenied,
+    Reason::SecretNotFound,
+    Reason::TooLarge,
+    Reason::InvalidInput,
+];
+
+fn problem_reason(p: &Problem) -> Reason {
+    match p {
+        Problem::AliasBudget { .. } => Reason::TooLarge,
+        Problem::PathTemplate(_) => Reason::InvalidInput,
+        Problem::PathDisallowed(_) => Reason::PolicyDenied,
+        Problem::Read(r) => match r {
+            ReadError::Refused(_) | ReadError::OwnCredentials(_) => Reason::PolicyDenied,
+            ReadError::PermissionDenied(_) => Reason::SecretDenied,
+            ReadError::NotFound(_)
+            | ReadError::MissingDataSegment(_)
+            | ReadError::VersionDeleted { .. } => Reason::SecretNotFound,
+            ReadError::Backend { .. } => Reason::VaultError,
+        },
+        Problem::UnsupportedKvVersion(_)
+        | Problem::RemoveMissingNotAllowed
+        | Problem::NotFetched(_)
+        | Problem::MissingValue(_)
+        | Problem::UnknownModifier { .. }
+        | Problem::EmptyModifier(_)
+        | Problem::ModifierFailed { .. }
+        | Problem::NullValue(_)
+        | Problem::NotConvertible { .. } => Reason::Placeholder,
+    }
+}
+
 /// The work dir's file system is full, or a file-size limit was hit: the operator's capacity,
 /// not a broken request, so retrying later (or elsewhere) may work.
 fn is_disk_full(e: &std::io::Error) -> bool {
@@ -270,6 +402,11 @@ mod request_codes {
             Code::Internal
         );
         assert_eq!(code(&RequestError::ShuttingDown), Code::Unavailable);
+        assert_eq!(
+            reason(&work_dir(std::io::ErrorKind::StorageFull)),
+            Reason::DiskFull
+        );
+        assert_eq!(reason(&RequestError::ShuttingDown), Reason::ShuttingDown);
         let status = to_status(
             "error generating manifests",
             &work_dir(std::io::ErrorKind::StorageFull),
@@ -280,5 +417,56 @@ mod request_codes {
                 .starts_with("error generating manifests: work dir /w: "),
             "{status:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod request_reasons {
+    use super::*;
+    use crate::substitute::{ObjectRef, Site, SubstituteError};
+
+    fn substitution(problems: Vec<Problem>) -> RequestError {
+        RequestError::Pipeline(PipelineError::Substitute(StageError::Substitute(
+            SubstituteError {
+                object: ObjectRef {
+                    index: 0,
+                    kind: "Secret".into(),
+                    namespace: String::new(),
+                    name: "s".into(),
+                },
+                problems,
+            },
+        )))
+    }
+
+    /// The label says what to look at: Vault down outranks a denial, which outranks a typo.
+    #[test]
+    fn the_most_actionable_problem_names_the_reason() {
+        let backend = Problem::Read(ReadError::Backend {
+            path: "kv/data/x".into(),
+            message: "cannot connect to vault".into(),
+        });
+        let denied = Problem::Read(ReadError::PermissionDenied("kv/data/x".into()));
+        let missing = Problem::MissingValue(Site {
+            placeholder: "path:kv/data/x#k".into(),
+            field: "k".into(),
+            original: None,
+        });
+        assert_eq!(
+            reason(&substitution(vec![missing.clone(), denied.clone()])),
+            Reason::SecretDenied
+        );
+        assert_eq!(
+            reason(&substitution(vec![denied, backend, missing.clone()])),
+            Reason::VaultError
+        );
+        assert_eq!(reason(&substitution(vec![missing])), Reason::Placeholder);
+        let queued = RequestError::Pipeline(PipelineError::Render(RenderError::Queued(4)));
+        assert_eq!(reason(&queued), Reason::RenderQueue);
+        assert_eq!(reason(&RequestError::Busy { limit: 1 }), Reason::Busy);
+        assert_eq!(reason(&RequestError::Deadline), Reason::Deadline);
+        // Every reason has a distinct label value.
+        let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
     }
 }

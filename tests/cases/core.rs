@@ -498,14 +498,25 @@ async fn metrics_and_probe_endpoints() {
     let get = |path: &str| support::http_get(port, path);
     let metrics = get("/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
-    assert!(
-        metrics.contains("avp_sidecar_requests_total 1\n"),
+    let ok = [
+        ("rpc", "GenerateManifest"),
+        ("code", "OK"),
+        ("reason", "ok"),
+    ];
+    assert_eq!(
+        support::counter_with(port, "requests_total", &ok),
+        1,
         "{metrics}"
     );
-    assert!(
-        metrics.contains("avp_sidecar_tool_runs_total 1\n"),
+    assert_eq!(support::counter(port, "requests_total"), 1, "{metrics}");
+    let helm = [("tool", "helm"), ("result", "ok")];
+    assert_eq!(
+        support::counter_with(port, "tool_runs_total", &helm),
+        1,
         "{metrics}"
     );
+    assert_eq!(support::counter(port, "tool_runs_total"), 1, "{metrics}");
+    assert_eq!(support::counter(port, "requests_in_flight"), 0, "{metrics}");
     assert!(get("/healthz").starts_with("HTTP/1.1 200"));
     assert!(get("/readyz").starts_with("HTTP/1.1 200"));
     assert!(get("/nope").starts_with("HTTP/1.1 404"));

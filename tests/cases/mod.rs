@@ -26,6 +26,8 @@ mod isolation;
 mod memory;
 // Migration to External Secrets: converted Secrets become `ExternalSecret`s, values unread.
 mod migration;
+// The monitoring bundle: promtool on the alerts, metrics the rules and dashboard query exist.
+mod monitoring;
 // Behaviour behind the performance work: shared reads, render cache, TTL, token renewal.
 mod perf;
 // Rollout hashes: a new KV version changes only the annotation of the workload using it.

@@ -514,14 +514,32 @@ async fn readyz_follows_the_vault_login() {
     readyz_until(port, "ready", |a| a.starts_with("HTTP/1.1 200"));
     // Checks every second reuse the one session: no login per check.
     support::eventually(Duration::from_secs(10), "three ready checks", || {
-        support::counter(port, "vault_ready_checks_total") >= 3
+        support::counter_with(
+            port,
+            "vault_requests_total",
+            &[("operation", "token_lookup")],
+        ) >= 3
     });
-    assert_eq!(support::counter(port, "vault_logins_total"), 1);
+    let logins = [("operation", "login"), ("result", "ok")];
+    assert_eq!(
+        support::counter_with(port, "vault_requests_total", &logins),
+        1
+    );
+    assert_eq!(support::counter(port, "vault_login_ok"), 1);
     // Vault down: not ready, with the reason.
     bao.stop();
     let down = readyz_until(port, "not ready", |a| a.starts_with("HTTP/1.1 503"));
     assert!(down.contains("not ready: vault"), "{down}");
     assert!(!down.contains(&bao.file("approle_secret_id")), "{down}");
+    // "Vault down" in the metrics: no connection, not a denial; the readiness gauge follows.
+    let unreachable = [("operation", "token_lookup"), ("result", "unreachable")];
+    assert!(support::counter_with(port, "vault_requests_total", &unreachable) >= 1);
+    let denied = [("result", "denied")];
+    assert_eq!(
+        support::counter_with(port, "vault_requests_total", &denied),
+        0
+    );
+    assert_eq!(support::counter(port, "vault_login_ok"), 0);
     drop(server);
 }
 
@@ -542,6 +560,14 @@ async fn readyz_names_a_rejected_login_never_its_secret() {
     let answer = readyz_until(port, "rejected", |a| a.contains("approle at auth/approle"));
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("not ready: vault login"), "{answer}");
+    // "Vault denies" in the metrics, told apart from "Vault down".
+    let denied = [("operation", "login"), ("result", "denied")];
+    assert!(support::counter_with(port, "vault_requests_total", &denied) >= 1);
+    let unreachable = [("result", "unreachable")];
+    assert_eq!(
+        support::counter_with(port, "vault_requests_total", &unreachable),
+        0
+    );
     for secret in [wrong, bao.file("approle_role_id").trim()] {
         assert!(!answer.contains(secret), "{answer}");
         assert!(!server.log().contains(secret), "{}", server.log());

@@ -321,14 +321,50 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-/// A counter from `/metrics` (`avp_sidecar_<name>`); panics when it is not there.
-pub(crate) fn counter(port: u16, name: &str) -> u64 {
+/// A counter from `/metrics` (`avp_sidecar_<name>`), summed over all its series; panics when
+/// it is not there.
+pub fn counter(port: u16, name: &str) -> u64 {
+    counter_with(port, name, &[])
+}
+
+/// A counter from `/metrics` (`avp_sidecar_<name>`), summed over the series whose labels
+/// include `labels`; panics when the family is not there.
+pub fn counter_with(port: u16, name: &str, labels: &[(&str, &str)]) -> u64 {
     let text = http_get(port, "/metrics");
-    let prefix = format!("avp_sidecar_{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
+    sum_series(&text, &format!("avp_sidecar_{name}"), labels)
         .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+/// The sum of the samples of `name` whose labels include `labels`; `None` when `name` has no
+/// sample at all. Label values are compared as written (ours need no escapes).
+pub fn sum_series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    let mut seen = false;
+    let mut sum = 0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (series_labels, value) = if let Some(rest) = rest.strip_prefix('{') {
+            let Some((inner, value)) = rest.split_once("} ") else {
+                continue;
+            };
+            (inner, value)
+        } else if let Some(value) = rest.strip_prefix(' ') {
+            ("", value)
+        } else {
+            continue;
+        };
+        seen = true;
+        let has = |(k, v): &(&str, &str)| {
+            series_labels
+                .split(',')
+                .any(|pair| pair == format!("{k}=\"{v}\""))
+        };
+        if labels.iter().all(has) {
+            sum += value.trim().parse::<f64>().map_or(0, |v| v as u64);
+        }
+    }
+    seen.then_some(sum)
 }
 
 /// A plain HTTP/1.1 GET on 127.0.0.1 (the metrics endpoint); the whole response as text.

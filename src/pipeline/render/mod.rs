@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::metrics::{self, METRICS};
+use crate::metrics;
 use crate::pipeline::context::{self, RequestEnv};
 use crate::pipeline::discovery::AppKind;
 use crate::sandbox::gate;
@@ -220,8 +220,12 @@ impl Renderer {
         let cmd = self
             .sandbox
             .wrap(cmd, &[repo.to_path_buf(), scratch.to_path_buf()]);
+        let tool = match kind {
+            AppKind::Helm => metrics::Tool::Helm,
+            _ => metrics::Tool::Kustomize,
+        };
         let out = self
-            .run_in_slot(&cmd, deadline)
+            .run_in_slot(&cmd, tool, deadline)
             .await
             .map_err(gate_refusal)?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -251,41 +255,49 @@ fn gate_refusal(err: RenderError) -> RenderError {
             .lines()
             .find_map(|l| l.split_once(gate::REFUSED_PREFIX).map(|(_, msg)| msg))
     {
-        crate::metrics::inc(&METRICS.helm_gate_refusals_total);
+        metrics::HELM_GATE_REFUSALS.inc([]);
         return RenderError::HelmRefused(line.trim().to_owned());
     }
     err
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 impl Renderer {
-    /// Runs a tool once a render slot is free (waiting counts against the deadline).
+    /// Runs a tool once a render slot is free (waiting counts against the deadline). `tool`
+    /// names it in the metrics: the wait, the run and how it ended.
     pub async fn run_in_slot(
         &self,
         cmd: &tool::ToolCommand,
+        tool: metrics::Tool,
         deadline: Option<Instant>,
     ) -> Result<tool::ToolOutput, RenderError> {
         let queued = Instant::now();
+        let waiting = metrics::RENDER_SLOT_WAITING.track([]);
         let acquire = self.slots.clone().acquire_owned();
         let permit = match deadline {
             Some(d) => tokio::time::timeout_at(d, acquire).await.ok(),
             None => Some(acquire.await),
         };
+        drop(waiting);
+        metrics::RENDER_SLOT_WAIT_SECONDS.observe([], queued.elapsed());
         let Some(Ok(_permit)) = permit else {
             return Err(RenderError::Queued(self.max_concurrent()));
         };
-        metrics::add(
-            &METRICS.tool_queue_milliseconds_total,
-            millis(queued.elapsed()),
-        );
-        metrics::inc(&METRICS.tool_runs_total);
-        let out = tool::run(cmd, deadline, self.limits).await?;
-        metrics::add(&METRICS.tool_milliseconds_total, millis(out.elapsed));
-        metrics::DETAIL.tool_seconds.observe(out.elapsed);
-        Ok(out)
+        let _running = metrics::TOOL_RUNS_IN_FLIGHT.track([tool.name()]);
+        let started = Instant::now();
+        let out = tool::run(cmd, deadline, self.limits).await;
+        let result = match &out {
+            Ok(_) => metrics::ToolResult::Ok,
+            Err(ToolError::Failed { .. }) => metrics::ToolResult::Failed,
+            Err(ToolError::Deadline { .. }) => metrics::ToolResult::Deadline,
+            Err(ToolError::OutputTooLarge { .. }) => metrics::ToolResult::OutputTooLarge,
+            Err(ToolError::Spawn { .. } | ToolError::Io { .. }) => metrics::ToolResult::Error,
+        };
+        metrics::TOOL_RUNS.inc([tool.name(), result.name()]);
+        let took = out
+            .as_ref()
+            .map_or_else(|_| started.elapsed(), |o| o.elapsed);
+        metrics::TOOL_SECONDS.observe([tool.name()], took);
+        Ok(out?)
     }
 
     /// The size of the render queue's window.
