@@ -266,10 +266,14 @@ async fn deadline_stops_a_command_plugin() {
     let trap = support::repo_root().join("tests/fixtures/tools/sleep-trap");
     let (server, _c) = host(
         &format!("  generate:\n    command: ['{}']\n", trap.display()),
-        vec![(
-            "SLEEP_TRAP_PIDFILE".into(),
-            scratch.path().join("pid").display().to_string(),
-        )],
+        vec![
+            (
+                "SLEEP_TRAP_PIDFILE".into(),
+                scratch.path().join("pid").display().to_string(),
+            ),
+            // The trap ignores SIGTERM: SIGKILL follows after 1 s instead of the default 5.
+            ("AVP_SIDECAR_KILL_GRACE_SECONDS".into(), "1".into()),
+        ],
     );
     let r = repo();
     let err = support::generate(
