@@ -57,8 +57,9 @@ fn write(root: &Path, rel: &str, text: &str) {
     std::fs::write(path, text).expect("write");
 }
 
-/// An app in `apps/web` with a base outside the app path. Line numbers matter to the tests.
-fn kustomize_repo() -> tempfile::TempDir {
+/// An app in `apps/web` with a base outside the app path, reading `web` (the seeded
+/// `secret/data/demo/web` or a copy of it). Line numbers matter to the tests.
+fn kustomize_repo(web: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     write(
@@ -69,42 +70,48 @@ fn kustomize_repo() -> tempfile::TempDir {
     write(
         root,
         "apps/web/secret.yaml",
-        "apiVersion: v1
+        &format!(
+            "apiVersion: v1
 kind: Secret
 metadata:
   name: web
 stringData:
-  ok: <path:secret/data/demo/web#password>
+  ok: <path:{web}#password>
   missing: <path:secret/data/demo/nope#password>
-  pinned: <path:secret/data/demo/web#password#9>
-  typo: <path:secret/data/demo/web#pasword>
-  nokey: <path:secret/data/demo/web>
-  deleted: <path:secret/data/demo/web#username#1>
-",
+  pinned: <path:{web}#password#9>
+  typo: <path:{web}#pasword>
+  nokey: <path:{web}>
+  deleted: <path:{web}#username#1>
+"
+        ),
     );
     write(
         root,
         "apps/web/configmap.yaml",
-        "apiVersion: v1
+        &format!(
+            "apiVersion: v1
 kind: ConfigMap
 metadata:
   name: web-config
 data:
-  user: <path:secret/data/demo/web#username>
+  user: <path:{web}#username>
   html: <b>hello</b><br>
-",
+"
+        ),
     );
     write(root, "base/kustomization.yaml", "resources:\n  - db.yaml\n");
     write(
         root,
         "base/db.yaml",
-        "apiVersion: v1
+        &format!(
+            "apiVersion: v1
 kind: Secret
 metadata:
   name: db
 stringData:
-  port: <path:secret/data/demo/web#port>
-",
+  port: <path:{web}#port>
+"
+        ),
     );
     dir
 }
@@ -138,14 +145,15 @@ fn has_line(text: &str, prefix: &str, rest: &str) -> bool {
 
 #[test]
 fn kustomize_findings_with_locations() {
-    let bao = Bao::start();
-    // Version 1 of demo/web deleted: a pin to it is not live any more.
+    let bao = Bao::shared();
+    // Version 1 of (this test's copy of) demo/web deleted: a pin to it is not live any more.
+    let web = bao.own_demo_web("check-findings");
     bao.api(
         "POST",
-        "secret/delete/demo/web",
+        &web.replacen("/data/", "/delete/", 1),
         Some(serde_json::json!({"versions": [1]})),
     );
-    let repo = kustomize_repo();
+    let repo = kustomize_repo(&web);
     let run = check(
         repo.path(),
         &["--app-path", "apps/web", "--read-keys"],
@@ -155,11 +163,7 @@ fn kustomize_findings_with_locations() {
     let out = &run.stdout;
     let s = "apps/web/secret.yaml";
     assert!(
-        has_line(
-            out,
-            &format!("{s}:6: note placeholder"),
-            "secret/data/demo/web"
-        ),
+        has_line(out, &format!("{s}:6: note placeholder"), &web),
         "{out}"
     );
     assert!(!has_line(out, &format!("{s}:6: error"), ""), "{out}");
@@ -225,8 +229,8 @@ fn kustomize_findings_with_locations() {
 
 #[test]
 fn sarif_output() {
-    let bao = Bao::start();
-    let repo = kustomize_repo();
+    let bao = Bao::shared();
+    let repo = kustomize_repo("secret/data/demo/web");
     let run = check(
         repo.path(),
         &["--app-path", "apps/web", "--read-keys", "--format", "sarif"],
@@ -282,7 +286,7 @@ fn sarif_output() {
 
 #[test]
 fn clean_repo_passes_and_policy_denies() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let repo = clean_repo();
     let run = check(repo.path(), &["--read-keys"], &bao.approle_env());
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -324,7 +328,7 @@ fn clean_repo_passes_and_policy_denies() {
 
 #[test]
 fn permission_denied_without_reading() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let dir = tempfile::tempdir().expect("tempdir");
     write(
         dir.path(),
@@ -405,7 +409,7 @@ stringData:
 
 #[test]
 fn helm_values_are_traced() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     write(

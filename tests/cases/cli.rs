@@ -33,7 +33,7 @@ fn generate(env: &[(String, String)], args: &[&str], stdin: &[u8]) -> (bool, Str
 
 #[test]
 fn pipe_from_kustomize() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let rendered = Command::new(support::tool("kustomize"))
         .args(["build", "--enable-helm", "--helm-command"])
         .arg(support::tool("helm"))
@@ -85,7 +85,7 @@ fn empty_input_is_refused_unless_allowed() {
 
 #[test]
 fn errors_are_precise_and_secret_free() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let input = b"apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  a: <path:secret/data/demo/web#password>\n  b: <path:secret/data/demo/web#nope>\n";
     let (ok, stdout, stderr) = generate(&bao.approle_env(), &["-"], input);
     assert!(!ok);

@@ -206,14 +206,15 @@ async fn dynamic_then_static_parameters() {
 
 #[tokio::test]
 async fn avp_pipeline_in_a_plugin_yaml() {
-    let bao = Bao::start_with_audit();
+    // The shared server's audit log: this test's reads are its own role's.
+    let bao = Bao::shared();
     bao.audit_header("x-avp-sidecar-app");
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_avp-sidecar"))
         .parent()
         .expect("dir")
         .to_path_buf();
     let tools = support::repo_root().join(".tools/bin");
-    let mut env = bao.approle_env();
+    let mut env = bao.own_approle("commands-pipeline");
     env.push((
         "PATH".into(),
         format!(
@@ -249,8 +250,9 @@ async fn avp_pipeline_in_a_plugin_yaml() {
     assert_eq!(find(&docs, "Secret", "s")["stringData"]["p"], "s3cr3t-v2");
     // `generate` in the plugin names the Application to Vault's audit log too.
     assert_eq!(
-        Bao::audited_header(
+        Bao::audited_header_as(
             &bao.audit_log(),
+            "commands-pipeline",
             "secret/data/demo/web",
             "x-avp-sidecar-app"
         ),
@@ -264,10 +266,14 @@ async fn deadline_stops_a_command_plugin() {
     let trap = support::repo_root().join("tests/fixtures/tools/sleep-trap");
     let (server, _c) = host(
         &format!("  generate:\n    command: ['{}']\n", trap.display()),
-        vec![(
-            "SLEEP_TRAP_PIDFILE".into(),
-            scratch.path().join("pid").display().to_string(),
-        )],
+        vec![
+            (
+                "SLEEP_TRAP_PIDFILE".into(),
+                scratch.path().join("pid").display().to_string(),
+            ),
+            // The trap ignores SIGTERM: SIGKILL follows after 1 s instead of the default 5.
+            ("AVP_SIDECAR_KILL_GRACE_SECONDS".into(), "1".into()),
+        ],
     );
     let r = repo();
     let err = support::generate(

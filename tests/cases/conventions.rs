@@ -13,8 +13,13 @@ use crate::support::{self, ServerOptions, TestServer, argo_env, find};
 const DEFAULT_PATH: &str = "kv/data/{{namespace}}/{{app}}";
 
 fn server(bao: &Bao, args: &[&str]) -> TestServer {
+    server_as(bao.approle_env(), args)
+}
+
+/// `server` with the Vault login `env`.
+fn server_as(env: Vec<(String, String)>, args: &[&str]) -> TestServer {
     TestServer::start_with(ServerOptions {
-        env: bao.approle_env(),
+        env,
         args: args.iter().map(|a| a.to_string()).collect(),
         ..Default::default()
     })
@@ -61,18 +66,18 @@ fn secret_repo(string_data: &str) -> tempfile::TempDir {
 
 #[tokio::test]
 async fn bare_key_without_annotation_reads_namespace_app_path() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     seed(
-        &bao,
+        bao,
         "team-a/web",
         json!({ "DATABASE_URL": "postgres://team-a-web" }),
     );
     seed(
-        &bao,
+        bao,
         "team-b/web",
         json!({ "DATABASE_URL": "postgres://team-b-web" }),
     );
-    let server = server(&bao, &["--default-path", DEFAULT_PATH]);
+    let server = server(bao, &["--default-path", DEFAULT_PATH]);
     let repo = secret_repo("{DATABASE_URL: <DATABASE_URL>, URL: 'jdbc:<DATABASE_URL>'}");
     for (namespace, want) in [
         ("team-a", "postgres://team-a-web"),
@@ -108,8 +113,8 @@ async fn bare_key_without_annotation_reads_namespace_app_path() {
 
 #[tokio::test]
 async fn conventions_example_renders() {
-    let bao = Bao::start();
-    let server = server(&bao, &["--default-path", DEFAULT_PATH]);
+    let bao = Bao::shared();
+    let server = server(bao, &["--default-path", DEFAULT_PATH]);
     let spec = support::dir_stream(
         &support::repo_root().join("examples"),
         "conventions/payments",
@@ -128,13 +133,14 @@ async fn conventions_example_renders() {
     find(&docs, "Deployment", "payments");
 }
 
-/// Reads of Vault paths containing `needle`, from the audit log.
-fn audited_paths_containing(bao: &Bao, needle: &str) -> Vec<String> {
+/// Reads of Vault paths containing `needle` by AppRole role `role`, from the audit log.
+fn audited_paths_containing(bao: &Bao, role: &str, needle: &str) -> Vec<String> {
     std::fs::read_to_string(bao.audit_log())
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["type"] == "request" && e["request"]["operation"] == "read")
+        .filter(|e| e["auth"]["metadata"]["role_name"] == role)
         .filter_map(|e| e["request"]["path"].as_str().map(str::to_owned))
         .filter(|p| p.contains(needle))
         .collect()
@@ -142,19 +148,21 @@ fn audited_paths_containing(bao: &Bao, needle: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn tenant_env_value_cannot_escape_its_segment() {
-    let bao = Bao::start_with_audit();
+    // The shared server's audit log: this test's reads are its own role's.
+    let bao = Bao::shared();
+    const ROLE: &str = "conventions-tenant";
     seed(
-        &bao,
+        bao,
         "blue/web",
         json!({ "DATABASE_URL": "postgres://blue" }),
     );
     seed(
-        &bao,
+        bao,
         "other/web",
         json!({ "DATABASE_URL": "postgres://other" }),
     );
-    let server = server(
-        &bao,
+    let server = server_as(
+        bao.own_approle(ROLE),
         &[
             "--default-path",
             "kv/data/{{env.TEAM}}/{{app}}",
@@ -199,9 +207,9 @@ async fn tenant_env_value_cannot_escape_its_segment() {
         }
     }
     // The audit log does record this sidecar's reads; none went to `other`.
-    assert!(!audited_paths_containing(&bao, "kv/data/blue/web").is_empty());
+    assert!(!audited_paths_containing(bao, ROLE, "kv/data/blue/web").is_empty());
     assert_eq!(
-        audited_paths_containing(&bao, "other"),
+        audited_paths_containing(bao, ROLE, "other"),
         Vec::<String>::new()
     );
     assert!(!server.log().contains("postgres://"));
@@ -209,14 +217,15 @@ async fn tenant_env_value_cannot_escape_its_segment() {
 
 #[tokio::test]
 async fn path_policy_rules_use_the_project() {
-    let bao = Bao::start();
+    // Namespaces and projects of its own on the shared server: others write proj-a/web.
+    let bao = Bao::shared();
     seed(
-        &bao,
-        "team-a/web",
-        json!({ "DATABASE_URL": "postgres://team-a" }),
+        bao,
+        "proj-a/web",
+        json!({ "DATABASE_URL": "postgres://proj-a" }),
     );
     let server = server(
-        &bao,
+        bao,
         &[
             "--default-path",
             DEFAULT_PATH,
@@ -225,20 +234,20 @@ async fn path_policy_rules_use_the_project() {
         ],
     );
     let repo = secret_repo("{DATABASE_URL: <DATABASE_URL>}");
-    let docs = support::render_app(&server, &repo, app_env("web", "team-a", "team-a", &[]))
+    let docs = support::render_app(&server, &repo, app_env("web", "proj-a", "proj-a", &[]))
         .await
-        .expect("project team-a reads kv/data/team-a/*");
+        .expect("project proj-a reads kv/data/proj-a/*");
     assert_eq!(
         find(&docs, "Secret", "app-env")["stringData"]["DATABASE_URL"],
-        "postgres://team-a"
+        "postgres://proj-a"
     );
-    // Project team-b deploying into namespace team-a may not read team-a's secrets.
-    let err = support::render_app(&server, &repo, app_env("web", "team-a", "team-b", &[]))
+    // Project proj-b deploying into namespace proj-a may not read proj-a's secrets.
+    let err = support::render_app(&server, &repo, app_env("web", "proj-a", "proj-b", &[]))
         .await
         .expect_err("denied");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(
-        err.message().contains("team-b") && err.message().contains("kv/data/team-a/web"),
+        err.message().contains("proj-b") && err.message().contains("kv/data/proj-a/web"),
         "{}",
         err.message()
     );
@@ -260,7 +269,7 @@ data:
 
 #[tokio::test]
 async fn imported_argocd_cm_plugin_renders_like_the_builtin() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let cm = dir.path().join("argocd-cm.yaml");
     std::fs::write(&cm, ARGOCD_CM).expect("write");
@@ -366,11 +375,12 @@ fn invalid_operator_templates_stop_the_server() {
 /// pipelines) applies the operator's default path with the app context the repo-server sent.
 #[tokio::test]
 async fn default_path_in_a_command_plugin_pipeline() {
-    let bao = Bao::start();
+    // A namespace of its own on the shared server.
+    let bao = Bao::shared();
     seed(
-        &bao,
-        "team-a/web",
-        json!({ "DATABASE_URL": "postgres://team-a-web" }),
+        bao,
+        "team-c/web",
+        json!({ "DATABASE_URL": "postgres://team-c-web" }),
     );
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_avp-sidecar"))
         .parent()
@@ -401,11 +411,11 @@ async fn default_path_in_a_command_plugin_pipeline() {
         ..Default::default()
     });
     let repo = secret_repo("{DATABASE_URL: <DATABASE_URL>}");
-    let docs = support::render_app(&server, &repo, app_env("web", "team-a", "default", &[]))
+    let docs = support::render_app(&server, &repo, app_env("web", "team-c", "default", &[]))
         .await
         .expect("generate");
     assert_eq!(
         find(&docs, "Secret", "app-env")["stringData"]["DATABASE_URL"],
-        "postgres://team-a-web"
+        "postgres://team-c-web"
     );
 }

@@ -478,7 +478,12 @@ async fn one_process_serves_every_plugin_on_its_own_socket() {
     let _ = std::process::Command::new("kill")
         .arg(child.id().to_string())
         .status();
-    assert!(child.wait().expect("wait").success());
+    // Waited for off this thread: the drain waits for our client connections to close, which
+    // their tasks on this (current-thread) runtime do only while it is free to run them.
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join");
+    assert!(status.expect("wait").success());
     assert!(
         expected.iter().all(|s| !s.exists()),
         "sockets removed on SIGTERM"

@@ -185,7 +185,16 @@ async fn match_answers_while_the_request_slots_are_full() {
     // ...but MatchRepository answers, both ways.
     assert_eq!(matched(&server, repo.path(), "inline").await, (true, true));
     assert_eq!(matched(&server, repo.path(), "plain").await, (false, false));
+    // The client goes away: the stuck tool's group is killed (it ignores the first TERM; the
+    // kill grace is 1 s), rather than outliving the test.
     stuck.abort();
+    let _ = stuck.await;
+    let pgid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    support::assert_group_gone(pgid, Duration::from_secs(10)).await;
 }
 
 #[tokio::test]

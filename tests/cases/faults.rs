@@ -27,6 +27,7 @@ fn user(docs: &[serde_json::Value]) -> &serde_json::Value {
 
 #[tokio::test]
 async fn openbao_killed_mid_render_then_restarted() {
+    // Private: this test stops and restarts its OpenBao.
     let bao = Bao::start();
     let scratch = tempfile::tempdir().expect("tempdir");
     let manifest = scratch.path().join("out.yaml");
@@ -131,7 +132,7 @@ impl Drop for DelayProxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_vault_hits_the_deadline_cleanly() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let proxy = DelayProxy::start(&bao.addr, Duration::from_secs(30)).await;
     let mut env = bao.token_env();
     env.retain(|(k, _)| k != "VAULT_ADDR");
@@ -309,7 +310,7 @@ async fn eventually<T: std::fmt::Debug>(within: Duration, mut problem: impl FnMu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_requests_with_random_faults() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let mut env = bao.token_env();
     env.push(("AVP_SIDECAR_SECRET_CACHE_TTL_SECONDS".into(), "1".into()));
     let server = TestServer::start_with(ServerOptions {

@@ -37,7 +37,7 @@ fn env_with(hostile: &[(&str, String)]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn tenant_overrides_of_every_operator_setting_are_ignored() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     // Where a redirected Vault client would connect: must see no connection.
     let trap = TcpListener::bind("127.0.0.1:0").expect("bind");
     trap.set_nonblocking(true).expect("nonblocking");
@@ -192,7 +192,7 @@ async fn tenant_overrides_of_every_operator_setting_are_ignored() {
 
 #[tokio::test]
 async fn distinct_secret_reads_are_capped() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let server = TestServer::start_with(ServerOptions {
         env: bao.approle_env(),
         args: ["--max-secret-reads", "1"].map(String::from).to_vec(),
@@ -220,16 +220,24 @@ async fn distinct_secret_reads_are_capped() {
 
 #[tokio::test]
 async fn a_project_can_have_its_own_vault_identity() {
-    let bao = Bao::start_with_audit();
+    // The shared server's audit log: this test's identities are its own (AppRole role and
+    // userpass user `isolation-identity`).
+    let bao = Bao::shared();
+    const WHO: &str = "isolation-identity";
+    bao.api(
+        "POST",
+        &format!("auth/userpass/users/{WHO}"),
+        Some(serde_json::json!({"password": "avp-password", "token_policies": "avp-reader"})),
+    );
     let scratch = tempfile::tempdir().expect("tempdir");
     let team_a = scratch.path().join("team-a.env");
     std::fs::write(
         &team_a,
-        "AVP_AUTH_TYPE=userpass\nAVP_USERNAME=avp\nAVP_PASSWORD=avp-password\n",
+        format!("AVP_AUTH_TYPE=userpass\nAVP_USERNAME={WHO}\nAVP_PASSWORD=avp-password\n"),
     )
     .expect("write");
     let server = TestServer::start_with(ServerOptions {
-        env: bao.approle_env(),
+        env: bao.own_approle(WHO),
         args: vec![
             "--project-vault-config".into(),
             format!("team-a={}", team_a.display()),
@@ -261,11 +269,13 @@ async fn a_project_can_have_its_own_vault_identity() {
             .iter()
             .filter(|e| {
                 e["auth"]["display_name"] == display_name
+                    && (e["auth"]["metadata"]["role_name"] == WHO
+                        || e["auth"]["metadata"]["username"] == WHO)
                     && e["request"]["headers"]["x-avp-sidecar-app"] == serde_json::json!([app])
             })
             .count()
     };
     assert_eq!(reads_by("approle", "default/s"), 1);
-    assert_eq!(reads_by("userpass-avp", "team-a/s"), 1);
+    assert_eq!(reads_by(&format!("userpass-{WHO}"), "team-a/s"), 1);
     assert!(!server.log().contains("avp-password"));
 }

@@ -12,12 +12,14 @@ use crate::support::bao::Bao;
 use crate::support::{self, ServerOptions, TestServer, argo_env, find};
 
 const ANNOTATION: &str = "avp.kubernetes.io/secret-versions";
+/// The seeded path the renders read unless a test changes it (then it reads a copy).
+const SEEDED: &str = "secret/data/demo/web";
 /// Seeded values of `secret/data/demo/web`, and the one the test rotates to.
 const VALUES: [&str; 4] = ["s3cr3t-v1", "s3cr3t-v2", "demo-user", "r0tated-v3"];
 
-/// A kustomize app: a Secret filled from Vault, a Deployment that uses it through `envFrom`,
-/// and one that uses nothing.
-fn app_repo() -> tempfile::TempDir {
+/// A kustomize app: a Secret filled from Vault (`web`: the seeded `secret/data/demo/web` or a
+/// copy of it), a Deployment that uses it through `envFrom`, and one that uses nothing.
+fn app_repo(web: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = dir.path().join("app");
     std::fs::create_dir_all(&app).expect("mkdir");
@@ -28,7 +30,9 @@ fn app_repo() -> tempfile::TempDir {
     );
     write(
         "secret.yaml",
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: web-db\nstringData:\n  DB_PASSWORD: <path:secret/data/demo/web#password>\n",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: web-db\nstringData:\n  DB_PASSWORD: <path:{web}#password>\n"
+        ),
     );
     let deployment = |name: &str, container: &str| {
         format!(
@@ -57,8 +61,8 @@ fn server(bao: &Bao, args: &[&str]) -> TestServer {
     })
 }
 
-async fn render(server: &TestServer) -> Vec<Value> {
-    let repo = app_repo();
+async fn render(server: &TestServer, web: &str) -> Vec<Value> {
+    let repo = app_repo(web);
     let spec = support::dir_stream(repo.path(), "app", argo_env("web", "demo", &[]));
     support::generate(&server.socket, &spec, Some(Duration::from_secs(60)))
         .await
@@ -79,10 +83,12 @@ fn assert_no_values(text: &str) {
 
 #[tokio::test]
 async fn new_version_changes_the_hash_of_the_user_only() {
-    let bao = Bao::start();
-    let server = server(&bao, &["--rollout-hash", "--secret-cache-ttl-seconds", "0"]);
+    // This test's copy of demo/web: it writes a new version.
+    let bao = Bao::shared();
+    let web = bao.own_demo_web("rollout-new-version");
+    let server = server(bao, &["--rollout-hash", "--secret-cache-ttl-seconds", "0"]);
 
-    let first = render(&server).await;
+    let first = render(&server, &web).await;
     let hash = annotation(&first, "web").expect("web uses a placeholder Secret");
     assert_eq!(hash.len(), 16, "{hash}");
     assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
@@ -98,16 +104,16 @@ async fn new_version_changes_the_hash_of_the_user_only() {
     );
 
     // Same inputs, same versions: stable (this render is a render-cache hit).
-    let again = render(&server).await;
+    let again = render(&server, &web).await;
     assert_eq!(annotation(&again, "web").as_deref(), Some(hash.as_str()));
 
     // A new KV v2 version: the render cache still answers, the hash follows the new version.
     bao.api(
         "POST",
-        "secret/data/demo/web",
+        &web,
         Some(json!({"data": {"username": "demo-user", "password": "r0tated-v3"}})),
     );
-    let rotated = render(&server).await;
+    let rotated = render(&server, &web).await;
     assert_eq!(
         find(&rotated, "Secret", "web-db")["stringData"]["DB_PASSWORD"],
         "r0tated-v3"
@@ -115,7 +121,7 @@ async fn new_version_changes_the_hash_of_the_user_only() {
     let new_hash = annotation(&rotated, "web").expect("still annotated");
     assert_ne!(new_hash, hash);
     assert_eq!(annotation(&rotated, "idle"), None);
-    let stable = render(&server).await;
+    let stable = render(&server, &web).await;
     assert_eq!(annotation(&stable, "web"), Some(new_hash.clone()));
 
     let log = server.log();
@@ -129,7 +135,7 @@ async fn new_version_changes_the_hash_of_the_user_only() {
 /// `avp-sidecar generate` (a command plugin's `... | avp-sidecar generate -`) with `env`;
 /// the rendered YAML.
 fn pipe_generate(bao: &Bao, env: &[(&str, &str)]) -> String {
-    let repo = app_repo();
+    let repo = app_repo(SEEDED);
     let built = Command::new(support::tool("kustomize"))
         .arg("build")
         .arg(repo.path().join("app"))
@@ -162,7 +168,7 @@ fn pipe_generate(bao: &Bao, env: &[(&str, &str)]) -> String {
 
 #[tokio::test]
 async fn off_by_default_per_project_and_in_generate() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     for (args, want) in [
         (&[][..], false),
         (
@@ -174,8 +180,8 @@ async fn off_by_default_per_project_and_in_generate() {
             true,
         ),
     ] {
-        let server = server(&bao, args);
-        let docs = render(&server).await;
+        let server = server(bao, args);
+        let docs = render(&server, SEEDED).await;
         assert_eq!(annotation(&docs, "web").is_some(), want, "{args:?}");
         assert_eq!(annotation(&docs, "idle"), None, "{args:?}");
         assert_no_values(&server.log());
@@ -199,7 +205,7 @@ async fn off_by_default_per_project_and_in_generate() {
             0,
         ),
     ] {
-        let yaml = pipe_generate(&bao, &env);
+        let yaml = pipe_generate(bao, &env);
         assert_eq!(yaml.matches(ANNOTATION).count(), want, "{env:?}:\n{yaml}");
     }
 }

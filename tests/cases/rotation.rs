@@ -43,6 +43,7 @@ fn patched_paths(kube: &KubeApi) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn rotation_refreshes_only_the_apps_that_read_the_old_version() {
+    // Private: this test stops its OpenBao (and deletes the seeded kv/data/test).
     let bao = Bao::start();
     let kube = KubeApi::start(HashMap::new());
     let metrics = support::free_port();
@@ -172,7 +173,9 @@ async fn rotation_is_off_by_default() {
 // for the server's graceful shutdown to finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_state_survives_a_restart() {
-    let bao = Bao::start();
+    // This test's copy of demo/web: it writes a new version.
+    let bao = Bao::shared();
+    let web = bao.own_demo_web("rotation-state");
     let kube = KubeApi::start(HashMap::new());
     let state_dir = tempfile::tempdir().expect("tempdir");
     let state = state_dir.path().join("rotation.json");
@@ -195,7 +198,7 @@ async fn rotation_state_survives_a_restart() {
     // Polls hourly: only the save at shutdown can write the state file.
     let mut first = start("3600");
     assert_eq!(
-        render(&first, "web-a", "<path:secret/data/demo/web#password>").await,
+        render(&first, "web-a", &format!("<path:{web}#password>")).await,
         json!("s3cr3t-v2")
     );
     assert!(first.terminate().success(), "{}", first.log());
@@ -209,7 +212,7 @@ async fn rotation_state_survives_a_restart() {
     assert!(second.log().contains("loaded_apps=1"), "{}", second.log());
     bao.api(
         "POST",
-        "secret/data/demo/web",
+        &web,
         Some(json!({"data": {"username": "demo-user", "password": "s3cr3t-v3"}})),
     );
     patches_reach(&kube, 1).await;

@@ -37,7 +37,7 @@ fn assert_no_secrets(text: &str, extra: &[String]) {
 
 #[tokio::test]
 async fn kustomize_example_with_approle() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let server = server_with(bao.approle_env());
     let spec = support::dir_stream(&examples(), "kustomize-app", argo_env("web", "demo", &[]));
     let docs = support::generate(&server.socket, &spec, Some(Duration::from_secs(60)))
@@ -61,7 +61,7 @@ async fn kustomize_example_with_approle() {
 
 #[tokio::test]
 async fn helm_example_versions_types_and_modifiers() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let server = server_with(bao.approle_env());
     let spec = support::dir_stream(&examples(), "helm-app", argo_env("myapp", "demo", &[]));
     let docs = support::generate(&server.socket, &spec, None)
@@ -83,7 +83,7 @@ async fn helm_example_versions_types_and_modifiers() {
 
 #[tokio::test]
 async fn token_userpass_and_agent_address() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let base = |auth: &str| {
         vec![
             ("AVP_TYPE".to_owned(), "vault".to_owned()),
@@ -139,7 +139,7 @@ async fn render_value(
 
 #[tokio::test]
 async fn kv1_v2_versions_and_errors() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let server = server_with(bao.approle_env());
     for (placeholder, want) in [
         ("<path:secret/data/demo/web#password>", "s3cr3t-v2"),
@@ -198,7 +198,7 @@ async fn kv1_v2_versions_and_errors() {
 
 #[tokio::test]
 async fn kv1_with_default_kv_version() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let mut env = bao.approle_env();
     env.push(("AVP_KV_VERSION".into(), "1".into()));
     let server = server_with(env);
@@ -214,6 +214,7 @@ async fn kv1_with_default_kv_version() {
 
 #[tokio::test]
 async fn vault_down_is_a_clear_error_and_server_recovers() {
+    // Private: this test stops its OpenBao.
     let bao = Bao::start();
     let mut env = bao.approle_env();
     env.push(("VAULT_CLIENT_TIMEOUT".into(), "2s".into()));
@@ -276,7 +277,7 @@ async fn avp_secret_from_kubernetes_with_operator_allowlist() {
 
     use crate::support::kubeapi::KubeApi;
 
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let config: Vec<(String, String)> = bao
         .approle_env()
         .into_iter()
@@ -338,7 +339,7 @@ async fn avp_secret_from_kubernetes_with_operator_allowlist() {
 
 #[tokio::test]
 async fn per_project_path_policy_and_leak_guard() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let mut env = bao.approle_env();
     env.push((
         "AVP_SIDECAR_PATH_ALLOW".into(),
@@ -406,7 +407,7 @@ async fn per_project_path_policy_and_leak_guard() {
 
 #[tokio::test]
 async fn secret_values_never_reach_errors_logs_or_metrics() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     bao.api(
         "POST",
         "secret/data/hygiene/app",
@@ -508,6 +509,7 @@ fn ready_check_server(env: Vec<(String, String)>, port: u16) -> TestServer {
 
 #[tokio::test]
 async fn readyz_follows_the_vault_login() {
+    // Private: this test stops its OpenBao.
     let bao = Bao::start();
     let port = support::free_port();
     let server = ready_check_server(bao.approle_env(), port);
@@ -545,7 +547,7 @@ async fn readyz_follows_the_vault_login() {
 
 #[tokio::test]
 async fn readyz_names_a_rejected_login_never_its_secret() {
-    let bao = Bao::start();
+    let bao = Bao::shared();
     let port = support::free_port();
     let wrong = "0badc0de-1111-2222-3333-444455556666";
     let env: Vec<(String, String)> = bao

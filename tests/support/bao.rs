@@ -1,9 +1,18 @@
-//! A real OpenBao dev server per test, started and seeded with the same scripts the demo uses
-//! (`vault-dev/`), on a free port, stopped on drop.
+//! OpenBao dev servers for the tests, started and seeded with the same scripts the demo uses
+//! (`vault-dev/`), on free ports.
+//!
+//! Most tests use [`Bao::shared`]: one seeded server per test binary, started on first use.
+//! Tests on it keep apart by what they touch: a test that changes data writes under paths of its
+//! own (`own_demo_web`, a namespace or prefix no other test uses), and a test that counts audit
+//! entries counts its own identity's (`own_approle` + `audited_as`, `own_token`), since every
+//! other test's calls land in the same audit log. Only a test that must stop, restart or break
+//! its server starts a private one ([`Bao::start`]), and says why.
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 
 use super::repo_root;
 
@@ -12,41 +21,49 @@ pub(crate) struct Bao {
     pub state: PathBuf,
     pub port: u16,
     audit: bool,
-    _dir: tempfile::TempDir,
+    /// The shared server: its `bao-tether.sh`, whose stdin pipe we hold until the binary exits.
+    tether: Option<Mutex<Child>>,
+    /// A private server's dir, removed on drop (the shared server's tether removes its own).
+    _dir: Option<tempfile::TempDir>,
 }
 
 pub(crate) const ROOT_TOKEN: &str = "test-root";
 
+static SHARED: OnceLock<Bao> = OnceLock::new();
+
 impl Bao {
-    /// Starts and seeds a fresh server (each call its own).
-    pub(crate) fn start() -> Bao {
-        Self::start_inner(false)
+    /// The seeded server this test binary shares (audit log on), started on first use and
+    /// stopped when the binary exits (`tests/support/bao-tether.sh`). Never stopped before:
+    /// `stop` and `restart` panic on it.
+    pub fn shared() -> &'static Bao {
+        SHARED.get_or_init(|| Self::with_free_port(true, Self::launch_tethered))
     }
 
-    /// Like `start`, with a file audit device at `<state>/audit.log` (see `audited_requests`).
-    pub(crate) fn start_with_audit() -> Bao {
-        Self::start_inner(true)
+    /// Starts and seeds a private server (each call its own), stopped on drop. Only for tests
+    /// that stop, restart or break their server; the caller says why.
+    pub fn start() -> Bao {
+        Self::with_free_port(false, Self::launch_private)
     }
 
     pub(crate) fn audit_log(&self) -> PathBuf {
         self.state.join("audit.log")
     }
 
-    fn start_inner(audit: bool) -> Bao {
+    fn with_free_port(audit: bool, launch: fn(&mut Bao) -> Result<(), String>) -> Bao {
         // The free port is only free when chosen: another test may take it before bao binds
         // it. Then choose again.
         let mut last = String::new();
         for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("tempdir");
             let port = free_port_pair();
-            let bao = Bao {
+            let mut bao = Bao {
                 addr: format!("http://127.0.0.1:{port}"),
-                state: dir.path().join("vault"),
+                state: PathBuf::new(),
                 port,
                 audit,
-                _dir: dir,
+                tether: None,
+                _dir: None,
             };
-            match bao.try_launch() {
+            match launch(&mut bao) {
                 Ok(()) => return bao,
                 Err(e) if e.contains("address already in use") || e.contains("already listens") => {
                     last = e
@@ -55,6 +72,49 @@ impl Bao {
             }
         }
         panic!("no free port for OpenBao after 5 tries:\n{last}")
+    }
+
+    fn launch_private(bao: &mut Bao) -> Result<(), String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        bao.state = dir.path().join("vault");
+        bao._dir = Some(dir);
+        bao.try_launch()
+    }
+
+    /// Starts `bao-tether.sh` in a dir of its own (kept: the tether removes it when the binary
+    /// exits) and waits for its "ready".
+    fn launch_tethered(bao: &mut Bao) -> Result<(), String> {
+        let dir = tempfile::Builder::new()
+            .prefix("avp-sidecar-shared-bao-")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        bao.state = dir.join("vault");
+        let mut child = Command::new(repo_root().join("tests/support/bao-tether.sh"))
+            .arg(&dir)
+            .env("BAO_PORT", bao.port.to_string())
+            .env("BAO_ROOT_TOKEN", ROOT_TOKEN)
+            .env("BAO_AUDIT_LOG", bao.audit_log())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tests/support/bao-tether.sh");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("tether stdout");
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let mut stderr = String::new();
+        if line.trim() == "ready" {
+            bao.tether = Some(Mutex::new(child));
+            return Ok(());
+        }
+        if let Some(mut err) = child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr);
+        }
+        let status = child.wait().expect("wait for the tether");
+        Err(format!(
+            "shared OpenBao did not start ({status}):\n{stderr}"
+        ))
     }
 
     /// Stops the server and starts a fresh one on the same port (the dev server keeps nothing:
@@ -176,10 +236,6 @@ impl Bao {
             .collect()
     }
 
-    pub(crate) fn audited_requests(audit: &std::path::Path, operation: &str, path: &str) -> usize {
-        Self::audited(audit, operation, path).len()
-    }
-
     /// Makes the audit log record request header `name` (in clear).
     pub(crate) fn audit_header(&self, name: &str) {
         self.api(
@@ -189,12 +245,16 @@ impl Bao {
         );
     }
 
-    /// Values of request header `name` on the audited reads of `path` (not the root token's:
-    /// seeding), in order.
-    pub(crate) fn audited_header(audit: &std::path::Path, path: &str, name: &str) -> Vec<String> {
-        Self::audited(audit, "read", path)
+    /// Values of request header `name` on the audited reads of `path` made with AppRole role
+    /// `role`'s tokens (`own_approle`), in order.
+    pub fn audited_header_as(
+        audit: &std::path::Path,
+        role: &str,
+        path: &str,
+        name: &str,
+    ) -> Vec<String> {
+        Self::audited_as(audit, role, "read", path)
             .iter()
-            .filter(|e| e["auth"]["display_name"] != "token")
             .map(|e| {
                 e["request"]["headers"][name][0]
                     .as_str()
@@ -204,16 +264,114 @@ impl Bao {
             .collect()
     }
 
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
+        assert!(
+            self.tether.is_none(),
+            "the shared OpenBao cannot be stopped: start a private one (Bao::start)"
+        );
         let _ = Command::new(repo_root().join("vault-dev/stop.sh"))
             .env("VAULT_DEV_STATE", &self.state)
             .status();
+    }
+
+    /// A login of this test's own: AppRole role `role` (policy `avp-reader`, like the seeded
+    /// role `avp`), as sidecar env. Its calls carry `auth.metadata.role_name` = `role` in the
+    /// audit log (`audited_as`), so they can be told from other tests' on the shared server.
+    /// `role` must be unique in the test binary.
+    pub fn own_approle(&self, role: &str) -> Vec<(String, String)> {
+        self.api(
+            "POST",
+            &format!("auth/approle/role/{role}"),
+            Some(serde_json::json!({"token_policies": "avp-reader", "token_ttl": "1h"})),
+        );
+        let role_id =
+            self.api("GET", &format!("auth/approle/role/{role}/role-id"), None)["data"]["role_id"]
+                .as_str()
+                .expect("role id")
+                .to_owned();
+        let secret_id = self.api(
+            "POST",
+            &format!("auth/approle/role/{role}/secret-id"),
+            None,
+        )["data"]["secret_id"]
+            .as_str()
+            .expect("secret id")
+            .to_owned();
+        vec![
+            ("AVP_TYPE".into(), "vault".into()),
+            ("VAULT_ADDR".into(), self.addr.clone()),
+            ("AVP_AUTH_TYPE".into(), "approle".into()),
+            ("AVP_ROLE_ID".into(), role_id),
+            ("AVP_SECRET_ID".into(), secret_id),
+        ]
+    }
+
+    /// A token of this test's own with `policies` (`root` for a root token), shown in the audit
+    /// log as `auth.display_name` = `token-<name>`. `name` must be unique in the test binary.
+    pub fn own_token(&self, name: &str, policies: &[&str]) -> String {
+        self.api(
+            "POST",
+            "auth/token/create",
+            Some(serde_json::json!({"policies": policies, "display_name": name, "ttl": "2h"})),
+        )["auth"]["client_token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+
+    /// A copy of the seeded `secret/data/demo/web` (both versions, same values) at
+    /// `secret/data/<name>/web`, for a test that changes it: the seeded one stays as other
+    /// tests expect it. Returns the API path. `name` must be unique in the test binary.
+    pub fn own_demo_web(&self, name: &str) -> String {
+        let path = format!("secret/data/{name}/web");
+        for version in [1, 2] {
+            let data = self.api(
+                "GET",
+                &format!("secret/data/demo/web?version={version}"),
+                None,
+            )["data"]["data"]
+                .clone();
+            self.api("POST", &path, Some(serde_json::json!({ "data": data })));
+        }
+        path
+    }
+
+    /// Audited requests for `path` with `operation` made with AppRole role `role`'s tokens
+    /// (`own_approle`), in order. Logins are unauthenticated requests: count them with
+    /// `audited_logins_as`.
+    pub fn audited_as(
+        audit: &std::path::Path,
+        role: &str,
+        operation: &str,
+        path: &str,
+    ) -> Vec<serde_json::Value> {
+        Self::audited(audit, operation, path)
+            .into_iter()
+            .filter(|e| e["auth"]["metadata"]["role_name"] == role)
+            .collect()
+    }
+
+    /// AppRole logins of role `role`: the audited login responses that name it.
+    pub fn audited_logins_as(audit: &std::path::Path, role: &str) -> usize {
+        std::fs::read_to_string(audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| {
+                e["type"] == "response"
+                    && e["request"]["path"] == "auth/approle/login"
+                    && e["response"]["auth"]["metadata"]["role_name"] == role
+            })
+            .count()
     }
 }
 
 impl Drop for Bao {
     fn drop(&mut self) {
-        self.stop();
+        // The shared server lives in a static and is never dropped; its tether stops it.
+        if self.tether.is_none() {
+            self.stop();
+        }
     }
 }
 

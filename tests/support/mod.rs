@@ -69,12 +69,12 @@ pub(crate) fn fixture(name: &str) -> PathBuf {
     repo_root().join("tests/fixtures/repos").join(name)
 }
 
-/// A running server. Killed (SIGTERM, then SIGKILL) on drop.
-pub(crate) struct TestServer {
+/// A running server. Sent SIGTERM on drop (and killed if it does not finish draining).
+pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub work_root: PathBuf,
-    child: Child,
+    child: Option<Child>,
     log: PathBuf,
 }
 
@@ -144,7 +144,7 @@ impl TestServer {
             socket,
             work_root: work.join("_cmp_server"),
             dir,
-            child,
+            child: Some(child),
             log,
         };
         server.wait_ready();
@@ -153,7 +153,7 @@ impl TestServer {
 
     fn wait_ready(&mut self) {
         let up = wait::poll(Duration::from_secs(20), || {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child().try_wait() {
                 panic!("server exited early ({status}):\n{}", self.log());
             }
             std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
@@ -178,36 +178,61 @@ impl TestServer {
             .unwrap_or_default()
     }
 
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+    /// The server process (taken only by `drop`).
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("server process")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server process").id()
     }
 
     /// Sends SIGTERM and waits for the process to exit.
     pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
-            .arg(self.child.id().to_string())
+            .arg(self.pid().to_string())
             .status();
         let stopped = wait::poll(Duration::from_secs(20), || {
-            self.child.try_wait().ok().flatten()
+            self.child().try_wait().ok().flatten()
         });
         stopped.unwrap_or_else(|_| panic!("server did not stop:\n{}", self.log()))
     }
 }
 
+/// How long a dropped server gets to finish its SIGTERM drain before it is killed. The drain
+/// waits for the test's client connections, which close only when the test's runtime runs
+/// again: a drop must not wait for them on the test's thread (a current-thread runtime cannot
+/// run while it blocks), so a watcher thread does (the server's own drain timeout is 30 s).
+const DRAIN_AFTER_DROP: Duration = Duration::from_secs(40);
+
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
+        if let Ok(None) = self.child().try_wait() {
             let _ = Command::new("kill")
                 .arg("-TERM")
-                .arg(self.child.id().to_string())
+                .arg(self.pid().to_string())
                 .status();
-            let child = &mut self.child;
-            if wait::poll(Duration::from_secs(5), || child.try_wait().ok().flatten()).is_ok() {
+            // Without client connections left open it is gone at once.
+            let child = self.child();
+            if wait::poll(Duration::from_millis(200), || {
+                child.try_wait().ok().flatten()
+            })
+            .is_ok()
+            {
                 return;
             }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            // Else it drains once the test's runtime closes its connections (at the latest when
+            // the test ends and its runtime drops them; or the binary exits), like a real
+            // repo-server going away. A watcher reaps it, or kills it if it never finishes.
+            if let Some(mut child) = self.child.take() {
+                std::thread::spawn(move || {
+                    if wait::poll(DRAIN_AFTER_DROP, || child.try_wait().ok().flatten()).is_err() {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                });
+            }
         }
     }
 }
@@ -386,6 +411,32 @@ pub(crate) fn repo_of(files: &[(&str, &str)]) -> tempfile::TempDir {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, text).expect("write");
     }
+    dir
+}
+
+/// A copy of directory `src` as `<tmp>/<name of src>/`, with `from` replaced by `to` in every
+/// file (for a test that points an example at data of its own).
+pub fn copy_tree_replacing(src: &Path, from: &str, to: &str) -> tempfile::TempDir {
+    fn copy(src: &Path, dest: &Path, from: &str, to: &str) {
+        std::fs::create_dir_all(dest).expect("mkdir");
+        for entry in std::fs::read_dir(src).expect("read dir") {
+            let entry = entry.expect("dir entry");
+            let target = dest.join(entry.file_name());
+            if entry.file_type().expect("file type").is_dir() {
+                copy(&entry.path(), &target, from, to);
+            } else {
+                let text = std::fs::read_to_string(entry.path()).expect("text file");
+                std::fs::write(target, text.replace(from, to)).expect("write");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy(
+        src,
+        &dir.path().join(src.file_name().expect("dir name")),
+        from,
+        to,
+    );
     dir
 }
 
