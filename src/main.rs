@@ -284,6 +284,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(rotation) = rotation {
         rotation.stop().await;
     }
+    let _ = tokio::task::spawn_blocking(avp_sidecar::sandbox::reaper::kill_all_tools).await;
     tracing::info!(counters = %avp_sidecar::metrics::summary(), "stopped");
     Ok(())
 }

@@ -98,6 +98,25 @@ pub fn sweep_orphans() -> usize {
     orphans.len()
 }
 
+/// At exit: kills the process group of every tool still running (a request the drain timeout
+/// cut off, or one whose TERM grace has not run out: the task that would send its KILL dies with
+/// the runtime), then sweeps what they left. Nothing a request started outlives the server.
+/// Blocking, like [`sweep_orphans`]. Returns how many groups and orphans it killed.
+pub fn kill_all_tools() -> usize {
+    let groups: Vec<i32> = leaders().iter().copied().collect();
+    for pgid in &groups {
+        // Tool leaders lead their own group (`process_group(0)`), so pid == pgid.
+        let _ = nix::sys::signal::killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+    }
+    if !groups.is_empty() {
+        tracing::warn!(
+            count = groups.len(),
+            "killed tools still running at shutdown"
+        );
+    }
+    groups.len() + sweep_orphans()
+}
+
 /// Waits for a killed child without blocking forever (a process in uninterruptible I/O may
 /// take a while; the next sweep reaps it).
 fn reap(pid: Pid, within: std::time::Duration) {

@@ -491,8 +491,10 @@ async fn repo_content_cannot_run_code_or_read_outside_the_app() {
 /// A server whose "kustomize" records its process group in a pid file, traps SIGTERM and never
 /// finishes.
 fn sleep_trap_server(scratch: &Path, extra_args: &[&str]) -> TestServer {
-    let mut args = vec!["--kill-grace-seconds".to_owned(), "2".to_owned()];
-    args.extend(extra_args.iter().map(|a| a.to_string()));
+    let mut args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+    if !extra_args.contains(&"--kill-grace-seconds") {
+        args.extend(["--kill-grace-seconds".to_owned(), "2".to_owned()]);
+    }
     TestServer::start_with(ServerOptions {
         kustomize: Some(support::repo_root().join("tests/fixtures/tools/sleep-trap")),
         args,
@@ -578,6 +580,39 @@ async fn client_cancel_kills_the_tool() {
     call.abort(); // drops the client connection mid-request
     support::assert_group_gone(pgid, Duration::from_secs(6)).await;
     assert_workdirs_removed(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_kills_tools_still_in_their_kill_grace() {
+    // A cancelled request's tool gets TERM, then KILL after the grace; a server that exits in
+    // between (SIGTERM, drain done) must not leave the TERM-ignoring tool running.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let mut server = sleep_trap_server(
+        scratch.path(),
+        &["--kill-grace-seconds", "60", "--drain-seconds", "2"],
+    );
+    let socket = server.socket.clone();
+    let call =
+        tokio::spawn(async move { support::generate(&socket, &stuck_request(), None).await });
+    let pgid = tool_pgid(scratch.path()).await;
+    call.abort();
+    let _ = call.await;
+    support::eventually_async(
+        Duration::from_secs(10),
+        "the tool to get SIGTERM",
+        async || scratch.path().join("pid.term").exists(),
+    )
+    .await;
+    let status = tokio::task::block_in_place(|| server.terminate());
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    support::assert_group_gone(pgid, Duration::from_secs(5)).await;
+    assert!(
+        server
+            .log()
+            .contains("killed tools still running at shutdown"),
+        "{}",
+        server.log()
+    );
 }
 
 #[tokio::test]
