@@ -24,6 +24,13 @@ dockerd_pid=
 container=
 
 say() { echo "image-test: $*" >&2; }
+# The docker client: BuildKit (needed to skip the unused build stages) comes from the buildx
+# plugin on recent clients; Debian's docker.io client (20.10) drives the engine's built-in
+# BuildKit without it. `docker` below always means this client.
+docker() { command "${DOCKER_CLIENT:-docker}" "$@"; }
+if ! command docker buildx version >/dev/null 2>&1 && [ -x /usr/bin/docker ]; then
+  DOCKER_CLIENT=/usr/bin/docker
+fi
 cleanup() {
   [ -z "$container" ] || docker rm -f "$container" >/dev/null 2>&1 || true
   if [ -n "$dockerd_pid" ]; then
