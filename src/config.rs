@@ -49,6 +49,8 @@ pub struct RenderArgs {
     /// no outbound TCP connections, so charts are not fetched). Needs Landlock ABI 4 (Linux 6.7).
     #[arg(long, env = "AVP_SIDECAR_TOOL_CONNECT_PORTS", value_delimiter = ',')]
     pub tool_connect_ports: Vec<u16>,
+    #[command(flatten)]
+    pub fetch: crate::fetch::FetchArgs,
 }
 
 /// Where secrets come from: AVP's variables in the process environment, optionally a file,
@@ -484,6 +486,8 @@ pub enum ConfigError {
     PerProject(#[from] PerProjectError),
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchConfigError),
     /// AVP settings (env, `--config-path`, a project's file) that cannot be read or parsed.
     #[error("invalid setting: {0}")]
     VaultSettings(#[from] crate::secrets::settings::SettingsError),
@@ -580,9 +584,12 @@ impl RenderArgs {
             &[("kustomize", &tools.kustomize), ("helm", &tools.helm)],
             self.tool_connect_ports.clone(),
         )?;
+        let net_enforced = sandbox.enforced.is_some_and(|s| s.net);
+        let fetch = std::sync::Arc::new(self.fetch.build(net_enforced)?);
         Ok(crate::pipeline::render::Renderer {
             tools,
             sandbox,
+            fetch,
             server_env,
             slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
             max_concurrent,

@@ -53,7 +53,7 @@ enum Command {
     /// whether policy and Vault allow and have it (exit 1 on problems; for CI).
     Check(Box<cli::check::CheckArgs>),
     /// Print the version and the helm and kustomize versions found.
-    Version(avp_sidecar::config::RenderArgs),
+    Version(Box<avp_sidecar::config::RenderArgs>),
     /// Plugin definitions: import argocd-cm plugins.
     #[command(subcommand)]
     Plugins(cli::PluginsCommand),

@@ -202,6 +202,22 @@ impl Sandbox {
         self.wrap_with(cmd, dirs, &[])
     }
 
+    /// [`Sandbox::wrap`] for a run that fetches charts: it may also read `read_only` (the
+    /// operator's repository credentials and trust, for this run only) and connect to the
+    /// fetch proxy's port (`proxy_port`), besides `--tool-connect-ports`.
+    pub fn wrap_fetching(
+        &self,
+        cmd: ToolCommand,
+        dirs: &[PathBuf],
+        read_only: &[PathBuf],
+        proxy_port: u16,
+    ) -> ToolCommand {
+        let mut policy = self.policy(dirs);
+        policy.read_only.extend_from_slice(read_only);
+        policy.connect_ports.push(proxy_port);
+        self.wrap_policy(cmd, policy)
+    }
+
     /// [`Sandbox::wrap`] that may also execute `programs` (an operator command plugin's own
     /// program, resolved; its ELF loader is added).
     pub fn wrap_with(
@@ -217,6 +233,14 @@ impl Sandbox {
         for p in programs {
             policy.exec.push(p.clone());
             policy.exec.extend(elf_interpreter(p));
+        }
+        self.wrap_policy(cmd, policy)
+    }
+
+    /// `cmd` run through the helper under `policy`; unchanged when confinement is off.
+    fn wrap_policy(&self, cmd: ToolCommand, policy: Policy) -> ToolCommand {
+        if self.enforced.is_none() {
+            return cmd;
         }
         let mut args: Vec<OsString> = vec![helper::SUBCOMMAND.into()];
         args.extend(policy.to_args());

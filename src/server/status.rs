@@ -9,6 +9,7 @@ use super::RequestError;
 use crate::pipeline::PipelineError;
 use crate::pipeline::manifest::ManifestError;
 use crate::pipeline::render::RenderError;
+use crate::pipeline::render::deps::FetchCause;
 use crate::pipeline::render::tool::ToolError;
 use crate::pipeline::substitute::StageError;
 use crate::protocol::stream::StreamError;
@@ -82,6 +83,18 @@ fn render_code(e: &RenderError) -> Code {
         RenderError::Kustomization { .. } | RenderError::NoManifests(_) => Code::Unknown,
         RenderError::NotBuiltin(_) => Code::FailedPrecondition,
         RenderError::Io { .. } => Code::Internal,
+        RenderError::Dependency(e) => dependency_code(&e.cause),
+    }
+}
+
+fn dependency_code(cause: &FetchCause) -> Code {
+    match cause {
+        FetchCause::Denied(_) | FetchCause::OutsideRepository => Code::PermissionDenied,
+        FetchCause::Deadline => Code::DeadlineExceeded,
+        FetchCause::NotFound => Code::NotFound,
+        FetchCause::Auth | FetchCause::Tls | FetchCause::Off(_) => Code::FailedPrecondition,
+        // helm said no for another reason: the repository's content, as for other tool errors.
+        FetchCause::Failed => Code::Unknown,
     }
 }
 

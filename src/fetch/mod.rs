@@ -1,0 +1,259 @@
+//! Chart fetching: what helm's `dependency build` (and kustomize's `helmCharts` with `repo:`)
+//! may reach and with which credentials. Everything here is operator configuration; nothing a
+//! request sends configures a repository, a credential or a destination.
+//!
+//! - [`proxy`]: the forward proxy every fetching tool run must use (Landlock lets it connect
+//!   only to the proxy's port), which checks each destination ([`dest`]).
+//! - [`cache`]: archives fetched once serve every later render on this replica.
+//! - Credentials and trust: the operator's helm `repositories.yaml`, registry config (OCI
+//!   logins) and CA bundle, readable by the fetching tool run only.
+
+pub mod cache;
+pub mod dest;
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Operator flags of chart fetching (part of the render flags).
+#[derive(Args, Clone, Debug)]
+pub struct FetchArgs {
+    /// Fetch chart dependencies missing from `charts/` (`helm dependency build`) and remote
+    /// `helmCharts`, through the sidecar's proxy. Needs the tool sandbox with Landlock TCP
+    /// rules (Linux 6.7+); without them fetching stays off.
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_CHART_FETCH",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "true|false"
+    )]
+    pub chart_fetch: bool,
+    /// Destination ports chart fetches may use.
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_CHART_FETCH_PORTS",
+        value_delimiter = ',',
+        default_value = "443,80"
+    )]
+    pub chart_fetch_ports: Vec<u16>,
+    /// Networks chart fetches may not reach (CIDRs), besides link-local and cloud metadata
+    /// addresses, which are always refused, and loopback, refused unless allowed.
+    #[arg(long, env = "AVP_SIDECAR_CHART_FETCH_DENY", value_delimiter = ',')]
+    pub chart_fetch_deny: Vec<String>,
+    /// Networks refused by default that chart fetches may reach (only loopback is; link-local
+    /// and metadata addresses stay refused).
+    #[arg(long, env = "AVP_SIDECAR_CHART_FETCH_ALLOW", value_delimiter = ',')]
+    pub chart_fetch_allow: Vec<String>,
+    /// Tests only: `HOST=IP`, resolve HOST to IP in the fetch proxy (Go never proxies
+    /// `localhost`, so loopback test servers get a name).
+    #[arg(long, value_delimiter = ',', hide = true)]
+    pub chart_fetch_resolve: Vec<String>,
+    /// helm `repositories.yaml` with the operator's chart repositories and their credentials
+    /// (mounted from a Secret).
+    #[arg(long, env = "AVP_SIDECAR_HELM_REPOSITORIES")]
+    pub helm_repositories: Option<PathBuf>,
+    /// helm registry config (docker `config.json` format) with OCI registry logins.
+    #[arg(long, env = "AVP_SIDECAR_HELM_REGISTRY_CONFIG")]
+    pub helm_registry_config: Option<PathBuf>,
+    /// PEM CA certificates chart repositories and registries may be signed by, in addition to
+    /// the system's.
+    #[arg(long, env = "AVP_SIDECAR_CHART_CA_BUNDLE")]
+    pub chart_ca_bundle: Option<PathBuf>,
+    /// Where the dependency cache keeps archives (a private directory is created inside).
+    #[arg(long, env = "AVP_SIDECAR_CHART_CACHE_DIR")]
+    pub chart_cache_dir: Option<PathBuf>,
+    /// Size bound of the dependency cache, in MiB (0: no cache).
+    #[arg(long, env = "AVP_SIDECAR_CHART_CACHE_MB", default_value_t = 512)]
+    pub chart_cache_mb: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchConfigError {
+    #[error("invalid setting: --chart-fetch-deny/--chart-fetch-allow: {0}")]
+    Cidr(#[from] dest::BadCidr),
+    #[error("invalid setting: --chart-fetch-resolve {0:?}: expected HOST=IP")]
+    Resolve(String),
+    #[error("invalid setting: {flag} {path}: {source}")]
+    File {
+        flag: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid setting: --chart-cache-dir: {0}")]
+    Cache(#[source] std::io::Error),
+}
+
+/// System CA bundles, the first that exists is combined with the operator's.
+const SYSTEM_CA: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// Chart fetching as configured; shared by all renders.
+#[derive(Debug)]
+pub struct ChartFetch {
+    /// Why fetching is off (`None`: on).
+    pub off: Option<&'static str>,
+    rules: dest::Rules,
+    resolve: HashMap<String, IpAddr>,
+    proxy: tokio::sync::OnceCell<proxy::Proxy>,
+    repositories: Option<PathBuf>,
+    registry_config: Option<PathBuf>,
+    /// System trust plus the operator's CA bundle, in the cache's directory.
+    ca_bundle: Option<PathBuf>,
+    pub cache: cache::DepCache,
+}
+
+/// Environment and Landlock additions for one fetching tool run.
+#[derive(Debug)]
+pub struct FetchRun {
+    pub session: proxy::Session,
+    pub env: Vec<(String, String)>,
+    /// Files the run may read (the operator's credentials and trust).
+    pub read_only: Vec<PathBuf>,
+    pub proxy_port: u16,
+}
+
+impl FetchArgs {
+    /// Validates the flags; `net_enforced`: the tool sandbox restricts TCP connect (without
+    /// it a tool could bypass the proxy, so fetching stays off).
+    pub fn build(&self, net_enforced: bool) -> Result<ChartFetch, FetchConfigError> {
+        let cidrs = |list: &[String]| {
+            crate::config::rule_items(list)
+                .map(str::parse)
+                .collect::<Result<Vec<dest::Cidr>, _>>()
+        };
+        let rules = dest::Rules {
+            ports: self.chart_fetch_ports.clone(),
+            deny: cidrs(&self.chart_fetch_deny)?,
+            allow: cidrs(&self.chart_fetch_allow)?,
+        };
+        let mut resolve = HashMap::new();
+        for item in crate::config::rule_items(&self.chart_fetch_resolve) {
+            let (host, ip) = item
+                .split_once('=')
+                .and_then(|(h, ip)| Some((h.to_ascii_lowercase(), ip.parse().ok()?)))
+                .ok_or_else(|| FetchConfigError::Resolve(item.to_owned()))?;
+            resolve.insert(host, ip);
+        }
+        let readable = |flag: &'static str, p: &Option<PathBuf>| -> Result<_, FetchConfigError> {
+            p.as_ref()
+                .map(|p| {
+                    std::fs::canonicalize(p).map_err(|source| FetchConfigError::File {
+                        flag,
+                        path: p.display().to_string(),
+                        source,
+                    })
+                })
+                .transpose()
+        };
+        let repositories = readable("--helm-repositories", &self.helm_repositories)?;
+        let registry_config = readable("--helm-registry-config", &self.helm_registry_config)?;
+        let operator_ca = readable("--chart-ca-bundle", &self.chart_ca_bundle)?;
+        let cache = cache::DepCache::new(
+            self.chart_cache_dir.as_deref(),
+            self.chart_cache_mb.saturating_mul(1 << 20),
+        )
+        .map_err(FetchConfigError::Cache)?;
+        let ca_bundle = match operator_ca {
+            None => None,
+            Some(ca) => {
+                let file_err = |source| FetchConfigError::File {
+                    flag: "--chart-ca-bundle",
+                    path: ca.display().to_string(),
+                    source,
+                };
+                let mut pem = SYSTEM_CA
+                    .iter()
+                    .find_map(|p| std::fs::read(p).ok())
+                    .unwrap_or_default();
+                pem.push(b'\n');
+                pem.extend(std::fs::read(&ca).map_err(file_err)?);
+                let combined = cache.dir().join("ca-bundle.pem");
+                std::fs::write(&combined, pem).map_err(file_err)?;
+                Some(combined)
+            }
+        };
+        let off = if !self.chart_fetch {
+            Some("chart fetching is off (--chart-fetch false)")
+        } else if !net_enforced {
+            Some(
+                "chart fetching needs the tool sandbox with Landlock TCP rules (Linux 6.7+), which this server does not have",
+            )
+        } else {
+            None
+        };
+        Ok(ChartFetch {
+            off,
+            rules,
+            resolve,
+            proxy: tokio::sync::OnceCell::new(),
+            repositories,
+            registry_config,
+            ca_bundle,
+            cache,
+        })
+    }
+}
+
+impl ChartFetch {
+    /// A fetch that is off (for tests and commands that never fetch).
+    pub fn disabled(reason: &'static str) -> std::io::Result<Self> {
+        Ok(Self {
+            off: Some(reason),
+            rules: dest::Rules::default(),
+            resolve: HashMap::new(),
+            proxy: tokio::sync::OnceCell::new(),
+            repositories: None,
+            registry_config: None,
+            ca_bundle: None,
+            cache: cache::DepCache::new(None, 0)?,
+        })
+    }
+
+    /// What one fetching tool run gets: a proxy session (the proxy starts on first use), the
+    /// proxy and credential variables, and the operator files it may read. `scratch` is the
+    /// request's private directory (helm's repository cache goes there).
+    pub async fn run(&self, scratch: &std::path::Path) -> std::io::Result<FetchRun> {
+        let proxy = self
+            .proxy
+            .get_or_try_init(|| proxy::Proxy::start(self.rules.clone(), self.resolve.clone()))
+            .await?;
+        let session = proxy.session()?;
+        let url = session.url();
+        let mut env: Vec<(String, String)> =
+            ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"]
+                .iter()
+                .map(|k| ((*k).to_owned(), url.clone()))
+                .collect();
+        env.push(("NO_PROXY".to_owned(), String::new()));
+        env.push(("no_proxy".to_owned(), String::new()));
+        env.push((
+            "HELM_REPOSITORY_CACHE".to_owned(),
+            scratch.join("helm/cache/repository").display().to_string(),
+        ));
+        let mut read_only = Vec::new();
+        for (var, file) in [
+            ("HELM_REPOSITORY_CONFIG", &self.repositories),
+            ("HELM_REGISTRY_CONFIG", &self.registry_config),
+            ("SSL_CERT_FILE", &self.ca_bundle),
+        ] {
+            if let Some(f) = file {
+                env.push((var.to_owned(), f.display().to_string()));
+                read_only.push(f.clone());
+            }
+        }
+        Ok(FetchRun {
+            proxy_port: proxy.port(),
+            session,
+            env,
+            read_only,
+        })
+    }
+}
