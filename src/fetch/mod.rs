@@ -202,7 +202,76 @@ impl FetchArgs {
     }
 }
 
+/// A run's own copy of the repository list: the operator's `repositories.yaml` plus an entry
+/// without credentials for every `http(s)://` dependency repository it does not list (what
+/// Argo CD's `helm repo add` per dependency does; `helm dependency build` with a `Chart.lock`
+/// refuses repositories it has no definition for). Lives outside the request's directories
+/// and is removed with the run.
+#[derive(Debug)]
+pub struct RepoList {
+    dir: tempfile::TempDir,
+}
+
+impl RepoList {
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("repositories.yaml")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoListError {
+    #[error("the operator's repositories file {path}: {reason}")]
+    Operator { path: String, reason: String },
+    #[error("writing the repository list: {0}")]
+    Io(#[from] std::io::Error),
+}
+
 impl ChartFetch {
+    /// The repository list for a run needing `urls` (dependency repositories as written).
+    pub fn repo_list(&self, urls: &[&str]) -> Result<RepoList, RepoListError> {
+        use serde_json::{Value, json};
+        let mut doc = match &self.repositories {
+            Some(p) => {
+                let bad = |reason: String| RepoListError::Operator {
+                    path: p.display().to_string(),
+                    reason,
+                };
+                let text = std::fs::read_to_string(p).map_err(|e| bad(e.to_string()))?;
+                crate::yaml::parse_first_document(&text).map_err(|e| bad(e.to_string()))?
+            }
+            None => Value::Null,
+        };
+        if !doc.is_object() {
+            doc = json!({"apiVersion": "", "generated": "0001-01-01T00:00:00Z"});
+        }
+        let norm = |u: &str| u.trim_end_matches('/').to_owned();
+        let mut entries: Vec<Value> = doc
+            .get("repositories")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for url in urls {
+            let remote = url.starts_with("https://") || url.starts_with("http://");
+            let listed = entries
+                .iter()
+                .any(|e| e.get("url").and_then(Value::as_str).map(norm) == Some(norm(url)));
+            if remote && !listed {
+                let name = format!("avp-{}", &cache::key(url, "", "")[..16]);
+                entries.push(json!({"name": name, "url": url}));
+            }
+        }
+        if let Some(obj) = doc.as_object_mut() {
+            obj.insert("repositories".to_owned(), Value::Array(entries));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(self.cache.dir())?;
+        let list = RepoList { dir };
+        // JSON is YAML: helm reads it with sigs.k8s.io/yaml.
+        std::fs::write(list.path(), serde_json::to_vec(&doc).unwrap_or_default())?;
+        Ok(list)
+    }
+
     /// A fetch that is off (for tests and commands that never fetch).
     pub fn disabled(reason: &'static str) -> std::io::Result<Self> {
         Ok(Self {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod bao;
+pub(crate) mod charts;
 pub(crate) mod h2raw;
 pub(crate) mod http;
 pub(crate) mod kubeapi;

@@ -389,8 +389,19 @@ impl Renderer {
                 path: "chart fetch proxy".to_owned(),
                 source,
             })?;
+        let urls: Vec<&str> = deps.iter().map(|d| d.repository.as_str()).collect();
+        let list = self.fetch.repo_list(&urls).map_err(|e| RenderError::Io {
+            path: "helm repository list".to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut read_only = run.read_only.clone();
+        read_only.push(list.path());
         let mut child_env = env.to_vec();
-        for (k, v) in &run.env {
+        let list_env = (
+            "HELM_REPOSITORY_CONFIG".to_owned(),
+            list.path().display().to_string(),
+        );
+        for (k, v) in run.env.iter().chain([&list_env]) {
             child_env.retain(|(name, _)| name != k);
             child_env.push((k.clone(), v.clone()));
         }
@@ -407,13 +418,13 @@ impl Renderer {
         let cmd = self.sandbox.wrap_fetching(
             cmd,
             &[repo.to_path_buf(), scratch.to_path_buf()],
-            &run.read_only,
+            &read_only,
             run.proxy_port,
         );
         metrics::inc(&METRICS.chart_dependency_builds_total);
         let result = self.run_in_slot(&cmd, deadline).await;
         let denials = run.session.denials();
-        drop(run);
+        drop((run, list));
         match result {
             Ok(_) => {}
             Err(RenderError::Tool(ToolError::Deadline { .. }) | RenderError::Queued(_)) => {
@@ -426,8 +437,14 @@ impl Renderer {
                     cause: FetchCause::Deadline,
                 })));
             }
-            Err(RenderError::Tool(ToolError::Failed { stderr, .. })) => {
-                tracing::warn!(chart = %chart, stderr = %stderr.trim(), "helm dependency build failed");
+            Err(RenderError::Tool(ToolError::Failed {
+                stderr,
+                stdout_tail,
+                ..
+            })) => {
+                // helm reports a repository it could not update on stdout, then fails later.
+                let stderr = format!("{stdout_tail}\n{stderr}");
+                tracing::warn!(chart = %chart, output = %stderr.trim(), "helm dependency build failed");
                 let cause = match denials.first() {
                     Some(d) => FetchCause::Denied(d.to_string()),
                     None => classify(&stderr),

@@ -1,0 +1,399 @@
+//! Chart dependencies fetched inside the sandbox (issue 17), against real components on
+//! loopback only: a chart repository (`helm package` + `helm repo index`, served by
+//! `support::charts::StaticServer`) reached as `charts.test` through the sidecar's fetch
+//! proxy (`--chart-fetch-resolve`, tests only; loopback allowed with `--chart-fetch-allow`).
+//! Renders are compared with `helm dependency build && helm template` run by hand.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tonic::Code;
+
+use crate::support::charts::{
+    StaticServer, by_hand_proxy, dependency, helm, package_repo, write_chart,
+};
+use crate::support::{self, ServerOptions, TestServer, argo_env};
+
+/// A chart repository with `redis` 1.2.3 and 1.3.0 and `common` 2.0.0.
+fn chart_repo() -> (tempfile::TempDir, StaticServer) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = dir.path().join("src");
+    let mut charts = Vec::new();
+    for (name, version) in [("redis", "1.2.3"), ("redis", "1.3.0"), ("common", "2.0.0")] {
+        let c = src.join(format!("{name}-{version}/{name}"));
+        write_chart(&c, name, version, "");
+        charts.push(c);
+    }
+    let out = dir.path().join("repo");
+    package_repo(&charts, &out);
+    let server = StaticServer::start(&out, None);
+    (dir, server)
+}
+
+/// A sidecar that may fetch from loopback ports `ports` under the name `charts.test`.
+fn fetching_server(ports: &[u16], extra: &[&str]) -> TestServer {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let mut args = vec![
+        "--chart-fetch-allow".to_owned(),
+        "127.0.0.0/8".to_owned(),
+        "--chart-fetch-resolve".to_owned(),
+        "charts.test=127.0.0.1".to_owned(),
+        "--chart-fetch-ports".to_owned(),
+        ports.join(","),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    TestServer::start_with(ServerOptions {
+        args,
+        ..Default::default()
+    })
+}
+
+fn deps_yaml(items: &[(&str, &str, &str, Option<&str>)]) -> String {
+    let mut out = "dependencies:\n".to_owned();
+    for (name, version, repo, condition) in items {
+        out.push_str(&format!(
+            "- name: {name}\n  version: \"{version}\"\n  repository: {repo}\n"
+        ));
+        if let Some(c) = condition {
+            out.push_str(&format!("  condition: {c}\n"));
+        }
+    }
+    out
+}
+
+/// `helm dependency build && helm template` by hand on a copy of `repo`'s `app/` (through a
+/// proxy that only resolves `charts.test`).
+async fn by_hand(repo: &Path, port: u16) -> Vec<serde_json::Value> {
+    let copy = tempfile::tempdir().expect("tmp");
+    copy_dir(repo, copy.path());
+    let chart = copy.path().join("app");
+    let (_proxy, session) = by_hand_proxy(port).await;
+    dependency("build", chart.clone(), session.url()).await;
+    let out = helm(&[
+        "template".as_ref(),
+        "web".as_ref(),
+        chart.as_os_str(),
+        "--namespace".as_ref(),
+        "demo".as_ref(),
+        "--api-versions".as_ref(),
+        "v1".as_ref(),
+        "--api-versions".as_ref(),
+        "apps/v1".as_ref(),
+        "--api-versions".as_ref(),
+        "batch/v1".as_ref(),
+        "--kube-version".as_ref(),
+        "1.31.0".as_ref(),
+        "--include-crds".as_ref(),
+    ]);
+    let budget = avp_sidecar::yaml::AliasBudget::for_output(out.len());
+    avp_sidecar::pipeline::manifest::split_tool_output(&out, &budget).expect("helm output")
+}
+
+/// Adds the `Chart.lock` helm writes for `app/` (`helm dependency update` by hand on a copy).
+async fn write_lock(repo: &Path, port: u16) {
+    let copy = tempfile::tempdir().expect("tmp");
+    copy_dir(repo, copy.path());
+    let chart = copy.path().join("app");
+    let (_proxy, session) = by_hand_proxy(port).await;
+    dependency("update", chart.clone(), session.url()).await;
+    std::fs::copy(chart.join("Chart.lock"), repo.join("app/Chart.lock")).expect("lock");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let dest = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            std::fs::create_dir_all(&dest).expect("mkdir");
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).expect("copy");
+        }
+    }
+}
+
+fn sorted(mut docs: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    docs.sort_by_key(|d| d["metadata"]["name"].to_string());
+    docs
+}
+
+#[tokio::test]
+async fn remote_file_and_disabled_dependencies_render_like_helm_by_hand() {
+    let (_charts, repo_server) = chart_repo();
+    let port = repo_server.port;
+    let url = format!("http://charts.test:{port}");
+    let repo = support::repo_of(&[]);
+    write_chart(&repo.path().join("lib"), "lib", "0.1.0", "");
+    write_chart(
+        &repo.path().join("app"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[
+            ("redis", "~1.2.0", &url, None),
+            ("common", "2.0.0", &url, Some("common.enabled")),
+            ("lib", "0.1.0", "file://../lib", None),
+        ]),
+    );
+    std::fs::write(
+        repo.path().join("app/values.yaml"),
+        "greeting: hello\ncommon:\n  enabled: false\n",
+    )
+    .expect("write");
+    let server = fetching_server(&[port], &[]);
+    let docs = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
+    let names: Vec<&str> = docs
+        .iter()
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"web-redis") && names.contains(&"web-lib"),
+        "{names:?}"
+    );
+    // The disabled dependency was still resolved (helm requires it) but renders nothing.
+    assert!(!names.contains(&"web-common"), "{names:?}");
+    assert_eq!(repo_server.hits("/common-2.0.0.tgz"), 1);
+    assert_eq!(sorted(docs), sorted(by_hand(repo.path(), port).await));
+    // `~1.2.0` took the newest 1.2.x; nothing of 1.3.0 was fetched.
+    assert_eq!(repo_server.hits("/redis-1.3.0.tgz"), 0);
+    assert!(server.leftover_workdirs().is_empty());
+}
+
+#[tokio::test]
+async fn file_dependency_outside_the_repository_is_refused() {
+    let outside = tempfile::tempdir().expect("tmp");
+    write_chart(&outside.path().join("lib"), "lib", "0.1.0", "");
+    let repo = support::repo_of(&[]);
+    let rel = format!("file://{}", outside.path().join("lib").display());
+    write_chart(
+        &repo.path().join("app"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[
+            ("lib", "0.1.0", &rel, None),
+            ("up", "0.1.0", "file://../../..", None),
+        ]),
+    );
+    let server = fetching_server(&[443], &[]);
+    let err = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+        .await
+        .expect_err("outside");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message()
+            .contains("chart web (app): dependency lib 0.1.0")
+            && err
+                .message()
+                .contains("the file:// path leaves the repository"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn refused_destinations_and_missing_charts_name_the_dependency() {
+    let (_charts, repo_server) = chart_repo();
+    let port = repo_server.port;
+    // Loopback without the operator's allowance: refused by the proxy.
+    let strict = TestServer::start_with(ServerOptions {
+        args: vec![
+            "--chart-fetch-resolve".to_owned(),
+            "charts.test=127.0.0.1".to_owned(),
+            "--chart-fetch-ports".to_owned(),
+            port.to_string(),
+        ],
+        ..Default::default()
+    });
+    let url = format!("http://charts.test:{port}");
+    let repo = support::repo_of(&[]);
+    write_chart(
+        &repo.path().join("app"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[("redis", "1.2.3", &url, None)]),
+    );
+    let err = support::render_app(&strict, &repo, argo_env("web", "demo", &[]))
+        .await
+        .expect_err("loopback refused");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains(&format!(
+            "chart web (app): dependency redis 1.2.3 (repository {url}): denied: charts.test (127.0.0.1) is a loopback address"
+        )),
+        "{}",
+        err.message()
+    );
+    assert_eq!(repo_server.hits("/index.yaml"), 0);
+    // A port the operator did not allow.
+    let other_port = fetching_server(&[443], &[]);
+    let err = support::render_app(&other_port, &repo, argo_env("web", "demo", &[]))
+        .await
+        .expect_err("port refused");
+    assert!(
+        err.message().contains(&format!(
+            "denied: port {port} of charts.test is not allowed"
+        )),
+        "{}",
+        err.message()
+    );
+    // A version the repository does not have.
+    let server = fetching_server(&[port], &[]);
+    let repo = support::repo_of(&[]);
+    write_chart(
+        &repo.path().join("app"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[("redis", "9.9.9", &url, None)]),
+    );
+    let err = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+        .await
+        .expect_err("missing");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(
+        err.message()
+            .contains("dependency redis 9.9.9 (repository http://charts.test:")
+            && err.message().contains("not found in the repository"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_give_a_clear_error_and_the_operators_work() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let c = dir.path().join("src/redis");
+    write_chart(&c, "redis", "1.2.3", "");
+    let out = dir.path().join("repo");
+    package_repo(&[c], &out);
+    let repo_server = StaticServer::start(&out, Some(("reader", "s3cret")));
+    let port = repo_server.port;
+    let url = format!("http://charts.test:{port}");
+    let repositories = |password: &str| {
+        let file = dir.path().join(format!("repositories-{password}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: \"\"\ngenerated: \"0001-01-01T00:00:00Z\"\nrepositories:\n- name: private\n  url: {url}\n  username: reader\n  password: {password}\n"
+            ),
+        )
+        .expect("write");
+        file.display().to_string()
+    };
+    let repo = support::repo_of(&[]);
+    write_chart(
+        &repo.path().join("app"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[("redis", "1.2.3", &url, None)]),
+    );
+    let wrong = repositories("wrong");
+    let server = fetching_server(&[port], &["--helm-repositories", &wrong]);
+    let err = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+        .await
+        .expect_err("wrong password");
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "{err:?}\n{}",
+        server.log()
+    );
+    assert!(
+        err.message().contains("dependency redis 1.2.3")
+            && err.message().contains("authentication failed"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        !err.message().contains("secret-body-text"),
+        "{}",
+        err.message()
+    );
+    let right = repositories("s3cret");
+    let server = fetching_server(&[port], &["--helm-repositories", &right]);
+    let docs = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
+    support::find(&docs, "ConfigMap", "web-redis");
+}
+
+#[tokio::test]
+async fn concurrent_renders_share_one_download_and_pinned_renders_are_cached() {
+    let (_charts, repo_server) = chart_repo();
+    let port = repo_server.port;
+    let url = format!("http://charts.test:{port}");
+    let server = fetching_server(&[port], &[]);
+    // Pinned: exact version and a Chart.lock (made by helm by hand).
+    let repo = support::repo_of(&[]);
+    write_chart(
+        &repo.path().join("app"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[("redis", "1.2.3", &url, None)]),
+    );
+    write_lock(repo.path(), port).await;
+    let before = repo_server.hits("/redis-1.2.3.tgz");
+    // Ten renders of ten apps (different archives, so no render-cache hits) at once.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        std::fs::write(
+            repo.path().join("app/templates/extra.yaml"),
+            format!("# {i}\n"),
+        )
+        .expect("write");
+        let spec = support::dir_stream(repo.path(), "app", argo_env("web", "demo", &[]));
+        let socket = server.socket.clone();
+        tasks.push(tokio::spawn(async move {
+            support::generate(&socket, &spec, Some(Duration::from_secs(60))).await
+        }));
+    }
+    for t in tasks {
+        let docs = t
+            .await
+            .expect("join")
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
+        support::find(&docs, "ConfigMap", "web-redis");
+    }
+    assert_eq!(
+        repo_server.hits("/redis-1.2.3.tgz") - before,
+        1,
+        "{}",
+        server.log()
+    );
+    // The same request again is a render-cache hit: pinned renders are cached.
+    let spec = support::dir_stream(repo.path(), "app", argo_env("web", "demo", &[]));
+    let log_before = server.log().matches("render_cache_hit=true").count();
+    support::generate(&server.socket, &spec, Some(Duration::from_secs(60)))
+        .await
+        .expect("again");
+    assert_eq!(
+        server.log().matches("render_cache_hit=true").count(),
+        log_before + 1,
+        "pinned render served from the render cache"
+    );
+
+    // Floating (a range): never served from the render cache, so a Hard Refresh sees a new
+    // upstream version.
+    let floating = support::repo_of(&[]);
+    write_chart(
+        &floating.path().join("app"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[("redis", ">=1.0.0", &url, None)]),
+    );
+    let spec = support::dir_stream(floating.path(), "app", argo_env("web", "demo", &[]));
+    for _ in 0..2 {
+        let docs = support::generate(&server.socket, &spec, Some(Duration::from_secs(60)))
+            .await
+            .expect("floating");
+        assert_eq!(
+            support::find(&docs, "ConfigMap", "web-redis")["data"]["chart"],
+            "redis-1.3.0"
+        );
+    }
+    assert_eq!(
+        repo_server.hits("/redis-1.3.0.tgz"),
+        2,
+        "fetched on every render"
+    );
+}
