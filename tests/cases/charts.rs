@@ -10,8 +10,9 @@ use std::time::Duration;
 use tonic::Code;
 
 use crate::support::charts::{
-    StaticServer, by_hand_proxy, dependency, helm, package_repo, write_chart,
+    StaticServer, by_hand_proxy, dependency, helm, helm_blocking, package_repo, write_chart,
 };
+use crate::support::registry::Registry;
 use crate::support::{self, ServerOptions, TestServer, argo_env};
 
 /// A chart repository with `redis` 1.2.3 and 1.3.0 and `common` 2.0.0.
@@ -64,11 +65,30 @@ fn deps_yaml(items: &[(&str, &str, &str, Option<&str>)]) -> String {
 /// `helm dependency build && helm template` by hand on a copy of `repo`'s `app/` (through a
 /// proxy that only resolves `charts.test`).
 async fn by_hand(repo: &Path, port: u16) -> Vec<serde_json::Value> {
+    by_hand_with(repo, port, Vec::new()).await
+}
+
+/// [`by_hand`] with `env` added to `helm dependency build` (CA, registry config).
+async fn by_hand_with(
+    repo: &Path,
+    port: u16,
+    mut env: Vec<(String, String)>,
+) -> Vec<serde_json::Value> {
     let copy = tempfile::tempdir().expect("tmp");
     copy_dir(repo, copy.path());
     let chart = copy.path().join("app");
     let (_proxy, session) = by_hand_proxy(port).await;
-    dependency("build", chart.clone(), session.url()).await;
+    env.push(("HTTPS_PROXY".to_owned(), session.url()));
+    env.push(("HTTP_PROXY".to_owned(), session.url()));
+    helm_blocking(
+        vec![
+            "dependency".into(),
+            "build".into(),
+            chart.clone().into_os_string(),
+        ],
+        env,
+    )
+    .await;
     let out = helm(&[
         "template".as_ref(),
         "web".as_ref(),
@@ -396,4 +416,97 @@ async fn concurrent_renders_share_one_download_and_pinned_renders_are_cached() {
         2,
         "fetched on every render"
     );
+}
+
+#[tokio::test]
+async fn oci_dependencies_with_basic_auth_and_a_private_ca() {
+    let registry = Registry::start(Some(("puller", "p4ss")));
+    let port = registry.port;
+    let config = registry.config("puller", "p4ss");
+    let ca = registry.ca.display().to_string();
+    // Push redis 1.2.3 by hand (through a proxy that only resolves charts.test).
+    let src = tempfile::tempdir().expect("tmp");
+    write_chart(&src.path().join("redis"), "redis", "1.2.3", "");
+    helm(&[
+        "package".as_ref(),
+        src.path().join("redis").as_os_str(),
+        "-d".as_ref(),
+        src.path().as_os_str(),
+    ]);
+    let creds = vec![
+        ("SSL_CERT_FILE".to_owned(), ca.clone()),
+        (
+            "HELM_REGISTRY_CONFIG".to_owned(),
+            config.display().to_string(),
+        ),
+    ];
+    {
+        let (_proxy, session) = by_hand_proxy(port).await;
+        let mut env = creds.clone();
+        env.push(("HTTPS_PROXY".to_owned(), session.url()));
+        helm_blocking(
+            vec![
+                "push".into(),
+                src.path().join("redis-1.2.3.tgz").into_os_string(),
+                format!("oci://charts.test:{port}/charts").into(),
+            ],
+            env,
+        )
+        .await;
+    }
+    let repo = support::repo_of(&[]);
+    write_chart(
+        &repo.path().join("app"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[(
+            "redis",
+            "1.2.3",
+            &format!("oci://charts.test:{port}/charts"),
+            None,
+        )]),
+    );
+    let config_arg = config.display().to_string();
+    let server = fetching_server(
+        &[port],
+        &[
+            "--helm-registry-config",
+            &config_arg,
+            "--chart-ca-bundle",
+            &ca,
+        ],
+    );
+    let docs = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
+    assert_eq!(
+        sorted(docs),
+        sorted(by_hand_with(repo.path(), port, creds).await)
+    );
+
+    // Wrong credentials, then no CA: clear errors naming the dependency.
+    let wrong = registry.config("puller", "wrong").display().to_string();
+    for (args, cause) in [
+        (
+            vec!["--helm-registry-config", &wrong, "--chart-ca-bundle", &ca],
+            "authentication failed",
+        ),
+        (
+            vec!["--helm-registry-config", &config_arg],
+            "TLS verification failed",
+        ),
+    ] {
+        let server = fetching_server(&[port], &args);
+        let err = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+            .await
+            .expect_err(cause);
+        assert!(
+            err.message().contains(&format!(
+                "chart web (app): dependency redis 1.2.3 (repository oci://charts.test:{port}/charts): {cause}"
+            )),
+            "{}\n{}",
+            err.message(),
+            server.log()
+        );
+    }
 }

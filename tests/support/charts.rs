@@ -147,11 +147,12 @@ pub(crate) fn package_repo(charts: &[PathBuf], out: &Path) {
 
 /// Runs the real helm with homes in a temp dir; panics with its stderr on failure.
 pub(crate) fn helm(args: &[&std::ffi::OsStr]) -> String {
-    helm_via(args, None)
+    helm_via(args, &[])
 }
 
-/// [`helm`] with `HTTP(S)_PROXY` set to `proxy` (see [`by_hand_proxy`]).
-pub(crate) fn helm_via(args: &[&std::ffi::OsStr], proxy: Option<&str>) -> String {
+/// [`helm`] with `env` added (e.g. `HTTPS_PROXY` from [`by_hand_proxy`], `SSL_CERT_FILE`,
+/// `HELM_REGISTRY_CONFIG`).
+pub(crate) fn helm_via(args: &[&std::ffi::OsStr], env: &[(String, String)]) -> String {
     let home = tempfile::tempdir().expect("home");
     let mut cmd = Command::new(super::tool("helm"));
     cmd.args(args)
@@ -162,9 +163,7 @@ pub(crate) fn helm_via(args: &[&std::ffi::OsStr], proxy: Option<&str>) -> String
         .env_remove("HTTPS_PROXY")
         .env_remove("HTTP_PROXY")
         .env_remove("NO_PROXY");
-    if let Some(p) = proxy {
-        cmd.env("HTTPS_PROXY", p).env("HTTP_PROXY", p);
-    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let out = cmd.output().expect("run helm");
     assert!(
         out.status.success(),
@@ -203,11 +202,25 @@ pub(crate) async fn by_hand_proxy(
 /// `helm dependency <verb>` (build or update) in `chart`, by hand through `proxy`, on a
 /// blocking thread (the proxy runs on this test's runtime).
 pub(crate) async fn dependency(verb: &'static str, chart: PathBuf, proxy: String) -> String {
+    let env = vec![
+        ("HTTPS_PROXY".to_owned(), proxy.clone()),
+        ("HTTP_PROXY".to_owned(), proxy),
+    ];
+    helm_blocking(
+        vec!["dependency".into(), verb.into(), chart.into_os_string()],
+        env,
+    )
+    .await
+}
+
+/// [`helm_via`] on a blocking thread (when a proxy runs on this test's runtime).
+pub(crate) async fn helm_blocking(
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
+) -> String {
     tokio::task::spawn_blocking(move || {
-        helm_via(
-            &["dependency".as_ref(), verb.as_ref(), chart.as_os_str()],
-            Some(&proxy),
-        )
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        helm_via(&args, &env)
     })
     .await
     .expect("join")

@@ -9,6 +9,7 @@ pub(crate) mod charts;
 pub(crate) mod h2raw;
 pub(crate) mod http;
 pub(crate) mod kubeapi;
+pub(crate) mod registry;
 pub(crate) mod repotar;
 pub(crate) mod wait;
 
