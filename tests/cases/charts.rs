@@ -510,3 +510,35 @@ async fn oci_dependencies_with_basic_auth_and_a_private_ca() {
         );
     }
 }
+
+#[tokio::test]
+async fn kustomize_remote_helm_charts_are_pulled_through_the_gate_and_the_proxy() {
+    let (_charts, repo_server) = chart_repo();
+    let port = repo_server.port;
+    let kustomization = format!(
+        "helmCharts:\n- name: redis\n  repo: http://charts.test:{port}\n  version: 1.2.3\n  releaseName: web\n  namespace: demo\n"
+    );
+    let repo = support::repo_of(&[("app/kustomization.yaml", &kustomization)]);
+    let server = fetching_server(&[port], &[]);
+    for round in 1..=2 {
+        let docs = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
+        assert_eq!(
+            support::find(&docs, "ConfigMap", "web-redis")["data"]["chart"],
+            "redis-1.2.3"
+        );
+        // A render that pulled a chart is not served from the render cache.
+        assert_eq!(repo_server.hits("/redis-1.2.3.tgz"), round);
+    }
+    // Without fetching, the same app fails at the pull, and nothing reaches the repository.
+    let off = TestServer::start_with(ServerOptions {
+        args: vec!["--chart-fetch".to_owned(), "false".to_owned()],
+        ..Default::default()
+    });
+    let hits = repo_server.hits("/index.yaml");
+    support::render_app(&off, &repo, argo_env("web", "demo", &[]))
+        .await
+        .expect_err("fetching off");
+    assert_eq!(repo_server.hits("/index.yaml"), hits);
+}
