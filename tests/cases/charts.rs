@@ -542,3 +542,30 @@ async fn kustomize_remote_helm_charts_are_pulled_through_the_gate_and_the_proxy(
         .expect_err("fetching off");
     assert_eq!(repo_server.hits("/index.yaml"), hits);
 }
+
+#[tokio::test]
+async fn kustomize_local_helm_charts_get_their_dependencies() {
+    let (_charts, repo_server) = chart_repo();
+    let port = repo_server.port;
+    let url = format!("http://charts.test:{port}");
+    let repo = support::repo_of(&[(
+        "app/kustomization.yaml",
+        "helmCharts:\n- name: web\n  releaseName: web\n  namespace: demo\n",
+    )]);
+    write_chart(
+        &repo.path().join("app/charts/web"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[("redis", "1.2.3", &url, None)]),
+    );
+    let server = fetching_server(&[port], &[]);
+    let docs = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
+    support::find(&docs, "ConfigMap", "web-web");
+    assert_eq!(
+        support::find(&docs, "ConfigMap", "web-redis")["data"]["chart"],
+        "redis-1.2.3"
+    );
+    assert_eq!(repo_server.hits("/redis-1.2.3.tgz"), 1);
+}

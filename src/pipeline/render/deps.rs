@@ -532,6 +532,53 @@ impl Renderer {
     }
 }
 
+/// The local charts the kustomization at `kustomization` inflates (`helmCharts` entries without
+/// `repo:`): `<chartHome>/<name>` (or kustomize's `<chartHome>/<name>-<version>/<name>`) with a
+/// `Chart.yaml`, inside `repo`. Only this kustomization's own entries (not its bases').
+pub(crate) fn kustomize_local_charts(kustomization: &Path, repo: &Path) -> Vec<PathBuf> {
+    let Ok(doc) = read_yaml(kustomization) else {
+        return Vec::new();
+    };
+    let Some(dir) = kustomization.parent() else {
+        return Vec::new();
+    };
+    let home = doc
+        .get("helmGlobals")
+        .and_then(|g| g.get("chartHome"))
+        .and_then(Value::as_str)
+        .unwrap_or("charts");
+    let Ok(real_repo) = std::fs::canonicalize(repo) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in doc
+        .get("helmCharts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let field = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or("");
+        let (name, version) = (field("name"), field("version"));
+        if name.is_empty() || !field("repo").is_empty() || name.contains('/') {
+            continue;
+        }
+        let candidates = [
+            dir.join(home).join(name),
+            dir.join(home).join(format!("{name}-{version}")).join(name),
+        ];
+        for c in candidates {
+            if let Ok(real) = std::fs::canonicalize(&c)
+                && real.starts_with(&real_repo)
+                && real.join("Chart.yaml").is_file()
+                && !out.contains(&real)
+            {
+                out.push(real);
+            }
+        }
+    }
+    out
+}
+
 /// `name (path/in/repo)` for errors.
 fn chart_label(name: &str, chart_dir: &Path, repo: &Path) -> String {
     let rel = chart_dir

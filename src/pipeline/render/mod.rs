@@ -169,6 +169,25 @@ impl Renderer {
             }
             AppKind::Kustomize { kustomization } => {
                 kustomize::apply_plugin_settings(kustomization, env).await?;
+                // Local `helmCharts` charts get their dependencies as a chart app does.
+                let charts = deps::kustomize_local_charts(kustomization, repo);
+                if !charts.is_empty() {
+                    let helm_env =
+                        crate::pipeline::context::child_env(&self.server_env, env, &extra);
+                    let real_repo =
+                        std::fs::canonicalize(repo).map_err(|source| RenderError::Io {
+                            path: repo.display().to_string(),
+                            source,
+                        })?;
+                    for chart in charts {
+                        let prepared = self
+                            .prepare_chart_dependencies(
+                                &chart, &real_repo, scratch, &helm_env, deadline,
+                            )
+                            .await?;
+                        cacheable &= !prepared.floating;
+                    }
+                }
                 // kustomize reaches helm only through our gate (see `sandbox::gate`).
                 for (name, value) in [
                     (gate::GATE_ENV, self.tools.helm.as_path()),
