@@ -26,6 +26,9 @@ const MAX_HEAD: usize = 16 << 10;
 /// Time for a client to send its request head, and for an upstream connect.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A relayed connection ends after this long whatever its peers do (the tool run's own
+/// deadline normally ends it first), so no stalled upstream keeps a task alive.
+const RELAY_LIMIT: Duration = Duration::from_secs(600);
 
 /// What the proxy knows about one tool run.
 #[derive(Debug, Default)]
@@ -330,7 +333,12 @@ async fn serve(
         upstream.write_all(out.as_bytes()).await?;
     }
     upstream.write_all(&rest).await?;
-    tokio::io::copy_bidirectional(&mut conn, &mut upstream).await?;
+    tokio::time::timeout(
+        RELAY_LIMIT,
+        tokio::io::copy_bidirectional(&mut conn, &mut upstream),
+    )
+    .await
+    .map_err(|_| std::io::Error::other("relay time limit"))??;
     Ok(())
 }
 

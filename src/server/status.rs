@@ -92,7 +92,9 @@ fn dependency_code(cause: &FetchCause) -> Code {
         FetchCause::Denied(_) | FetchCause::OutsideRepository => Code::PermissionDenied,
         FetchCause::Deadline => Code::DeadlineExceeded,
         FetchCause::NotFound => Code::NotFound,
-        FetchCause::Auth | FetchCause::Tls | FetchCause::Off(_) => Code::FailedPrecondition,
+        FetchCause::Auth | FetchCause::Tls | FetchCause::Off(_) | FetchCause::LockOutOfSync => {
+            Code::FailedPrecondition
+        }
         // helm said no for another reason: the repository's content, as for other tool errors.
         FetchCause::Failed => Code::Unknown,
     }

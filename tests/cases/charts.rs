@@ -257,6 +257,42 @@ async fn refused_destinations_and_missing_charts_name_the_dependency() {
         "{}",
         err.message()
     );
+    // Fetching off: the dependency must be vendored, and the error says so.
+    let off = TestServer::start_with(ServerOptions {
+        args: vec!["--chart-fetch".to_owned(), "false".to_owned()],
+        ..Default::default()
+    });
+    let err = support::render_app(&off, &repo, argo_env("web", "demo", &[]))
+        .await
+        .expect_err("fetching off");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .contains("dependency redis 1.2.3 (repository http://charts.test:")
+            && err
+                .message()
+                .contains("chart fetching is off (--chart-fetch false); vendor"),
+        "{}",
+        err.message()
+    );
+    // A Chart.lock that does not match Chart.yaml.
+    std::fs::write(
+        repo.path().join("app/Chart.lock"),
+        format!(
+            "dependencies:\n- name: redis\n  repository: {url}\n  version: 1.2.3\ndigest: sha256:0000\ngenerated: \"2026-01-01T00:00:00Z\"\n"
+        ),
+    )
+    .expect("lock");
+    let server = fetching_server(&[port], &[]);
+    let err = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+        .await
+        .expect_err("out of sync");
+    assert!(
+        err.message()
+            .contains("Chart.lock is out of sync with Chart.yaml"),
+        "{}",
+        err.message()
+    );
     // A version the repository does not have.
     let server = fetching_server(&[port], &[]);
     let repo = support::repo_of(&[]);

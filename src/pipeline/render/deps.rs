@@ -53,6 +53,10 @@ pub enum FetchCause {
     Off(&'static str),
     #[error("the file:// path leaves the repository")]
     OutsideRepository,
+    #[error(
+        "Chart.lock is out of sync with Chart.yaml (run `helm dependency update` and commit Chart.lock)"
+    )]
+    LockOutOfSync,
     #[error("helm dependency build failed (helm's message is in the sidecar's log)")]
     Failed,
 }
@@ -66,7 +70,9 @@ impl FetchCause {
             Self::Tls => &METRICS.chart_fetch_tls_failures_total,
             Self::Denied(_) | Self::OutsideRepository => &METRICS.chart_fetch_denied_total,
             Self::Deadline => &METRICS.chart_fetch_deadline_total,
-            Self::Off(_) | Self::Failed => &METRICS.chart_fetch_failures_total,
+            Self::Off(_) | Self::LockOutOfSync | Self::Failed => {
+                &METRICS.chart_fetch_failures_total
+            }
         }
     }
 }
@@ -243,7 +249,9 @@ fn file_dependency_inside(chart_dir: &Path, repo: &Path, dep: &Dependency) -> bo
 fn classify(stderr: &str) -> FetchCause {
     let s = stderr.to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| s.contains(w));
-    if has(&["x509:", "certificate", "tls: "]) {
+    if has(&["out of sync with the dependencies file"]) {
+        FetchCause::LockOutOfSync
+    } else if has(&["x509:", "certificate", "tls: "]) {
         FetchCause::Tls
     } else if has(&[
         "401",
@@ -341,9 +349,12 @@ impl Renderer {
             }
         }
         let lock = locked(chart_dir);
-        let pinned = pinned(&deps, lock.as_deref());
-        let prepared = Prepared { floating: !pinned };
         let remote: Vec<&Dependency> = missing.iter().filter(|d| !d.is_local()).collect();
+        // Only what is fetched can float: `file://` charts come with the repository.
+        let pinned = pinned(&missing, lock.as_deref());
+        let prepared = Prepared {
+            floating: !remote.is_empty() && !pinned,
+        };
         let keys: Vec<(String, &Dependency)> = remote
             .iter()
             .map(|d| {
@@ -693,6 +704,12 @@ mod tests {
             FetchCause::NotFound
         );
         assert_eq!(classify("something odd"), FetchCause::Failed);
+        assert_eq!(
+            classify(
+                "Error: the lock file (Chart.lock) is out of sync with the dependencies file (Chart.yaml). Please update the dependencies"
+            ),
+            FetchCause::LockOutOfSync
+        );
         assert_eq!(
             culprit(
                 "... \"redis\" (repository \"https://charts.test\" ...",
