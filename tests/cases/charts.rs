@@ -378,7 +378,9 @@ async fn concurrent_renders_share_one_download_and_pinned_renders_are_cached() {
     let (_charts, repo_server) = chart_repo();
     let port = repo_server.port;
     let url = format!("http://charts.test:{port}");
-    let server = fetching_server(&[port], &[]);
+    let metrics = support::free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics}");
+    let server = fetching_server(&[port], &["--metrics-addr", &metrics_addr]);
     // Pinned: exact version and a Chart.lock (made by helm by hand).
     let repo = support::repo_of(&[]);
     write_chart(
@@ -416,6 +418,13 @@ async fn concurrent_renders_share_one_download_and_pinned_renders_are_cached() {
         "{}",
         server.log()
     );
+    // One helm run fetched it; the nine others were served by the dependency cache.
+    assert_eq!(
+        support::counter(metrics, "chart_dependency_builds_total"),
+        1
+    );
+    assert_eq!(support::counter(metrics, "chart_fetches_total"), 1);
+    assert_eq!(support::counter(metrics, "chart_cache_hits_total"), 9);
     // The same request again is a render-cache hit: pinned renders are cached.
     let spec = support::dir_stream(repo.path(), "app", argo_env("web", "demo", &[]));
     let log_before = server.log().matches("render_cache_hit=true").count();
