@@ -367,7 +367,25 @@ async fn wrong_credentials_give_a_clear_error_and_the_operators_work() {
     );
     let right = repositories("s3cret");
     let server = fetching_server(&[port], &["--helm-repositories", &right]);
-    let docs = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+    // Nothing in the request configures fetching: neither raw names nor plugin env or
+    // parameters (the wrong file, another proxy) take effect.
+    let mut env = argo_env(
+        "web",
+        "demo",
+        &[
+            ("HELM_REPOSITORY_CONFIG", wrong.as_str()),
+            ("HTTPS_PROXY", "http://127.0.0.1:1"),
+        ],
+    );
+    for (k, v) in [
+        ("HELM_REPOSITORY_CONFIG", wrong.as_str()),
+        ("HTTP_PROXY", "http://127.0.0.1:1"),
+        ("AVP_SIDECAR_HELM_REPOSITORIES", wrong.as_str()),
+        ("PARAM_HELM_REPOSITORY_CONFIG", wrong.as_str()),
+    ] {
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let docs = support::render_app(&server, &repo, env)
         .await
         .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
     support::find(&docs, "ConfigMap", "web-redis");

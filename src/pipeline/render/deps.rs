@@ -370,22 +370,11 @@ impl Renderer {
         if let (Some(off), Some(dep)) = (self.fetch.off, remote.first()) {
             return Err(fail(dep, FetchCause::Off(off)));
         }
-        // Renders needing the same dependencies share one download.
-        let flight_key = crate::fetch::cache::key(
-            "flight",
-            &keys
-                .iter()
-                .map(|(k, _)| k.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            if pinned {
-                "pinned"
-            } else {
-                chart_dir.to_str().unwrap_or("")
-            },
-        );
+        // Renders needing the same pinned dependencies share one download: the first fetches,
+        // the others find them cached when their turn comes. Floating ones are resolved anew.
         let _flight = if pinned {
-            Some(self.fetch.cache.flight(&flight_key).await)
+            let set: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+            Some(self.fetch.cache.flight(&set.join(",")).await)
         } else {
             None
         };
