@@ -632,3 +632,50 @@ async fn kustomize_local_helm_charts_get_their_dependencies() {
     );
     assert_eq!(repo_server.hits("/redis-1.2.3.tgz"), 1);
 }
+
+/// Done-when of issue 17: a chart whose dependency is fetched renders with its placeholders
+/// filled from Vault (OpenBao), unchanged.
+#[tokio::test]
+async fn a_chart_with_fetched_dependencies_gets_its_placeholders_filled() {
+    let bao = crate::support::bao::Bao::start();
+    let (_charts, repo_server) = chart_repo();
+    let port = repo_server.port;
+    let repo = support::repo_of(&[(
+        "app/templates/secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: web-db\nstringData:\n  DB_USER: <path:secret/data/demo/web#username>\n",
+    )]);
+    write_chart(
+        &repo.path().join("app"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[(
+            "redis",
+            "1.2.3",
+            &format!("http://charts.test:{port}"),
+            None,
+        )]),
+    );
+    let server = TestServer::start_with(ServerOptions {
+        args: [
+            "--chart-fetch-allow",
+            "127.0.0.0/8",
+            "--chart-fetch-resolve",
+            "charts.test=127.0.0.1",
+            "--chart-fetch-ports",
+            &port.to_string(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect(),
+        env: bao.token_env(),
+        ..Default::default()
+    });
+    let docs = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
+    assert_eq!(
+        support::find(&docs, "Secret", "web-db")["stringData"]["DB_USER"],
+        "demo-user"
+    );
+    support::find(&docs, "ConfigMap", "web-redis");
+}
