@@ -105,7 +105,7 @@ pub struct ChartFetch {
     proxy: tokio::sync::OnceCell<proxy::Proxy>,
     repositories: Option<PathBuf>,
     registry_config: Option<PathBuf>,
-    /// System trust plus the operator's CA bundle, in the cache's directory.
+    /// The operator's CA bundle (combined with the system's per run).
     ca_bundle: Option<PathBuf>,
     pub cache: cache::DepCache,
 }
@@ -114,6 +114,9 @@ pub struct ChartFetch {
 #[derive(Debug)]
 pub struct FetchRun {
     pub session: proxy::Session,
+    /// The run's private files (combined CA bundle, repository list), outside every request;
+    /// removed with the run.
+    dir: tempfile::TempDir,
     pub env: Vec<(String, String)>,
     /// Files the run may read (the operator's credentials and trust).
     pub read_only: Vec<PathBuf>,
@@ -142,44 +145,29 @@ impl FetchArgs {
                 .ok_or_else(|| FetchConfigError::Resolve(item.to_owned()))?;
             resolve.insert(host, ip);
         }
+        // Kept as given (absolute), not resolved: a mounted Secret's files are symlinks that
+        // Kubernetes swaps on update, and each run reads (and is granted) what they name then.
         let readable = |flag: &'static str, p: &Option<PathBuf>| -> Result<_, FetchConfigError> {
             p.as_ref()
                 .map(|p| {
-                    std::fs::canonicalize(p).map_err(|source| FetchConfigError::File {
+                    let err = |source| FetchConfigError::File {
                         flag,
                         path: p.display().to_string(),
                         source,
-                    })
+                    };
+                    std::fs::File::open(p).map_err(err)?;
+                    std::path::absolute(p).map_err(err)
                 })
                 .transpose()
         };
         let repositories = readable("--helm-repositories", &self.helm_repositories)?;
         let registry_config = readable("--helm-registry-config", &self.helm_registry_config)?;
-        let operator_ca = readable("--chart-ca-bundle", &self.chart_ca_bundle)?;
+        let ca_bundle = readable("--chart-ca-bundle", &self.chart_ca_bundle)?;
         let cache = cache::DepCache::new(
             self.chart_cache_dir.as_deref(),
             self.chart_cache_mb.saturating_mul(1 << 20),
         )
         .map_err(FetchConfigError::Cache)?;
-        let ca_bundle = match operator_ca {
-            None => None,
-            Some(ca) => {
-                let file_err = |source| FetchConfigError::File {
-                    flag: "--chart-ca-bundle",
-                    path: ca.display().to_string(),
-                    source,
-                };
-                let mut pem = SYSTEM_CA
-                    .iter()
-                    .find_map(|p| std::fs::read(p).ok())
-                    .unwrap_or_default();
-                pem.push(b'\n');
-                pem.extend(std::fs::read(&ca).map_err(file_err)?);
-                let combined = cache.dir().join("ca-bundle.pem");
-                std::fs::write(&combined, pem).map_err(file_err)?;
-                Some(combined)
-            }
-        };
         let off = if !self.chart_fetch {
             Some("chart fetching is off (--chart-fetch false)")
         } else if !net_enforced {
@@ -202,22 +190,6 @@ impl FetchArgs {
     }
 }
 
-/// A run's own copy of the repository list: the operator's `repositories.yaml` plus an entry
-/// without credentials for every `http(s)://` dependency repository it does not list (what
-/// Argo CD's `helm repo add` per dependency does; `helm dependency build` with a `Chart.lock`
-/// refuses repositories it has no definition for). Lives outside the request's directories
-/// and is removed with the run.
-#[derive(Debug)]
-pub struct RepoList {
-    dir: tempfile::TempDir,
-}
-
-impl RepoList {
-    pub fn path(&self) -> PathBuf {
-        self.dir.path().join("repositories.yaml")
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum RepoListError {
     #[error("the operator's repositories file {path}: {reason}")]
@@ -227,8 +199,13 @@ pub enum RepoListError {
 }
 
 impl ChartFetch {
-    /// The repository list for a run needing `urls` (dependency repositories as written).
-    pub fn repo_list(&self, urls: &[&str]) -> Result<RepoList, RepoListError> {
+    /// The run's own copy of the repository list, in the run's private dir: the operator's
+    /// `repositories.yaml` plus an entry without credentials for every `http(s)://` URL in
+    /// `urls` (dependency repositories as written) it does not list, which is what Argo CD's
+    /// `helm repo add` per dependency does (`helm dependency build` with a `Chart.lock`
+    /// refuses repositories it has no definition for). Returns its path, which the run may
+    /// read.
+    pub fn repo_list(&self, run: &FetchRun, urls: &[&str]) -> Result<PathBuf, RepoListError> {
         use serde_json::{Value, json};
         let mut doc = match &self.repositories {
             Some(p) => {
@@ -263,27 +240,10 @@ impl ChartFetch {
         if let Some(obj) = doc.as_object_mut() {
             obj.insert("repositories".to_owned(), Value::Array(entries));
         }
-        let dir = tempfile::Builder::new()
-            .prefix("run-")
-            .tempdir_in(self.cache.dir())?;
-        let list = RepoList { dir };
+        let path = run.dir.path().join("repositories.yaml");
         // JSON is YAML: helm reads it with sigs.k8s.io/yaml.
-        std::fs::write(list.path(), serde_json::to_vec(&doc).unwrap_or_default())?;
-        Ok(list)
-    }
-
-    /// A fetch that is off (for tests and commands that never fetch).
-    pub fn disabled(reason: &'static str) -> std::io::Result<Self> {
-        Ok(Self {
-            off: Some(reason),
-            rules: dest::Rules::default(),
-            resolve: HashMap::new(),
-            proxy: tokio::sync::OnceCell::new(),
-            repositories: None,
-            registry_config: None,
-            ca_bundle: None,
-            cache: cache::DepCache::new(None, 0)?,
-        })
+        std::fs::write(&path, serde_json::to_vec(&doc).unwrap_or_default())?;
+        Ok(path)
     }
 
     /// What one fetching tool run gets: a proxy session (the proxy starts on first use), the
@@ -307,20 +267,39 @@ impl ChartFetch {
             "HELM_REPOSITORY_CACHE".to_owned(),
             scratch.join("helm/cache/repository").display().to_string(),
         ));
+        let dir = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(self.cache.dir())?;
+        let ca_bundle = match &self.ca_bundle {
+            Some(ca) => {
+                let mut pem = SYSTEM_CA
+                    .iter()
+                    .find_map(|p| std::fs::read(p).ok())
+                    .unwrap_or_default();
+                pem.push(b'\n');
+                pem.extend(std::fs::read(ca)?);
+                let combined = dir.path().join("ca-bundle.pem");
+                std::fs::write(&combined, pem)?;
+                Some(combined)
+            }
+            None => None,
+        };
         let mut read_only = Vec::new();
         for (var, file) in [
             ("HELM_REPOSITORY_CONFIG", &self.repositories),
             ("HELM_REGISTRY_CONFIG", &self.registry_config),
-            ("SSL_CERT_FILE", &self.ca_bundle),
+            ("SSL_CERT_FILE", &ca_bundle),
         ] {
             if let Some(f) = file {
                 env.push((var.to_owned(), f.display().to_string()));
-                read_only.push(f.clone());
+                // Landlock grants the file itself, wherever the symlinks lead now.
+                read_only.push(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()));
             }
         }
         Ok(FetchRun {
             proxy_port: proxy.port(),
             session,
+            dir,
             env,
             read_only,
         })

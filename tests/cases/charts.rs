@@ -344,7 +344,11 @@ async fn wrong_credentials_give_a_clear_error_and_the_operators_work() {
         &deps_yaml(&[("redis", "1.2.3", &url, None)]),
     );
     let wrong = repositories("wrong");
-    let server = fetching_server(&[port], &["--helm-repositories", &wrong]);
+    // Mounted like a Kubernetes Secret: a symlink that is swapped when the Secret changes.
+    let link = dir.path().join("repositories.yaml");
+    std::os::unix::fs::symlink(&wrong, &link).expect("symlink");
+    let link_arg = link.display().to_string();
+    let server = fetching_server(&[port], &["--helm-repositories", &link_arg]);
     let err = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
         .await
         .expect_err("wrong password");
@@ -365,8 +369,11 @@ async fn wrong_credentials_give_a_clear_error_and_the_operators_work() {
         "{}",
         err.message()
     );
+    // The Secret is fixed: the next render uses it, without a restart.
     let right = repositories("s3cret");
-    let server = fetching_server(&[port], &["--helm-repositories", &right]);
+    let swap = dir.path().join("repositories.yaml.new");
+    std::os::unix::fs::symlink(&right, &swap).expect("symlink");
+    std::fs::rename(&swap, &link).expect("swap");
     // Nothing in the request configures fetching: neither raw names nor plugin env or
     // parameters (the wrong file, another proxy) take effect.
     let mut env = argo_env(

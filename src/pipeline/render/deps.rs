@@ -390,16 +390,19 @@ impl Renderer {
                 source,
             })?;
         let urls: Vec<&str> = deps.iter().map(|d| d.repository.as_str()).collect();
-        let list = self.fetch.repo_list(&urls).map_err(|e| RenderError::Io {
-            path: "helm repository list".to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let list = self
+            .fetch
+            .repo_list(&run, &urls)
+            .map_err(|e| RenderError::Io {
+                path: "helm repository list".to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         let mut read_only = run.read_only.clone();
-        read_only.push(list.path());
+        read_only.push(list.clone());
         let mut child_env = env.to_vec();
         let list_env = (
             "HELM_REPOSITORY_CONFIG".to_owned(),
-            list.path().display().to_string(),
+            list.display().to_string(),
         );
         for (k, v) in run.env.iter().chain([&list_env]) {
             child_env.retain(|(name, _)| name != k);
@@ -424,7 +427,7 @@ impl Renderer {
         metrics::inc(&METRICS.chart_dependency_builds_total);
         let result = self.run_in_slot(&cmd, deadline).await;
         let denials = run.session.denials();
-        drop((run, list));
+        drop(run);
         match result {
             Ok(_) => {}
             Err(RenderError::Tool(ToolError::Deadline { .. }) | RenderError::Queued(_)) => {
