@@ -275,6 +275,19 @@ async fn refused_destinations_and_missing_charts_name_the_dependency() {
         "{}",
         err.message()
     );
+    // Fetching off still packages `file://` dependencies (no network needed).
+    let local = support::repo_of(&[]);
+    write_chart(&local.path().join("lib"), "lib", "0.1.0", "");
+    write_chart(
+        &local.path().join("app"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[("lib", "0.1.0", "file://../lib", None)]),
+    );
+    let docs = support::render_app(&off, &local, argo_env("web", "demo", &[]))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", off.log()));
+    support::find(&docs, "ConfigMap", "web-lib");
     // A Chart.lock that does not match Chart.yaml.
     std::fs::write(
         repo.path().join("app/Chart.lock"),

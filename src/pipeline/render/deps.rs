@@ -381,53 +381,66 @@ impl Renderer {
         if pinned && self.copy_cached(chart_dir, &missing, &keys)? {
             return Ok(prepared);
         }
-        let run = self
-            .fetch
-            .run(scratch)
-            .await
-            .map_err(|source| RenderError::Io {
-                path: "chart fetch proxy".to_owned(),
-                source,
-            })?;
-        let urls: Vec<&str> = deps.iter().map(|d| d.repository.as_str()).collect();
-        let list = self
-            .fetch
-            .repo_list(&run, &urls)
-            .map_err(|e| RenderError::Io {
-                path: "helm repository list".to_owned(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        let mut read_only = run.read_only.clone();
-        read_only.push(list.clone());
         let mut child_env = env.to_vec();
-        let list_env = (
-            "HELM_REPOSITORY_CONFIG".to_owned(),
-            list.display().to_string(),
-        );
-        for (k, v) in run.env.iter().chain([&list_env]) {
-            child_env.retain(|(name, _)| name != k);
-            child_env.push((k.clone(), v.clone()));
-        }
-        let cmd = super::tool::ToolCommand {
-            program: self.tools.helm.clone(),
-            args: vec![
-                "dependency".into(),
-                "build".into(),
-                chart_dir.as_os_str().to_owned(),
-            ],
-            cwd: chart_dir.to_path_buf(),
-            env: child_env,
+        let (cmd, run) = {
+            let cmd = super::tool::ToolCommand {
+                program: self.tools.helm.clone(),
+                args: vec![
+                    "dependency".into(),
+                    "build".into(),
+                    chart_dir.as_os_str().to_owned(),
+                ],
+                cwd: chart_dir.to_path_buf(),
+                env: Vec::new(),
+            };
+            let dirs = [repo.to_path_buf(), scratch.to_path_buf()];
+            if self.fetch.off.is_some() {
+                // Only `file://` charts to package: no network, no credentials.
+                let cmd = super::tool::ToolCommand {
+                    env: child_env,
+                    ..cmd
+                };
+                (self.sandbox.wrap(cmd, &dirs), None)
+            } else {
+                let run = self
+                    .fetch
+                    .run(scratch)
+                    .await
+                    .map_err(|source| RenderError::Io {
+                        path: "chart fetch proxy".to_owned(),
+                        source,
+                    })?;
+                let urls: Vec<&str> = deps.iter().map(|d| d.repository.as_str()).collect();
+                let list = self
+                    .fetch
+                    .repo_list(&run, &urls)
+                    .map_err(|e| RenderError::Io {
+                        path: "helm repository list".to_owned(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+                let mut read_only = run.read_only.clone();
+                read_only.push(list.clone());
+                let list_env = (
+                    "HELM_REPOSITORY_CONFIG".to_owned(),
+                    list.display().to_string(),
+                );
+                for (k, v) in run.env.iter().chain([&list_env]) {
+                    child_env.retain(|(name, _)| name != k);
+                    child_env.push((k.clone(), v.clone()));
+                }
+                let cmd = super::tool::ToolCommand {
+                    env: child_env,
+                    ..cmd
+                };
+                let cmd = self
+                    .sandbox
+                    .wrap_fetching(cmd, &dirs, &read_only, run.proxy_port);
+                (cmd, Some(run))
+            }
         };
-        let cmd = self.sandbox.wrap_fetching(
-            cmd,
-            &[repo.to_path_buf(), scratch.to_path_buf()],
-            &read_only,
-            run.proxy_port,
-        );
         metrics::inc(&METRICS.chart_dependency_builds_total);
         let result = self.run_in_slot(&cmd, deadline).await;
-        let denials = run.session.denials();
-        drop(run);
+        let denials = run.map(|r| r.session.denials()).unwrap_or_default();
         match result {
             Ok(_) => {}
             Err(RenderError::Tool(ToolError::Deadline { .. }) | RenderError::Queued(_)) => {
