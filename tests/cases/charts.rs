@@ -699,3 +699,37 @@ async fn a_chart_with_fetched_dependencies_gets_its_placeholders_filled() {
     );
     support::find(&docs, "ConfigMap", "web-redis");
 }
+
+#[tokio::test]
+async fn a_repository_that_never_answers_ends_at_the_deadline_naming_the_dependency() {
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let url = format!("http://charts.test:{port}");
+    let repo = support::repo_of(&[]);
+    write_chart(
+        &repo.path().join("app"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[("redis", "1.2.3", &url, None)]),
+    );
+    let server = fetching_server(&[port], &[]);
+    let spec = support::dir_stream(repo.path(), "app", argo_env("web", "demo", &[]));
+    let err = support::generate(&server.socket, &spec, Some(Duration::from_secs(5)))
+        .await
+        .expect_err("deadline");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        err.message().contains(&format!(
+            "chart web (app): dependency redis 1.2.3 (repository {url}): the deadline passed while fetching"
+        )),
+        "{}",
+        err.message()
+    );
+}
