@@ -282,7 +282,11 @@ async fn serve(
     let Some((host, port)) = split_authority(&authority, if connect { 443 } else { 80 }) else {
         return answer(&mut conn, "400 Bad Request", "bad destination").await;
     };
-    let ip = match destination(rules, resolve, &host, port).await {
+    // A name that takes too long to resolve counts as not resolving.
+    let checked = tokio::time::timeout(CONNECT_TIMEOUT, destination(rules, resolve, &host, port))
+        .await
+        .unwrap_or_else(|_| Err(Denied::NoAddress { host: host.clone() }));
+    let ip = match checked {
         Ok(ip) => ip,
         Err(denied) => {
             let text = format!("avp-sidecar fetch proxy refused: {denied}");
