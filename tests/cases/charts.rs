@@ -567,6 +567,18 @@ async fn oci_dependencies_with_basic_auth_and_a_private_ca() {
         sorted(by_hand_with(repo.path(), port, creds).await)
     );
 
+    // kustomize `helmCharts` from the same registry, through the gate and the proxy.
+    let kustomized = support::repo_of(&[(
+        "app/kustomization.yaml",
+        &format!(
+            "helmCharts:\n- name: redis\n  repo: oci://charts.test:{port}/charts\n  version: 1.2.3\n  releaseName: web\n  namespace: demo\n"
+        ),
+    )]);
+    let docs = support::render_app(&server, &kustomized, argo_env("web", "demo", &[]))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
+    support::find(&docs, "ConfigMap", "web-redis");
+
     // Wrong credentials, then no CA: clear errors naming the dependency.
     let wrong = registry.config("puller", "wrong").display().to_string();
     for (args, cause) in [
