@@ -305,3 +305,116 @@ impl ChartFetch {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        fetch: FetchArgs,
+    }
+
+    fn build(args: &[&str], net: bool) -> Result<ChartFetch, FetchConfigError> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).expect("flags");
+        cli.fetch.build(net)
+    }
+
+    #[tokio::test]
+    async fn runs_get_the_proxy_the_operator_files_and_a_merged_repository_list() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let repos = dir.path().join("repositories.yaml");
+        std::fs::write(
+            &repos,
+            "apiVersion: \"\"\nrepositories:\n- name: private\n  url: https://charts.example/private\n  username: u\n  password: p\n",
+        )
+        .expect("write");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nx\n").expect("write");
+        let repos_arg = repos.display().to_string();
+        let ca_arg = ca.display().to_string();
+        let fetch = build(
+            &[
+                "--helm-repositories",
+                &repos_arg,
+                "--chart-ca-bundle",
+                &ca_arg,
+            ],
+            true,
+        )
+        .expect("build");
+        assert_eq!(fetch.off, None);
+        let scratch = dir.path().join("scratch");
+        let run = fetch.run(&scratch).await.expect("run");
+        let env: HashMap<&str, &str> = run
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert!(env["HTTPS_PROXY"].ends_with(&format!("@127.0.0.1:{}", run.proxy_port)));
+        assert_eq!(env["NO_PROXY"], "");
+        assert_eq!(env["HELM_REPOSITORY_CONFIG"], repos_arg);
+        let bundle = std::fs::read_to_string(env["SSL_CERT_FILE"]).expect("bundle");
+        assert!(bundle.ends_with("-----BEGIN CERTIFICATE-----\nx\n"));
+        assert!(
+            run.read_only
+                .contains(&std::fs::canonicalize(&repos).expect("real"))
+        );
+        let list = fetch
+            .repo_list(
+                &run,
+                &[
+                    "https://charts.example/private/",
+                    "https://charts.test",
+                    "oci://reg.test/charts",
+                    "file://../lib",
+                ],
+            )
+            .expect("list");
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&list).expect("read")).expect("json");
+        let urls: Vec<&str> = doc["repositories"]
+            .as_array()
+            .expect("repos")
+            .iter()
+            .filter_map(|r| r["url"].as_str())
+            .collect();
+        assert_eq!(
+            urls,
+            ["https://charts.example/private", "https://charts.test"]
+        );
+        assert_eq!(doc["repositories"][0]["password"], "p");
+        // The run's files go with it.
+        drop(run);
+        assert!(!list.exists());
+    }
+
+    #[test]
+    fn fetching_is_off_when_asked_or_without_tcp_rules_and_flags_are_checked() {
+        assert!(
+            build(&["--chart-fetch", "false"], true)
+                .expect("off")
+                .off
+                .is_some()
+        );
+        assert!(build(&[], false).expect("no net").off.is_some());
+        assert!(matches!(
+            build(&["--chart-fetch-deny", "10.0.0.0/33"], true),
+            Err(FetchConfigError::Cidr(_))
+        ));
+        assert!(matches!(
+            build(&["--chart-fetch-resolve", "charts.test"], true),
+            Err(FetchConfigError::Resolve(_))
+        ));
+        assert!(matches!(
+            build(
+                &["--helm-repositories", "/nonexistent/repositories.yaml"],
+                true
+            ),
+            Err(FetchConfigError::File { .. })
+        ));
+    }
+}
