@@ -11,8 +11,9 @@
 //!   `avp-sidecar sandbox-exec <policy> -- <tool> <args>`, a small re-exec helper that marks
 //!   inherited descriptors close-on-exec, disables core dumps, restricts itself (read and write
 //!   only the request's directories, read the system files a tool needs, execute only the tool
-//!   binaries, TCP connect only to operator-listed ports, no signals or abstract sockets out of
-//!   the sandbox) and then execs the tool. Restrictions are inherited by every descendant and
+//!   binaries, TCP connect only to operator-listed ports and, for runs that fetch charts, the
+//!   port of the sidecar's fetch proxy (`crate::fetch`), no signals or abstract sockets out
+//!   of the sandbox) and then execs the tool. Restrictions are inherited by every descendant and
 //!   cannot be lifted, and no `unsafe` is needed (no `pre_exec` in the server).
 //! - [`reaper`]: the server is non-dumpable (same-uid children cannot read its `/proc` files)
 //!   and a child subreaper, so a tool's descendants that escape its process group (`setsid`)
