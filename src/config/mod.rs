@@ -76,6 +76,8 @@ pub struct RenderArgs {
     /// Seconds between SIGTERM and SIGKILL of a tool's process group at the deadline.
     #[arg(long, env = "AVP_SIDECAR_KILL_GRACE_SECONDS", default_value_t = 5.0)]
     pub kill_grace_seconds: f64,
+    #[command(flatten)]
+    pub fetch: crate::fetch::FetchArgs,
 }
 
 /// Where secrets come from: AVP's variables in the process environment, optionally a file,
@@ -644,6 +646,8 @@ pub enum ConfigError {
     PerProject(#[from] PerProjectError),
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchConfigError),
     /// AVP settings (env, `--config-path`, a project's file) that cannot be read or parsed.
     #[error("invalid setting: {0}")]
     VaultSettings(#[from] crate::secrets::settings::SettingsError),
@@ -727,9 +731,12 @@ impl RenderArgs {
             return Err(ConfigError::KillGrace(self.kill_grace_seconds));
         }
         let (tools, sandbox) = self.tools.resolve()?;
+        let net_enforced = sandbox.enforced.is_some_and(|s| s.net);
+        let fetch = std::sync::Arc::new(self.fetch.build(net_enforced)?);
         Ok(crate::pipeline::render::Renderer {
             tools,
             sandbox,
+            fetch,
             server_env,
             slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
             max_concurrent,
@@ -826,14 +833,15 @@ mod tests {
     }
 
     /// In a pod spec every setting is an env var; a flag without one can only be changed by
-    /// editing the container's args.
+    /// editing the container's args. Hidden flags are test hooks and need none.
     #[test]
     fn every_serve_flag_has_an_env_var_and_a_heading() {
         let cmd = Serve::command();
         let mut missing = Vec::new();
         for arg in cmd.get_arguments() {
             let id = arg.get_id().as_str();
-            if id == "help" {
+            // Hidden flags are test hooks (`--chart-fetch-resolve`), not settings.
+            if id == "help" || arg.is_hide_set() {
                 continue;
             }
             if arg.get_env().is_none() {

@@ -55,6 +55,9 @@ pub struct Rendered {
     /// The render's alias budget (see [`AliasBudget`]): parsing the tool output used some,
     /// substitution must be given the rest ([`Pipeline::substitute`]).
     pub alias_budget: AliasBudget,
+    /// Whether the render cache may serve this render later (not when it fetched a chart
+    /// whose version can float).
+    pub cacheable: bool,
 }
 
 /// A request's extracted checkout: the repository, the app dir inside it, and private
@@ -163,6 +166,7 @@ impl Pipeline {
             tool_time: out.tool_time,
             tool_stderr: out.stderr,
             alias_budget: out.alias_budget,
+            cacheable: out.cacheable,
         })
     }
 
@@ -196,6 +200,7 @@ impl Pipeline {
             tool_time: out.elapsed,
             tool_stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             alias_budget,
+            cacheable: false,
         })
     }
 

@@ -58,6 +58,11 @@ const HELM_ENV_KEEP: &[&str] = &[
     "https_proxy",
     "http_proxy",
     "no_proxy",
+    // Set by the server for fetching runs: the operator's credentials and trust, and the
+    // request's own repository cache (never from a request).
+    "HELM_REPOSITORY_CONFIG",
+    "HELM_REGISTRY_CONFIG",
+    "HELM_REPOSITORY_CACHE",
 ];
 
 /// The request's directories, which every path in a helm call must stay inside.

@@ -11,8 +11,9 @@
 //!   `avp-sidecar sandbox-exec <policy> -- <tool> <args>`, a small re-exec helper that marks
 //!   inherited descriptors close-on-exec, disables core dumps, restricts itself (read and write
 //!   only the request's directories, read the system files a tool needs, execute only the tool
-//!   binaries, TCP connect only to operator-listed ports, no signals or abstract sockets out of
-//!   the sandbox) and then execs the tool. Restrictions are inherited by every descendant and
+//!   binaries, TCP connect only to operator-listed ports and, for runs that fetch charts, the
+//!   port of the sidecar's fetch proxy (`crate::fetch`), no signals or abstract sockets out
+//!   of the sandbox) and then execs the tool. Restrictions are inherited by every descendant and
 //!   cannot be lifted, and no `unsafe` is needed (no `pre_exec` in the server).
 //! - [`reaper`]: the server is non-dumpable (same-uid children cannot read its `/proc` files)
 //!   and a child subreaper, so a tool's descendants that escape its process group (`setsid`)
@@ -202,6 +203,22 @@ impl Sandbox {
         self.wrap_with(cmd, dirs, &[])
     }
 
+    /// [`Sandbox::wrap`] for a run that fetches charts: it may also read `read_only` (the
+    /// operator's repository credentials and trust, for this run only) and connect to the
+    /// fetch proxy's port (`proxy_port`), besides `--tool-connect-ports`.
+    pub fn wrap_fetching(
+        &self,
+        cmd: ToolCommand,
+        dirs: &[PathBuf],
+        read_only: &[PathBuf],
+        proxy_port: u16,
+    ) -> ToolCommand {
+        let mut policy = self.policy(dirs);
+        policy.read_only.extend_from_slice(read_only);
+        policy.connect_ports.push(proxy_port);
+        self.wrap_policy(cmd, policy)
+    }
+
     /// [`Sandbox::wrap`] that may also execute `programs` (an operator command plugin's own
     /// program, resolved; its ELF loader is added).
     pub fn wrap_with(
@@ -217,6 +234,14 @@ impl Sandbox {
         for p in programs {
             policy.exec.push(p.clone());
             policy.exec.extend(elf_interpreter(p));
+        }
+        self.wrap_policy(cmd, policy)
+    }
+
+    /// `cmd` run through the helper under `policy`; unchanged when confinement is off.
+    fn wrap_policy(&self, cmd: ToolCommand, policy: Policy) -> ToolCommand {
+        if self.enforced.is_none() {
+            return cmd;
         }
         let mut args: Vec<OsString> = vec![helper::SUBCOMMAND.into()];
         args.extend(policy.to_args());

@@ -517,7 +517,7 @@ impl ConfigManagementPluginService for CmpService {
                         if !r.tool_stderr.is_empty() {
                             info!(stderr = %r.tool_stderr, "tool stderr");
                         }
-                        if let Some(key) = u.cache_key {
+                        if let Some(key) = u.cache_key.filter(|_| r.cacheable) {
                             self.shared.render_cache.insert(
                                 key,
                                 r.kind.clone(),

@@ -10,6 +10,7 @@ use crate::metrics::Reason;
 use crate::pipeline::PipelineError;
 use crate::pipeline::manifest::ManifestError;
 use crate::pipeline::render::RenderError;
+use crate::pipeline::render::deps::FetchCause;
 use crate::pipeline::render::tool::ToolError;
 use crate::pipeline::substitute::StageError;
 use crate::protocol::stream::StreamError;
@@ -83,6 +84,20 @@ fn render_code(e: &RenderError) -> Code {
         RenderError::Kustomization { .. } | RenderError::NoManifests(_) => Code::Unknown,
         RenderError::NotBuiltin(_) => Code::FailedPrecondition,
         RenderError::Io { .. } => Code::Internal,
+        RenderError::Dependency(e) => dependency_code(&e.cause),
+    }
+}
+
+fn dependency_code(cause: &FetchCause) -> Code {
+    match cause {
+        FetchCause::Denied(_) | FetchCause::OutsideRepository => Code::PermissionDenied,
+        FetchCause::Deadline => Code::DeadlineExceeded,
+        FetchCause::NotFound => Code::NotFound,
+        FetchCause::Auth | FetchCause::Tls | FetchCause::Off(_) | FetchCause::LockOutOfSync => {
+            Code::FailedPrecondition
+        }
+        // helm said no for another reason: the repository's content, as for other tool errors.
+        FetchCause::Failed => Code::Unknown,
     }
 }
 
@@ -229,6 +244,16 @@ fn render_reason(e: &RenderError) -> Reason {
         RenderError::NoManifests(_) => Reason::InvalidManifests,
         RenderError::NotBuiltin(_) => Reason::NotSupported,
         RenderError::Io { .. } => Reason::Internal,
+        RenderError::Dependency(e) => match e.cause {
+            FetchCause::Denied(_) | FetchCause::OutsideRepository => Reason::PolicyDenied,
+            FetchCause::Deadline => Reason::Deadline,
+            FetchCause::NotFound
+            | FetchCause::Auth
+            | FetchCause::Tls
+            | FetchCause::Off(_)
+            | FetchCause::LockOutOfSync
+            | FetchCause::Failed => Reason::ChartDependency,
+        },
     }
 }
 

@@ -2,6 +2,8 @@
 mod authority;
 // The secret boundary: placeholders reach KV secrets only, values only core Secrets' data.
 mod boundary;
+// Chart dependencies and remote charts fetched through the sidecar's proxy (issue 17).
+mod charts;
 // `avp-sidecar check` on repositories rendered with real tools, verified against OpenBao.
 mod check;
 // `avp-sidecar generate`, the drop-in for `argocd-vault-plugin generate`.

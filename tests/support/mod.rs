@@ -5,9 +5,11 @@
 #![allow(dead_code)]
 
 pub(crate) mod bao;
+pub(crate) mod charts;
 pub(crate) mod h2raw;
 pub(crate) mod http;
 pub(crate) mod kubeapi;
+pub(crate) mod registry;
 pub(crate) mod repotar;
 pub(crate) mod wait;
 

@@ -26,7 +26,7 @@ use crate::pipeline::context::{APP_NAMESPACE, KUBE_API_VERSIONS, KUBE_VERSION, R
 use crate::pipeline::render::tool::ToolCommand;
 
 /// helm's own limit for a chart file; value files are held to it.
-const MAX_CHART_FILE_BYTES: u64 = 5 << 20;
+pub(crate) const MAX_CHART_FILE_BYTES: u64 = 5 << 20;
 
 /// Plugin env names for charts (without the `ARGOCD_ENV_` prefix).
 pub(crate) const HELM_VALUE_FILES: &str = "HELM_VALUE_FILES";

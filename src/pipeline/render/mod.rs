@@ -2,6 +2,7 @@
 //! (`kustomize.rs`, `helm.rs`) is pure and unit-tested; `tool.rs` is the only process spawner.
 //! Never sees secrets: substitution happens after rendering.
 
+pub mod deps;
 pub mod directory;
 pub(crate) mod helm;
 pub(crate) mod kustomize;
@@ -83,6 +84,8 @@ pub struct Renderer {
     pub max_concurrent: usize,
     /// How tool processes are confined (`--tool-sandbox`).
     pub sandbox: crate::sandbox::Sandbox,
+    /// Chart fetching (proxy, credentials, dependency cache), shared by all renders.
+    pub fetch: std::sync::Arc<crate::fetch::ChartFetch>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -96,6 +99,7 @@ impl std::fmt::Debug for Renderer {
             .field("limits", &self.limits)
             .field("max_concurrent", &self.max_concurrent)
             .field("sandbox", &self.sandbox)
+            .field("fetch", &self.fetch)
             .finish()
     }
 }
@@ -137,6 +141,10 @@ pub enum RenderError {
     /// The deadline passed while waiting for a tool slot.
     #[error("deadline exceeded while waiting for a free render slot ({0} renders run at once)")]
     Queued(usize),
+    /// A chart's dependencies could not be fetched (names chart, dependency, repository and
+    /// cause).
+    #[error(transparent)]
+    Dependency(Box<deps::DependencyError>),
     #[error("preparing render in {path}: {source}")]
     Io {
         path: String,
@@ -155,6 +163,10 @@ pub struct Rendered {
     /// This render's alias budget, sized by the tool's output and partly used by parsing it;
     /// substitution (`yamlParse`) spends the rest.
     pub alias_budget: AliasBudget,
+    /// False when the render fetched something whose version can float (a range, `latest`,
+    /// no `Chart.lock`): the render cache must not serve it later, so a Hard Refresh sees
+    /// upstream changes.
+    pub cacheable: bool,
 }
 
 impl Renderer {
@@ -177,16 +189,38 @@ impl Renderer {
                 tool_time: Duration::ZERO,
                 stderr: String::new(),
                 alias_budget,
+                cacheable: true,
             });
         }
         let mut extra = tool_homes(scratch)?;
         let dirs = gate::Dirs { repo, scratch };
-        let (cmd, tool_name) = match kind {
+        let confine = [repo.to_path_buf(), scratch.to_path_buf()];
+        let mut cacheable = true;
+        let (cmd, tool_name, fetching) = match kind {
             AppKind::Command | AppKind::Directory => {
                 return Err(RenderError::NotBuiltin(kind.name()));
             }
             AppKind::Kustomize { kustomization } => {
                 kustomize::apply_plugin_settings(kustomization, env).await?;
+                // Local `helmCharts` charts get their dependencies as a chart app does.
+                let charts = deps::kustomize_local_charts(kustomization, repo);
+                if !charts.is_empty() {
+                    let helm_env =
+                        crate::pipeline::context::child_env(&self.server_env, env, &extra);
+                    let real_repo =
+                        std::fs::canonicalize(repo).map_err(|source| RenderError::Io {
+                            path: repo.display().to_string(),
+                            source,
+                        })?;
+                    for chart in charts {
+                        let prepared = self
+                            .prepare_chart_dependencies(
+                                &chart, &real_repo, scratch, &helm_env, deadline,
+                            )
+                            .await?;
+                        cacheable &= !prepared.floating;
+                    }
+                }
                 // kustomize reaches helm only through our gate (see `sandbox::gate`).
                 for (name, value) in [
                     (gate::GATE_ENV, self.tools.helm.as_path()),
@@ -195,10 +229,26 @@ impl Renderer {
                 ] {
                     extra.push((name.to_owned(), value.display().to_string()));
                 }
+                // `helmCharts` with `repo:` pull through the gate: the fetch proxy, the
+                // operator's credentials.
+                let fetching =
+                    match self.fetch.off {
+                        None => Some(self.fetch.run(scratch).await.map_err(|source| {
+                            RenderError::Io {
+                                path: "chart fetch proxy".to_owned(),
+                                source,
+                            }
+                        })?),
+                        Some(_) => None,
+                    };
+                if let Some(run) = &fetching {
+                    extra.extend(run.env.iter().cloned());
+                }
                 let child_env = crate::pipeline::context::child_env(&self.server_env, env, &extra);
                 (
                     kustomize::command(&self.tools, &self.sandbox.helper, app_dir, child_env),
                     "kustomize",
+                    fetching,
                 )
             }
             AppKind::Helm => {
@@ -206,6 +256,10 @@ impl Renderer {
                 let mut values = settings.value_files(app_dir, repo, scratch).await?;
                 values.extend(settings.write_values_files(scratch).await?);
                 let child_env = crate::pipeline::context::child_env(&self.server_env, env, &extra);
+                let prepared = self
+                    .prepare_chart_dependencies(app_dir, repo, scratch, &child_env, deadline)
+                    .await?;
+                cacheable = !prepared.floating;
                 let cmd = helm::command(&self.tools, app_dir, &settings, &values, child_env);
                 let args: Vec<String> = cmd
                     .args
@@ -214,20 +268,31 @@ impl Renderer {
                     .collect();
                 // Our own argv: a refusal means a request value slipped past validation.
                 gate::check(&args, dirs).map_err(|e| RenderError::HelmRefused(e.to_string()))?;
-                (cmd, "helm")
+                (cmd, "helm", None)
             }
         };
-        let cmd = self
-            .sandbox
-            .wrap(cmd, &[repo.to_path_buf(), scratch.to_path_buf()]);
+        let cmd = match &fetching {
+            Some(run) => self
+                .sandbox
+                .wrap_fetching(cmd, &confine, &run.read_only, run.proxy_port),
+            None => self.sandbox.wrap(cmd, &confine),
+        };
         let tool = match kind {
             AppKind::Helm => metrics::Tool::Helm,
             _ => metrics::Tool::Kustomize,
         };
-        let out = self
-            .run_in_slot(&cmd, tool, deadline)
-            .await
-            .map_err(gate_refusal)?;
+        let out = self.run_in_slot(&cmd, tool, deadline).await;
+        if let Some(run) = fetching {
+            // A remote chart's version can float (kustomize pulls the latest without one).
+            cacheable &= run.session.connections() == 0;
+            if let (Err(_), Some(denied)) = (&out, run.session.denials().first()) {
+                metrics::chart_failure(metrics::ChartFailure::Denied);
+                return Err(RenderError::HelmRefused(format!(
+                    "kustomize helmCharts: chart fetch refused: {denied}"
+                )));
+            }
+        }
+        let out = out.map_err(gate_refusal)?;
         let text = String::from_utf8_lossy(&out.stdout);
         let alias_budget = AliasBudget::for_output(out.stdout.len());
         let mut documents = crate::pipeline::manifest::split_tool_output(&text, &alias_budget)
@@ -243,6 +308,7 @@ impl Renderer {
             tool_time: out.elapsed,
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             alias_budget,
+            cacheable,
         })
     }
 }

@@ -90,6 +90,9 @@ pub enum ToolError {
         cmd: String,
         status: String,
         stderr: String,
+        /// The end of its stdout (not in the message; some tools, such as helm's
+        /// `dependency build`, report repository failures there).
+        stdout_tail: String,
     },
     /// The deadline passed before the program finished; its process group was terminated.
     #[error("`{cmd}` did not finish before the deadline and was terminated")]
@@ -191,6 +194,9 @@ pub async fn run(
             cmd: shown,
             status: describe(status),
             stderr: String::from_utf8_lossy(&stderr).trim().to_owned(),
+            stdout_tail: String::from_utf8_lossy(&stdout[stdout.len().saturating_sub(4096)..])
+                .trim()
+                .to_owned(),
         });
     }
     Ok(ToolOutput {
