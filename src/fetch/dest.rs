@@ -5,9 +5,10 @@
 //! addresses the proxy itself resolved and then connects to (no second lookup, so DNS
 //! rebinding gains nothing):
 //!
-//! - always refused: link-local (169.254.0.0/16, fe80::/10, where every cloud's metadata
-//!   service lives), AWS's IPv6 metadata address fd00:ec2::254, the unspecified and broadcast
-//!   addresses, and metadata host names, whatever the operator allows;
+//! - always refused: link-local (169.254.0.0/16, fe80::/10, where most clouds' metadata
+//!   service lives), AWS's IPv6 metadata address fd00:ec2::254, Alibaba's 100.100.100.200,
+//!   the unspecified and broadcast addresses, and metadata host names, whatever the operator
+//!   allows;
 //! - refused unless the operator allows them: loopback (the pod's loopback holds the
 //!   repo-server's own ports and often a Vault agent);
 //! - refused when the operator denies them (`--chart-fetch-deny`); every other address is
@@ -86,7 +87,7 @@ impl Cidr {
     }
 }
 
-/// IPv4-mapped and IPv4-compatible IPv6 addresses as the IPv4 address they reach.
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) as the IPv4 address they reach.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -189,8 +190,10 @@ impl Rules {
 /// Link-local and cloud metadata addresses: never a chart repository.
 fn always_refused(ip: IpAddr) -> bool {
     const EC2_V6_METADATA: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    // Alibaba Cloud's metadata service is not link-local.
+    const ALIBABA_METADATA: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 200);
     match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V4(v4) => v4.is_link_local() || v4 == ALIBABA_METADATA,
         IpAddr::V6(v6) => v6.is_unicast_link_local() || v6 == EC2_V6_METADATA,
     }
 }
@@ -225,6 +228,7 @@ mod tests {
             "fd00:ec2::254",
             "fe80::1",
             "::ffff:169.254.169.254",
+            "100.100.100.200",
         ] {
             let err = r.check_ip("h", ip(addr)).expect_err(addr);
             assert!(matches!(err, Denied::LinkLocal { .. }), "{addr}: {err}");
