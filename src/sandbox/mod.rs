@@ -182,14 +182,16 @@ impl Sandbox {
         }
     }
 
-    /// The policy for a tool run that may read and write `dirs` (the request's directories).
-    pub fn policy(&self, dirs: &[PathBuf]) -> Policy {
+    /// The policy for a tool run that may read and write `dirs` (the request's own
+    /// directories) and only read `read_only` (the shared repository tree, which no request
+    /// may change).
+    pub fn policy(&self, dirs: &[PathBuf], read_only: &[PathBuf]) -> Policy {
         Policy {
             read_write: dirs.to_vec(),
-            read_only: SYSTEM_READ
+            read_only: read_only
                 .iter()
-                .map(PathBuf::from)
-                .filter(|p| p.exists())
+                .cloned()
+                .chain(SYSTEM_READ.iter().map(PathBuf::from).filter(|p| p.exists()))
                 .collect(),
             exec: self.exec.clone(),
             devices: DEVICES.iter().map(PathBuf::from).collect(),
@@ -197,9 +199,10 @@ impl Sandbox {
         }
     }
 
-    /// `cmd` as run through the helper, confined to `dirs`; unchanged when confinement is off.
-    pub fn wrap(&self, cmd: ToolCommand, dirs: &[PathBuf]) -> ToolCommand {
-        self.wrap_with(cmd, dirs, &[])
+    /// `cmd` as run through the helper, confined to writing `dirs` and reading `read_only`
+    /// besides; unchanged when confinement is off.
+    pub fn wrap(&self, cmd: ToolCommand, dirs: &[PathBuf], read_only: &[PathBuf]) -> ToolCommand {
+        self.wrap_with(cmd, dirs, read_only, &[])
     }
 
     /// [`Sandbox::wrap`] that may also execute `programs` (an operator command plugin's own
@@ -208,12 +211,13 @@ impl Sandbox {
         &self,
         cmd: ToolCommand,
         dirs: &[PathBuf],
+        read_only: &[PathBuf],
         programs: &[PathBuf],
     ) -> ToolCommand {
         if self.enforced.is_none() {
             return cmd;
         }
-        let mut policy = self.policy(dirs);
+        let mut policy = self.policy(dirs, read_only);
         for p in programs {
             policy.exec.push(p.clone());
             policy.exec.extend(elf_interpreter(p));
@@ -401,7 +405,7 @@ mod tests {
             cwd: "/".into(),
             env: vec![],
         };
-        let out = sb.wrap(cmd.clone(), &["/tmp".into()]);
+        let out = sb.wrap(cmd.clone(), &["/tmp".into()], &[]);
         assert_eq!(out.program, cmd.program);
         assert_eq!(out.args, cmd.args);
     }

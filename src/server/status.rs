@@ -12,6 +12,7 @@ use crate::pipeline::render::RenderError;
 use crate::pipeline::render::tool::ToolError;
 use crate::pipeline::substitute::StageError;
 use crate::protocol::stream::StreamError;
+use crate::protocol::trees::TreeError;
 use crate::protocol::unpack::UnpackError;
 use crate::secrets::ReadError;
 use crate::secrets::avp_secret::KubeError;
@@ -22,6 +23,7 @@ fn code(err: &RequestError) -> Code {
     match err {
         RequestError::Stream(e) => stream_code(e),
         RequestError::Unpack(e) => unpack_code(e),
+        RequestError::Tree(e) => tree_code(e),
         RequestError::AppPath(_) => Code::InvalidArgument,
         RequestError::Deadline => Code::DeadlineExceeded,
         RequestError::Busy { .. } => Code::ResourceExhausted,
@@ -65,6 +67,14 @@ fn unpack_code(e: &UnpackError) -> Code {
     }
 }
 
+fn tree_code(e: &TreeError) -> Code {
+    match e {
+        TreeError::Unpack(u) => unpack_code(u),
+        TreeError::Io { source, .. } if is_disk_full(source) => Code::ResourceExhausted,
+        TreeError::Io { .. } | TreeError::Task(_) => Code::Internal,
+    }
+}
+
 fn render_code(e: &RenderError) -> Code {
     match e {
         RenderError::InvalidEnv { .. } | RenderError::HelmRefused(_) => Code::InvalidArgument,
@@ -82,6 +92,7 @@ fn render_code(e: &RenderError) -> Code {
         RenderError::Kustomization { .. } | RenderError::NoManifests(_) => Code::Unknown,
         RenderError::NotBuiltin(_) => Code::FailedPrecondition,
         RenderError::Io { .. } => Code::Internal,
+        RenderError::Checkout(t) => tree_code(t),
     }
 }
 

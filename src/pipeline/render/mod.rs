@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::metrics::{self, METRICS};
 use crate::pipeline::context::{self, RequestEnv};
 use crate::pipeline::discovery::AppKind;
+use crate::protocol::trees::RepoTree;
 use crate::sandbox::gate;
 use crate::yaml::AliasBudget;
 use tool::{RunLimits, ToolCommand, ToolError};
@@ -104,6 +105,9 @@ pub enum RenderError {
     /// The deadline passed while waiting for a tool slot.
     #[error("deadline exceeded while waiting for a free render slot ({0} renders run at once)")]
     Queued(usize),
+    /// The request's private copy of the repository could not be made.
+    #[error("preparing a writable checkout: {0}")]
+    Checkout(#[from] crate::protocol::trees::TreeError),
     #[error("preparing render in {path}: {source}")]
     Io {
         path: String,
@@ -125,20 +129,20 @@ pub struct Rendered {
 }
 
 impl Renderer {
-    /// Renders the app in `app_dir` of the checkout `repo`; `scratch` is a private directory
-    /// for helm homes and generated values files (outside the repository tree).
+    /// Renders the app of `tree` (its app dir; `tree.scratch()` holds helm homes and generated
+    /// values files, outside the repository). The tree is the shared read-only one unless a
+    /// step needs to write: then it asks `tree.writable()` first (kustomize edits, a
+    /// `helmCharts` pull), and every path below is taken after that.
     pub async fn render(
         &self,
         kind: &AppKind,
-        repo: &Path,
-        app_dir: &Path,
-        scratch: &Path,
+        tree: &RepoTree,
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Rendered, RenderError> {
         if let AppKind::Directory = kind {
             let (documents, alias_budget) =
-                directory::render(app_dir, self.limits.max_output_bytes).await?;
+                directory::render(&tree.app_dir(), self.limits.max_output_bytes).await?;
             return Ok(Rendered {
                 documents,
                 tool_time: Duration::ZERO,
@@ -146,14 +150,24 @@ impl Renderer {
                 alias_budget,
             });
         }
+        if let AppKind::Kustomize { kustomization } = kind {
+            // Before any path is taken: an edit moves the request to its private copy.
+            kustomize::apply_plugin_settings(tree, kustomization, env).await?;
+            if tree.kustomize_may_write() {
+                tree.writable().await?;
+            }
+        }
+        let scratch = tree.scratch();
+        let repo = tree.root();
+        let app_dir = tree.app_dir();
+        let app_dir = app_dir.as_path();
         let mut extra = tool_homes(scratch)?;
         let dirs = gate::Dirs { repo, scratch };
         let (cmd, tool_name) = match kind {
             AppKind::Command | AppKind::Directory => {
                 return Err(RenderError::NotBuiltin(kind.name()));
             }
-            AppKind::Kustomize { kustomization } => {
-                kustomize::apply_plugin_settings(kustomization, env).await?;
+            AppKind::Kustomize { .. } => {
                 // kustomize reaches helm only through our gate (see `sandbox::gate`).
                 for (name, value) in [
                     (gate::GATE_ENV, self.tools.helm.as_path()),
@@ -186,7 +200,7 @@ impl Renderer {
         };
         let cmd = self
             .sandbox
-            .wrap(cmd, &[repo.to_path_buf(), scratch.to_path_buf()]);
+            .wrap(cmd, &tree.read_write(), &tree.read_only());
         let out = self
             .run_in_slot(&cmd, deadline)
             .await
