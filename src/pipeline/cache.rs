@@ -145,7 +145,7 @@ fn documents_bytes(documents: &[Value]) -> usize {
                 .sum(),
         }
     }
-    documents.len() * std::mem::size_of::<Value>() + documents.iter().map(heap).sum::<usize>() + 64
+    std::mem::size_of_val(documents) + documents.iter().map(heap).sum::<usize>() + 64
 }
 
 /// Identifies the tools: path, size and modification time, so an upgrade invalidates entries.
