@@ -173,6 +173,13 @@ impl Sandbox {
         })
     }
 
+    /// Whether a tool may open a TCP connection at all (unconfined, a kernel without Landlock
+    /// TCP rules, or `--tool-connect-ports`). When it may not, kustomize cannot pull a
+    /// `helmCharts` chart, so it writes nothing into the repository.
+    pub fn tools_may_connect(&self) -> bool {
+        self.enforced.as_ref().is_none_or(|s| !s.net) || !self.connect_ports.is_empty()
+    }
+
     /// One line for the startup log and `/readyz`.
     pub fn status_line(&self) -> String {
         match (&self.enforced, self.mode) {

@@ -153,7 +153,9 @@ impl Renderer {
         if let AppKind::Kustomize { kustomization } = kind {
             // Before any path is taken: an edit moves the request to its private copy.
             kustomize::apply_plugin_settings(tree, kustomization, env).await?;
-            if tree.kustomize_may_write() {
+            // A `helmCharts` chart pull writes into the chart home below the app; it can only
+            // happen when tools may connect (by default they may not).
+            if tree.kustomize_may_write() && self.sandbox.tools_may_connect() {
                 tree.writable().await?;
             }
         }
