@@ -190,6 +190,14 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     avp_sidecar::protocol::workdir::reset_work_root(&settings.work_root)
         .with_context(|| format!("preparing work dir {}", settings.work_root.display()))?;
+    avp_sidecar::protocol::janitor::start(&settings.trash_root)
+        .with_context(|| format!("preparing {}", settings.trash_root.display()))?;
+    let trees = avp_sidecar::protocol::trees::TreeCache::new(
+        &settings.tree_root,
+        settings.tree_cache_entries,
+        settings.tree_cache_bytes,
+    )
+    .with_context(|| format!("preparing {}", settings.tree_root.display()))?;
     let tool_fingerprint = avp_sidecar::pipeline::cache::tool_fingerprint(&[
         &settings.renderer.tools.kustomize,
         &settings.renderer.tools.helm,
@@ -214,6 +222,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let rotation = start_rotation(&args, &mut substituter)?;
     let shared = Arc::new(Shared {
         render_cache,
+        trees,
         tool_fingerprint,
         pipeline: Pipeline {
             renderer: settings.renderer.clone(),
@@ -288,7 +297,18 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(rotation) = rotation {
         rotation.stop().await;
     }
+    // Nothing left behind: the shared trees (each removed once no request holds it) and
+    // everything queued for background removal.
     let _ = tokio::task::spawn_blocking(avp_sidecar::sandbox::reaper::kill_all_tools).await;
+    shared.trees.clear();
+    tokio::task::spawn_blocking(avp_sidecar::protocol::janitor::flush)
+        .await
+        .context("waiting for background removals")?;
+    for dir in [&shared.settings.tree_root, &shared.settings.trash_root] {
+        if let Err(err) = std::fs::remove_dir(dir) {
+            tracing::warn!(path = %dir.display(), %err, "could not remove at shutdown");
+        }
+    }
     tracing::info!(counters = %avp_sidecar::metrics::summary(), "stopped");
     Ok(())
 }

@@ -429,9 +429,12 @@ pub(crate) async fn render_checkout(
         app_path,
         dir.display()
     );
-    let rendered = pipeline
-        .render(&plugin, &work.repo(), &app_dir, &work.tmp(), env, None)
-        .await?;
+    let tree = avp_sidecar::protocol::trees::RepoTree::private(
+        &work.repo(),
+        std::path::PathBuf::from(app_path),
+        &work.tmp(),
+    )?;
+    let rendered = pipeline.render(&plugin, &tree, env, None).await?;
     Ok((plugin, rendered))
 }
 

@@ -581,7 +581,7 @@ pub struct ServeArgs {
         env = "AVP_SIDECAR_DISCOVER",
         value_enum,
         default_value = "placeholders",
-        help_heading = "Discovery and render cache"
+        help_heading = "Discovery and caches"
     )]
     pub discover: DiscoverMode,
     /// Memory for rendered output reused across requests with identical inputs, in MiB
@@ -590,7 +590,7 @@ pub struct ServeArgs {
         long,
         env = "AVP_SIDECAR_RENDER_CACHE_MB",
         default_value_t = 128,
-        help_heading = "Discovery and render cache"
+        help_heading = "Discovery and caches"
     )]
     pub render_cache_mb: usize,
     /// Max renders kept in the render cache.
@@ -598,9 +598,28 @@ pub struct ServeArgs {
         long,
         env = "AVP_SIDECAR_RENDER_CACHE_ENTRIES",
         default_value_t = 512,
-        help_heading = "Discovery and render cache"
+        help_heading = "Discovery and caches"
     )]
     pub render_cache_entries: usize,
+    /// Disk for extracted repositories kept between requests, in MiB: an archive (one commit)
+    /// is extracted once and shared read-only by every request that sends it (MatchRepository,
+    /// GenerateManifest, every app of a monorepo). Least recently used trees go first; a tree
+    /// larger than this is used by its requests and not kept. 0: nothing kept.
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_TREE_CACHE_MB",
+        default_value_t = 512,
+        help_heading = "Discovery and caches"
+    )]
+    pub tree_cache_mb: u64,
+    /// Max extracted repositories kept (see `--tree-cache-mb`).
+    #[arg(
+        long,
+        env = "AVP_SIDECAR_TREE_CACHE_ENTRIES",
+        default_value_t = 64,
+        help_heading = "Discovery and caches"
+    )]
+    pub tree_cache_entries: usize,
     /// Address for `/metrics`, `/healthz` and `/readyz` (e.g. `0.0.0.0:9090`); off by default.
     #[arg(long, env = "AVP_SIDECAR_METRICS_ADDR", help_heading = "Observability")]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -695,7 +714,15 @@ pub enum DiscoverMode {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub socket_dir: PathBuf,
+    /// Per-request work dirs (`req-*`).
     pub work_root: PathBuf,
+    /// Shared extracted repositories (`trees::TreeCache`), beside the work root.
+    pub tree_root: PathBuf,
+    /// Where the janitor stages directories to delete in the background (same file system).
+    pub trash_root: PathBuf,
+    /// `--tree-cache-mb` in bytes and `--tree-cache-entries`.
+    pub tree_cache_bytes: u64,
+    pub tree_cache_entries: usize,
     pub max_message_bytes: usize,
     pub max_compressed_bytes: u64,
     pub unpack_limits: UnpackLimits,
@@ -763,6 +790,10 @@ impl ServeArgs {
         Ok(Settings {
             socket_dir: self.socket_dir.clone(),
             work_root: base.join("_cmp_server"),
+            tree_root: base.join("_avp_trees"),
+            trash_root: base.join("_avp_trash"),
+            tree_cache_bytes: self.tree_cache_mb.saturating_mul(1 << 20),
+            tree_cache_entries: self.tree_cache_entries,
             max_message_bytes: self.max_message_mb.saturating_mul(1 << 20),
             max_compressed_bytes: self.max_compressed_mb.saturating_mul(1 << 20),
             unpack_limits: UnpackLimits {

@@ -80,7 +80,7 @@ impl RenderCache {
         if !self.enabled() {
             return;
         }
-        let bytes: usize = documents.iter().map(|d| d.to_string().len()).sum::<usize>() + 64;
+        let bytes = documents_bytes(documents);
         if bytes > self.max_bytes / 4 {
             return; // one huge render must not flush everything else
         }
@@ -130,6 +130,27 @@ impl RenderCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// What `documents` hold in memory, estimated from their shape without serialising them (the
+/// JSON length, used before, was a third to a quarter of the real size, so the cache used
+/// 3–4× its `--render-cache-mb`): every `Value` is 32 bytes; strings and vectors count their
+/// capacity; an object entry (`preserve_order`: an `IndexMap`) its key, its slot and ~24 bytes
+/// of hash and index.
+fn documents_bytes(documents: &[Value]) -> usize {
+    fn heap(v: &Value) -> usize {
+        const VALUE: usize = std::mem::size_of::<Value>();
+        match v {
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+            Value::String(s) => s.capacity(),
+            Value::Array(a) => a.capacity() * VALUE + a.iter().map(heap).sum::<usize>(),
+            Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| k.capacity() + std::mem::size_of::<String>() + VALUE + 24 + heap(v))
+                .sum(),
+        }
+    }
+    std::mem::size_of_val(documents) + documents.iter().map(heap).sum::<usize>() + 64
 }
 
 /// Identifies the tools: path, size and modification time, so an upgrade invalidates entries.
@@ -201,6 +222,18 @@ mod tests {
             assert_ne!(base, v);
         }
         assert_eq!(base, key("avp", "ABC", "apps/a", &env(&[("A", "1")]), "t1"));
+    }
+
+    /// The accounted size is what the documents hold, not their JSON length (a third of it for
+    /// typical manifests).
+    #[test]
+    fn accounting_counts_memory_not_json() {
+        let doc = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "labels": {"app": "web", "tier": "x"}},
+            "data": {"k1": "v", "k2": "v", "k3": "v"}});
+        let json = doc.to_string().len();
+        let counted = documents_bytes(std::slice::from_ref(&doc));
+        assert!(counted > 3 * json, "{counted} vs json {json}");
     }
 
     #[test]

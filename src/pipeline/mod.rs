@@ -10,6 +10,8 @@ pub mod render;
 pub mod substitute;
 
 use std::path::Path;
+
+use crate::protocol::trees::RepoTree;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,21 +62,6 @@ pub struct Rendered {
     pub cacheable: bool,
 }
 
-/// A request's extracted checkout: the repository, the app dir inside it, and private
-/// scratch space outside the tree (the directories a confined tool may use).
-#[derive(Clone, Copy, Debug)]
-pub struct Checkout<'a> {
-    pub repo: &'a Path,
-    pub app_dir: &'a Path,
-    pub scratch: &'a Path,
-}
-
-impl Checkout<'_> {
-    fn confine_dirs(&self) -> [std::path::PathBuf; 2] {
-        [self.repo.to_path_buf(), self.scratch.to_path_buf()]
-    }
-}
-
 /// Everything the pipeline needs besides the request; shared by all requests.
 #[derive(Clone)]
 pub struct Pipeline {
@@ -91,11 +78,12 @@ impl Pipeline {
     pub async fn matches(
         &self,
         plugin: &Plugin,
-        checkout: Checkout<'_>,
+        tree: &RepoTree,
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<bool, PipelineError> {
-        let app_dir = checkout.app_dir;
+        let app_dir = tree.app_dir();
+        let app_dir = app_dir.as_path();
         match &plugin.kind {
             Kind::Builtin(b) => Ok(b.discover && discovery::detect(app_dir, b.render).is_some()),
             Kind::Commands(c) => {
@@ -108,7 +96,7 @@ impl Pipeline {
                 } else if !d.find.command.is_empty() {
                     let argv: Vec<String> =
                         d.find.command.iter().chain(&d.find.args).cloned().collect();
-                    let out = self.run_command(c, &argv, checkout, env, deadline).await?;
+                    let out = self.run_command(c, &argv, tree, env, deadline).await?;
                     // Argo: exit 0 and stdout (one trailing newline removed) not empty.
                     let stdout = String::from_utf8_lossy(&out.stdout);
                     Ok(!stdout.strip_suffix('\n').unwrap_or(&stdout).is_empty())
@@ -119,29 +107,22 @@ impl Pipeline {
         }
     }
 
-    /// Discovers and renders the app in `app_dir` of the checkout `repo`: the
-    /// pre-substitution documents.
+    /// Discovers and renders the app of `tree`: the pre-substitution documents.
     pub async fn render(
         &self,
         plugin: &Plugin,
-        repo: &Path,
-        app_dir: &Path,
-        scratch: &Path,
+        tree: &RepoTree,
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Rendered, PipelineError> {
         let builtin = match &plugin.kind {
             Kind::Builtin(b) => b,
             Kind::Commands(c) => {
-                let checkout = Checkout {
-                    repo,
-                    app_dir,
-                    scratch,
-                };
-                return self.render_commands(c, checkout, env, deadline).await;
+                return self.render_commands(c, tree, env, deadline).await;
             }
         };
-        let kind = discovery::detect(app_dir, builtin.render).ok_or_else(|| {
+        let app_dir = tree.app_dir();
+        let kind = discovery::detect(&app_dir, builtin.render).ok_or_else(|| {
             PipelineError::NotSupported {
                 path: app_dir
                     .file_name()
@@ -156,10 +137,7 @@ impl Pipeline {
                 },
             }
         })?;
-        let out = self
-            .renderer
-            .render(&kind, repo, app_dir, scratch, env, deadline)
-            .await?;
+        let out = self.renderer.render(&kind, tree, env, deadline).await?;
         Ok(Rendered {
             kind,
             documents: out.documents,
@@ -174,16 +152,16 @@ impl Pipeline {
     async fn render_commands(
         &self,
         c: &Commands,
-        checkout: Checkout<'_>,
+        tree: &RepoTree,
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Rendered, PipelineError> {
         if let Some(init) = &c.init {
-            self.run_command(c, &init.argv(), checkout, env, deadline)
+            self.run_command(c, &init.argv(), tree, env, deadline)
                 .await?;
         }
         let out = self
-            .run_command(c, &c.generate.argv(), checkout, env, deadline)
+            .run_command(c, &c.generate.argv(), tree, env, deadline)
             .await?;
         let text = String::from_utf8_lossy(&out.stdout);
         let alias_budget = AliasBudget::for_output(out.stdout.len());
@@ -204,20 +182,22 @@ impl Pipeline {
         })
     }
 
-    /// `GetParametersAnnouncement`: dynamic (if any) then static, as Argo lists them.
+    /// `GetParametersAnnouncement`: dynamic (if any) then static, as Argo lists them. `tree`
+    /// is needed (and then given) only for an operator's dynamic parameters command.
     pub async fn parameters(
         &self,
         plugin: &Plugin,
-        checkout: Checkout<'_>,
+        tree: Option<&RepoTree>,
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Vec<crate::pipeline::plugin::Parameter>, PipelineError> {
         let mut out = Vec::new();
         if let Kind::Commands(c) = &plugin.kind
             && let Some(cmd) = &c.dynamic_parameters
+            && let Some(tree) = tree
         {
             let run = self
-                .run_command(c, &cmd.argv(), checkout, env, deadline)
+                .run_command(c, &cmd.argv(), tree, env, deadline)
                 .await?;
             let text = String::from_utf8_lossy(&run.stdout);
             let text = text.strip_suffix('\n').unwrap_or(&text);
@@ -233,16 +213,21 @@ impl Pipeline {
     /// Runs an operator-written command: argv, cwd = app dir, the server's whole environment
     /// (as Argo's sidecar does; the operator wrote the command) then the request's. Confined
     /// like the built-in tools when the plugin opts in (`spec.sandbox: true`), with its own
-    /// program allowed to execute besides kustomize, helm and avp-sidecar.
+    /// program allowed to execute besides kustomize, helm and avp-sidecar. Operator commands
+    /// may write anywhere in the checkout (`init` often does), so they always run in the
+    /// request's private copy.
     async fn run_command(
         &self,
         c: &Commands,
         argv: &[String],
-        checkout: Checkout<'_>,
+        tree: &RepoTree,
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<crate::pipeline::render::tool::ToolOutput, PipelineError> {
-        let app_dir = checkout.app_dir;
+        tree.writable()
+            .await
+            .map_err(|e| PipelineError::Render(RenderError::Checkout(e)))?;
+        let app_dir = tree.app_dir();
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| PipelineError::Discovery("Command is empty".to_owned()))?;
@@ -270,7 +255,7 @@ impl Pipeline {
             let program = crate::sandbox::resolve_program(Path::new(program), &path_var);
             self.renderer
                 .sandbox
-                .wrap_with(cmd, &checkout.confine_dirs(), &program)
+                .wrap_with(cmd, &tree.read_write(), &tree.read_only(), &program)
         } else {
             cmd
         };

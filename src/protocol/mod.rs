@@ -9,6 +9,8 @@ pub mod repository {
 }
 
 pub mod client;
+pub mod janitor;
 pub(crate) mod stream;
+pub mod trees;
 pub mod unpack;
 pub mod workdir;

@@ -95,6 +95,7 @@ pub fn unpack(
     let mut tar = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
     let limits = opts.limits;
     let mut stats = UnpackStats::default();
+    let mut known = KnownDirs::default();
 
     for entry in tar.entries().map_err(UnpackError::Corrupt)? {
         let mut entry = entry.map_err(UnpackError::Corrupt)?;
@@ -122,14 +123,19 @@ pub fn unpack(
             } else {
                 0o755
             };
-            ensure_dir(&dest, &rel, mode)?;
+            ensure_dir_known(&dest, &rel, mode, &mut known)?;
         } else if kind.is_file() || kind == tar::EntryType::Continuous {
             let mode = if opts.preserve_file_mode {
                 header_mode & 0o777
             } else {
                 0o644
             };
-            let parent = ensure_dir(&dest, rel.parent().unwrap_or(Path::new("")), 0o755)?;
+            let parent = ensure_dir_known(
+                &dest,
+                rel.parent().unwrap_or(Path::new("")),
+                0o755,
+                &mut known,
+            )?;
             let Some(file_name) = rel.file_name() else {
                 return Err(UnpackError::IllegalPath(shown));
             };
@@ -204,6 +210,34 @@ pub(crate) fn clean_relative(name: &Path) -> Option<PathBuf> {
         }
     }
     Some(parts.iter().collect())
+}
+
+/// Directories (relative to the destination) already walked and found, or made, to be real
+/// directories reached without any symlink. Only this extraction writes the tree while it runs,
+/// and nothing can turn an existing directory into a link (creating a link or file over it
+/// fails), so such a path stays a real directory: walking it again (one `lstat` per component
+/// per entry) is skipped. Paths reached through a link are never remembered.
+#[derive(Default)]
+struct KnownDirs(std::collections::HashSet<PathBuf>);
+
+/// [`ensure_dir`] that skips the walk for a parent already known to be a plain directory.
+fn ensure_dir_known(
+    dest: &Path,
+    rel: &Path,
+    mode: u32,
+    known: &mut KnownDirs,
+) -> Result<PathBuf, UnpackError> {
+    if rel.as_os_str().is_empty() {
+        return Ok(dest.to_path_buf());
+    }
+    if known.0.contains(rel) {
+        return Ok(dest.join(rel));
+    }
+    let real = ensure_dir(dest, rel, mode)?;
+    if real == dest.join(rel) {
+        known.0.insert(rel.to_path_buf());
+    }
+    Ok(real)
 }
 
 /// Walks `rel` below `dest` one component at a time, creating missing directories and resolving

@@ -174,6 +174,13 @@ impl Sandbox {
         })
     }
 
+    /// Whether a tool may open a TCP connection at all (unconfined, a kernel without Landlock
+    /// TCP rules, or `--tool-connect-ports`). When it may not, kustomize cannot pull a
+    /// `helmCharts` chart, so it writes nothing into the repository.
+    pub fn tools_may_connect(&self) -> bool {
+        self.enforced.as_ref().is_none_or(|s| !s.net) || !self.connect_ports.is_empty()
+    }
+
     /// One line for the startup log and `/readyz`.
     pub fn status_line(&self) -> String {
         match (&self.enforced, self.mode) {
@@ -183,14 +190,16 @@ impl Sandbox {
         }
     }
 
-    /// The policy for a tool run that may read and write `dirs` (the request's directories).
-    pub fn policy(&self, dirs: &[PathBuf]) -> Policy {
+    /// The policy for a tool run that may read and write `dirs` (the request's own
+    /// directories) and only read `read_only` (the shared repository tree, which no request
+    /// may change).
+    pub fn policy(&self, dirs: &[PathBuf], read_only: &[PathBuf]) -> Policy {
         Policy {
             read_write: dirs.to_vec(),
-            read_only: SYSTEM_READ
+            read_only: read_only
                 .iter()
-                .map(PathBuf::from)
-                .filter(|p| p.exists())
+                .cloned()
+                .chain(SYSTEM_READ.iter().map(PathBuf::from).filter(|p| p.exists()))
                 .collect(),
             exec: self.exec.clone(),
             devices: DEVICES.iter().map(PathBuf::from).collect(),
@@ -198,14 +207,15 @@ impl Sandbox {
         }
     }
 
-    /// `cmd` as run through the helper, confined to `dirs`; unchanged when confinement is off.
-    pub fn wrap(&self, cmd: ToolCommand, dirs: &[PathBuf]) -> ToolCommand {
-        self.wrap_with(cmd, dirs, &[])
+    /// `cmd` as run through the helper, confined to writing `dirs` and reading `read_only`
+    /// besides; unchanged when confinement is off.
+    pub fn wrap(&self, cmd: ToolCommand, dirs: &[PathBuf], read_only: &[PathBuf]) -> ToolCommand {
+        self.wrap_with(cmd, dirs, read_only, &[])
     }
 
-    /// [`Sandbox::wrap`] for a run that fetches charts: it may also read `read_only` (the
-    /// operator's repository credentials and trust, for this run only) and connect to the
-    /// fetch proxy's port (`proxy_port`), besides `--tool-connect-ports`.
+    /// [`Sandbox::wrap`] for a run that fetches charts: `read_only` also holds the operator's
+    /// repository credentials and trust (for this run only), and it may connect to the fetch
+    /// proxy's port (`proxy_port`), besides `--tool-connect-ports`.
     pub fn wrap_fetching(
         &self,
         cmd: ToolCommand,
@@ -213,8 +223,7 @@ impl Sandbox {
         read_only: &[PathBuf],
         proxy_port: u16,
     ) -> ToolCommand {
-        let mut policy = self.policy(dirs);
-        policy.read_only.extend_from_slice(read_only);
+        let mut policy = self.policy(dirs, read_only);
         policy.connect_ports.push(proxy_port);
         self.wrap_policy(cmd, policy)
     }
@@ -225,12 +234,13 @@ impl Sandbox {
         &self,
         cmd: ToolCommand,
         dirs: &[PathBuf],
+        read_only: &[PathBuf],
         programs: &[PathBuf],
     ) -> ToolCommand {
         if self.enforced.is_none() {
             return cmd;
         }
-        let mut policy = self.policy(dirs);
+        let mut policy = self.policy(dirs, read_only);
         for p in programs {
             policy.exec.push(p.clone());
             policy.exec.extend(elf_interpreter(p));
@@ -426,7 +436,7 @@ mod tests {
             cwd: "/".into(),
             env: vec![],
         };
-        let out = sb.wrap(cmd.clone(), &["/tmp".into()]);
+        let out = sb.wrap(cmd.clone(), &["/tmp".into()], &[]);
         assert_eq!(out.program, cmd.program);
         assert_eq!(out.args, cmd.args);
     }

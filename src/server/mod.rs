@@ -29,6 +29,9 @@ pub enum RequestError {
     Stream(#[from] StreamError),
     #[error(transparent)]
     Unpack(#[from] UnpackError),
+    /// The shared tree of the archive could not be made.
+    #[error(transparent)]
+    Tree(#[from] crate::protocol::trees::TreeError),
     /// `appRelPath` leaves the work dir or does not name a directory in the archive.
     #[error("illegal appPath: {0}")]
     AppPath(String),
@@ -67,6 +70,8 @@ pub struct Shared {
     pub settings: Settings,
     pub pipeline: Pipeline,
     pub render_cache: crate::pipeline::cache::RenderCache,
+    /// Extracted repositories by archive checksum, shared read-only by requests.
+    pub trees: crate::protocol::trees::TreeCache,
     /// Identifies the installed tools in render-cache keys.
     pub tool_fingerprint: String,
 }

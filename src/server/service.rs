@@ -26,7 +26,8 @@ use crate::protocol::pb::{
 };
 use crate::protocol::repository::ParameterAnnouncement;
 use crate::protocol::stream;
-use crate::protocol::unpack::{self, UnpackOptions};
+use crate::protocol::trees::{RepoTree, TreeKey};
+use crate::protocol::unpack::UnpackOptions;
 use crate::protocol::workdir::WorkDir;
 
 /// Upper bound on draining a failed request's remaining stream.
@@ -51,9 +52,9 @@ impl CmpService {
     }
 }
 
-/// A received and unpacked request. `handle` keeps its `WorkDir` alive until the work future
-/// has finished (holding it here would let a closure that captures only some fields drop it
-/// early), so this only carries paths into it.
+/// A received (and, when needed, checked-out) request. `handle` keeps its `WorkDir` alive until
+/// the work future has finished (holding it here would let a closure that captures only some
+/// fields drop it early), so this only carries paths into it and the shared tree.
 struct Unpacked {
     input: Input,
     env: RequestEnv,
@@ -63,19 +64,12 @@ struct Unpacked {
 }
 
 impl Unpacked {
-    /// The extracted checkout; requests that bypass the render cache always have one.
-    fn checkout(&self) -> Result<crate::pipeline::Checkout<'_>, RequestError> {
+    /// The checkout; requests received with [`Need::Tree`] that missed the render cache
+    /// always have one.
+    fn checkout(&self) -> Result<&RepoTree, RequestError> {
         match &self.input {
-            Input::Dir {
-                repo,
-                app_dir,
-                scratch,
-            } => Ok(crate::pipeline::Checkout {
-                repo,
-                app_dir,
-                scratch,
-            }),
-            Input::Cached(_) => Err(RequestError::NoCheckout),
+            Input::Tree(tree) => Ok(tree),
+            Input::Cached(_) | Input::Verified => Err(RequestError::NoCheckout),
         }
     }
 }
@@ -86,23 +80,34 @@ fn millis(d: Duration) -> u64 {
 
 /// What the work closure gets to render from.
 enum Input {
-    /// The extracted repository, its app dir and private scratch space outside the tree.
-    Dir {
-        repo: PathBuf,
-        app_dir: PathBuf,
-        scratch: PathBuf,
-    },
+    /// The repository (the shared tree of its archive, or the request's private copy once it
+    /// asks to write), its app dir and private scratch space outside the tree.
+    Tree(RepoTree),
     /// A render-cache hit: the archive was verified but not unpacked.
     Cached(cache::Cached),
+    /// The archive was verified and nothing else was needed (built-in parameters).
+    Verified,
+}
+
+/// What a request needs of its archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    /// Only that the stream verifies (it is read to the end and hashed, nothing is written).
+    Verify,
+    /// The extracted repository.
+    Tree,
 }
 
 impl CmpService {
-    /// Receives, verifies and unpacks the stream into a fresh work dir (none on a render-cache
-    /// hit: the archive is verified in passing and nothing is written).
+    /// Receives and verifies the stream; with [`Need::Tree`], gives the request the shared
+    /// tree of its archive, extracting it if no request has yet (none on a render-cache hit).
+    /// A request whose tree is already there only hashes its stream (no spool), and uses the
+    /// tree only once its own stream has verified against the checksum that keys it.
     async fn receive<S>(
         &self,
         stream: &mut S,
         use_cache: bool,
+        need: Need,
     ) -> Result<(Option<WorkDir>, Unpacked), RequestError>
     where
         S: Stream<Item = Result<AppStreamRequest, Status>> + Unpin,
@@ -117,65 +122,85 @@ impl CmpService {
         );
         let cache_key =
             (use_cache && self.shared.render_cache.enabled()).then(|| self.cache_key(&metadata));
-        if let Some(key) = cache_key {
-            if let Some(hit) = self.shared.render_cache.get(&key) {
-                // Still receive and verify everything: a hit must not accept a bad stream.
-                let received =
-                    stream::receive_archive(stream, metadata, None, settings.max_compressed_bytes)
-                        .await?;
+        let hit = cache_key.and_then(|key| self.shared.render_cache.get(&key));
+        if use_cache && self.shared.render_cache.enabled() {
+            if hit.is_some() {
                 metrics::RENDER_CACHE_HITS.inc([]);
-                let unpacked = Unpacked {
-                    input: Input::Cached(hit),
-                    env,
-                    app_name: received.metadata.app_name,
-                    cache_key,
-                };
-                return Ok((None, unpacked));
+            } else {
+                metrics::RENDER_CACHE_MISSES.inc([]);
             }
-            metrics::RENDER_CACHE_MISSES.inc([]);
+        }
+        if hit.is_some() || need == Need::Verify {
+            // Still receive and verify everything: a hit must not accept a bad stream.
+            let received =
+                stream::receive_archive(stream, metadata, None, settings.max_compressed_bytes)
+                    .await?;
+            let unpacked = Unpacked {
+                input: hit.map_or(Input::Verified, Input::Cached),
+                env,
+                app_name: received.metadata.app_name,
+                cache_key,
+            };
+            return Ok((None, unpacked));
         }
         let workdir =
             WorkDir::create(&settings.work_root).map_err(|source| RequestError::WorkDir {
                 path: settings.work_root.display().to_string(),
                 source,
             })?;
-        let archive = workdir.tmp().join("repo.tar.gz");
-        let received = stream::receive_archive(
-            stream,
-            metadata,
-            Some(&archive),
-            settings.max_compressed_bytes,
-        )
-        .await?;
-        let unpack_started = Instant::now();
-        let opts = UnpackOptions {
-            preserve_file_mode: self.plugin.preserve_file_mode,
-            limits: settings.unpack_limits,
+        let key = TreeKey::new(&metadata.checksum, self.plugin.preserve_file_mode);
+        let (tree, meta) = if let Some(tree) = self.shared.trees.ready(&key) {
+            let received =
+                stream::receive_archive(stream, metadata, None, settings.max_compressed_bytes)
+                    .await?;
+            tracing::debug!(
+                compressed = received.compressed_bytes,
+                "repository tree shared"
+            );
+            (tree, received.metadata)
+        } else {
+            let archive = workdir.tmp().join("repo.tar.gz");
+            let received = stream::receive_archive(
+                stream,
+                metadata,
+                Some(&archive),
+                settings.max_compressed_bytes,
+            )
+            .await?;
+            let unpack_started = Instant::now();
+            let opts = UnpackOptions {
+                preserve_file_mode: self.plugin.preserve_file_mode,
+                limits: settings.unpack_limits,
+            };
+            let (tree, extracted) = self
+                .shared
+                .trees
+                .get_or_extract(&key, &archive, opts)
+                .await?;
+            let _ = tokio::fs::remove_file(&archive).await;
+            if extracted {
+                metrics::UNPACK_SECONDS.observe([], unpack_started.elapsed());
+            }
+            let stats = tree.stats();
+            tracing::debug!(
+                compressed = received.compressed_bytes,
+                entries = stats.entries,
+                bytes = stats.bytes,
+                extracted,
+                "repository unpacked"
+            );
+            (tree, received.metadata)
         };
-        let repo = workdir.repo();
-        let archive_for_task = archive.clone();
-        let stats =
-            tokio::task::spawn_blocking(move || unpack::unpack(&archive_for_task, &repo, &opts))
-                .await
-                .map_err(|source| RequestError::Task {
-                    task: "unpack",
+        let app_rel = app_rel(tree.path(), &meta.app_rel_path)?;
+        let tree =
+            RepoTree::shared(tree, app_rel, &workdir.repo(), &workdir.tmp()).map_err(|source| {
+                RequestError::WorkDir {
+                    path: workdir.path().display().to_string(),
                     source,
-                })??;
-        let _ = tokio::fs::remove_file(&archive).await;
-        metrics::UNPACK_SECONDS.observe([], unpack_started.elapsed());
-        let meta = received.metadata;
-        tracing::debug!(
-            compressed = received.compressed_bytes,
-            entries = stats.entries,
-            bytes = stats.bytes,
-            "repository unpacked"
-        );
+                }
+            })?;
         let unpacked = Unpacked {
-            input: Input::Dir {
-                repo: workdir.repo(),
-                app_dir: app_dir(&workdir.repo(), &meta.app_rel_path)?,
-                scratch: workdir.tmp(),
-            },
+            input: Input::Tree(tree),
             env,
             app_name: meta.app_name,
             cache_key,
@@ -231,6 +256,7 @@ impl CmpService {
         &self,
         rpc: metrics::Rpc,
         use_cache: bool,
+        need: Need,
         request: Request<Streaming<AppStreamRequest>>,
         work: F,
     ) -> Result<Response<T>, Status>
@@ -249,7 +275,7 @@ impl CmpService {
             let _slot = self
                 .admit(matches!(rpc, metrics::Rpc::MatchRepository))
                 .await?;
-            let (workdir, unpacked) = self.receive(&mut stream, use_cache).await?;
+            let (workdir, unpacked) = self.receive(&mut stream, use_cache, need).await?;
             let span = tracing::Span::current();
             span.record("app", unpacked.env.app_name());
             span.record("project", unpacked.env.project());
@@ -456,9 +482,10 @@ impl CmpService {
     }
 }
 
-/// `appRelPath` joined to the repo root, lexically inside it and naming a real directory
-/// (after symlinks, which extraction already confined to the root).
-fn app_dir(root: &Path, rel: &str) -> Result<PathBuf, RequestError> {
+/// `appRelPath` as a path relative to the repo root: lexically inside it and naming a real
+/// directory (after symlinks, which extraction already confined to the root), with every link
+/// resolved, so the same relative path names the app dir in a private copy of the tree.
+fn app_rel(root: &Path, rel: &str) -> Result<PathBuf, RequestError> {
     let mut out = root.to_path_buf();
     for c in Path::new(rel).components() {
         match c {
@@ -479,7 +506,10 @@ fn app_dir(root: &Path, rel: &str) -> Result<PathBuf, RequestError> {
         source,
     })?;
     match std::fs::canonicalize(&out) {
-        Ok(real) if real.starts_with(&real_root) && real.is_dir() => Ok(real),
+        Ok(real) if real.starts_with(&real_root) && real.is_dir() => Ok(real
+            .strip_prefix(&real_root)
+            .map(Path::to_path_buf)
+            .unwrap_or_default()),
         Ok(real) if real.starts_with(&real_root) => {
             Err(RequestError::AppPath(format!("{rel:?} is not a directory")))
         }
@@ -502,17 +532,15 @@ impl ConfigManagementPluginService for CmpService {
             metrics::Rpc::GenerateManifest,
             // Operator commands may depend on more than their inputs (network, time): no cache.
             matches!(self.plugin.kind, crate::pipeline::plugin::Kind::Builtin(_)),
+            Need::Tree,
             request,
             |u, deadline| async move {
                 let pipeline = &self.shared.pipeline;
                 let (kind, documents, alias_budget, cached) = match u.input {
-                    Input::Dir {
-                        repo,
-                        app_dir,
-                        scratch,
-                    } => {
+                    Input::Verified => return Err(RequestError::NoCheckout),
+                    Input::Tree(tree) => {
                         let r = pipeline
-                            .render(&self.plugin, &repo, &app_dir, &scratch, &u.env, deadline)
+                            .render(&self.plugin, &tree, &u.env, deadline)
                             .await?;
                         if !r.tool_stderr.is_empty() {
                             info!(stderr = %r.tool_stderr, "tool stderr");
@@ -582,6 +610,7 @@ impl ConfigManagementPluginService for CmpService {
         self.handle(
             metrics::Rpc::MatchRepository,
             false,
+            Need::Tree,
             request,
             |u, deadline| async move {
                 let supported = discover
@@ -603,15 +632,24 @@ impl ConfigManagementPluginService for CmpService {
         &self,
         request: Request<Streaming<AppStreamRequest>>,
     ) -> Result<Response<ParametersAnnouncementResponse>, Status> {
+        // Only an operator's dynamic parameters command looks at the repository.
+        let need = match &self.plugin.kind {
+            crate::pipeline::plugin::Kind::Commands(c) if c.dynamic_parameters.is_some() => {
+                Need::Tree
+            }
+            crate::pipeline::plugin::Kind::Commands(_)
+            | crate::pipeline::plugin::Kind::Builtin(_) => Need::Verify,
+        };
         self.handle(
             metrics::Rpc::GetParametersAnnouncement,
             false,
+            need,
             request,
             |u, deadline| async move {
                 let parameters = self
                     .shared
                     .pipeline
-                    .parameters(&self.plugin, u.checkout()?, &u.env, deadline)
+                    .parameters(&self.plugin, u.checkout().ok(), &u.env, deadline)
                     .await?;
                 let parameter_announcements = parameters
                     .iter()

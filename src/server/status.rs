@@ -14,6 +14,7 @@ use crate::pipeline::render::deps::FetchCause;
 use crate::pipeline::render::tool::ToolError;
 use crate::pipeline::substitute::StageError;
 use crate::protocol::stream::StreamError;
+use crate::protocol::trees::TreeError;
 use crate::protocol::unpack::UnpackError;
 use crate::secrets::ReadError;
 use crate::secrets::avp_secret::KubeError;
@@ -24,6 +25,7 @@ fn code(err: &RequestError) -> Code {
     match err {
         RequestError::Stream(e) => stream_code(e),
         RequestError::Unpack(e) => unpack_code(e),
+        RequestError::Tree(e) => tree_code(e),
         RequestError::AppPath(_) => Code::InvalidArgument,
         RequestError::Deadline => Code::DeadlineExceeded,
         RequestError::Busy { .. } => Code::ResourceExhausted,
@@ -67,6 +69,14 @@ fn unpack_code(e: &UnpackError) -> Code {
     }
 }
 
+fn tree_code(e: &TreeError) -> Code {
+    match e {
+        TreeError::Unpack(u) => unpack_code(u),
+        TreeError::Io { source, .. } if is_disk_full(source) => Code::ResourceExhausted,
+        TreeError::Io { .. } | TreeError::Task(_) => Code::Internal,
+    }
+}
+
 fn render_code(e: &RenderError) -> Code {
     match e {
         RenderError::InvalidEnv { .. } | RenderError::HelmRefused(_) => Code::InvalidArgument,
@@ -84,6 +94,7 @@ fn render_code(e: &RenderError) -> Code {
         RenderError::Kustomization { .. } | RenderError::NoManifests(_) => Code::Unknown,
         RenderError::NotBuiltin(_) => Code::FailedPrecondition,
         RenderError::Io { .. } => Code::Internal,
+        RenderError::Checkout(t) => tree_code(t),
         RenderError::Dependency(e) => dependency_code(&e.cause),
     }
 }
@@ -197,15 +208,8 @@ pub(crate) fn reason(err: &RequestError) -> Reason {
             | StreamError::FileMissing
             | StreamError::Checksum { .. } => Reason::BadRequest,
         },
-        RequestError::Unpack(e) => match e {
-            UnpackError::TooLarge(_) | UnpackError::TooManyEntries(_) => Reason::TooLarge,
-            UnpackError::Io { source, .. } if is_disk_full(source) => Reason::DiskFull,
-            UnpackError::Io { .. } => Reason::Internal,
-            UnpackError::Corrupt(_)
-            | UnpackError::IllegalPath(_)
-            | UnpackError::IllegalSymlink { .. }
-            | UnpackError::PathTooLong(_) => Reason::BadRequest,
-        },
+        RequestError::Unpack(e) => unpack_reason(e),
+        RequestError::Tree(e) => tree_reason(e),
         RequestError::AppPath(_) => Reason::BadRequest,
         RequestError::Deadline => Reason::Deadline,
         RequestError::Busy { .. } => Reason::Busy,
@@ -220,6 +224,27 @@ pub(crate) fn reason(err: &RequestError) -> Reason {
             PipelineError::Render(r) => render_reason(r),
             PipelineError::Substitute(e) => stage_reason(e),
         },
+    }
+}
+
+fn unpack_reason(e: &UnpackError) -> Reason {
+    match e {
+        UnpackError::TooLarge(_) | UnpackError::TooManyEntries(_) => Reason::TooLarge,
+        UnpackError::Io { source, .. } if is_disk_full(source) => Reason::DiskFull,
+        UnpackError::Io { .. } => Reason::Internal,
+        UnpackError::Corrupt(_)
+        | UnpackError::IllegalPath(_)
+        | UnpackError::IllegalSymlink { .. }
+        | UnpackError::PathTooLong(_) => Reason::BadRequest,
+    }
+}
+
+/// As [`tree_code`]: extraction's own reasons, else the disk or us.
+fn tree_reason(e: &TreeError) -> Reason {
+    match e {
+        TreeError::Unpack(u) => unpack_reason(u),
+        TreeError::Io { source, .. } if is_disk_full(source) => Reason::DiskFull,
+        TreeError::Io { .. } | TreeError::Task(_) => Reason::Internal,
     }
 }
 
@@ -244,6 +269,7 @@ fn render_reason(e: &RenderError) -> Reason {
         RenderError::NoManifests(_) => Reason::InvalidManifests,
         RenderError::NotBuiltin(_) => Reason::NotSupported,
         RenderError::Io { .. } => Reason::Internal,
+        RenderError::Checkout(t) => tree_reason(t),
         RenderError::Dependency(e) => match e.cause {
             FetchCause::Denied(_) | FetchCause::OutsideRepository => Reason::PolicyDenied,
             FetchCause::Deadline => Reason::Deadline,

@@ -362,6 +362,121 @@ async fn concurrent_requests_are_isolated() {
     assert!(server.leftover_workdirs().is_empty());
 }
 
+/// One archive, one extraction: requests for it share the tree; each request's kustomization
+/// edit (`APP_REPO`) lives in its own copy, so no request sees another's; nothing is left
+/// behind after shutdown. (Multi-threaded: `terminate` blocks this thread while the client's
+/// connection task must run for the graceful shutdown to finish.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_share_one_tree_and_keep_their_edits_private() {
+    let mut server = TestServer::start();
+    let repo = support::repo_of(&[
+        ("app/kustomization.yaml", "resources: [cm.yaml]\n"),
+        (
+            "app/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n",
+        ),
+    ]);
+    let annotation = |docs: &[serde_json::Value]| {
+        find(docs, "ConfigMap", "cm")["metadata"]["annotations"]["github.com/url"].clone()
+    };
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let socket = server.socket.clone();
+        let dir = repo.path().to_path_buf();
+        tasks.push(tokio::spawn(async move {
+            let url = format!("https://example.com/{i}");
+            // Distinct app names: no render-cache hits, every request renders.
+            let spec = support::dir_stream(
+                &dir,
+                "app",
+                argo_env(&format!("web{i}"), "demo", &[("APP_REPO", &url)]),
+            );
+            let docs = support::generate(&socket, &spec, None)
+                .await
+                .expect("generate");
+            (url, docs)
+        }));
+    }
+    for t in tasks {
+        let (url, docs) = t.await.expect("task");
+        assert_eq!(annotation(&docs), json!(url));
+    }
+    let plain = support::dir_stream(repo.path(), "app", argo_env("plain", "demo", &[]));
+    let docs = support::generate(&server.socket, &plain, None)
+        .await
+        .expect("generate");
+    assert_eq!(annotation(&docs), serde_json::Value::Null);
+    let trees_dir = server.work_root.with_file_name("_avp_trees");
+    let trees: Vec<_> = std::fs::read_dir(&trees_dir)
+        .expect("trees")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(trees.len(), 1, "{trees:?}");
+    assert_eq!(
+        std::fs::read_to_string(trees[0].join("app/kustomization.yaml")).expect("read"),
+        "resources: [cm.yaml]\n"
+    );
+    assert!(server.leftover_workdirs().is_empty());
+    assert!(server.terminate().success());
+    assert!(!trees_dir.exists(), "trees left after shutdown");
+    assert!(!server.work_root.with_file_name("_avp_trash").exists());
+}
+
+/// More archives than the tree cache keeps, concurrently: every request still renders (a
+/// tree in use is never removed under it) and the cache ends within its bound.
+#[tokio::test]
+async fn tree_eviction_under_load() {
+    let server = TestServer::start_with(support::ServerOptions {
+        args: vec!["--tree-cache-entries".into(), "1".into()],
+        ..Default::default()
+    });
+    let repos: Vec<_> = (0..3)
+        .map(|i| {
+            support::repo_of(
+                &[
+                    (
+                        "app/kustomization.yaml",
+                        "resources: [cm.yaml]\n".to_owned(),
+                    ),
+                    (
+                        "app/cm.yaml",
+                        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm{i}\n"),
+                    ),
+                ]
+                .iter()
+                .map(|(a, b)| (*a, b.as_str()))
+                .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for round in 0..3 {
+        for (i, repo) in repos.iter().enumerate() {
+            let socket = server.socket.clone();
+            let spec = support::dir_stream(
+                repo.path(),
+                "app",
+                argo_env(&format!("a{round}-{i}"), "demo", &[]),
+            );
+            tasks.push(tokio::spawn(async move {
+                let docs = support::generate(&socket, &spec, None)
+                    .await
+                    .expect("generate");
+                assert_eq!(docs[0]["metadata"]["name"], format!("cm{i}"));
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let trees = std::fs::read_dir(server.work_root.with_file_name("_avp_trees"))
+        .expect("trees")
+        .count();
+    assert!(trees <= 1, "{trees} trees kept with --tree-cache-entries 1");
+    assert!(server.leftover_workdirs().is_empty());
+}
+
 #[tokio::test]
 async fn sigterm_removes_socket_and_exits_cleanly() {
     let mut server = TestServer::start();

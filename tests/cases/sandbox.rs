@@ -174,11 +174,20 @@ fn probe_server(sandbox: &'static str, env: Vec<(String, String)>) -> TestServer
 
 /// Runs the probe with `plan` as the app's `probe-plan`; the probe's report (`data`).
 async fn run_probe(server: &TestServer, plan: &str) -> serde_json::Map<String, serde_json::Value> {
+    run_probe_with(server, plan, &[]).await
+}
+
+/// [`run_probe`] with plugin env values.
+async fn run_probe_with(
+    server: &TestServer,
+    plan: &str,
+    plugin_env: &[(&str, &str)],
+) -> serde_json::Map<String, serde_json::Value> {
     let repo = support::repo_of(&[
         ("app/kustomization.yaml", "resources: []\n"),
         ("app/probe-plan", plan),
     ]);
-    let spec = support::dir_stream(repo.path(), "app", argo_env("probe", "demo", &[]));
+    let spec = support::dir_stream(repo.path(), "app", argo_env("probe", "demo", plugin_env));
     let docs = support::generate(&server.socket, &spec, Some(Duration::from_secs(60)))
         .await
         .unwrap_or_else(|e| panic!("probe run failed: {e:?}\n{}", server.log()));
@@ -215,10 +224,11 @@ async fn sandboxed_tools_cannot_reach_credentials_network_or_the_server() {
     };
     let server = probe_server("require", vec![]);
     let got = verdicts(&run_probe(&server, &plan(&server)).await);
+    // `write out.txt`: the app dir is in the archive's shared tree, read-only to every tool.
     assert_eq!(
         got,
         [
-            "denied", "denied", "denied", "denied", "denied", "denied", "allowed", "allowed",
+            "denied", "denied", "denied", "denied", "denied", "denied", "allowed", "denied",
             "allowed"
         ],
         "{}",
@@ -246,29 +256,66 @@ async fn a_tool_cannot_read_another_requests_work_dir() {
             support::generate(&socket, &spec, Some(Duration::from_secs(60))).await
         }
     });
-    let other: PathBuf = support::eventually_async(
+    let trees = server.work_root.with_file_name("_avp_trees");
+    let other_tree: PathBuf = support::eventually_async(
         Duration::from_secs(20),
-        "the first request to start",
+        "the first request's tree",
         async || {
-            server
-                .leftover_workdirs()
-                .into_iter()
-                .next()
-                .filter(|d| d.join("repo/app/probe-plan").exists())
+            std::fs::read_dir(&trees)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|d| {
+                    std::fs::read_to_string(d.join("app/probe-plan"))
+                        .is_ok_and(|p| p.starts_with("sleep"))
+                })
         },
     )
     .await;
+    let other: PathBuf = support::eventually_async(
+        Duration::from_secs(20),
+        "the first request's work dir",
+        async || server.leftover_workdirs().into_iter().next(),
+    )
+    .await;
     let plan = format!(
-        "list {d}/repo\nread {d}/repo/app/probe-plan\nwrite {d}/repo/app/planted\n",
+        "list {t}\nread {t}/app/probe-plan\nwrite {t}/app/planted\nlist {d}/tmp\nwrite {d}/tmp/planted\nwrite {d}/repo/planted\n",
+        t = other_tree.display(),
         d = other.display()
     );
     assert_eq!(
         verdicts(&run_probe(&server, &plan).await),
-        ["denied", "denied", "denied"]
+        ["denied", "denied", "denied", "denied", "denied", "denied"]
     );
     slow.await
         .expect("join")
         .expect("first request still succeeds");
+}
+
+/// A request that edits its kustomization (`APP_REPO`) works in a private copy it may write;
+/// the next request of the same archive still sees the shared tree as extracted, read-only.
+#[tokio::test]
+async fn writes_stay_in_the_requests_private_copy() {
+    let server = probe_server("require", vec![]);
+    let plan = "write planted\nread kustomization.yaml\n";
+    let edited = verdicts(&run_probe_with(&server, plan, &[("APP_REPO", "https://x")]).await);
+    assert_eq!(edited, ["allowed", "allowed"], "{}", server.log());
+    let trees = server.work_root.with_file_name("_avp_trees");
+    let shared: Vec<PathBuf> = std::fs::read_dir(&trees)
+        .expect("trees")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(shared.len(), 1, "one tree for one archive: {shared:?}");
+    assert!(!shared[0].join("app/planted").exists());
+    assert_eq!(
+        std::fs::read_to_string(shared[0].join("app/kustomization.yaml")).expect("read"),
+        "resources: []\n",
+        "the shared kustomization is not edited"
+    );
+    let plain = verdicts(&run_probe(&server, plan).await);
+    assert_eq!(plain, ["denied", "allowed"]);
+    assert!(server.leftover_workdirs().is_empty());
 }
 
 #[tokio::test]

@@ -158,6 +158,12 @@ fn read_yaml(path: &Path) -> Result<Value, RenderError> {
     })
 }
 
+/// Whether `chart_dir` lacks dependencies in `charts/`, so that preparing it writes into the
+/// tree (an unreadable chart file says no: the render then reports it without writing).
+pub(crate) fn needs_dependencies(chart_dir: &Path) -> bool {
+    read_dependencies(chart_dir).is_ok_and(|(_, deps)| !missing(chart_dir, &deps).is_empty())
+}
+
 /// Dependencies with nothing for them in `charts/` (a `<name>/` dir or a `<name>-*.tgz`).
 pub(crate) fn missing(chart_dir: &Path, deps: &[Dependency]) -> Vec<Dependency> {
     let charts = chart_dir.join("charts");
@@ -398,7 +404,7 @@ impl Renderer {
                     env: child_env,
                     ..cmd
                 };
-                (self.sandbox.wrap(cmd, &dirs), None)
+                (self.sandbox.wrap(cmd, &dirs, &[]), None)
             } else {
                 let run = self
                     .fetch

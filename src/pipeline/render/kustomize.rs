@@ -1,5 +1,5 @@
 //! `kustomize build --enable-helm` for an app, plus the seed pipeline's `kustomize edit set
-//! image` / `set annotation` steps applied in-process to the work dir's copy of the
+//! image` / `set annotation` steps applied in-process to the request's private copy of the
 //! kustomization (the `kubectl kustomize` we ship has no `edit`, and we want no shell anyway).
 
 use std::path::Path;
@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::{APP_REPO, ImageOverride, REPO_ANNOTATION, RenderError, ToolPaths, validate_repo};
 use crate::pipeline::context::RequestEnv;
 use crate::pipeline::render::tool::ToolCommand;
+use crate::protocol::trees::RepoTree;
 
 /// `kustomize build --enable-helm --helm-command <gate> .` (or `kubectl kustomize . ...`) in
 /// the app dir. `gate` is our own binary: kustomize's helm calls go through
@@ -38,9 +39,13 @@ pub(crate) fn command(
     }
 }
 
-/// Rewrites the kustomization when the request sets `IMAGE_NAME`+`IMAGE_TAG` or `APP_REPO`.
-/// Leaves the file untouched (comments and all) when neither is set.
+/// Rewrites the kustomization when the request sets `IMAGE_NAME`+`IMAGE_TAG` or `APP_REPO`,
+/// in the request's private copy of the tree (`RepoTree::writable`: the shared tree is never
+/// written). Leaves everything untouched (comments and all, and the shared tree in use) when
+/// neither is set. `kustomization` is the file discovery found; its name is looked up in the
+/// app dir of the copy.
 pub(crate) async fn apply_plugin_settings(
+    tree: &RepoTree,
     kustomization: &Path,
     env: &RequestEnv,
 ) -> Result<(), RenderError> {
@@ -56,11 +61,16 @@ pub(crate) async fn apply_plugin_settings(
         file: file_name(kustomization),
         reason,
     };
-    let text = tokio::fs::read_to_string(kustomization)
+    tree.writable().await?;
+    let Some(name) = kustomization.file_name() else {
+        return Err(err("not a file name".to_owned()));
+    };
+    let kustomization = tree.app_dir().join(name);
+    let text = tokio::fs::read_to_string(&kustomization)
         .await
         .map_err(|e| err(e.to_string()))?;
     let edited = edit(&text, image.as_ref(), repo.as_deref()).map_err(err)?;
-    tokio::fs::write(kustomization, edited)
+    tokio::fs::write(&kustomization, edited)
         .await
         .map_err(|e| err(e.to_string()))
 }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::metrics;
 use crate::pipeline::context::{self, RequestEnv};
 use crate::pipeline::discovery::AppKind;
+use crate::protocol::trees::RepoTree;
 use crate::sandbox::gate;
 use crate::yaml::AliasBudget;
 use tool::{RunLimits, ToolCommand, ToolError};
@@ -145,6 +146,9 @@ pub enum RenderError {
     /// cause).
     #[error(transparent)]
     Dependency(Box<deps::DependencyError>),
+    /// The request's private copy of the repository could not be made.
+    #[error("preparing a writable checkout: {0}")]
+    Checkout(#[from] crate::protocol::trees::TreeError),
     #[error("preparing render in {path}: {source}")]
     Io {
         path: String,
@@ -169,21 +173,37 @@ pub struct Rendered {
     pub cacheable: bool,
 }
 
+/// The kustomization file as seen in `app_dir` (discovery saw it in the shared tree; after
+/// [`RepoTree::writable`] the request renders its private copy).
+fn in_app_dir(app_dir: &Path, kustomization: &Path) -> PathBuf {
+    kustomization
+        .file_name()
+        .map_or_else(|| kustomization.to_path_buf(), |name| app_dir.join(name))
+}
+
+/// Whether a local `helmCharts` chart of this kustomization lacks dependencies in `charts/`.
+fn kustomize_charts_need_dependencies(tree: &RepoTree, kustomization: &Path) -> bool {
+    let app_dir = tree.app_dir();
+    deps::kustomize_local_charts(&in_app_dir(&app_dir, kustomization), tree.root())
+        .iter()
+        .any(|chart| deps::needs_dependencies(chart))
+}
+
 impl Renderer {
-    /// Renders the app in `app_dir` of the checkout `repo`; `scratch` is a private directory
-    /// for helm homes and generated values files (outside the repository tree).
+    /// Renders the app of `tree` (its app dir; `tree.scratch()` holds helm homes and generated
+    /// values files, outside the repository). The tree is the shared read-only one unless a
+    /// step needs to write: then it asks `tree.writable()` first (kustomize edits, a
+    /// `helmCharts` pull), and every path below is taken after that.
     pub async fn render(
         &self,
         kind: &AppKind,
-        repo: &Path,
-        app_dir: &Path,
-        scratch: &Path,
+        tree: &RepoTree,
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Rendered, RenderError> {
         if let AppKind::Directory = kind {
             let (documents, alias_budget) =
-                directory::render(app_dir, self.limits.max_output_bytes).await?;
+                directory::render(&tree.app_dir(), self.limits.max_output_bytes).await?;
             return Ok(Rendered {
                 documents,
                 tool_time: Duration::ZERO,
@@ -192,18 +212,40 @@ impl Renderer {
                 cacheable: true,
             });
         }
+        // Before any path is taken: a write into the tree moves the request to its private copy.
+        match kind {
+            AppKind::Kustomize { kustomization } => {
+                kustomize::apply_plugin_settings(tree, kustomization, env).await?;
+                // A `helmCharts` chart pull writes into the chart home below the app (possible
+                // when fetching is on or tools may connect), and a local chart may get its
+                // dependencies built into its `charts/`.
+                let may_pull = self.fetch.off.is_none() || self.sandbox.tools_may_connect();
+                if tree.kustomize_may_write()
+                    && (may_pull || kustomize_charts_need_dependencies(tree, kustomization))
+                {
+                    tree.writable().await?;
+                }
+            }
+            AppKind::Helm if deps::needs_dependencies(&tree.app_dir()) => {
+                tree.writable().await?;
+            }
+            _ => {}
+        }
+        let scratch = tree.scratch();
+        let repo = tree.root();
+        let app_dir = tree.app_dir();
+        let app_dir = app_dir.as_path();
         let mut extra = tool_homes(scratch)?;
         let dirs = gate::Dirs { repo, scratch };
-        let confine = [repo.to_path_buf(), scratch.to_path_buf()];
         let mut cacheable = true;
         let (cmd, tool_name, fetching) = match kind {
             AppKind::Command | AppKind::Directory => {
                 return Err(RenderError::NotBuiltin(kind.name()));
             }
             AppKind::Kustomize { kustomization } => {
-                kustomize::apply_plugin_settings(kustomization, env).await?;
                 // Local `helmCharts` charts get their dependencies as a chart app does.
-                let charts = deps::kustomize_local_charts(kustomization, repo);
+                let kustomization = in_app_dir(app_dir, kustomization);
+                let charts = deps::kustomize_local_charts(&kustomization, repo);
                 if !charts.is_empty() {
                     let helm_env =
                         crate::pipeline::context::child_env(&self.server_env, env, &extra);
@@ -271,11 +313,15 @@ impl Renderer {
                 (cmd, "helm", None)
             }
         };
+        let (read_write, read_only) = (tree.read_write(), tree.read_only());
         let cmd = match &fetching {
-            Some(run) => self
-                .sandbox
-                .wrap_fetching(cmd, &confine, &run.read_only, run.proxy_port),
-            None => self.sandbox.wrap(cmd, &confine),
+            Some(run) => {
+                let read_only: Vec<PathBuf> =
+                    read_only.iter().chain(&run.read_only).cloned().collect();
+                self.sandbox
+                    .wrap_fetching(cmd, &read_write, &read_only, run.proxy_port)
+            }
+            None => self.sandbox.wrap(cmd, &read_write, &read_only),
         };
         let tool = match kind {
             AppKind::Helm => metrics::Tool::Helm,

@@ -1,0 +1,581 @@
+//! Extracted repositories, shared by every request for the same archive.
+//!
+//! The repo-server sends the same archive for MatchRepository, GetParametersAnnouncement and
+//! GenerateManifest, and for every app of a monorepo at one commit; extracting (and deleting)
+//! thousands of files per request cost 10–200× the renders themselves. So an archive is
+//! extracted once into a [`Tree`] keyed by its sha256 *after the request's stream has been
+//! verified against it* (nothing unverified is ever extracted or shared), and kept in a
+//! [`TreeCache`] bounded by entries and bytes (LRU). Concurrent first requests for one archive
+//! extract it once (the others wait on the same cell). An evicted tree stays on disk while a
+//! request still holds it (`Arc`) and is removed by the janitor when the last one lets go.
+//!
+//! A shared tree is read-only to everyone: tools get a Landlock read-only rule for it (see
+//! `sandbox`), and in-process writes go through [`RepoTree::writable`], which gives the request
+//! a private copy in its own work dir. A request can therefore never change what another sees.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+
+use super::janitor;
+use super::unpack::{self, UnpackError, UnpackOptions, UnpackStats};
+
+static TREE_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// What identifies an extracted tree: the archive's verified sha256 and the extraction rule
+/// that changes the result (`preserveFileMode`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TreeKey {
+    checksum: String,
+    preserve_file_mode: bool,
+}
+
+impl TreeKey {
+    /// `checksum` must be the one the request's stream was (or will be, before the tree is
+    /// used) verified against.
+    pub fn new(checksum: &str, preserve_file_mode: bool) -> Self {
+        Self {
+            checksum: checksum.trim().to_ascii_lowercase(),
+            preserve_file_mode,
+        }
+    }
+}
+
+/// Why a tree could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    /// The blocking extraction task panicked or was cancelled.
+    #[error("internal error: extraction task: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    /// The tree's directory could not be created or copied (a full disk, permissions).
+    #[error("repository tree {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// One extracted archive on disk; removed (in the background) when the last holder drops it.
+#[derive(Debug)]
+pub struct Tree {
+    dir: PathBuf,
+    stats: UnpackStats,
+    /// Some kustomization in the tree has `helmCharts`: kustomize may pull a chart into the
+    /// app's chart home, so kustomize renders of this tree get a private copy.
+    helm_charts: bool,
+}
+
+impl Tree {
+    /// Extracts `archive` into a fresh directory below `parent`. Blocking. On failure the
+    /// partial directory is removed (the guard is dropped).
+    fn extract(parent: &Path, archive: &Path, opts: &UnpackOptions) -> Result<Self, TreeError> {
+        let n = TREE_IDS.fetch_add(1, Ordering::Relaxed);
+        let dir = parent.join(format!("t{n}"));
+        std::fs::create_dir(&dir).map_err(|source| TreeError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let mut tree = Self {
+            dir,
+            stats: UnpackStats::default(),
+            helm_charts: false,
+        };
+        tree.stats = unpack::unpack(archive, &tree.dir, opts)?;
+        tree.helm_charts = has_helm_charts(&tree.dir);
+        Ok(tree)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn stats(&self) -> UnpackStats {
+        self.stats
+    }
+
+    /// What it costs on disk, roughly: its bytes plus a block per entry.
+    fn cost(&self) -> u64 {
+        self.stats
+            .bytes
+            .saturating_add(self.stats.entries.saturating_mul(512))
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        janitor::remove(&self.dir);
+    }
+}
+
+/// True when a kustomization file below `dir` mentions `helmCharts`.
+fn has_helm_charts(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let name = entry.file_name();
+        if kind.is_dir() {
+            if has_helm_charts(&entry.path()) {
+                return true;
+            }
+        } else if kind.is_file()
+            && matches!(
+                name.to_str(),
+                Some("kustomization.yaml" | "kustomization.yml" | "Kustomization")
+            )
+            && std::fs::read(entry.path())
+                .is_ok_and(|b| b.windows(b"helmCharts".len()).any(|w| w == b"helmCharts"))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+struct Slot {
+    cell: Arc<OnceCell<Arc<Tree>>>,
+    last_used: u64,
+    /// Counted in `Inner::bytes` once extracted.
+    cost: Option<u64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<TreeKey, Slot>,
+    bytes: u64,
+    clock: u64,
+}
+
+/// Extracted trees by archive checksum, LRU by entries and bytes (`--tree-cache-mb`,
+/// `--tree-cache-entries`; 0 MB keeps none: each request then extracts its own, still once
+/// for requests that arrive together).
+pub struct TreeCache {
+    root: PathBuf,
+    max_entries: usize,
+    max_bytes: u64,
+    inner: Mutex<Inner>,
+}
+
+impl TreeCache {
+    /// `root` is created empty (anything left there by a crashed process is removed).
+    pub fn new(root: &Path, max_entries: usize, max_bytes: u64) -> io::Result<Self> {
+        janitor::reset_dir(root)?;
+        Ok(Self {
+            root: std::fs::canonicalize(root)?,
+            max_entries,
+            max_bytes,
+            inner: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The tree for `key` if it is already extracted. The caller must still verify its own
+    /// stream against the key's checksum before using it.
+    pub fn ready(&self, key: &TreeKey) -> Option<Arc<Tree>> {
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let now = inner.clock;
+        let slot = inner.map.get_mut(key)?;
+        let tree = slot.cell.get()?.clone();
+        slot.last_used = now;
+        Some(tree)
+    }
+
+    /// The tree for `key`, extracting `archive` (verified against the key's checksum) unless
+    /// it is there or being extracted by another request, which is then waited for. Returns
+    /// whether this call extracted it.
+    pub async fn get_or_extract(
+        &self,
+        key: &TreeKey,
+        archive: &Path,
+        opts: UnpackOptions,
+    ) -> Result<(Arc<Tree>, bool), TreeError> {
+        let cell = {
+            let mut inner = self.lock();
+            inner.clock += 1;
+            let now = inner.clock;
+            let slot = inner.map.entry(key.clone()).or_insert_with(|| Slot {
+                cell: Arc::new(OnceCell::new()),
+                last_used: now,
+                cost: None,
+            });
+            slot.last_used = now;
+            slot.cell.clone()
+        };
+        let mut extracted = false;
+        let result = cell
+            .get_or_try_init(|| async {
+                extracted = true;
+                let parent = self.root.clone();
+                let archive = archive.to_path_buf();
+                let tree =
+                    tokio::task::spawn_blocking(move || Tree::extract(&parent, &archive, &opts))
+                        .await
+                        .map_err(TreeError::Task)??;
+                Ok::<_, TreeError>(Arc::new(tree))
+            })
+            .await;
+        match result {
+            Ok(tree) => {
+                let tree = tree.clone();
+                self.admit(key, &cell, &tree);
+                Ok((tree, extracted))
+            }
+            Err(err) => {
+                let mut inner = self.lock();
+                if inner
+                    .map
+                    .get(key)
+                    .is_some_and(|s| Arc::ptr_eq(&s.cell, &cell) && s.cell.get().is_none())
+                {
+                    inner.map.remove(key);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Counts a freshly extracted tree and evicts the least recently used others beyond the
+    /// bounds. A tree larger than the whole budget serves its requests and is not kept.
+    fn admit(&self, key: &TreeKey, cell: &Arc<OnceCell<Arc<Tree>>>, tree: &Tree) {
+        let mut inner = self.lock();
+        let cost = tree.cost();
+        match inner.map.get_mut(key) {
+            Some(slot) if Arc::ptr_eq(&slot.cell, cell) => {
+                if slot.cost.is_some() {
+                    return;
+                }
+                slot.cost = Some(cost);
+            }
+            _ => return,
+        }
+        inner.bytes = inner.bytes.saturating_add(cost);
+        if cost > self.max_bytes || self.max_entries == 0 {
+            inner.map.remove(key);
+            inner.bytes = inner.bytes.saturating_sub(cost);
+            return;
+        }
+        while inner.map.len() > self.max_entries || inner.bytes > self.max_bytes {
+            let oldest = inner
+                .map
+                .iter()
+                .filter(|(k, s)| s.cost.is_some() && *k != key)
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone());
+            let Some(oldest) = oldest else { break };
+            if let Some(slot) = inner.map.remove(&oldest) {
+                inner.bytes = inner.bytes.saturating_sub(slot.cost.unwrap_or(0));
+            }
+        }
+    }
+
+    /// Trees kept (extracted, not evicted).
+    pub fn len(&self) -> usize {
+        self.lock()
+            .map
+            .values()
+            .filter(|s| s.cost.is_some())
+            .count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes counted for the trees kept.
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    /// Forgets every tree (shutdown); each is removed once no request holds it.
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.map.clear();
+        inner.bytes = 0;
+    }
+}
+
+/// A request's view of its repository: the shared read-only tree, until the request asks for
+/// a writable one ([`RepoTree::writable`]), from then on its private copy. Every path the
+/// pipeline uses comes from here, so a step that writes cannot forget to ask.
+#[derive(Debug)]
+pub struct RepoTree {
+    /// Held so the shared tree outlives the request even if evicted meanwhile.
+    shared: Option<Arc<Tree>>,
+    read_root: PathBuf,
+    app_rel: PathBuf,
+    scratch: PathBuf,
+    private_root: PathBuf,
+    private: OnceCell<()>,
+}
+
+impl RepoTree {
+    /// `tree` read in place; a private copy, if asked for, goes to `private_root` (an empty
+    /// directory of the request's own). `app_rel` is the app dir relative to the tree root,
+    /// already proven to stay inside it.
+    pub fn shared(
+        tree: Arc<Tree>,
+        app_rel: PathBuf,
+        private_root: &Path,
+        scratch: &Path,
+    ) -> io::Result<Self> {
+        Ok(Self {
+            read_root: tree.path().to_path_buf(),
+            shared: Some(tree),
+            app_rel,
+            scratch: std::fs::canonicalize(scratch)?,
+            private_root: std::fs::canonicalize(private_root)?,
+            private: OnceCell::new(),
+        })
+    }
+
+    /// A checkout that is the request's own already (the CLI extracts privately).
+    pub fn private(root: &Path, app_rel: PathBuf, scratch: &Path) -> io::Result<Self> {
+        let root = std::fs::canonicalize(root)?;
+        Ok(Self {
+            read_root: root.clone(),
+            shared: None,
+            app_rel,
+            scratch: std::fs::canonicalize(scratch)?,
+            private_root: root,
+            private: OnceCell::new_with(Some(())),
+        })
+    }
+
+    /// The repository root as of now: the shared tree, or the private copy once there is one.
+    pub fn root(&self) -> &Path {
+        if self.private.initialized() {
+            &self.private_root
+        } else {
+            &self.read_root
+        }
+    }
+
+    /// The app dir inside [`RepoTree::root`].
+    pub fn app_dir(&self) -> PathBuf {
+        self.root().join(&self.app_rel)
+    }
+
+    /// The request's private scratch space outside the tree (helm homes, values files).
+    pub fn scratch(&self) -> &Path {
+        &self.scratch
+    }
+
+    /// True when the tree is the request's own (written to, or private from the start).
+    pub fn is_private(&self) -> bool {
+        self.private.initialized()
+    }
+
+    /// Whether kustomize may write into this tree (a `helmCharts` chart pull).
+    pub fn kustomize_may_write(&self) -> bool {
+        self.shared.as_ref().is_some_and(|t| t.helm_charts)
+    }
+
+    /// The root of a tree this request may write: on first call, a private copy of the
+    /// shared tree (files, directories and links as extracted) in the request's work dir.
+    /// Every path asked for afterwards ([`RepoTree::root`], [`RepoTree::app_dir`]) is in it.
+    pub async fn writable(&self) -> Result<&Path, TreeError> {
+        self.private
+            .get_or_try_init(|| async {
+                let from = self.read_root.clone();
+                let to = self.private_root.clone();
+                tokio::task::spawn_blocking(move || copy_tree(&from, &to))
+                    .await
+                    .map_err(TreeError::Task)?
+                    .map_err(|source| TreeError::Io {
+                        path: self.private_root.display().to_string(),
+                        source,
+                    })
+            })
+            .await?;
+        Ok(&self.private_root)
+    }
+
+    /// Directories a confined tool may write: scratch, and the private copy if there is one.
+    pub fn read_write(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.scratch.clone()];
+        if self.is_private() {
+            out.push(self.private_root.clone());
+        }
+        out
+    }
+
+    /// Directories a confined tool may only read: the shared tree while it is in use.
+    pub fn read_only(&self) -> Vec<PathBuf> {
+        if self.is_private() {
+            Vec::new()
+        } else {
+            vec![self.read_root.clone()]
+        }
+    }
+}
+
+/// Copies the tree `from` into the existing empty directory `to`: directories (mode kept,
+/// owner-writable), regular files (`fs::copy`, mode kept) and symlinks (as they are:
+/// extraction made every target relative and inside the tree). Never follows a link.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        if kind.is_dir() {
+            std::fs::create_dir(&dst)?;
+            copy_tree(&src, &dst)?;
+            let mode = entry.metadata()?.permissions().mode() | 0o700;
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode))?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else if kind.is_file() {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+        let src = dir.join("src");
+        for (name, body) in files {
+            let p = src.join(name);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, body).expect("write");
+        }
+        let bytes = crate::protocol::client::tgz_dir(&src).expect("tgz");
+        let path = dir.join("a.tgz");
+        std::fs::write(&path, bytes).expect("write");
+        path
+    }
+
+    fn key(n: u8) -> TreeKey {
+        TreeKey::new(&format!("{n:064x}"), false)
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_requests_extract_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tgz = archive(dir.path(), &[("app/kustomization.yaml", "resources: []\n")]);
+        let cache = Arc::new(TreeCache::new(&dir.path().join("trees"), 8, 1 << 30).expect("new"));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let cache = cache.clone();
+                let tgz = tgz.clone();
+                tokio::spawn(async move {
+                    cache
+                        .get_or_extract(&key(1), &tgz, UnpackOptions::default())
+                        .await
+                        .expect("extract")
+                })
+            })
+            .collect();
+        let mut extracted = 0;
+        let mut paths = Vec::new();
+        for t in tasks {
+            let (tree, did) = t.await.expect("join");
+            extracted += usize::from(did);
+            paths.push(tree.path().to_path_buf());
+        }
+        assert_eq!(extracted, 1);
+        assert!(paths.windows(2).all(|w| w[0] == w[1]));
+        assert!(cache.ready(&key(1)).is_some());
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn eviction_keeps_trees_in_use_until_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tgz = archive(dir.path(), &[("a/f", "x")]);
+        let cache = TreeCache::new(&dir.path().join("trees"), 2, 1 << 30).expect("new");
+        let (held, _) = cache
+            .get_or_extract(&key(1), &tgz, UnpackOptions::default())
+            .await
+            .expect("1");
+        for n in 2..=4 {
+            cache
+                .get_or_extract(&key(n), &tgz, UnpackOptions::default())
+                .await
+                .expect("n");
+        }
+        assert_eq!(cache.len(), 2);
+        assert!(
+            cache.ready(&key(1)).is_none(),
+            "least recently used evicted"
+        );
+        assert!(held.path().join("a/f").is_file(), "still there while held");
+        let path = held.path().to_path_buf();
+        drop(held);
+        assert!(!path.exists(), "removed once released");
+        cache.clear();
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("trees"))
+            .expect("read")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn writes_go_to_a_private_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tgz = archive(
+            dir.path(),
+            &[("app/kustomization.yaml", "a\n"), ("base/x", "b")],
+        );
+        let cache = TreeCache::new(&dir.path().join("trees"), 8, 1 << 30).expect("new");
+        let (tree, _) = cache
+            .get_or_extract(&key(1), &tgz, UnpackOptions::default())
+            .await
+            .expect("tree");
+        std::os::unix::fs::symlink("../base", tree.path().join("app/link")).expect("link");
+        let private = dir.path().join("req/repo");
+        let scratch = dir.path().join("req/tmp");
+        std::fs::create_dir_all(&private).expect("mkdir");
+        std::fs::create_dir_all(&scratch).expect("mkdir");
+        let repo = RepoTree::shared(tree.clone(), "app".into(), &private, &scratch).expect("repo");
+        assert_eq!(repo.read_only(), vec![tree.path().to_path_buf()]);
+        assert!(!repo.is_private());
+        let root = repo.writable().await.expect("writable").to_path_buf();
+        assert_eq!(repo.app_dir(), root.join("app"));
+        assert!(repo.read_only().is_empty());
+        std::fs::write(repo.app_dir().join("kustomization.yaml"), "edited\n").expect("write");
+        assert_eq!(
+            std::fs::read_to_string(tree.path().join("app/kustomization.yaml")).expect("read"),
+            "a\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(repo.app_dir().join("link/x")).expect("via link"),
+            "b"
+        );
+    }
+
+    #[test]
+    fn finds_helm_charts_in_kustomizations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        std::fs::write(dir.path().join("a/b/kustomization.yaml"), "resources: []\n")
+            .expect("write");
+        std::fs::write(dir.path().join("a/notes.txt"), "helmCharts").expect("write");
+        assert!(!has_helm_charts(dir.path()));
+        std::fs::write(
+            dir.path().join("a/Kustomization"),
+            "helmCharts:\n- name: x\n",
+        )
+        .expect("write");
+        assert!(has_helm_charts(dir.path()));
+    }
+}
