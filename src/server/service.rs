@@ -43,6 +43,42 @@ pub struct CmpService {
 }
 
 impl CmpService {
+    /// Counts a request answered with OK.
+    fn answered(&self, rpc: metrics::Rpc, started: Instant) {
+        let (code, reason) = (tonic::Code::Ok, metrics::Reason::Ok);
+        metrics::request(rpc, self.label, code, reason, started.elapsed());
+    }
+
+    /// The one way a request fails: the rest of the stream is drained (bounded, so a Go client
+    /// sees our status instead of a reset), the error becomes its status, and the failure is
+    /// counted and logged.
+    async fn failed<S>(
+        &self,
+        rpc: metrics::Rpc,
+        started: Instant,
+        deadline: Option<Instant>,
+        rest: &mut S,
+        err: &RequestError,
+    ) -> Status
+    where
+        S: Stream<Item = Result<AppStreamRequest, Status>> + Unpin,
+    {
+        let drain_until = deadline
+            .map(|d| d.min(Instant::now() + MAX_DRAIN))
+            .unwrap_or_else(|| Instant::now() + MAX_DRAIN);
+        let _ = tokio::time::timeout_at(drain_until, stream::drain(rest)).await;
+        let status = status::to_status(rpc.error_prefix(), err);
+        metrics::request(
+            rpc,
+            self.label,
+            status.code(),
+            status::reason(err),
+            started.elapsed(),
+        );
+        warn!(ms = millis(started.elapsed()), code = ?status.code(), error = %status.message(), "failed");
+        status
+    }
+
     pub fn new(plugin: Plugin, shared: Arc<Shared>) -> Self {
         Self {
             label: metrics::plugin_label(&plugin.full_name()),
@@ -292,28 +328,11 @@ impl CmpService {
         let _enter = span.enter();
         match result {
             Ok(resp) => {
-                let elapsed = started.elapsed();
-                metrics::request(
-                    rpc,
-                    self.label,
-                    tonic::Code::Ok,
-                    metrics::Reason::Ok,
-                    elapsed,
-                );
+                self.answered(rpc, started);
                 info!(ms = millis(started.elapsed()), "ok");
                 Ok(Response::new(resp))
             }
-            Err(err) => {
-                let drain_until = deadline
-                    .map(|d| d.min(Instant::now() + MAX_DRAIN))
-                    .unwrap_or_else(|| Instant::now() + MAX_DRAIN);
-                let _ = tokio::time::timeout_at(drain_until, stream::drain(&mut stream)).await;
-                let status = status::to_status(rpc.error_prefix(), &err);
-                let reason = status::reason(&err);
-                metrics::request(rpc, self.label, status.code(), reason, started.elapsed());
-                warn!(ms = millis(started.elapsed()), code = ?status.code(), error = %status.message(), "failed");
-                Err(status)
-            }
+            Err(err) => Err(self.failed(rpc, started, deadline, &mut stream, &err).await),
         }
     }
 }
@@ -436,26 +455,9 @@ impl CmpService {
             Err(RequestError::Deadline) => {
                 archive::Outcome::Unknown("deadline reached before the scan ended".to_owned())
             }
-            Err(err) => {
-                let drain_until = deadline
-                    .map(|d| d.min(Instant::now() + MAX_DRAIN))
-                    .unwrap_or_else(|| Instant::now() + MAX_DRAIN);
-                let _ = tokio::time::timeout_at(drain_until, stream::drain(&mut stream)).await;
-                let status = status::to_status(rpc.error_prefix(), &err);
-                let reason = status::reason(&err);
-                metrics::request(rpc, self.label, status.code(), reason, started.elapsed());
-                warn!(ms = millis(started.elapsed()), code = ?status.code(), error = %status.message(), "failed");
-                return Err(status);
-            }
+            Err(err) => return Err(self.failed(rpc, started, deadline, &mut stream, &err).await),
         };
-        let elapsed = started.elapsed();
-        metrics::request(
-            rpc,
-            self.label,
-            tonic::Code::Ok,
-            metrics::Reason::Ok,
-            elapsed,
-        );
+        self.answered(rpc, started);
         let (is_supported, is_discovery_enabled) = match (mode, &outcome) {
             (DiscoverMode::Off, _) => (false, false),
             (_, archive::Outcome::Unknown(why)) => {
