@@ -340,7 +340,7 @@ async fn sandbox_state_is_reported() {
         args: vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")],
         ..Default::default()
     });
-    let ready = support::http_get(port, "/readyz");
+    let ready = support::readyz(port);
     assert!(
         ready.contains("tool sandbox on (landlock: files"),
         "{ready}"
@@ -361,7 +361,7 @@ async fn without_landlock_auto_warns_and_require_refuses() {
         env: vec![("AVP_SIDECAR_ASSUME_NO_LANDLOCK".into(), "1".into())],
         ..Default::default()
     });
-    assert!(support::http_get(port, "/readyz").contains("tool sandbox OFF"));
+    assert!(support::readyz(port).contains("tool sandbox OFF"));
     assert!(support::http_get(port, "/metrics").contains("avp_sidecar_tool_sandbox_enabled 0"));
     assert!(
         server.log().contains("tool sandbox OFF"),

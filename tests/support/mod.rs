@@ -394,6 +394,19 @@ pub fn sum_series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<u64
     seen.then_some(sum)
 }
 
+/// `/readyz` once the server has finished starting: until its sockets are bound and serving it
+/// answers 503 "starting or stopping", which a test that just started it may see.
+pub(crate) fn readyz(port: u16) -> String {
+    eventually(
+        Duration::from_secs(20),
+        "the server to finish starting (/readyz)",
+        || {
+            let answer = http_get(port, "/readyz");
+            (!answer.contains("starting or stopping")).then_some(answer)
+        },
+    )
+}
+
 /// A plain HTTP/1.1 GET on 127.0.0.1 (the metrics endpoint); the whole response as text.
 pub(crate) fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
