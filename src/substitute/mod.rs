@@ -413,8 +413,9 @@ impl<'o> Manifest<'o> {
 
     /// AVP's `secretReplacement` test: Secret kind, whole value valid std base64, decoded text
     /// matches the generic placeholder regex (whatever the mode).
+    /// Values whose decoded bytes hold no `<` (most of a Secret's `data`) are not decoded.
     fn decoded_secret_template(&self, value: &str) -> Option<String> {
-        if self.kind != Kind::Secret {
+        if self.kind != Kind::Secret || !modifiers::base64_may_decode_to_angle(value) {
             return None;
         }
         let decoded = String::from_utf8(modifiers::go_base64_decode(value)?).ok()?;
@@ -534,16 +535,19 @@ impl Replacer<'_> {
                             Value::Object(inner) => self.walk_map(inner),
                             Value::String(s) => {
                                 // remove-missing does not apply to list elements (AVP).
-                                let result = self.replace_field(key, s);
-                                self.add_problems(result.problems);
-                                *item = result.value;
+                                if let Some(result) = self.replace_field(key, s) {
+                                    self.add_problems(result.problems);
+                                    *item = result.value;
+                                }
                             }
                             _ => {}
                         }
                     }
                 }
                 Value::String(s) => {
-                    let result = self.replace_field(key, s);
+                    let Some(result) = self.replace_field(key, s) else {
+                        continue;
+                    };
                     if remove_missing && result.has_missing() {
                         removed.push(key.clone());
                         self.add_problems(
@@ -565,45 +569,57 @@ impl Replacer<'_> {
         }
     }
 
-    /// Substitutes one string field, applying the per-kind rules.
-    fn replace_field(&self, key: &str, original: &str) -> FieldResult {
+    /// Substitutes one string field, applying the per-kind rules. `None` when the field stays
+    /// exactly as it is (no placeholder in it, directly or base64-encoded): most fields of a
+    /// render, which are then neither copied nor replaced.
+    fn replace_field(&self, key: &str, original: &str) -> Option<FieldResult> {
         let manifest = self.manifest;
-        let quoted = match manifest.kind {
-            Kind::Secret => None,
-            _ => Some(truncate(original, MAX_QUOTED_FIELD)),
-        };
         if let Some(decoded) = manifest.decoded_secret_template(original) {
-            let (value, problems) = self.substitute(key, &decoded, quoted);
+            // Re-encoded even without a match in this mode, as AVP does: the canonical encoding
+            // may differ from the original (line breaks, trailing bits).
+            let (value, problems) = self
+                .substitute(key, &decoded, None)
+                .unwrap_or_else(|| (Value::String(decoded.clone()), Vec::new()));
             let encoded = modifiers::base64_encode(stringify(value).as_bytes());
-            return FieldResult {
+            return Some(FieldResult {
                 value: Value::String(encoded),
                 problems,
-            };
+            });
         }
-        let (value, problems) = self.substitute(key, original, quoted);
+        let quoted = (manifest.kind != Kind::Secret).then_some(original);
+        // A ConfigMap's string stays the same string when nothing is substituted.
+        let (value, problems) = self.substitute(key, original, quoted)?;
         let value = match manifest.kind {
             Kind::ConfigMap => Value::String(stringify(value)),
             _ => value,
         };
-        FieldResult { value, problems }
+        Some(FieldResult { value, problems })
     }
 
     /// AVP's `genericReplacement`: replaces every placeholder in `text`. Failed placeholders
     /// keep their text. If any final value is not a string, the last such value replaces the
-    /// whole field.
-    fn substitute(&self, key: &str, text: &str, quoted: Option<String>) -> (Value, Vec<Problem>) {
+    /// whole field. `None` when `text` holds no placeholder (the field is unchanged).
+    /// `quoted` is the field text errors may quote (truncated only when a problem needs it).
+    fn substitute(
+        &self,
+        key: &str,
+        text: &str,
+        quoted: Option<&str>,
+    ) -> Option<(Value, Vec<Problem>)> {
+        let mut matches = placeholder::find(text, self.manifest.mode).peekable();
+        matches.peek()?;
         let mut out = String::with_capacity(text.len());
         let mut last = 0;
         let mut typed: Option<Value> = None;
         let mut problems = Vec::new();
-        for m in placeholder::find(text, self.manifest.mode) {
+        for m in matches {
             out.push_str(&text[last..m.start()]);
             last = m.end();
             let ph = Placeholder::parse(m.as_str());
             let site = || Site {
                 placeholder: ph.name.to_owned(),
                 field: key.to_owned(),
-                original: quoted.clone(),
+                original: quoted.map(|q| truncate(q, MAX_QUOTED_FIELD)),
             };
             match self.evaluate(&ph, site) {
                 Ok(Value::String(s)) => out.push_str(&s),
@@ -618,7 +634,7 @@ impl Replacer<'_> {
             }
         }
         out.push_str(&text[last..]);
-        (typed.unwrap_or(Value::String(out)), problems)
+        Some((typed.unwrap_or(Value::String(out)), problems))
     }
 
     /// Looks up one placeholder and runs its modifiers.

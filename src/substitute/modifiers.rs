@@ -48,6 +48,52 @@ pub(crate) fn go_base64_decode(text: &str) -> Option<Vec<u8>> {
     GO_STD.decode(cleaned.as_bytes()).ok()
 }
 
+/// Whether the bytes `text` would decode to (with [`go_base64_decode`]'s rules, valid or not)
+/// might contain `<`, found without allocating. `false` is certain: a Secret value is a template
+/// only if its decoded text holds a `<`, and most Secret values hold none, so this spares them
+/// the decode. `true` only means "decode and see" (the input may still be invalid base64).
+pub(crate) fn base64_may_decode_to_angle(text: &str) -> bool {
+    let mut quad = [0u8; 4];
+    let mut filled = 0;
+    for byte in text.bytes() {
+        let sextet = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'\r' | b'\n' => continue,
+            // Padding ends the data: nothing after it decodes (a valid value has none).
+            b'=' => break,
+            // Not base64 at all: the decode fails, so the value is no template.
+            _ => return false,
+        };
+        quad[filled] = sextet;
+        filled += 1;
+        if filled == 4 {
+            if quad_has_angle(quad, 3) {
+                return true;
+            }
+            filled = 0;
+        }
+    }
+    // A trailing partial group (before padding) decodes to `filled - 1` bytes.
+    filled > 1
+        && quad_has_angle(
+            [quad[0], quad[1], quad[2] * u8::from(filled > 2), 0],
+            filled - 1,
+        )
+}
+
+/// Whether the first `len` bytes that four sextets encode include `<`.
+fn quad_has_angle(quad: [u8; 4], len: usize) -> bool {
+    let bits = u32::from(quad[0]) << 18
+        | u32::from(quad[1]) << 12
+        | u32::from(quad[2]) << 6
+        | u32::from(quad[3]);
+    bits.to_be_bytes()[1..=len].contains(&b'<')
+}
+
 /// Standard base64 with padding.
 pub(crate) fn base64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)

@@ -423,3 +423,31 @@ proptest! {
 }
 
 use sha2::{Digest as _, Sha256};
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// The allocation-free pre-check never says "no `<`" for a value whose decode holds one:
+    /// encoded bytes (with `\r`/`\n` sprinkled in, as Go skips them) and near-base64 strings.
+    #[test]
+    fn base64_precheck_never_misses_an_angle(
+        bytes in proptest::collection::vec(prop_oneof![Just(b'<'), any::<u8>()], 0..40),
+        breaks in proptest::collection::vec(0usize..64, 0..3),
+        noise in "[A-Za-z0-9+/=<\r\n]{0,24}",
+    ) {
+        let mut encoded = modifiers::base64_encode(&bytes);
+        for at in breaks {
+            let at = at.min(encoded.len());
+            encoded.insert(at, '\n');
+        }
+        for text in [encoded.as_str(), noise.as_str()] {
+            if modifiers::go_base64_decode(text).is_some_and(|d| d.contains(&b'<')) {
+                prop_assert!(modifiers::base64_may_decode_to_angle(text), "{text:?}");
+            }
+        }
+        prop_assert_eq!(
+            modifiers::base64_may_decode_to_angle(&modifiers::base64_encode(&bytes)),
+            bytes.contains(&b'<')
+        );
+    }
+}
