@@ -9,7 +9,8 @@ root=$(pwd)
 state="$root/.demo"
 mkdir -p "$state"
 
-./scripts/install-tools.sh
+# The demo needs helm, kubectl and OpenBao; the test-only system packages are left out.
+INSTALL_TOOLS_PROMTOOL=skip INSTALL_TOOLS_REGISTRY=skip ./scripts/install-tools.sh
 cargo build --locked --quiet --bin avp-sidecar
 bin="$root/target/debug/avp-sidecar"
 
