@@ -15,7 +15,9 @@
 //! cache holds pre-substitution output, so every request, cache hit or not, gets the hash of
 //! what it actually read.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
@@ -98,18 +100,76 @@ pub fn plan(documents: &[Value], options: &Options) -> Plan {
     Plan { secrets }
 }
 
+/// [`plan`] from the substitution's own plan of the same `documents`, so they are not walked
+/// for placeholders once more.
+pub fn plan_from<D: Borrow<Value>>(documents: &[D], planned: &substitute::Planned) -> Plan {
+    let secrets = documents
+        .iter()
+        .enumerate()
+        .filter(|(_, doc)| is_core_secret((*doc).borrow()))
+        .filter_map(|(index, _)| {
+            let reads = planned.document_requests(index)?;
+            (!reads.is_empty()).then(|| (index, reads.clone()))
+        })
+        .collect();
+    Plan { secrets }
+}
+
 /// Sets [`ANNOTATION`] on the pod template of every workload in `documents` (substituted, in
 /// the same order as given to [`plan`]) that references at least one planned Secret. Returns
 /// how many workloads were annotated.
 pub fn annotate(documents: &mut [Value], plan: &Plan, fetched: &Fetched) -> usize {
+    fn itself(doc: &mut Value) -> &mut Value {
+        doc
+    }
+    annotate_with(documents, plan, fetched, itself)
+}
+
+/// [`annotate`] for documents that may be shared (with the render cache): only the workloads
+/// that get the annotation are copied (when shared) and changed.
+pub fn annotate_shared(documents: &mut [Arc<Value>], plan: &Plan, fetched: &Fetched) -> usize {
+    annotate_with(documents, plan, fetched, Arc::make_mut)
+}
+
+/// Finds the hashes with shared access first, so `make_mut` is called only on the documents
+/// that change.
+fn annotate_with<D: Borrow<Value>>(
+    documents: &mut [D],
+    plan: &Plan,
+    fetched: &Fetched,
+    mut make_mut: impl FnMut(&mut D) -> &mut Value,
+) -> usize {
     if plan.is_empty() {
         return 0;
     }
+    let hashes = hashes(documents, plan, fetched);
+    let mut annotated = 0;
+    for (index, template_path, hash) in hashes {
+        let Some(doc) = documents.get_mut(index) else {
+            continue;
+        };
+        if make_mut(doc)
+            .pointer_mut(template_path)
+            .is_some_and(|template| set_annotation(template, hash))
+        {
+            annotated += 1;
+        }
+    }
+    annotated
+}
+
+/// For each workload that references at least one planned Secret: its position, where its pod
+/// template is, and the hash.
+fn hashes<D: Borrow<Value>>(
+    documents: &[D],
+    plan: &Plan,
+    fetched: &Fetched,
+) -> Vec<(usize, &'static str, String)> {
     let secrets: Vec<RenderedSecret> = plan
         .secrets
         .iter()
         .filter_map(|(index, reads)| {
-            let doc = documents.get(*index)?;
+            let doc = documents.get(*index)?.borrow();
             Some(RenderedSecret {
                 name: meta_str(doc, "name")?.to_owned(),
                 namespace: meta_str(doc, "namespace").map(str::to_owned),
@@ -117,37 +177,35 @@ pub fn annotate(documents: &mut [Value], plan: &Plan, fetched: &Fetched) -> usiz
             })
         })
         .collect();
-    let mut annotated = 0;
-    for doc in documents.iter_mut() {
+    let mut out = Vec::new();
+    for (index, doc) in documents.iter().enumerate() {
+        let doc = doc.borrow();
         let Some(template_path) = pod_template_path(doc) else {
             continue;
         };
         if is_ignored(doc) {
             continue;
         }
-        let namespace = meta_str(doc, "namespace").map(str::to_owned);
-        let Some(template) = doc.pointer_mut(template_path) else {
+        let namespace = meta_str(doc, "namespace");
+        let Some(template) = doc.pointer(template_path) else {
             continue;
         };
         let names = referenced_secrets(template);
         let mut used: BTreeMap<&str, BTreeSet<&(String, String)>> = BTreeMap::new();
         for secret in &secrets {
             if names.contains(secret.name.as_str())
-                && same_namespace(namespace.as_deref(), secret.namespace.as_deref())
+                && same_namespace(namespace, secret.namespace.as_deref())
             {
                 used.entry(secret.name.as_str())
                     .or_default()
                     .extend(secret.versions.iter());
             }
         }
-        if used.is_empty() {
-            continue;
-        }
-        if set_annotation(template, hash(&used)) {
-            annotated += 1;
+        if !used.is_empty() {
+            out.push((index, template_path, hash(&used)));
         }
     }
-    annotated
+    out
 }
 
 /// A placeholder Secret after substitution: its identity and the versions it was filled from.

@@ -4,6 +4,10 @@
 //! so rotated secrets show up on the next refresh. Bounded by entries and bytes (LRU).
 //!
 //! Only successful renders are stored, and only after the archive's checksum was verified.
+//!
+//! Entries hold their documents behind `Arc`s, shared with the requests that use them: a hit
+//! copies no document. The substitute stage copies a document only when it changes it
+//! (`Arc::unwrap_or_clone`/`make_mut`), so nothing a request does reaches the cached entry.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,7 +25,8 @@ pub type Key = [u8; 32];
 #[derive(Clone, Debug)]
 pub struct Cached {
     pub kind: AppKind,
-    pub documents: Arc<Vec<Value>>,
+    /// Shared with the entry and every other hit; never changed in place (see the module doc).
+    pub documents: Vec<Arc<Value>>,
     /// The render's alias budget as parsing left it; every hit gets its own copy, so one
     /// request's `yamlParse` never spends another's.
     pub alias_budget: AliasBudget,
@@ -75,8 +80,15 @@ impl RenderCache {
         Some(hit)
     }
 
-    /// Stores a render; `alias_budget` is its budget before substitution (copied).
-    pub fn insert(&self, key: Key, kind: AppKind, documents: &[Value], alias_budget: &AliasBudget) {
+    /// Stores a render; `alias_budget` is its budget before substitution (copied). The
+    /// documents are shared, not copied: the caller must not change them in place.
+    pub fn insert(
+        &self,
+        key: Key,
+        kind: AppKind,
+        documents: &[Arc<Value>],
+        alias_budget: &AliasBudget,
+    ) {
         if !self.enabled() {
             return;
         }
@@ -89,7 +101,7 @@ impl RenderCache {
         let last_used = inner.clock;
         let value = Cached {
             kind,
-            documents: Arc::new(documents.to_vec()),
+            documents: documents.to_vec(),
             alias_budget: alias_budget.fork(),
         };
         if let Some(old) = inner.map.insert(
@@ -134,12 +146,13 @@ impl RenderCache {
 
 /// What `documents` hold in memory, estimated from their shape without serialising them (the
 /// JSON length, used before, was a third to a quarter of the real size, so the cache used
-/// 3–4× its `--render-cache-mb`): every `Value` is 32 bytes; strings and vectors count their
-/// capacity; an object entry (`preserve_order`: an `IndexMap`) its key, its slot and ~24 bytes
-/// of hash and index.
-fn documents_bytes(documents: &[Value]) -> usize {
+/// 3–4× its `--render-cache-mb`): every `Value` is 32 bytes, each document also the 16 bytes
+/// of its `Arc`'s counts; strings and vectors count their capacity; an object entry
+/// (`preserve_order`: an `IndexMap`) its key, its slot and ~24 bytes of hash and index.
+fn documents_bytes(documents: &[Arc<Value>]) -> usize {
+    const VALUE: usize = std::mem::size_of::<Value>();
+    const ARC_COUNTS: usize = 2 * std::mem::size_of::<usize>();
     fn heap(v: &Value) -> usize {
-        const VALUE: usize = std::mem::size_of::<Value>();
         match v {
             Value::Null | Value::Bool(_) | Value::Number(_) => 0,
             Value::String(s) => s.capacity(),
@@ -150,7 +163,12 @@ fn documents_bytes(documents: &[Value]) -> usize {
                 .sum(),
         }
     }
-    std::mem::size_of_val(documents) + documents.iter().map(heap).sum::<usize>() + 64
+    std::mem::size_of_val(documents)
+        + documents
+            .iter()
+            .map(|d| ARC_COUNTS + VALUE + heap(d))
+            .sum::<usize>()
+        + 64
 }
 
 /// Identifies the tools: path, size and modification time, so an upgrade invalidates entries.
@@ -232,14 +250,14 @@ mod tests {
             "metadata": {"name": "a", "labels": {"app": "web", "tier": "x"}},
             "data": {"k1": "v", "k2": "v", "k3": "v"}});
         let json = doc.to_string().len();
-        let counted = documents_bytes(std::slice::from_ref(&doc));
+        let counted = documents_bytes(&[Arc::new(doc)]);
         assert!(counted > 3 * json, "{counted} vs json {json}");
     }
 
     #[test]
     fn bounded_lru() {
         let c = RenderCache::new(3, 1 << 20);
-        let docs = [json!({"kind": "ConfigMap"})];
+        let docs = [Arc::new(json!({"kind": "ConfigMap"}))];
         let budget = AliasBudget::for_output(0);
         for i in 0..3u8 {
             c.insert([i; 32], AppKind::Helm, &docs, &budget);
@@ -254,6 +272,16 @@ mod tests {
         assert!(off.is_empty());
     }
 
+    /// Entry and hits share the documents: a hit copies none.
+    #[test]
+    fn hits_share_the_documents() {
+        let c = RenderCache::new(3, 1 << 20);
+        let docs = [Arc::new(json!({"kind": "ConfigMap"}))];
+        c.insert([1; 32], AppKind::Helm, &docs, &AliasBudget::for_output(0));
+        let hit = c.get(&[1; 32]).expect("hit");
+        assert!(Arc::ptr_eq(&hit.documents[0], &docs[0]));
+    }
+
     #[test]
     fn each_hit_resumes_the_render_budget_on_its_own() {
         let c = RenderCache::new(3, 1 << 20);
@@ -261,7 +289,7 @@ mod tests {
         crate::yaml::parse_documents_within("a: &a x\nb: *a\n", &budget).expect("parses");
         let used = budget.used();
         assert!(used > 0);
-        c.insert([1; 32], AppKind::Helm, &[json!({})], &budget);
+        c.insert([1; 32], AppKind::Helm, &[Arc::new(json!({}))], &budget);
         let first = c.get(&[1; 32]).expect("hit");
         assert_eq!(first.alias_budget.used(), used);
         crate::yaml::parse_documents_within("a: &a x\nb: *a\n", &first.alias_budget)

@@ -284,4 +284,24 @@ impl Pipeline {
             Ok(documents)
         }
     }
+
+    /// [`Self::substitute`] on documents shared with the render cache: only the documents
+    /// substitution changes are copied (see [`substitute::Substituter::run_shared`]).
+    pub async fn substitute_shared(
+        &self,
+        plugin: &Plugin,
+        documents: Vec<Arc<Value>>,
+        alias_budget: &AliasBudget,
+        env: &RequestEnv,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Arc<Value>>, PipelineError> {
+        if plugin.substitutes() {
+            Ok(self
+                .substitute
+                .run_shared(documents, alias_budget, env, deadline)
+                .await?)
+        } else {
+            Ok(documents)
+        }
+    }
 }

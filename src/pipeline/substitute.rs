@@ -234,12 +234,13 @@ pub struct ExternalSecrets {
 impl ExternalSecrets {
     /// Replaces the Secrets this project converts by `ExternalSecret`s, before anything is read:
     /// their values are then never read here at all.
+    /// Documents it does not convert are passed on as they are (still shared).
     fn apply(
         &self,
-        documents: Vec<Value>,
+        documents: Vec<Arc<Value>>,
         options: &Options,
         project: &str,
-    ) -> Result<Vec<Value>, StageError> {
+    ) -> Result<Vec<Arc<Value>>, StageError> {
         let mode = self.projects.get_or(project, self.mode);
         documents
             .into_iter()
@@ -272,7 +273,7 @@ impl ExternalSecrets {
                 match external::convert(object, index, options, store)? {
                     Some(converted) => {
                         metrics::EXTERNAL_SECRETS.inc([]);
-                        Ok(converted)
+                        Ok(Arc::new(converted))
                     }
                     None => Ok(doc),
                 }
@@ -327,6 +328,22 @@ impl Substituter {
         env: &RequestEnv,
         deadline: Option<Instant>,
     ) -> Result<Vec<Value>, StageError> {
+        let documents = self
+            .run_shared(share(documents), alias_budget, env, deadline)
+            .await?;
+        Ok(unshare(documents))
+    }
+
+    /// [`Self::run`] on documents that may be shared with the render cache: those substitution
+    /// leaves alone are passed on as they are, the others are copied before they are changed,
+    /// so the cached documents stay as rendered.
+    pub async fn run_shared(
+        &self,
+        documents: Vec<Arc<Value>>,
+        alias_budget: &AliasBudget,
+        env: &RequestEnv,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Arc<Value>>, StageError> {
         let mut backend = self.backend(env).await?.with_paths(&self.paths, env);
         let project = env.project();
         let documents = self
@@ -340,7 +357,7 @@ impl Substituter {
         if let Some(rec) = &recording {
             backend.source = Some(rec.clone());
         }
-        let reads = read_and_apply(
+        let reads = read_and_apply_shared(
             &backend,
             documents,
             alias_budget,
@@ -365,7 +382,7 @@ impl Substituter {
     /// (default) or refused.
     fn guard_leaks(
         &self,
-        documents: &[Value],
+        documents: &[Arc<Value>],
         options: &Options,
         project: &str,
     ) -> Result<(), StageError> {
@@ -497,6 +514,16 @@ fn find_leaks(doc: &Value, options: &Options, leaking: &mut Vec<String>) {
     }
 }
 
+/// Documents that can be shared with the render cache (moved, not copied).
+pub fn share(documents: Vec<Value>) -> Vec<Arc<Value>> {
+    documents.into_iter().map(Arc::new).collect()
+}
+
+/// The documents back out of their `Arc`s, copying only those still shared elsewhere.
+pub fn unshare(documents: Vec<Arc<Value>>) -> Vec<Value> {
+    documents.into_iter().map(Arc::unwrap_or_clone).collect()
+}
+
 /// collect → concurrent reads → apply, with one backend. `alias_budget` is the render's: what
 /// `yamlParse` modifiers materialise from aliases is charged to it.
 pub async fn read_and_apply(
@@ -507,7 +534,31 @@ pub async fn read_and_apply(
     deadline: Option<Instant>,
     guard: Option<Guard<'_>>,
 ) -> Result<Vec<Value>, StageError> {
-    let requests = substitute::collect(&documents, &backend.options)?;
+    let documents = read_and_apply_shared(
+        backend,
+        share(documents),
+        alias_budget,
+        concurrency,
+        deadline,
+        guard,
+    )
+    .await?;
+    Ok(unshare(documents))
+}
+
+/// [`read_and_apply`] on documents that may be shared (see [`Substituter::run_shared`]). Each
+/// document is walked for placeholders once: the plan that lists the reads also tells `apply`
+/// and the rollout hashes which documents change and what each needs.
+pub async fn read_and_apply_shared(
+    backend: &Backend,
+    documents: Vec<Arc<Value>>,
+    alias_budget: &AliasBudget,
+    concurrency: usize,
+    deadline: Option<Instant>,
+    guard: Option<Guard<'_>>,
+) -> Result<Vec<Arc<Value>>, StageError> {
+    let planned = substitute::plan(&documents, &backend.options)?;
+    let requests = planned.requests();
     if let Some(guard) = guard {
         if requests.len() > guard.max_reads {
             return Err(StageError::TooManyReads {
@@ -521,7 +572,7 @@ pub async fn read_and_apply(
             .paths
             .as_ref()
             .map_or(&no_vars, |p| p.vars());
-        for request in &requests {
+        for request in requests {
             if !guard
                 .policy
                 .allows_for(guard.project, &request.path, vars)?
@@ -544,11 +595,11 @@ pub async fn read_and_apply(
         };
         // Every read checked before the first is sent: a refused one stops the render with
         // no call to Vault at all.
-        for request in &requests {
+        for request in requests {
             source.precheck(request).map_err(StageError::Refused)?;
         }
         let total = requests.len();
-        let reads = futures::stream::iter(requests)
+        let reads = futures::stream::iter(requests.iter().cloned())
             .map(|req| {
                 let source = source.clone();
                 async move {
@@ -577,10 +628,16 @@ pub async fn read_and_apply(
     // Planned before apply: afterwards the Secrets no longer show which reads they used.
     let rollout = guard
         .filter(|g| g.rollout_hash)
-        .map(|_| crate::features::rollout::plan(&documents, &backend.options));
-    let mut documents = substitute::apply(documents, &backend.options, &fetched, alias_budget)?;
+        .map(|_| crate::features::rollout::plan_from(&documents, &planned));
+    let mut documents = substitute::apply_planned(
+        documents,
+        &planned,
+        &backend.options,
+        &fetched,
+        alias_budget,
+    )?;
     if let Some(plan) = rollout {
-        let workloads = crate::features::rollout::annotate(&mut documents, &plan, &fetched);
+        let workloads = crate::features::rollout::annotate_shared(&mut documents, &plan, &fetched);
         tracing::debug!(workloads, "rollout hashes set");
     }
     Ok(documents)
@@ -591,6 +648,113 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::pipeline::cache::RenderCache;
+    use crate::pipeline::discovery::AppKind;
+    use crate::secrets::{ReadError, SecretData, SecretRequest};
+
+    /// Every path holds `pw`, at version 3 (so rollout hashes have a version to hash).
+    struct Memory;
+
+    #[async_trait::async_trait]
+    impl SecretSource for Memory {
+        async fn read(&self, req: &SecretRequest) -> Result<SecretData, ReadError> {
+            let mut values = serde_json::Map::new();
+            values.insert("pw".to_owned(), json!(format!("value of {}", req.path)));
+            Ok(SecretData::new(values).with_version(Some(3)))
+        }
+    }
+
+    /// A render: a placeholder Secret, a workload using it (gets a rollout hash), a plain
+    /// ConfigMap and a workload using nothing.
+    fn rendered() -> Vec<Value> {
+        let workload = |name: &str, container: Value| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                   "spec": {"template": {"spec": {"containers": [container]}}}})
+        };
+        vec![
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+                   "stringData": {"pw": "<path:secret/data/db#pw>"}}),
+            workload(
+                "web",
+                json!({"name": "c", "envFrom": [{"secretRef": {"name": "db"}}]}),
+            ),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plain"},
+                   "data": {"a": "b"}}),
+            workload("other", json!({"name": "c"})),
+        ]
+    }
+
+    fn json_of(documents: &[Arc<Value>]) -> Vec<String> {
+        documents
+            .iter()
+            .map(|d| crate::pipeline::manifest::to_json_string(d))
+            .collect()
+    }
+
+    /// The server's miss (documents shared with the new cache entry) and its hits answer
+    /// byte for byte what the unshared path (the CLI's) answers; a hit copies only what it
+    /// changes, and no hit changes the cached entry, so the second hit is like the first.
+    #[tokio::test]
+    async fn hits_answer_as_a_miss_and_leave_the_cache_alone() {
+        let backend = Backend {
+            source: Some(Arc::new(Memory)),
+            ..Backend::default()
+        };
+        let policy = Policy::default();
+        let guard = Guard {
+            policy: &policy,
+            project: "p",
+            max_reads: 10,
+            rollout_hash: true,
+        };
+        let stage = |documents, budget: AliasBudget| {
+            let backend = &backend;
+            async move {
+                read_and_apply_shared(backend, documents, &budget, 2, None, Some(guard))
+                    .await
+                    .expect("substitutes")
+            }
+        };
+        let unshared = read_and_apply(
+            &backend,
+            rendered(),
+            &AliasBudget::for_output(0),
+            2,
+            None,
+            Some(guard),
+        )
+        .await
+        .expect("substitutes");
+        assert_eq!(unshared[0]["stringData"]["pw"], "value of secret/data/db");
+        let hash = &unshared[1]["spec"]["template"]["metadata"]["annotations"]
+            [crate::features::rollout::ANNOTATION];
+        assert!(hash.is_string(), "{hash}");
+        let expected = json_of(&share(unshared));
+
+        let cache = RenderCache::new(4, 1 << 20);
+        let documents = share(rendered());
+        cache.insert(
+            [1; 32],
+            AppKind::Helm,
+            &documents,
+            &AliasBudget::for_output(0),
+        );
+        let miss = stage(documents, AliasBudget::for_output(0)).await;
+        assert_eq!(json_of(&miss), expected);
+        for _ in 0..2 {
+            let hit = cache.get(&[1; 32]).expect("cached");
+            let out = stage(hit.documents.clone(), hit.alias_budget).await;
+            assert_eq!(json_of(&out), expected);
+            let shared: Vec<bool> = hit
+                .documents
+                .iter()
+                .zip(&out)
+                .map(|(cached, answered)| Arc::ptr_eq(cached, answered))
+                .collect();
+            assert_eq!(shared, [false, false, true, true]);
+            assert_eq!(unshare(hit.documents), rendered());
+        }
+    }
 
     fn leaks(doc: Value) -> Vec<String> {
         let mut out = Vec::new();

@@ -547,11 +547,12 @@ impl ConfigManagementPluginService for CmpService {
                         if !r.tool_stderr.is_empty() {
                             info!(stderr = %r.tool_stderr, "tool stderr");
                         }
+                        let documents = crate::pipeline::substitute::share(r.documents);
                         if let Some(key) = u.cache_key.filter(|_| r.cacheable) {
                             self.shared.render_cache.insert(
                                 key,
                                 r.kind.clone(),
-                                &r.documents,
+                                &documents,
                                 &r.alias_budget,
                             );
                         }
@@ -560,15 +561,13 @@ impl ConfigManagementPluginService for CmpService {
                             tool_ms = millis(r.tool_time),
                             "rendered"
                         );
-                        (r.kind, r.documents, r.alias_budget, false)
+                        (r.kind, documents, r.alias_budget, false)
                     }
-                    Input::Cached(hit) => {
-                        (hit.kind, (*hit.documents).clone(), hit.alias_budget, true)
-                    }
+                    Input::Cached(hit) => (hit.kind, hit.documents, hit.alias_budget, true),
                 };
                 let started = Instant::now();
                 let documents = pipeline
-                    .substitute(&self.plugin, documents, &alias_budget, &u.env, deadline)
+                    .substitute_shared(&self.plugin, documents, &alias_budget, &u.env, deadline)
                     .await?;
                 metrics::SUBSTITUTE_SECONDS.observe([], started.elapsed());
                 info!(
@@ -582,7 +581,7 @@ impl ConfigManagementPluginService for CmpService {
                 Ok(ManifestResponse {
                     manifests: documents
                         .iter()
-                        .map(crate::pipeline::manifest::to_json_string)
+                        .map(|d| crate::pipeline::manifest::to_json_string(d))
                         .collect(),
                     source_type: String::new(),
                 })

@@ -7,6 +7,10 @@
 //! 1. [`collect`] lists every secret read the documents need;
 //! 2. [`apply`] substitutes using the fetched results.
 //!
+//! The server uses [`plan`] and [`apply_planned`] instead: the same two phases, but each
+//! document is walked for placeholders once, and documents shared with the render cache are
+//! copied only when they change.
+//!
 //! It owns placeholder grammar, annotations, modifiers and per-kind rules. It must not do I/O,
 //! parse YAML documents (except through `crate::yaml` for `yamlParse`), or talk to Vault, and
 //! its errors must never contain a secret value.
@@ -57,7 +61,7 @@ mod jsonpath;
 mod modifiers;
 mod placeholder;
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
@@ -97,16 +101,64 @@ pub struct Options {
 /// Fails on the first manifest with a bad `kv-version` annotation, a path rejected by
 /// [`Options::path_validation`], or `remove-missing` on a kind other than Secret/ConfigMap.
 pub fn collect(docs: &[Value], opts: &Options) -> Result<BTreeSet<SecretRequest>, SubstituteError> {
-    let mut requests = BTreeSet::new();
+    plan(docs, opts).map(|planned| planned.requests)
+}
+
+/// [`collect`], keeping what it learnt about each document for [`apply_planned`]: which
+/// documents substitution changes at all, and the reads each one needs. Walking a document for
+/// placeholders is most of the engine's work, and the plan lets `apply_planned` do it once.
+pub fn plan<D: Borrow<Value>>(docs: &[D], opts: &Options) -> Result<Planned, SubstituteError> {
+    let mut planned = Planned {
+        requests: BTreeSet::new(),
+        documents: Vec::with_capacity(docs.len()),
+    };
     for (index, doc) in docs.iter().enumerate() {
-        let Value::Object(object) = doc else { continue };
-        let manifest = Manifest::new(object, index, opts);
-        if manifest.annotations.ignore {
-            continue;
-        }
-        requests.extend(manifest.plan(object)?.requests);
+        let document = match doc.borrow() {
+            Value::Object(object) => {
+                let manifest = Manifest::new(object, index, opts);
+                if manifest.annotations.ignore {
+                    None
+                } else {
+                    let plan = manifest.plan(object)?;
+                    planned.requests.extend(plan.requests.iter().cloned());
+                    plan.rewrites.then_some(plan)
+                }
+            }
+            _ => None,
+        };
+        planned.documents.push(document);
     }
-    Ok(requests)
+    Ok(planned)
+}
+
+/// The result of [`plan`]: all reads, and per document (in order) its own plan, `None` for a
+/// document substitution leaves exactly as it is (not an object, ignored, or no string with a
+/// placeholder in it).
+#[derive(Debug)]
+pub struct Planned {
+    requests: BTreeSet<SecretRequest>,
+    documents: Vec<Option<Plan>>,
+}
+
+impl Planned {
+    /// Every read the documents need, deduplicated.
+    pub fn requests(&self) -> &BTreeSet<SecretRequest> {
+        &self.requests
+    }
+
+    /// The reads document `index` needs (empty for one substitution leaves alone).
+    pub fn document_requests(&self, index: usize) -> Option<&BTreeSet<SecretRequest>> {
+        self.documents
+            .get(index)?
+            .as_ref()
+            .map(|plan| &plan.requests)
+    }
+
+    /// Whether [`apply_planned`] may change document `index`; `false` means it passes the
+    /// document on as it is (the same `Arc`).
+    pub fn changes(&self, index: usize) -> bool {
+        self.documents.get(index).is_some_and(Option::is_some)
+    }
 }
 
 /// Replaces placeholders in `docs` using `fetched` (the results of the reads [`collect`]
@@ -128,6 +180,36 @@ pub fn apply(
                 apply_one(object, index, opts, fetched, alias_budget).map(Value::Object)
             }
             other => Ok(other),
+        })
+        .collect()
+}
+
+/// [`apply`] for the documents [`plan`] planned (the same documents, in the same order, with
+/// the same options), without walking them for placeholders again. Documents it does not
+/// change are passed on as they are; the others are copied first when shared (a render-cache
+/// entry shares them), so what the caller shares is never modified.
+pub fn apply_planned(
+    docs: Vec<Arc<Value>>,
+    planned: &Planned,
+    opts: &Options,
+    fetched: &Fetched,
+    alias_budget: &AliasBudget,
+) -> Result<Vec<Arc<Value>>, SubstituteError> {
+    docs.into_iter()
+        .enumerate()
+        .map(|(index, doc)| {
+            let Some(Some(plan)) = planned.documents.get(index) else {
+                return Ok(doc);
+            };
+            match Arc::unwrap_or_clone(doc) {
+                Value::Object(mut object) => {
+                    let manifest = Manifest::new(&object, index, opts);
+                    substitute_object(&manifest, plan, &mut object, fetched, alias_budget)?;
+                    Ok(Arc::new(Value::Object(object)))
+                }
+                // Only objects are planned.
+                other => Ok(Arc::new(other)),
+            }
         })
         .collect()
 }
@@ -263,10 +345,15 @@ struct Manifest<'o> {
 }
 
 /// The reads one manifest needs.
+#[derive(Debug)]
 struct Plan {
     /// The annotation path read, when the manifest has generic placeholders.
     annotation_read: Option<SecretRequest>,
     requests: BTreeSet<SecretRequest>,
+    /// Whether substitution rewrites any string: one holds a placeholder, or is a Secret's
+    /// base64 value whose decoded text holds one (re-encoded even when the mode does not
+    /// substitute it). Without any, `apply` returns the manifest exactly as it was.
+    rewrites: bool,
 }
 
 impl<'o> Manifest<'o> {
@@ -353,10 +440,15 @@ impl<'o> Manifest<'o> {
             return Err(self.error(vec![Problem::RemoveMissingNotAllowed]));
         }
         let mut wants_generic = false;
+        let mut rewrites = false;
         let mut inline: Vec<(String, String)> = Vec::new();
         visit_strings(object, &mut |text| {
             let template = self.template_text(text);
+            // The same test as `Replacer::replace_field`, which leaves a field alone exactly
+            // when its text was not decoded and holds no placeholder.
+            rewrites |= matches!(template, Cow::Owned(_));
             for m in placeholder::find(&template, self.mode) {
+                rewrites = true;
                 match Placeholder::parse(m.as_str()).source {
                     Source::Generic { .. } => wants_generic = true,
                     Source::Inline { path, version, .. } => {
@@ -396,6 +488,7 @@ impl<'o> Manifest<'o> {
             Ok(Plan {
                 annotation_read,
                 requests,
+                rewrites,
             })
         } else {
             Err(self.error(problems))
@@ -462,6 +555,18 @@ fn apply_one(
         return Ok(object);
     }
     let plan = manifest.plan(&object)?;
+    substitute_object(&manifest, &plan, &mut object, fetched, alias_budget)?;
+    Ok(object)
+}
+
+/// Substitutes the placeholders of one (not ignored) manifest, as `plan` planned it.
+fn substitute_object(
+    manifest: &Manifest<'_>,
+    plan: &Plan,
+    object: &mut Map<String, Value>,
+    fetched: &Fetched,
+    alias_budget: &AliasBudget,
+) -> Result<(), SubstituteError> {
     // A failed annotation read stops the manifest before substitution, as in AVP.
     let generic_data = match &plan.annotation_read {
         None => None,
@@ -472,15 +577,15 @@ fn apply_one(
         },
     };
     let mut replacer = Replacer {
-        manifest: &manifest,
+        manifest,
         fetched,
         generic_data,
         alias_budget,
         problems: Vec::new(),
     };
-    replacer.walk_map(&mut object);
+    replacer.walk_map(object);
     if replacer.problems.is_empty() {
-        Ok(object)
+        Ok(())
     } else {
         Err(manifest.error(replacer.problems))
     }

@@ -290,6 +290,54 @@ proptest! {
         }
     }
 
+    /// `plan` + `apply_planned` (the server's path, on documents shared with the render cache)
+    /// give exactly what `collect` + `apply` give; the documents they say they leave alone are
+    /// passed on as the same `Arc`, and the shared input is never changed.
+    #[test]
+    fn planned_apply_is_apply(
+        docs in prop::collection::vec(
+            prop_oneof![4 => manifest(fuzz_text(), ALL_ANNOTATIONS), 1 => json_value(fuzz_text())],
+            0..4,
+        ),
+        data in secret_data(),
+        missing in prop::collection::vec(prop::sample::select(&["s/t", "a", "secret/data/app"][..]).prop_map(str::to_owned), 0..2),
+    ) {
+        let opts = Options { default_kv_version: KvVersion::V2, ..Options::default() };
+        let shared: Vec<Arc<Value>> = docs.iter().cloned().map(Arc::new).collect();
+        let planned = match (collect(&docs, &opts), plan(&shared, &opts)) {
+            (Ok(requests), Ok(planned)) => {
+                prop_assert_eq!(&requests, planned.requests());
+                planned
+            }
+            (Err(a), Err(b)) => {
+                prop_assert_eq!(a, b);
+                return Ok(());
+            }
+            (a, b) => {
+                return Err(TestCaseError::fail(format!("collect {a:?} but plan {b:?}")));
+            }
+        };
+        let fetched = fetch(planned.requests(), &data, &missing);
+        let budget = AliasBudget::for_output(0);
+        let expected = apply(docs.clone(), &opts, &fetched, &budget);
+        let got = apply_planned(shared.clone(), &planned, &opts, &fetched, &budget);
+        match (expected, got) {
+            (Ok(expected), Ok(got)) => {
+                let got_values: Vec<Value> = got.iter().map(|d| (**d).clone()).collect();
+                prop_assert_eq!(&expected, &got_values);
+                for (index, (before, after)) in shared.iter().zip(&got).enumerate() {
+                    prop_assert_eq!(!planned.changes(index), Arc::ptr_eq(before, after));
+                }
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => {
+                return Err(TestCaseError::fail(format!("apply {a:?} but apply_planned {b:?}")));
+            }
+        }
+        let input: Vec<Value> = shared.iter().map(|d| (**d).clone()).collect();
+        prop_assert_eq!(input, docs);
+    }
+
     /// Documents with no `<` anywhere (also none hidden in base64) need no reads and come out
     /// of apply unchanged, also when applied twice. remove-missing is left out: on a kind other
     /// than Secret/ConfigMap it is an error even without placeholders.

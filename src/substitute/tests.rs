@@ -125,7 +125,55 @@ fn render_with(
 ) -> Result<Vec<Value>, SubstituteError> {
     let requests = collect(&docs, opts)?;
     let fetched = vault.fetch(&requests);
-    apply(docs, opts, &fetched, &AliasBudget::for_output(0))
+    let planned = planned_apply(&docs, opts, &fetched);
+    let applied = apply(docs, opts, &fetched, &AliasBudget::for_output(0));
+    assert_eq!(planned, applied, "plan + apply_planned differ from apply");
+    applied
+}
+
+/// The server's path over the same documents: `plan` + `apply_planned` on shared documents,
+/// checking that the documents it leaves alone come back as the same `Arc` and that the
+/// shared input is unchanged.
+fn planned_apply(
+    docs: &[Value],
+    opts: &Options,
+    fetched: &Fetched,
+) -> Result<Vec<Value>, SubstituteError> {
+    let shared: Vec<Arc<Value>> = docs.iter().cloned().map(Arc::new).collect();
+    let planned = plan(&shared, opts).expect("plan agrees with collect");
+    let out = apply_planned(
+        shared.clone(),
+        &planned,
+        opts,
+        fetched,
+        &AliasBudget::for_output(0),
+    );
+    for (before, after) in shared.iter().zip(docs) {
+        assert_eq!(**before, *after, "the shared input was changed");
+    }
+    let out = out?;
+    for (index, (before, after)) in shared.iter().zip(&out).enumerate() {
+        assert_eq!(!planned.changes(index), Arc::ptr_eq(before, after));
+    }
+    Ok(out.iter().map(|d| (**d).clone()).collect())
+}
+
+/// A Secret's base64 value that hides a generic placeholder is re-encoded (canonically) even
+/// where generic placeholders are not substituted, with no read: the plan must count it as a
+/// change, or the server would answer with the original encoding.
+#[test]
+fn planned_apply_re_encodes_like_apply() {
+    let docs = vec![
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+               "data": {"pw": "PGs+\neA=="}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+               "data": {"a": "plain"}}),
+    ];
+    let planned = plan(&docs, &opts()).expect("plan");
+    assert!(planned.requests().is_empty());
+    assert!(planned.changes(0) && !planned.changes(1));
+    let out = render(docs).expect("render");
+    assert_eq!(out[0]["data"]["pw"], "PGs+eA==");
 }
 
 fn render(docs: Vec<Value>) -> Result<Vec<Value>, SubstituteError> {
