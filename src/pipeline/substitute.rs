@@ -349,7 +349,11 @@ impl Substituter {
         let documents = self
             .external_secrets
             .apply(documents, &backend.options, project)?;
-        self.guard_leaks(&documents, &backend.options, project)?;
+        // Planned before the guard runs, so it skips what cannot leak; a plan error is reported
+        // after the guard's, as when the guard ran first.
+        let planned = substitute::plan(&documents, &backend.options);
+        self.guard_leaks(&documents, planned.as_ref().ok(), &backend.options, project)?;
+        let planned = planned?;
         let recording = match (&self.rotation, &backend.source) {
             (Some(tracker), Some(source)) => Some(tracker.recording(source.clone())),
             _ => None,
@@ -357,9 +361,10 @@ impl Substituter {
         if let Some(rec) = &recording {
             backend.source = Some(rec.clone());
         }
-        let reads = read_and_apply_shared(
+        let reads = read_and_apply_planned(
             &backend,
             documents,
+            &planned,
             alias_budget,
             self.concurrency,
             deadline,
@@ -379,10 +384,12 @@ impl Substituter {
 
     /// Placeholders in objects other than core Secrets, or in a Secret outside
     /// `data`/`stringData`, put values where Argo CD shows them unmasked. Allowed, logged
-    /// (default) or refused.
+    /// (default) or refused. `planned` (the documents' plan, when it succeeded) spares the walk
+    /// of the documents with no placeholder (see [`may_leak`]).
     fn guard_leaks(
         &self,
         documents: &[Arc<Value>],
+        planned: Option<&substitute::Planned>,
         options: &Options,
         project: &str,
     ) -> Result<(), StageError> {
@@ -391,8 +398,10 @@ impl Substituter {
             return Ok(());
         }
         let mut leaking = Vec::new();
-        for doc in documents {
-            find_leaks(doc, options, &mut leaking);
+        for (index, doc) in documents.iter().enumerate() {
+            if may_leak(doc, index, planned) {
+                find_leaks(doc, options, &mut leaking);
+            }
         }
         if leaking.is_empty() {
             return Ok(());
@@ -464,6 +473,14 @@ pub fn masked_by_argo(doc: &Value, path: &[String]) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether [`find_leaks`] can find anything in document `index`: not when its plan says
+/// substitution leaves it alone, as that means no string of it holds a placeholder (the guard
+/// probes a part of the same object, with the same annotations). Lists are judged anyway:
+/// each item is probed with its own annotations, which the list's plan does not use.
+fn may_leak(doc: &Value, index: usize, planned: Option<&substitute::Planned>) -> bool {
+    planned.is_none_or(|p| p.changes(index)) || doc.get("items").is_some_and(Value::is_array)
 }
 
 /// Adds `kind/name` of `doc` to `leaking` if a placeholder in it would be shown unmasked. An
@@ -558,6 +575,29 @@ pub async fn read_and_apply_shared(
     guard: Option<Guard<'_>>,
 ) -> Result<Vec<Arc<Value>>, StageError> {
     let planned = substitute::plan(&documents, &backend.options)?;
+    read_and_apply_planned(
+        backend,
+        documents,
+        &planned,
+        alias_budget,
+        concurrency,
+        deadline,
+        guard,
+    )
+    .await
+}
+
+/// [`read_and_apply_shared`] with the documents' plan made already (`substitute::plan` with
+/// `backend.options`).
+async fn read_and_apply_planned(
+    backend: &Backend,
+    documents: Vec<Arc<Value>>,
+    planned: &substitute::Planned,
+    alias_budget: &AliasBudget,
+    concurrency: usize,
+    deadline: Option<Instant>,
+    guard: Option<Guard<'_>>,
+) -> Result<Vec<Arc<Value>>, StageError> {
     let requests = planned.requests();
     if let Some(guard) = guard {
         if requests.len() > guard.max_reads {
@@ -628,14 +668,9 @@ pub async fn read_and_apply_shared(
     // Planned before apply: afterwards the Secrets no longer show which reads they used.
     let rollout = guard
         .filter(|g| g.rollout_hash)
-        .map(|_| crate::features::rollout::plan_from(&documents, &planned));
-    let mut documents = substitute::apply_planned(
-        documents,
-        &planned,
-        &backend.options,
-        &fetched,
-        alias_budget,
-    )?;
+        .map(|_| crate::features::rollout::plan_from(&documents, planned));
+    let mut documents =
+        substitute::apply_planned(documents, planned, &backend.options, &fetched, alias_budget)?;
     if let Some(plan) = rollout {
         let workloads = crate::features::rollout::annotate_shared(&mut documents, &plan, &fetched);
         tracing::debug!(workloads, "rollout hashes set");
@@ -781,6 +816,51 @@ mod tests {
         let annotated = json!({"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "s", "annotations": {"x": "<path:secret/data/a#pw>"}}});
         assert_eq!(leaks(annotated), ["Secret/s"]);
+    }
+
+    /// The guard skips documents whose plan says they hold no placeholder, and finds what it
+    /// finds without the plan. A list is probed anyway: an item's own path annotation makes
+    /// its `<key>` a placeholder, which the list's plan (without one) does not see.
+    #[test]
+    fn the_plan_spares_only_documents_that_cannot_leak() {
+        let options = Options::default();
+        let config_map = |name: &str, annotations: Value, value: &str| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": name, "annotations": annotations},
+                   "data": {"v": value}})
+        };
+        let docs = share(vec![
+            config_map("cm", json!({}), "<path:secret/data/a#pw>"),
+            config_map("plain", json!({}), "nothing"),
+            config_map(
+                "ignored",
+                json!({"avp.kubernetes.io/ignore": "true"}),
+                "<path:secret/data/a#pw>",
+            ),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                   "stringData": {"pw": "<path:secret/data/a#pw>"}}),
+            json!({"apiVersion": "v1", "kind": "List", "items": [config_map(
+                "item",
+                json!({"avp.kubernetes.io/path": "secret/data/a"}),
+                "<pw>",
+            )]}),
+        ]);
+        let planned = substitute::plan(&docs, &options).expect("plans");
+        let probed: Vec<bool> = docs
+            .iter()
+            .enumerate()
+            .map(|(index, doc)| may_leak(doc, index, Some(&planned)))
+            .collect();
+        assert_eq!(probed, [true, false, false, true, true]);
+        let (mut all, mut spared) = (Vec::new(), Vec::new());
+        for (doc, probe) in docs.iter().zip(probed) {
+            find_leaks(doc, &options, &mut all);
+            if probe {
+                find_leaks(doc, &options, &mut spared);
+            }
+        }
+        assert_eq!(all, ["ConfigMap/cm", "ConfigMap/item"]);
+        assert_eq!(spared, all);
     }
 
     #[test]
