@@ -16,7 +16,9 @@
 //! - *warm CPU*: server CPU time (utime + stime from `/proc`) per MB of archive received for
 //!   requests whose render is cached (receive, verify, substitute, answer).
 //!
-//! Run: `cargo bench --bench repo` (after `scripts/install-tools.sh`). `BENCH_ROUNDS` (default 5).
+//! Run: `cargo bench --bench repo` (after `scripts/install-tools.sh`). `BENCH_ROUNDS` (default 5);
+//! `BENCH_SHAPES` (`monorepo,podinfo-sized`) and `BENCH_MEDIA` (`tmpfs,disk`) pick rows, e.g.
+//! to profile one of them.
 #![allow(
     unreachable_pub,
     clippy::cast_possible_truncation,
@@ -210,8 +212,11 @@ async fn main() {
     );
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut cpu_rows = Vec::new();
-    for shape in &shapes {
-        for (medium, base) in media {
+    let picked = |var: &str, name: &str| {
+        std::env::var(var).map_or(true, |v| v.split(',').any(|p| p.trim() == name))
+    };
+    for shape in shapes.iter().filter(|s| picked("BENCH_SHAPES", s.name)) {
+        for (medium, base) in media.into_iter().filter(|(m, _)| picked("BENCH_MEDIA", m)) {
             let (server, socket) = start_server(base, &format!("{}-srv", shape.name), &[], &[]);
             let (mut first, mut raw1, mut tar, mut all, mut raw_all, mut ratio1, mut ratio_all) = (
                 Vec::new(),

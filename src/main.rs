@@ -220,16 +220,17 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let rotation = start_rotation(&args, &mut substituter)?;
-    let shared = Arc::new(Shared {
+    let pipeline = Pipeline {
+        renderer: settings.renderer.clone(),
+        substitute: Arc::new(substituter),
+    };
+    let shared = Arc::new(Shared::new(
+        settings,
+        pipeline,
         render_cache,
         trees,
         tool_fingerprint,
-        pipeline: Pipeline {
-            renderer: settings.renderer.clone(),
-            substitute: Arc::new(substituter),
-        },
-        settings,
-    });
+    ));
 
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let _http = match args.metrics_addr {

@@ -792,6 +792,26 @@ pub static TOOL_SANDBOX: Gauge<0> = Gauge::new(
     [],
 );
 
+pub static ARCHIVE_CACHE: Counter<2> = Counter::new(
+    "avp_sidecar_archive_cache_total",
+    "requests whose repository was already extracted (cache tree) or indexed for discovery (cache scan_index): result hit or miss",
+    ["cache", "result"],
+);
+pub static TREE_PREFETCHES: Counter<0> = Counter::new(
+    "avp_sidecar_tree_prefetches_total",
+    "repositories extracted after a MatchRepository claimed or matched an app, ahead of its GenerateManifest",
+    [],
+);
+pub static TREE_CACHE_ENTRIES: Gauge<0> = Gauge::new(
+    "avp_sidecar_tree_cache_entries",
+    "extracted repositories kept in the tree cache",
+    [],
+);
+pub static TREE_CACHE_BYTES: Gauge<0> = Gauge::new(
+    "avp_sidecar_tree_cache_bytes",
+    "approximate disk use of the tree cache",
+    [],
+);
 pub static RENDER_CACHE_HITS: Counter<0> = Counter::new(
     "avp_sidecar_render_cache_hits_total",
     "renders answered from the render cache",
@@ -938,6 +958,10 @@ static FAMILIES: &[&dyn Family] = &[
     &CHART_FETCH_FAILURES,
     &TOOL_ORPHANS_KILLED,
     &TOOL_SANDBOX,
+    &ARCHIVE_CACHE,
+    &TREE_PREFETCHES,
+    &TREE_CACHE_ENTRIES,
+    &TREE_CACHE_BYTES,
     &RENDER_CACHE_HITS,
     &RENDER_CACHE_MISSES,
     &RENDER_CACHE_ENTRIES,
@@ -983,6 +1007,11 @@ pub fn init() {
     }
     for failure in ChartFailure::ALL {
         CHART_FETCH_FAILURES.init([failure.name()]);
+    }
+    for cache in ["tree", "scan_index"] {
+        for result in ["hit", "miss"] {
+            ARCHIVE_CACHE.init([cache, result]);
+        }
     }
 }
 

@@ -117,21 +117,32 @@ where
 #[derive(Debug)]
 pub(crate) struct Forwarded {
     pub cut_at_cap: bool,
+    /// The whole archive is in the spool file.
+    pub spooled: bool,
 }
 
-/// Receives the remaining file chunks without storing them: each is hashed and sent to `tx`
-/// while the receiver wants more and at most `max_forward_bytes` have gone; the rest is only
-/// hashed. Never fails on size. The checksum from `metadata` is verified at the end: whatever the
-/// receiver concluded from the chunks may be used only once this has returned `Ok`.
+/// Receives the remaining file chunks: each is hashed and sent to `tx` while the receiver wants
+/// more and at most `max_forward_bytes` have gone; the rest is only hashed. With `spool`, the
+/// chunks are also written to that file until `max_forward_bytes` (past it the spool is
+/// abandoned: [`Forwarded::spooled`] is false). Never fails on size. The checksum from
+/// `metadata` is verified at the end: whatever the receiver concluded from the chunks, and the
+/// spooled file, may be used only once this has returned `Ok`.
 pub(crate) async fn receive_forwarding<S>(
     stream: &mut S,
     metadata: ManifestRequestMetadata,
     tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    spool: Option<&Path>,
     max_forward_bytes: u64,
 ) -> Result<Forwarded, StreamError>
 where
     S: Stream<Item = Result<AppStreamRequest, tonic::Status>> + Unpin,
 {
+    let mut file = match spool {
+        Some(path) => Some(tokio::io::BufWriter::new(
+            tokio::fs::File::create(path).await?,
+        )),
+        None => None,
+    };
     let mut tx = Some(tx);
     let mut hasher = Sha256::new();
     let mut total: u64 = 0;
@@ -143,9 +154,13 @@ where
         };
         total = total.saturating_add(f.chunk.len() as u64);
         hasher.update(&f.chunk);
-        if total > max_forward_bytes && tx.is_some() {
+        if total > max_forward_bytes && (tx.is_some() || file.is_some()) {
             tx = None;
+            file = None;
             cut_at_cap = true;
+        }
+        if let Some(file) = file.as_mut() {
+            file.write_all(&f.chunk).await?;
         }
         if let Some(sender) = &tx
             && sender.send(f.chunk).await.is_err()
@@ -154,6 +169,13 @@ where
         }
     }
     drop(tx);
+    let spooled = match file.as_mut() {
+        Some(file) => {
+            file.flush().await?;
+            true
+        }
+        None => false,
+    };
     let actual = hex(&hasher.finalize());
     if !actual.eq_ignore_ascii_case(metadata.checksum.trim()) {
         return Err(StreamError::Checksum {
@@ -161,7 +183,10 @@ where
             actual,
         });
     }
-    Ok(Forwarded { cut_at_cap })
+    Ok(Forwarded {
+        cut_at_cap,
+        spooled,
+    })
 }
 
 /// Consumes and discards the rest of the stream. Called before answering with an error: a Go

@@ -164,7 +164,13 @@ pub struct TreeCache {
     max_entries: usize,
     max_bytes: u64,
     inner: Mutex<Inner>,
+    /// Extractions started ahead of need ([`TreeCache::prefetch_slot`]).
+    prefetch: Arc<tokio::sync::Semaphore>,
 }
+
+/// Extractions started ahead of a GenerateManifest at once; more are not started (the
+/// GenerateManifest then extracts, as without prefetching).
+const PREFETCH_SLOTS: usize = 2;
 
 impl TreeCache {
     /// `root` is created empty (anything left there by a crashed process is removed).
@@ -175,7 +181,17 @@ impl TreeCache {
             max_entries,
             max_bytes,
             inner: Mutex::default(),
+            prefetch: Arc::new(tokio::sync::Semaphore::new(PREFETCH_SLOTS)),
         })
+    }
+
+    /// A place for one extraction ahead of need, when `key` is neither extracted nor being
+    /// extracted and fewer than [`PREFETCH_SLOTS`] run; held until that extraction ends.
+    pub fn prefetch_slot(&self, key: &TreeKey) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.max_bytes == 0 || self.lock().map.contains_key(key) {
+            return None;
+        }
+        self.prefetch.clone().try_acquire_owned().ok()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -280,6 +296,14 @@ impl TreeCache {
                 inner.bytes = inner.bytes.saturating_sub(slot.cost.unwrap_or(0));
             }
         }
+        Self::publish(&inner);
+    }
+
+    /// Sets the tree-cache gauges from `inner`.
+    fn publish(inner: &Inner) {
+        let kept = inner.map.values().filter(|s| s.cost.is_some()).count();
+        crate::metrics::TREE_CACHE_ENTRIES.set([], i64::try_from(kept).unwrap_or(i64::MAX));
+        crate::metrics::TREE_CACHE_BYTES.set([], i64::try_from(inner.bytes).unwrap_or(i64::MAX));
     }
 
     /// Trees kept (extracted, not evicted).
@@ -305,6 +329,7 @@ impl TreeCache {
         let mut inner = self.lock();
         inner.map.clear();
         inner.bytes = 0;
+        Self::publish(&inner);
     }
 }
 

@@ -74,6 +74,35 @@ pub struct Shared {
     pub trees: crate::protocol::trees::TreeCache,
     /// Identifies the installed tools in render-cache keys.
     pub tool_fingerprint: String,
+    /// What MatchRepository learned of recent archives, by checksum (`discovery::archive`).
+    pub(crate) scan_indexes: crate::pipeline::discovery::archive::IndexCache,
+}
+
+/// Archive indexes kept for MatchRepository: a monorepo's apps at one commit need one pass.
+const SCAN_INDEX_ENTRIES: usize = 32;
+/// Their bound in bytes of paths held (an index holds the repository's app and marker paths).
+const SCAN_INDEX_BYTES: usize = 32 << 20;
+
+impl Shared {
+    pub fn new(
+        settings: Settings,
+        pipeline: Pipeline,
+        render_cache: crate::pipeline::cache::RenderCache,
+        trees: crate::protocol::trees::TreeCache,
+        tool_fingerprint: String,
+    ) -> Self {
+        Self {
+            settings,
+            pipeline,
+            render_cache,
+            trees,
+            tool_fingerprint,
+            scan_indexes: crate::pipeline::discovery::archive::IndexCache::new(
+                SCAN_INDEX_ENTRIES,
+                SCAN_INDEX_BYTES,
+            ),
+        }
+    }
 }
 
 /// Serves `plugin` on `listener` until `shutdown` resolves, then drains in-flight requests.

@@ -88,6 +88,15 @@ impl CmpService {
     }
 }
 
+/// An archive being spooled by a MatchRepository for extraction ahead of need.
+struct Prefetch {
+    archive: PathBuf,
+    key: TreeKey,
+    /// Holds the spool file; removed when the extraction has ended.
+    workdir: WorkDir,
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// A received (and, when needed, checked-out) request. `handle` keeps its `WorkDir` alive until
 /// the work future has finished (holding it here would let a closure that captures only some
 /// fields drop it early), so this only carries paths into it and the shared tree.
@@ -186,6 +195,7 @@ impl CmpService {
             })?;
         let key = TreeKey::new(&metadata.checksum, self.plugin.preserve_file_mode);
         let (tree, meta) = if let Some(tree) = self.shared.trees.ready(&key) {
+            metrics::ARCHIVE_CACHE.inc(["tree", "hit"]);
             let received =
                 stream::receive_archive(stream, metadata, None, settings.max_compressed_bytes)
                     .await?;
@@ -217,6 +227,8 @@ impl CmpService {
             if extracted {
                 metrics::UNPACK_SECONDS.observe([], unpack_started.elapsed());
             }
+            let result = if extracted { "miss" } else { "hit" };
+            metrics::ARCHIVE_CACHE.inc(["tree", result]);
             let stats = tree.stats();
             tracing::debug!(
                 compressed = received.compressed_bytes,
@@ -338,10 +350,63 @@ impl CmpService {
 }
 
 impl CmpService {
+    /// Where a MatchRepository spools its archive for [`CmpService::prefetch_tree`], when the
+    /// archive's tree is neither extracted nor being extracted and a prefetch slot is free.
+    fn prefetch_spool(&self, checksum: &str) -> Option<Prefetch> {
+        let key = TreeKey::new(checksum, self.plugin.preserve_file_mode);
+        let slot = self.shared.trees.prefetch_slot(&key)?;
+        let workdir = WorkDir::create(&self.shared.settings.work_root).ok()?;
+        Some(Prefetch {
+            archive: workdir.tmp().join("repo.tar.gz"),
+            key,
+            workdir,
+            slot,
+        })
+    }
+
+    /// Extracts a verified, spooled archive into the tree cache in the background, after the
+    /// MatchRepository that received it has answered. Argo sends GenerateManifest right after a
+    /// MatchRepository of an app this plugin renders: it then finds the tree extracted or
+    /// being extracted (and waits for it) instead of starting only then. A failure is left to
+    /// that GenerateManifest, which extracts (and reports) itself.
+    fn prefetch_tree(&self, prefetch: Prefetch) {
+        let shared = self.shared.clone();
+        let opts = UnpackOptions {
+            preserve_file_mode: self.plugin.preserve_file_mode,
+            limits: shared.settings.unpack_limits,
+        };
+        tokio::spawn(
+            async move {
+                let Prefetch {
+                    archive,
+                    key,
+                    workdir,
+                    slot,
+                } = prefetch;
+                let started = Instant::now();
+                match shared.trees.get_or_extract(&key, &archive, opts).await {
+                    Ok((_, true)) => {
+                        metrics::UNPACK_SECONDS.observe([], started.elapsed());
+                        metrics::TREE_PREFETCHES.inc([]);
+                        tracing::debug!(ms = millis(started.elapsed()), "repository prefetched");
+                    }
+                    Ok((_, false)) => {}
+                    Err(err) => tracing::debug!(error = %err, "repository prefetch failed"),
+                }
+                drop((workdir, slot));
+            }
+            .in_current_span(),
+        );
+    }
+
     /// MatchRepository of a built-in plugin, decided from the archive as it streams in
-    /// (`discovery::archive`): nothing is extracted or written. Its admission is a pool of its
-    /// own (`Settings::match_slots`, waited for under the deadline, never refused): a scan holds
-    /// a few reads' worth of memory and one blocking thread, no disk. It answers rather than
+    /// (`discovery::archive`), or from the index of an earlier pass over the same archive (the
+    /// other apps of a commit). Nothing is extracted before the answer; when the app is one
+    /// this plugin renders, the spooled archive is extracted into the tree cache afterwards
+    /// ([`CmpService::prefetch_tree`], best effort: without a work dir or a free slot it is
+    /// skipped). Its admission is a pool of its own (`Settings::match_slots`, waited for under
+    /// the deadline, never refused): a scan holds a few reads' worth of memory and one blocking
+    /// thread. It answers rather than
     /// fails whenever the repository is readable: a cap hit, an unreadable archive or the
     /// deadline give `isSupported: false, isDiscoveryEnabled: false` (logged), so the app is
     /// never claimed on a guess and stays usable by name. Only a broken stream (no metadata,
@@ -403,28 +468,62 @@ impl CmpService {
                 max_bytes: settings.unpack_limits.max_extracted_bytes,
                 ..archive::ScanLimits::default()
             };
+            let checksum = metadata.checksum.clone();
+            let markers = req.markers;
+            let known = self.shared.scan_indexes.get(&checksum, markers);
+            if mode != DiscoverMode::Off {
+                let result = if known.is_some() { "hit" } else { "miss" };
+                metrics::ARCHIVE_CACHE.inc(["scan_index", result]);
+            }
+            let prefetch = if mode == DiscoverMode::Off {
+                None
+            } else {
+                self.prefetch_spool(&checksum)
+            };
             let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-            // With discovery off nothing is scanned: the receiver is dropped, chunks are only
-            // hashed (the stream is still read to its end, or Go's client fails its send).
-            let scan = (mode != DiscoverMode::Off).then(move || {
+            // With discovery off, or the archive's index already known, nothing is scanned: the
+            // receiver is dropped and chunks are only hashed (the stream is still read to its
+            // end, or Go's client fails its send).
+            let scan = (mode != DiscoverMode::Off && known.is_none()).then(move || {
                 tokio::task::spawn_blocking(move || {
-                    archive::scan(archive::ChannelReader::new(rx), &req, &limits)
+                    archive::Index::build(archive::ChannelReader::new(rx), markers, &limits)
                 })
             });
             let forwarded = stream::receive_forwarding(
                 &mut stream,
                 metadata,
                 tx,
+                prefetch.as_ref().map(|p| p.archive.as_path()),
                 settings.max_compressed_bytes,
             )
             .await?;
-            let outcome = match scan {
-                None => archive::Outcome::NoApp,
-                Some(task) => task.await.map_err(|source| RequestError::Task {
-                    task: "discovery scan",
-                    source,
-                })?,
+            // The stream has verified against `checksum`: its index may be used and kept.
+            let index = match (scan, known) {
+                (Some(task), _) => {
+                    let index = Arc::new(task.await.map_err(|source| RequestError::Task {
+                        task: "discovery scan",
+                        source,
+                    })?);
+                    if !forwarded.cut_at_cap {
+                        self.shared.scan_indexes.insert(&checksum, index.clone());
+                    }
+                    Some(index)
+                }
+                (None, known) => known,
             };
+            let outcome = match (mode, index) {
+                (DiscoverMode::Off, _) | (_, None) => archive::Outcome::NoApp,
+                (_, Some(index)) => index.evaluate(&req),
+            };
+            if let Some(prefetch) = prefetch
+                && forwarded.spooled
+                && matches!(
+                    outcome,
+                    archive::Outcome::Plain | archive::Outcome::Placeholders
+                )
+            {
+                self.prefetch_tree(prefetch);
+            }
             let outcome = match outcome {
                 archive::Outcome::Plain | archive::Outcome::NoApp
                     if forwarded.cut_at_cap && mode == DiscoverMode::Placeholders =>

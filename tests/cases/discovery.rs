@@ -265,3 +265,74 @@ async fn the_plain_avp_plugin_claims_plain_directories_only() {
     assert_eq!(matched(&s, r.path(), "nothing").await, (false, false));
     assert_eq!(matched(&s, r.path(), "inline").await, (false, false));
 }
+
+/// The apps of one commit cost one pass over its archive: the first MatchRepository reads it,
+/// the others are answered from that pass's index (their own streams still verified), and the
+/// GenerateManifest that follows a match finds the tree the match extracted meanwhile.
+#[tokio::test]
+async fn one_pass_per_commit_and_the_tree_is_prefetched() {
+    let repo = repo();
+    let port = support::free_port();
+    let kustomize = server(
+        "avp-kustomize",
+        &["--metrics-addr", &format!("127.0.0.1:{port}")],
+    );
+    support::readyz(port);
+    let scans = |result: &str| {
+        support::counter_with(
+            port,
+            "archive_cache_total",
+            &[("cache", "scan_index"), ("result", result)],
+        )
+    };
+    for (app, want) in [
+        ("plain", (false, false)),
+        ("inline", (true, true)),
+        ("overlays/prod", (true, true)),
+        ("unrelated", (false, false)),
+        ("plain-chart", (false, false)),
+    ] {
+        assert_eq!(matched(&kustomize, repo.path(), app).await, want, "{app}");
+    }
+    assert_eq!(
+        (scans("miss"), scans("hit")),
+        (1, 4),
+        "one pass, four reuses"
+    );
+
+    // The index never stands in for a stream that does not verify.
+    let mut bad = support::dir_stream(repo.path(), "inline", argo_env("web", "demo", &[]));
+    bad.checksum = Some(support::client_checksum(&bad.archive));
+    if let Some(last) = bad.archive.last_mut() {
+        *last ^= 0xff;
+    }
+    let err = kustomize
+        .client()
+        .await
+        .match_repository(futures::stream::iter(bad.messages()))
+        .await
+        .expect_err("bytes that do not match the checksum");
+    assert!(err.message().contains("checksum"), "{err:?}");
+
+    // The first match claimed a plain app (renderable by name): its tree was extracted after
+    // the answer, and the GenerateManifest uses it instead of extracting again.
+    support::eventually(Duration::from_secs(20), "the prefetch to end", || {
+        (support::counter(port, "tree_prefetches_total") == 1).then_some(())
+    });
+    let docs = support::generate(
+        &kustomize.socket,
+        &support::dir_stream(repo.path(), "plain", argo_env("web", "demo", &[])),
+        Some(Duration::from_secs(60)),
+    )
+    .await
+    .expect("plain renders by name");
+    support::find(&docs, "ConfigMap", "plain");
+    let trees = |result: &str| {
+        support::counter_with(
+            port,
+            "archive_cache_total",
+            &[("cache", "tree"), ("result", result)],
+        )
+    };
+    assert_eq!((trees("miss"), trees("hit")), (0, 1), "{}", kustomize.log());
+}

@@ -2,13 +2,15 @@
 //! in: nothing is extracted or written to disk.
 //!
 //! One pass over the gzip'd tar (entries arrive in the repo-server's order, so a `../base` may
-//! come before the overlay that names it). For every regular text file the pass records whether
-//! it holds a marker ([`MARKERS`]); kustomization files also give the paths they name outside
-//! their own directory, symlinks their targets. At the end the app's scope is the app dir plus
-//! everything reachable from it through those references (kustomizations inside the scope, then
-//! the ones they reach, ...), plus the helm value files the request names; the app is claimed
-//! when a marker file lies inside that scope. A marker inside the app dir itself stops the pass
-//! early.
+//! come before the overlay that names it) builds an [`Index`] of the whole repository: which
+//! directories hold a kustomization, a `Chart.yaml` or manifest files, which regular text files
+//! hold a marker ([`MARKERS`]), the paths kustomization files name outside their own directory,
+//! and symlink targets. An app's scope is then its dir plus everything reachable from it through
+//! those references (kustomizations inside the scope, then the ones they reach, ...), plus the
+//! helm value files the request names; the app is claimed when a marker file lies inside that
+//! scope. The index does not depend on the app asked about, so once its stream has verified it
+//! is kept by checksum ([`IndexCache`]): the other apps of a monorepo commit are answered from
+//! it, with their streams only hashed.
 //!
 //! Caps ([`ScanLimits`]) keep memory and time bounded; when one is hit before a marker was seen in
 //! scope, the outcome is [`Outcome::Unknown`] (the caller answers "not supported, discovery
@@ -17,8 +19,10 @@
 //! Not looked into: packaged subcharts (`charts/*.tgz`), remote kustomize bases, and charts
 //! pulled by kustomize `helmCharts` (their values files are, when named with a `..` path).
 
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use flate2::read::GzDecoder;
 
@@ -88,15 +92,20 @@ pub(crate) struct ScanRequest {
     pub extra: Vec<String>,
 }
 
-#[derive(Default)]
-struct State {
-    app: PathBuf,
-    has_app_file: bool,
-    /// A kustomization or `Chart.yaml` in the app dir: a plain-directory plugin leaves such an
-    /// app to the kustomize/helm plugins (and Argo CD's own tools).
-    tool_app: bool,
-    marker_in_app: bool,
-    /// Files outside the app dir holding a marker.
+/// What one pass over an archive learned, whatever app is asked about: built once per verified
+/// archive and kept by checksum ([`IndexCache`]), so the MatchRepository of every other app of
+/// the same commit only hashes its stream and asks the index.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    /// Whether file contents were searched for markers (`ScanRequest::markers`).
+    markers: bool,
+    /// Directories holding a kustomization file (or a link by that name).
+    kustomize_dirs: HashSet<PathBuf>,
+    /// Directories holding a `Chart.yaml` (or a link by that name).
+    chart_dirs: HashSet<PathBuf>,
+    /// Directories holding a manifest file (`.yaml`, `.yml`, `.json`), for plain-directory apps.
+    manifest_dirs: HashSet<PathBuf>,
+    /// Files holding a marker.
     marker_files: Vec<PathBuf>,
     /// Kustomization dir → a path it names outside itself.
     refs: Vec<(PathBuf, PathBuf)>,
@@ -104,148 +113,172 @@ struct State {
     links: Vec<(PathBuf, PathBuf)>,
     /// Files not searched to their end.
     unsearched: Vec<PathBuf>,
+    /// A list above was full: some path was not remembered.
     overflow: bool,
+    /// Why the pass ended before the archive's end (a cap, an unreadable archive): what was
+    /// seen until then is all the index knows.
+    cut: Option<String>,
+    /// Bytes of the paths held, for the cache's bound.
+    bytes: usize,
 }
 
-impl State {
-    fn record(list: &mut Vec<(PathBuf, PathBuf)>, item: (PathBuf, PathBuf), cap: usize) -> bool {
-        if list.len() >= cap {
-            return false;
+impl Index {
+    /// One pass over the gzip'd tar read from `reader`. Blocking: run it in `spawn_blocking`.
+    /// With `markers` false file contents are not read (only which app files exist matters).
+    pub(crate) fn build(reader: impl Read, markers: bool, limits: &ScanLimits) -> Self {
+        let mut index = Self {
+            markers,
+            ..Self::default()
+        };
+        if let Err(why) = index.fill(reader, limits) {
+            index.cut = Some(why);
         }
-        list.push(item);
-        true
+        index.bytes = index.held_bytes();
+        index
     }
-}
 
-/// Scans the gzip'd tar read from `reader`. Blocking: run it in `spawn_blocking`.
-pub(crate) fn scan(reader: impl Read, req: &ScanRequest, limits: &ScanLimits) -> Outcome {
-    let Some(app) = clean_relative(Path::new(&req.app_rel_path)) else {
-        return Outcome::NoApp;
-    };
-    let mut st = State {
-        app,
-        ..State::default()
-    };
-    let mut tar = tar::Archive::new(GzDecoder::new(reader));
-    let entries = match tar.entries() {
-        Ok(e) => e,
-        Err(e) => return Outcome::Unknown(format!("unreadable archive: {e}")),
-    };
-    let mut count: u64 = 0;
-    let mut total: u64 = 0;
-    for entry in entries {
-        let mut entry = match entry {
-            Ok(e) => e,
-            Err(e) => return Outcome::Unknown(format!("unreadable archive: {e}")),
-        };
-        count += 1;
-        if count > limits.max_entries {
-            return Outcome::Unknown(format!("more than {} entries", limits.max_entries));
+    fn fill(&mut self, reader: impl Read, limits: &ScanLimits) -> Result<(), String> {
+        let mut tar = tar::Archive::new(GzDecoder::new(reader));
+        let entries = tar
+            .entries()
+            .map_err(|e| format!("unreadable archive: {e}"))?;
+        let mut count: u64 = 0;
+        let mut total: u64 = 0;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| format!("unreadable archive: {e}"))?;
+            count += 1;
+            if count > limits.max_entries {
+                return Err(format!("more than {} entries", limits.max_entries));
+            }
+            total = total.saturating_add(entry.size());
+            if total > limits.max_bytes {
+                return Err(format!("more than {} bytes", limits.max_bytes));
+            }
+            let Ok(name) = entry.path().map(|p| p.into_owned()) else {
+                continue;
+            };
+            let Some(rel) = clean_relative(&name) else {
+                continue; // escapes the root: extraction would refuse the whole archive
+            };
+            let kind = entry.header().entry_type();
+            let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+            let file_name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let is_file = kind.is_file() || kind == tar::EntryType::Continuous;
+            if is_file || kind.is_symlink() {
+                if KUSTOMIZATION_FILES.contains(&file_name) {
+                    self.kustomize_dirs.insert(parent.clone());
+                } else if file_name == CHART_FILE {
+                    self.chart_dirs.insert(parent.clone());
+                }
+                if is_manifest_file(file_name) && !self.manifest_dirs.contains(&parent) {
+                    self.manifest_dirs.insert(parent.clone());
+                }
+            }
+            if !self.markers {
+                continue;
+            }
+            if kind.is_symlink() {
+                let target = entry
+                    .link_name()
+                    .ok()
+                    .flatten()
+                    .and_then(|t| resolve(&parent, &t));
+                if let Some(target) = target {
+                    self.overflow |= !record(&mut self.links, (rel, target), limits.max_recorded);
+                }
+                continue;
+            }
+            if !is_file {
+                continue;
+            }
+            let is_kustomization = KUSTOMIZATION_FILES.contains(&file_name);
+            let found = search(&mut entry, is_kustomization, limits)
+                .map_err(|e| format!("unreadable archive: {e}"))?;
+            if let Some(text) = found.kustomization {
+                for target in outside_refs(&parent, &text) {
+                    self.overflow |= !record(
+                        &mut self.refs,
+                        (parent.clone(), target),
+                        limits.max_recorded,
+                    );
+                }
+            }
+            if found.truncated {
+                self.overflow |= !record(&mut self.unsearched, rel.clone(), limits.max_recorded);
+            }
+            if found.marker {
+                self.overflow |= !record(&mut self.marker_files, rel, limits.max_recorded);
+            }
         }
-        total = total.saturating_add(entry.size());
-        if total > limits.max_bytes {
-            return Outcome::Unknown(format!("more than {} bytes", limits.max_bytes));
-        }
-        let Ok(name) = entry.path().map(|p| p.into_owned()) else {
-            continue;
+        Ok(())
+    }
+
+    /// The pass read the whole archive: the index holds for every app of it.
+    pub(crate) fn complete(&self) -> bool {
+        self.cut.is_none()
+    }
+
+    /// Roughly what the index holds in memory.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn held_bytes(&self) -> usize {
+        let path = |p: &PathBuf| p.as_os_str().len() + 32;
+        let set = |s: &HashSet<PathBuf>| s.iter().map(path).sum::<usize>();
+        set(&self.kustomize_dirs)
+            + set(&self.chart_dirs)
+            + set(&self.manifest_dirs)
+            + self.marker_files.iter().map(path).sum::<usize>()
+            + self.unsearched.iter().map(path).sum::<usize>()
+            + self
+                .refs
+                .iter()
+                .chain(&self.links)
+                .map(|(a, b)| path(a) + path(b))
+                .sum::<usize>()
+    }
+
+    /// The outcome for one app. An index built without markers answers as if the request
+    /// looked for none.
+    pub(crate) fn evaluate(&self, req: &ScanRequest) -> Outcome {
+        let Some(app) = clean_relative(Path::new(&req.app_rel_path)) else {
+            return Outcome::NoApp;
         };
-        let Some(rel) = clean_relative(&name) else {
-            continue; // escapes the root: extraction would refuse the whole archive
-        };
-        let kind = entry.header().entry_type();
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        let file_name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let in_app = rel.starts_with(&st.app);
+        let markers = req.markers && self.markers;
         let plain_dir = req.accept == Accept::Directory;
-        if kind.is_file() || kind == tar::EntryType::Continuous || kind.is_symlink() {
-            if plain_dir {
-                st.tool_app |= parent == st.app && is_app_file(file_name, Accept::Auto);
-                st.has_app_file |= in_app && is_manifest_file(file_name);
-            } else if parent == st.app && is_app_file(file_name, req.accept) {
-                st.has_app_file = true;
-                if !req.markers {
-                    return Outcome::Plain;
-                }
-            }
-        }
-        if !req.markers {
-            continue;
-        }
-        if kind.is_symlink() {
-            let target = entry
-                .link_name()
-                .ok()
-                .flatten()
-                .and_then(|t| resolve(parent, &t));
-            if let Some(target) = target
-                && !State::record(&mut st.links, (rel, target), limits.max_recorded)
-            {
-                st.overflow = true;
-            }
-            continue;
-        }
-        if !(kind.is_file() || kind == tar::EntryType::Continuous) {
-            continue;
-        }
-        let is_kustomization = KUSTOMIZATION_FILES.contains(&file_name);
-        let found = match search(&mut entry, is_kustomization, limits) {
-            Ok(s) => s,
-            Err(e) => return Outcome::Unknown(format!("unreadable archive: {e}")),
+        let tool_app = self.kustomize_dirs.contains(&app) || self.chart_dirs.contains(&app);
+        let has_app_file = if plain_dir {
+            self.manifest_dirs.iter().any(|d| d.starts_with(&app))
+        } else {
+            (matches!(req.accept, Accept::Kustomize | Accept::Auto)
+                && self.kustomize_dirs.contains(&app))
+                || (matches!(req.accept, Accept::Helm | Accept::Auto)
+                    && self.chart_dirs.contains(&app))
         };
-        if let Some(text) = found.kustomization {
-            for target in outside_refs(parent, &text) {
-                if !State::record(
-                    &mut st.refs,
-                    (parent.to_path_buf(), target),
-                    limits.max_recorded,
-                ) {
-                    st.overflow = true;
-                }
-            }
+        let marker_in_app = markers && self.marker_files.iter().any(|f| f.starts_with(&app));
+        if let Some(why) = &self.cut {
+            // Only what was seen before the cut decides, and only for a tool app (a plain
+            // directory's kustomization could still have come).
+            return match (plain_dir, has_app_file, markers, marker_in_app) {
+                (false, true, false, _) => Outcome::Plain,
+                (false, true, true, true) => Outcome::Placeholders,
+                _ => Outcome::Unknown(why.clone()),
+            };
         }
-        if found.truncated {
-            if st.unsearched.len() >= limits.max_recorded {
-                st.overflow = true;
-            } else {
-                st.unsearched.push(rel.clone());
-            }
-        }
-        if found.marker {
-            if in_app {
-                st.marker_in_app = true;
-            } else if st.marker_files.len() >= limits.max_recorded {
-                st.overflow = true;
-            } else {
-                st.marker_files.push(rel);
-            }
-        }
-        // A plain directory is decided at the end: a kustomization may still come.
-        if st.has_app_file && st.marker_in_app && !plain_dir {
-            return Outcome::Placeholders;
-        }
-    }
-    st.finish(req)
-}
-
-impl State {
-    fn finish(self, req: &ScanRequest) -> Outcome {
-        if !self.has_app_file || self.tool_app {
+        if !has_app_file || (plain_dir && tool_app) {
             return Outcome::NoApp;
         }
-        if !req.markers {
+        if !markers {
             return Outcome::Plain;
         }
-        if self.marker_in_app {
+        if marker_in_app {
             return Outcome::Placeholders;
         }
         // The scope: the app dir, the request's value files, then whatever kustomizations and
         // symlinks inside the scope name, until nothing new is added.
-        let mut scope: Vec<PathBuf> = vec![self.app.clone()];
-        scope.extend(
-            req.extra
-                .iter()
-                .filter_map(|f| resolve(&self.app, Path::new(f))),
-        );
+        let mut scope: Vec<PathBuf> = vec![app.clone()];
+        scope.extend(req.extra.iter().filter_map(|f| resolve(&app, Path::new(f))));
         let within = |p: &Path, scope: &[PathBuf]| scope.iter().any(|s| p.starts_with(s));
         loop {
             let before = scope.len();
@@ -273,9 +306,92 @@ impl State {
     }
 }
 
-fn is_app_file(name: &str, accept: Accept) -> bool {
-    (matches!(accept, Accept::Kustomize | Accept::Auto) && KUSTOMIZATION_FILES.contains(&name))
-        || (matches!(accept, Accept::Helm | Accept::Auto) && name == CHART_FILE)
+/// Appends `item` unless `list` holds `cap` already; `false` when it was full.
+fn record<T>(list: &mut Vec<T>, item: T, cap: usize) -> bool {
+    if list.len() >= cap {
+        return false;
+    }
+    list.push(item);
+    true
+}
+
+/// Scans the gzip'd tar read from `reader` for one app. Blocking: run it in `spawn_blocking`.
+#[cfg(test)]
+pub(crate) fn scan(reader: impl Read, req: &ScanRequest, limits: &ScanLimits) -> Outcome {
+    Index::build(reader, req.markers, limits).evaluate(req)
+}
+
+/// Complete indexes of recently verified archives, by checksum and whether markers were
+/// searched; LRU, bounded by entries and by the bytes of the paths they hold.
+pub(crate) struct IndexCache {
+    max_entries: usize,
+    max_bytes: usize,
+    inner: Mutex<IndexInner>,
+}
+
+#[derive(Default)]
+struct IndexInner {
+    map: HashMap<(String, bool), (Arc<Index>, u64)>,
+    bytes: usize,
+    clock: u64,
+}
+
+impl IndexCache {
+    pub(crate) fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self {
+            max_entries,
+            max_bytes,
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IndexInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index of the archive with `checksum`. The caller must verify its own stream against
+    /// that checksum before trusting what the index says.
+    pub(crate) fn get(&self, checksum: &str, markers: bool) -> Option<Arc<Index>> {
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let now = inner.clock;
+        let (index, used) = inner.map.get_mut(&(normalize(checksum), markers))?;
+        *used = now;
+        Some(index.clone())
+    }
+
+    /// Keeps `index` (complete, of an archive verified against `checksum`), evicting the least
+    /// recently used ones over the bounds. An index larger than the whole bound is not kept.
+    pub(crate) fn insert(&self, checksum: &str, index: Arc<Index>) {
+        if !index.complete() || index.bytes() > self.max_bytes || self.max_entries == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let now = inner.clock;
+        let key = (normalize(checksum), index.markers);
+        inner.bytes += index.bytes();
+        if let Some((old, _)) = inner.map.insert(key, (index, now)) {
+            inner.bytes -= old.bytes();
+        }
+        while inner.map.len() > self.max_entries || inner.bytes > self.max_bytes {
+            let Some(oldest) = inner
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some((gone, _)) = inner.map.remove(&oldest) {
+                inner.bytes -= gone.bytes();
+            }
+        }
+    }
+}
+
+fn normalize(checksum: &str) -> String {
+    checksum.trim().to_ascii_lowercase()
 }
 
 /// A file a plain-directory app renders (see `render::directory`).

@@ -268,3 +268,84 @@ fn plain_directories_are_claimed_only_without_a_tool_app() {
         "no manifest file"
     );
 }
+
+#[test]
+fn a_reused_index_answers_like_a_fresh_pass() {
+    let files = [
+        ("plain/kustomization.yaml", K),
+        ("plain/cm.yaml", PLAIN),
+        ("base/kustomization.yaml", K),
+        ("base/s.yaml", INLINE),
+        ("overlay/kustomization.yaml", "resources: [../base]\n"),
+        ("chart/Chart.yaml", "name: c\n"),
+        ("chart/values.yaml", ANNOTATED),
+        ("dir/sub/s.yaml", INLINE),
+    ];
+    let archive = tgz(&files);
+    let index = Index::build(&archive[..], true, &ScanLimits::default());
+    assert!(index.complete());
+    for app in ["plain", "base", "overlay", "chart", "dir", "", "missing"] {
+        for accept in [
+            Accept::Kustomize,
+            Accept::Helm,
+            Accept::Auto,
+            Accept::Directory,
+        ] {
+            let req = ScanRequest {
+                app_rel_path: app.to_owned(),
+                accept,
+                markers: true,
+                extra: vec![],
+            };
+            assert_eq!(
+                index.evaluate(&req),
+                run(&files, app, accept),
+                "{app} {accept:?}"
+            );
+        }
+    }
+    assert_eq!(
+        index.evaluate(&ScanRequest {
+            app_rel_path: "overlay".into(),
+            accept: Accept::Kustomize,
+            markers: true,
+            extra: vec![],
+        }),
+        Outcome::Placeholders
+    );
+}
+
+#[test]
+fn the_index_cache_keeps_complete_indexes_within_its_bounds() {
+    let limits = ScanLimits::default();
+    let index = |files: &[(&str, &str)]| Arc::new(Index::build(&tgz(files)[..], true, &limits));
+    let cache = IndexCache::new(2, 1 << 20);
+    cache.insert("A", index(&[("a/kustomization.yaml", K)]));
+    cache.insert("b", index(&[("b/kustomization.yaml", K)]));
+    assert!(
+        cache.get("a", true).is_some(),
+        "checksums compare case-blind"
+    );
+    assert!(
+        cache.get("a", false).is_none(),
+        "an index knows whether it searched"
+    );
+    cache.insert("c", index(&[("c/kustomization.yaml", K)]));
+    assert!(
+        cache.get("b", true).is_none(),
+        "least recently used evicted"
+    );
+    assert!(cache.get("a", true).is_some() && cache.get("c", true).is_some());
+
+    let cut = Arc::new(Index::build(&b"not a gzip stream"[..], true, &limits));
+    assert!(!cut.complete());
+    cache.insert("d", cut);
+    assert!(
+        cache.get("d", true).is_none(),
+        "a partial index is not kept"
+    );
+
+    let small = IndexCache::new(8, 10);
+    small.insert("e", index(&[("e/kustomization.yaml", K)]));
+    assert!(small.get("e", true).is_none(), "larger than the byte bound");
+}
