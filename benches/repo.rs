@@ -181,6 +181,107 @@ struct Shape {
     apps: usize,
 }
 
+/// Medians over `rounds` commits of one shape, medium and plugin.
+struct Row {
+    archive_mb: f64,
+    first: f64,
+    raw1: f64,
+    tar: f64,
+    ratio1: f64,
+    all: f64,
+    raw_all: f64,
+    ratio_all: f64,
+    /// Argo's calls for an app whose render is cached: receiving and verifying the archive
+    /// (twice with discovery), what every app of a commit costs beyond its render.
+    warm_wall: f64,
+    warm_cpu: f64,
+    warm_cpu_per_mb: f64,
+}
+
+async fn measure(shape: &Shape, medium: &str, base: &Path, plugin: &str, rounds: usize) -> Row {
+    let (server, socket) = start_server(
+        base,
+        &format!("{}-{plugin}", shape.name),
+        &[],
+        &["--plugin", plugin],
+    );
+    let (mut first, mut raw1, mut tar, mut all, mut raw_all, mut ratio1, mut ratio_all) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let mut archive_mb = 0.0;
+    // A commit of its own per medium and plugin, so no server sees an archive twice.
+    let salt = 1000 * usize::from(medium == "disk") + 100 * usize::from(plugin != "avp");
+    for round in 0..rounds {
+        set_commit(&shape.repo, round + salt);
+        let archive = tgz_dir(&shape.repo).expect("tgz");
+        archive_mb = archive.len() as f64 / 1e6;
+        let streams: Vec<RepoStream> = (0..shape.apps)
+            .map(|i| {
+                let app = format!("apps/app{i}");
+                RepoStream {
+                    archive: archive.clone(),
+                    ..RepoStream::for_dir(&shape.repo, &app, env(&app)).expect("stream")
+                }
+            })
+            .collect();
+        let r = raw_kustomize(&shape.repo.join("apps/app0"));
+        let t = tar_floor(&archive, base);
+        let mut total = Duration::ZERO;
+        let mut first_call = Duration::ZERO;
+        for (i, s) in streams.iter().enumerate() {
+            let d = argo(&socket, s).await;
+            if i == 0 {
+                first_call = d;
+            }
+            total += d;
+        }
+        let mut raw_total = r;
+        for i in 1..shape.apps {
+            raw_total += raw_kustomize(&shape.repo.join(format!("apps/app{i}")));
+        }
+        ratio1.push(first_call.as_secs_f64() / (r + t).as_secs_f64());
+        ratio_all.push(total.as_secs_f64() / raw_total.as_secs_f64());
+        first.push(ms(first_call));
+        raw1.push(ms(r));
+        tar.push(ms(t));
+        all.push(ms(total));
+        raw_all.push(ms(raw_total));
+    }
+    // Warm: the last commit's renders are cached; server CPU per MB received.
+    set_commit(&shape.repo, usize::MAX - 1 - salt);
+    let stream = RepoStream::for_dir(&shape.repo, "apps/app0", env("apps/app0")).expect("stream");
+    argo(&socket, &stream).await;
+    let n = 20;
+    let cpu_before = cpu_seconds(server.id());
+    let started = Instant::now();
+    for _ in 0..n {
+        argo(&socket, &stream).await;
+    }
+    let wall = started.elapsed() / n;
+    let cpu = cpu_seconds(server.id()) - cpu_before;
+    let mb = stream.archive.len() as f64 / 1e6 * f64::from(n);
+    stop(server);
+    Row {
+        archive_mb,
+        first: median(&mut first),
+        raw1: median(&mut raw1),
+        tar: median(&mut tar),
+        ratio1: median(&mut ratio1),
+        all: median(&mut all),
+        raw_all: median(&mut raw_all),
+        ratio_all: median(&mut ratio_all),
+        warm_wall: ms(wall),
+        warm_cpu: cpu * 1000.0 / f64::from(n),
+        warm_cpu_per_mb: cpu * 1000.0 / mb,
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let rounds: usize = std::env::var("BENCH_ROUNDS")
@@ -207,101 +308,47 @@ async fn main() {
     let shm = tempfile::tempdir_in("/dev/shm").expect("tmpfs dir");
     let disk = tempfile::tempdir().expect("disk dir");
     let media = [("tmpfs", shm.path()), ("disk", disk.path())];
+    // `avp` has no discovery: Argo calls it by name (Check, Check, Generate). `avp-kustomize`
+    // has discovery: Argo adds a MatchRepository first (answered from one pass per archive;
+    // an app it renders has its tree extracted right after the answer).
+    let plugins = [("avp", "named"), ("avp-kustomize", "discovery")];
     println!(
-        "| repository | work dir | archive (MB) | first app: sidecar (ms) | raw tool (ms) | tar xzf (ms) | first / (raw + tar) | all apps: sidecar (ms) | raw total (ms) | all / raw |"
+        "| repository | work dir | plugin (Argo's calls) | archive (MB) | first app: sidecar (ms) | raw tool (ms) | tar xzf (ms) | first / (raw + tar) | all apps: sidecar (ms) | raw total (ms) | all / raw | receive floor per app (ms) |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut cpu_rows = Vec::new();
     let picked = |var: &str, name: &str| {
         std::env::var(var).map_or(true, |v| v.split(',').any(|p| p.trim() == name))
     };
     for shape in shapes.iter().filter(|s| picked("BENCH_SHAPES", s.name)) {
         for (medium, base) in media.into_iter().filter(|(m, _)| picked("BENCH_MEDIA", m)) {
-            let (server, socket) = start_server(base, &format!("{}-srv", shape.name), &[], &[]);
-            let (mut first, mut raw1, mut tar, mut all, mut raw_all, mut ratio1, mut ratio_all) = (
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-            );
-            let mut archive_mb = 0.0;
-            for round in 0..rounds {
-                set_commit(&shape.repo, round + 1000 * usize::from(medium == "disk"));
-                let archive = tgz_dir(&shape.repo).expect("tgz");
-                archive_mb = archive.len() as f64 / 1e6;
-                let streams: Vec<RepoStream> = (0..shape.apps)
-                    .map(|i| {
-                        let app = format!("apps/app{i}");
-                        RepoStream {
-                            archive: archive.clone(),
-                            ..RepoStream::for_dir(&shape.repo, &app, env(&app)).expect("stream")
-                        }
-                    })
-                    .collect();
-                let r = raw_kustomize(&shape.repo.join("apps/app0"));
-                let t = tar_floor(&archive, base);
-                let mut total = Duration::ZERO;
-                let mut first_call = Duration::ZERO;
-                for (i, s) in streams.iter().enumerate() {
-                    let d = argo(&socket, s).await;
-                    if i == 0 {
-                        first_call = d;
-                    }
-                    total += d;
+            for (plugin, flow) in plugins.into_iter().filter(|(p, _)| picked("BENCH_PLUGINS", p)) {
+                let row = measure(shape, medium, base, plugin, rounds).await;
+                println!(
+                    "| {} | {medium} | {plugin} ({flow}) | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} | {:.1} |",
+                    shape.name,
+                    row.archive_mb,
+                    row.first,
+                    row.raw1,
+                    row.tar,
+                    row.ratio1,
+                    row.all,
+                    row.raw_all,
+                    row.ratio_all,
+                    row.warm_wall,
+                );
+                if plugin == "avp" {
+                    cpu_rows.push(format!(
+                        "| {} | {medium} | {:.1} | {:.1} | {:.1} |",
+                        shape.name, row.warm_wall, row.warm_cpu, row.warm_cpu_per_mb
+                    ));
                 }
-                let mut raw_total = r;
-                for i in 1..shape.apps {
-                    raw_total += raw_kustomize(&shape.repo.join(format!("apps/app{i}")));
-                }
-                ratio1.push(first_call.as_secs_f64() / (r + t).as_secs_f64());
-                ratio_all.push(total.as_secs_f64() / raw_total.as_secs_f64());
-                first.push(ms(first_call));
-                raw1.push(ms(r));
-                tar.push(ms(t));
-                all.push(ms(total));
-                raw_all.push(ms(raw_total));
             }
-            println!(
-                "| {} | {medium} | {archive_mb:.1} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} |",
-                shape.name,
-                median(&mut first),
-                median(&mut raw1),
-                median(&mut tar),
-                median(&mut ratio1),
-                median(&mut all),
-                median(&mut raw_all),
-                median(&mut ratio_all),
-            );
-            // Warm: the last commit's renders are cached; server CPU per MB received.
-            set_commit(&shape.repo, usize::MAX - 1);
-            let stream =
-                RepoStream::for_dir(&shape.repo, "apps/app0", env("apps/app0")).expect("stream");
-            argo(&socket, &stream).await;
-            let n = 20;
-            let cpu_before = cpu_seconds(server.id());
-            let started = Instant::now();
-            for _ in 0..n {
-                argo(&socket, &stream).await;
-            }
-            let wall = started.elapsed() / n;
-            let cpu = cpu_seconds(server.id()) - cpu_before;
-            let mb = stream.archive.len() as f64 / 1e6 * f64::from(n);
-            cpu_rows.push(format!(
-                "| {} | {medium} | {:.1} | {:.1} | {:.1} |",
-                shape.name,
-                ms(wall),
-                cpu * 1000.0 / f64::from(n),
-                cpu * 1000.0 / mb
-            ));
-            stop(server);
         }
     }
     println!();
     println!(
-        "| warm (render cached), Match + Generate | work dir | wall per call (ms) | server CPU per call (ms) | server CPU per MB (ms) |"
+        "| warm (render cached), named plugin | work dir | wall per call (ms) | server CPU per call (ms) | server CPU per MB (ms) |"
     );
     println!("| --- | --- | ---: | ---: | ---: |");
     for row in cpu_rows {
