@@ -13,7 +13,8 @@
 //! saphyr-parser's event stream alone on the same text: the floor of a parse that goes through
 //! it for every document (`yaml.rs` reads the usual block YAML of manifests without it).
 //!
-//! Run: `cargo bench --bench substitute`. `BENCH_ROUNDS` (default 20) sets the passes.
+//! Run: `cargo bench --bench substitute`. `BENCH_ROUNDS` (default 20) sets the passes;
+//! `BENCH_WRITE_INPUT=<file>` also writes the input to that file.
 // Bench helpers are not an API, and their statistics cast freely between counts and floats.
 #![allow(
     unreachable_pub,
@@ -126,6 +127,11 @@ fn main() {
         .unwrap_or(20);
     let text = input();
     let bytes = text.len();
+    // The same input for timing the binary (`avp-sidecar generate - < file`, with the secrets of
+    // `fetched()` in a Vault): written out, then the bench runs as usual.
+    if let Ok(path) = std::env::var("BENCH_WRITE_INPUT") {
+        std::fs::write(&path, &text).expect("write the input");
+    }
     let fetched = fetched();
     let opts = Options::default();
     let mut t: [Vec<f64>; 7] = Default::default();

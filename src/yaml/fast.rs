@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Key, Node, Scalar, into_key, into_value, resolve_plain};
+use super::{Key, Node, into_key, into_value, resolve_plain_non_string};
 
 /// Deeper documents are left to the slow path (rendered manifests nest ~10 levels), which has
 /// its own bound and error; the recursion here stays far from any stack limit.
@@ -108,26 +108,23 @@ pub(super) fn split(text: &str) -> Vec<Chunk> {
 /// if it holds only blank and comment lines, `None` if it is not in the part this module reads.
 pub(super) fn document(body: &str) -> Option<Option<Value>> {
     // Tabs (indentation rules), CR (line breaks), other controls, and characters saphyr or YAML
-    // treat specially (BOM, NEL, line separators) are left to the slow path. One pass over the
-    // bytes finds the lines and checks them.
+    // treat specially (BOM, NEL, line separators) are left to the slow path. Both checks run
+    // without early exit, which the compiler turns into a fast loop over the whole text.
     let bytes = body.as_bytes();
-    let mut lines = Vec::with_capacity(bytes.len() / 32 + 1);
-    let mut ascii = true;
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'\n' {
-            push_line(&mut lines, &body[start..i]);
-            start = i + 1;
-        } else if b < 0x20 || b == 0x7f {
-            return None;
-        } else if b >= 0x80 {
-            ascii = false;
-        }
-    }
-    push_line(&mut lines, &body[start..]);
-    if !ascii && !body.chars().all(|c| c == '\n' || super::is_printable(c)) {
+    let controls = bytes.iter().fold(false, |found, &b| {
+        found | ((b < 0x20 && b != b'\n') || b == 0x7f)
+    });
+    if controls || (!body.is_ascii() && !body.chars().all(|c| c == '\n' || super::is_printable(c)))
+    {
         return None;
     }
+    let mut lines = Vec::with_capacity(bytes.len() / 32 + 1);
+    let mut start = 0;
+    while let Some(i) = bytes[start..].iter().position(|&b| b == b'\n') {
+        push_line(&mut lines, &body[start..start + i]);
+        start += i + 1;
+    }
+    push_line(&mut lines, &body[start..]);
     let Some(first) = lines.first() else {
         return Some(None);
     };
@@ -180,7 +177,7 @@ impl<'a> Reader<'a> {
         if is_entry_dash(line.text) {
             self.seq(indent, depth)
         } else {
-            self.map(indent, depth)
+            self.map(indent, depth, None)
         }
     }
 
@@ -222,14 +219,11 @@ impl<'a> Reader<'a> {
             } else if is_entry_dash(content) {
                 // `- - x`: a sequence in a sequence on one line.
                 return None;
-            } else if entry(content).is_some() {
+            } else if let Some(first_entry) = entry(content) {
                 // `- key: value`: a mapping whose keys stand at the column of the first one.
                 let column = indent + 1 + (after_dash.len() - content.len());
-                self.lines[self.pos] = Line {
-                    indent: column,
-                    text: content,
-                };
-                self.map(column, depth + 1)?
+                self.pos += 1;
+                self.map(column, depth + 1, Some(first_entry))?
             } else {
                 let item = inline_value(content)?;
                 self.pos += 1;
@@ -241,17 +235,32 @@ impl<'a> Reader<'a> {
         Some(Value::Array(self.items.drain(first..).collect()))
     }
 
-    fn map(&mut self, indent: usize, depth: usize) -> Option<Value> {
+    /// A block mapping at `indent`; `first_entry`: its first line, already read after a `- `.
+    fn map(
+        &mut self,
+        indent: usize,
+        depth: usize,
+        mut first_entry: Option<(String, &'a str)>,
+    ) -> Option<Value> {
         let first = self.entries.len();
-        while let Some(&line) = self.lines.get(self.pos) {
-            if line.indent < indent {
-                break;
-            }
-            if line.indent > indent || is_entry_dash(line.text) {
-                return None;
-            }
-            let (key, rest) = entry(line.text)?;
-            self.pos += 1;
+        loop {
+            let (key, rest) = match first_entry.take() {
+                Some(read) => read,
+                None => {
+                    let Some(&line) = self.lines.get(self.pos) else {
+                        break;
+                    };
+                    if line.indent < indent {
+                        break;
+                    }
+                    if line.indent > indent || is_entry_dash(line.text) {
+                        return None;
+                    }
+                    let read = entry(line.text)?;
+                    self.pos += 1;
+                    read
+                }
+            };
             let value = if rest.is_empty() {
                 self.nested(indent, true, depth)?
             } else {
@@ -277,13 +286,13 @@ fn is_entry_dash(text: &str) -> bool {
 /// value's text (empty if none). `None` for anything else, and for keys left to the slow path
 /// (merge keys, null keys, ...).
 fn entry(text: &str) -> Option<(String, &str)> {
-    let (node, rest) = if text.starts_with(['"', '\'']) {
+    let (name, rest) = if text.starts_with(['"', '\'']) {
         let (key, after) = quoted(text)?;
         let after = after.strip_prefix(':')?;
         if !(after.is_empty() || after.starts_with(' ')) {
             return None;
         }
-        (Node::Scalar(Scalar::Str(key)), after)
+        (key, after)
     } else {
         let (key, rest) = match find_colon_space(text) {
             Some(i) => (&text[..i], &text[i + 1..]),
@@ -292,15 +301,19 @@ fn entry(text: &str) -> Option<(String, &str)> {
         if key.len() > MAX_KEY_BYTES || !is_plain(key, false) || key == "<<" {
             return None;
         }
-        (Node::Scalar(resolve_plain(key)), rest)
+        let name = match resolve_plain_non_string(key) {
+            None => key.to_owned(),
+            Some(scalar) => match into_key(Node::Scalar(scalar)).ok()? {
+                Key::Name(name) => name,
+                Key::Merge => return None,
+            },
+        };
+        (name, rest)
     };
     if text.len() > MAX_KEY_BYTES + rest.len() {
         return None;
     }
-    match into_key(node).ok()? {
-        Key::Name(name) => Some((name, rest.trim_start_matches(' '))),
-        Key::Merge => None,
-    }
+    Some((name, rest.trim_start_matches(' ')))
 }
 
 /// The value written after `key: ` or `- ` on the same line.
@@ -320,7 +333,10 @@ fn plain_value(text: &str, in_flow: bool) -> Option<Value> {
     if !is_plain(text, in_flow) {
         return None;
     }
-    into_value(Node::Scalar(resolve_plain(text))).ok()
+    match resolve_plain_non_string(text) {
+        None => Some(Value::String(text.to_owned())),
+        Some(scalar) => into_value(Node::Scalar(scalar)).ok(),
+    }
 }
 
 /// `[a, "b", 'c']` on one line, items plain or quoted scalars.
@@ -348,7 +364,10 @@ fn flow_seq(text: &str) -> Option<Value> {
                 return None;
             }
         } else {
-            return after.strip_prefix(']')?.is_empty().then_some(Value::Array(items));
+            return after
+                .strip_prefix(']')?
+                .is_empty()
+                .then_some(Value::Array(items));
         }
     }
 }
