@@ -1957,6 +1957,62 @@ mod tests {
         assert_eq!(to_yaml_string(&json!("x\n")), "|\n  x\n");
         assert_eq!(to_yaml_string(&json!("on")), "\"on\"\n");
         assert_eq!(to_yaml_string(&json!("bell\u{7}")), "\"bell\\u0007\"\n");
+        // Numbers: YAML 1.1 floats need a dot before the exponent.
+        let numbers = json!([1e-7, 6.02e23, 1e300, -2.5e-10, 7, -3, 1.5, u64::MAX]);
+        assert_eq!(
+            to_yaml_string(&numbers),
+            "- 1.0e-7\n- 6.02e+23\n- 1.0e+300\n- -2.5e-10\n- 7\n- -3\n- 1.5\n- 18446744073709551615\n"
+        );
+        let mut stream = String::new();
+        push_yaml(&mut stream, &json!({"a": 1}));
+        push_yaml(&mut stream, &json!(["b"]));
+        assert_eq!(stream, "a: 1\n- b\n");
+    }
+
+    /// `is_plain_safe` as it was before its one-pass rewrite (allocating `resolve_plain`,
+    /// `contains` for `: ` and ` #`, `chars().all(is_printable)`).
+    fn is_plain_safe_reference(s: &str) -> bool {
+        let Some(first) = s.chars().next() else {
+            return false;
+        };
+        let second = s.chars().nth(1);
+        let numeric_start = first.is_ascii_digit()
+            || (matches!(first, '+' | '-' | '.')
+                && second.is_some_and(|c| c.is_ascii_digit() || c == '.'));
+        matches!(resolve_plain(s), Scalar::Str(_))
+            && !numeric_start
+            && !matches!(s, "<<" | "=")
+            && !"-?:,[]{}#&*!|>'\"%@`".contains(first)
+            && !first.is_whitespace()
+            && !s.ends_with(char::is_whitespace)
+            && !s.ends_with(':')
+            && !s.contains(": ")
+            && !s.contains(" #")
+            && s.chars().all(is_printable)
+    }
+
+    #[test]
+    fn plain_safety_as_before() {
+        for s in TRICKY {
+            assert_eq!(is_plain_safe(s), is_plain_safe_reference(s), "{s:?}");
+        }
+        let alphabet: Vec<char> =
+            "ab yYnNtTfFoO~01x_.+-:#?,[]{}&*!|>'\"%@`\t\r\n\u{7f}\u{85}\u{a0}é\u{2028}\u{feff}🎉"
+                .chars()
+                .collect();
+        let mut seed: u64 = 0xD1B5_4A32_D192_ED03;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            usize::try_from(seed % 1_000_003).unwrap_or_default()
+        };
+        for _ in 0..50_000 {
+            let s: String = (0..next() % 8)
+                .map(|_| alphabet[next() % alphabet.len()])
+                .collect();
+            assert_eq!(is_plain_safe(&s), is_plain_safe_reference(&s), "{s:?}");
+        }
     }
 
     #[test]
