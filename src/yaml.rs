@@ -13,12 +13,15 @@
 //! as what we meant in Go and in Rust tools alike.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use base64::Engine as _;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Tag};
 use serde_json::{Map, Number, Value};
+
+mod fast;
 
 /// What one materialised node costs besides its text, in the estimated bytes the alias budget
 /// counts: a `serde_json::Value` is 80 bytes with `preserve_order`, a map entry adds its hash,
@@ -242,7 +245,82 @@ pub fn parse_first_document_within(text: &str, budget: &AliasBudget) -> Result<V
     Ok(load(text, 1, budget)?.pop().unwrap_or(Value::Null))
 }
 
+/// Reads documents with [`fast`] where it can and with saphyr where it cannot, with the result
+/// (values, errors and their positions) of reading the whole stream with saphyr.
+///
+/// A document [`fast`] gives up on is parsed alone with saphyr, against a copy of the budget
+/// charged only if it succeeds; if that fails too, saphyr reads the rest of the stream from that
+/// document on, so the error is the one the stream gives there.
 fn load(text: &str, max_documents: usize, budget: &AliasBudget) -> Result<Vec<Value>, YamlError> {
+    let mut documents = Vec::new();
+    for chunk in fast::split(text) {
+        if documents.len() >= max_documents {
+            break;
+        }
+        let (start, line) = match chunk {
+            fast::Chunk::Document {
+                start,
+                body,
+                end,
+                line,
+                explicit,
+            } => match fast::document(&text[body..end]) {
+                Some(Some(value)) => {
+                    documents.push(value);
+                    continue;
+                }
+                Some(None) => {
+                    if explicit {
+                        documents.push(Value::Null);
+                    }
+                    continue;
+                }
+                None => match load_alone(&text[start..end], line, budget) {
+                    Some(value) => {
+                        documents.push(value);
+                        continue;
+                    }
+                    None => (start, line),
+                },
+            },
+            fast::Chunk::Rest { start, line } => (start, line),
+        };
+        let rest = max_documents - documents.len();
+        documents.extend(load_events(&text[start..], line, rest, budget)?);
+        break;
+    }
+    Ok(documents)
+}
+
+/// One document's text (with its `---` line, if any) read alone by saphyr; `None` if that does
+/// not give exactly one document, or fails.
+fn load_alone(text: &str, line: usize, budget: &AliasBudget) -> Option<Value> {
+    // saphyr stops at a NUL as at the end of the stream: only the whole rest reads the same.
+    if text.contains('\0') {
+        return None;
+    }
+    let trial = budget.fork();
+    let before = trial.used();
+    let mut documents = load_events(text, line, usize::MAX, &trial).ok()?;
+    if documents.len() != 1 {
+        return None;
+    }
+    budget.charge(trial.used() - before).ok()?;
+    documents.pop()
+}
+
+/// saphyr's reading of `text`, which starts at line `line_offset` (0-based) of the stream.
+fn load_events(
+    text: &str,
+    line_offset: usize,
+    max_documents: usize,
+    budget: &AliasBudget,
+) -> Result<Vec<Value>, YamlError> {
+    let error_at = |mark: &Marker, kind| {
+        let mut error = error_at(mark, kind);
+        error.line += line_offset;
+        error
+    };
     let mut loader = Loader::new(budget);
     let mut documents = Vec::new();
     for next in Parser::new_from_str(text) {
@@ -355,12 +433,12 @@ impl<'b> Loader<'b> {
         match event {
             Event::Scalar(text, style, anchor, tag) => {
                 let tag = tag.as_deref().map(full_tag);
+                let size = NODE_COST.saturating_add(u64::try_from(text.len()).unwrap_or(u64::MAX));
                 let node = if is_merge_key(&text, style, tag.as_deref()) {
                     Node::MergeKey
                 } else {
-                    Node::Scalar(resolve_scalar(&text, style, tag.as_deref())?)
+                    Node::Scalar(resolve_scalar(text, style, tag.as_deref())?)
                 };
-                let size = NODE_COST.saturating_add(u64::try_from(text.len()).unwrap_or(u64::MAX));
                 self.finish(node, size, anchor)
             }
             Event::Alias(id) => {
@@ -496,26 +574,29 @@ fn is_merge_key(text: &str, style: ScalarStyle, tag: Option<&str>) -> bool {
         }
 }
 
+/// Takes the scalar's text by value: a string keeps saphyr's allocation instead of a copy.
 fn resolve_scalar(
-    text: &str,
+    text: std::borrow::Cow<'_, str>,
     style: ScalarStyle,
     tag: Option<&str>,
 ) -> Result<Scalar, YamlErrorKind> {
     let Some(tag) = tag else {
         // Quoted and block scalars are always strings.
         return Ok(match style {
-            ScalarStyle::Plain => resolve_plain(text),
-            _ => Scalar::Str(text.to_owned()),
+            ScalarStyle::Plain => {
+                resolve_plain_non_string(&text).unwrap_or_else(|| Scalar::Str(text.into_owned()))
+            }
+            _ => Scalar::Str(text.into_owned()),
         });
     };
     match tag.strip_prefix(CORE_TAG_PREFIX) {
-        Some("binary") => decode_binary(text).map(Scalar::Str),
+        Some("binary") => decode_binary(&text).map(Scalar::Str),
         Some(kind @ ("null" | "bool" | "int" | "float" | "timestamp")) => {
-            resolve_tagged(kind, text)
+            resolve_tagged(kind, &text)
         }
         // `!!str`, and tags go-yaml cannot resolve (`!!map` on a scalar, local `!foo`, the
         // non-specific `!`): the text is kept as a string.
-        _ => Ok(Scalar::Str(text.to_owned())),
+        _ => Ok(Scalar::Str(text.into_owned())),
     }
 }
 
@@ -545,49 +626,53 @@ fn resolve_tagged(kind: &str, text: &str) -> Result<Scalar, YamlErrorKind> {
 /// `strconv.ParseInt(s, 0, 64)` accepts `0x`, `0o`, `0b` prefixes and `0`-prefixed octal.
 /// v2 has no sexagesimal numbers; timestamps stay strings when decoding into interface{}.
 fn resolve_plain(text: &str) -> Scalar {
+    resolve_plain_non_string(text).unwrap_or_else(|| Scalar::Str(text.to_owned()))
+}
+
+/// [`resolve_plain`] without copying the text of a string (`None`): the emitter asks this of
+/// every string it writes.
+fn resolve_plain_non_string(text: &str) -> Option<Scalar> {
     let Some(&first) = text.as_bytes().first() else {
-        return Scalar::Null;
+        return Some(Scalar::Null);
     };
     // v2 only looks further at scalars whose first byte can start a non-string.
     if !first.is_ascii_digit() && !b"+-.yYnNtTfFoO~".contains(&first) {
-        return Scalar::Str(text.to_owned());
+        return None;
     }
     match text {
-        "~" | "null" | "Null" | "NULL" => return Scalar::Null,
+        "~" | "null" | "Null" | "NULL" => return Some(Scalar::Null),
         "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => {
-            return Scalar::Bool(true);
+            return Some(Scalar::Bool(true));
         }
         "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE" => {
-            return Scalar::Bool(false);
+            return Some(Scalar::Bool(false));
         }
-        ".nan" | ".NaN" | ".NAN" => return Scalar::Float(f64::NAN),
+        ".nan" | ".NaN" | ".NAN" => return Some(Scalar::Float(f64::NAN)),
         ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-            return Scalar::Float(f64::INFINITY);
+            return Some(Scalar::Float(f64::INFINITY));
         }
-        "-.inf" | "-.Inf" | "-.INF" => return Scalar::Float(f64::NEG_INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Some(Scalar::Float(f64::NEG_INFINITY)),
         _ => {}
     }
     match first {
-        b'.' => parse_float(text).map_or_else(|| Scalar::Str(text.to_owned()), Scalar::Float),
+        b'.' => parse_float(text).map(Scalar::Float),
         b'+' | b'-' | b'0'..=b'9' => {
             let plain = text.replace('_', "");
             if let Some(i) = parse_go_int(&plain) {
-                Scalar::Int(i)
+                Some(Scalar::Int(i))
             } else if let Some(u) = parse_go_uint(&plain) {
-                Scalar::Uint(u)
+                Some(Scalar::Uint(u))
             } else if let Some(f) = parse_float(&plain) {
-                Scalar::Float(f)
-            } else if let Some(i) = plain
-                .strip_prefix("0b")
-                .and_then(|rest| parse_radix_int(rest, 2))
-            {
-                // v2's fallback for old Go: `0b` followed by a signed binary number.
-                Scalar::Int(i)
+                Some(Scalar::Float(f))
             } else {
-                Scalar::Str(text.to_owned())
+                // v2's fallback for old Go: `0b` followed by a signed binary number.
+                plain
+                    .strip_prefix("0b")
+                    .and_then(|rest| parse_radix_int(rest, 2))
+                    .map(Scalar::Int)
             }
         }
-        _ => Scalar::Str(text.to_owned()),
+        _ => None,
     }
 }
 
@@ -883,16 +968,27 @@ fn go_float32_string(f: f64) -> String {
 /// double-quoted.
 pub fn to_yaml_string(value: &Value) -> String {
     let mut out = String::new();
-    match value {
-        Value::Object(map) if !map.is_empty() => write_map(&mut out, map, 0, false),
-        Value::Array(items) if !items.is_empty() => write_seq(&mut out, items, 0, false),
-        scalar => write_scalar(&mut out, scalar, 2),
-    }
+    push_yaml(&mut out, value);
     out
 }
 
-fn indent(out: &mut String, width: usize) {
-    out.extend(std::iter::repeat_n(' ', width));
+/// [`to_yaml_string`] appended to `out`: a stream of documents is written into one buffer
+/// instead of one growing `String` per document.
+pub fn push_yaml(out: &mut String, value: &Value) {
+    match value {
+        Value::Object(map) if !map.is_empty() => write_map(out, map, 0, false),
+        Value::Array(items) if !items.is_empty() => write_seq(out, items, 0, false),
+        scalar => write_scalar(out, scalar, 2),
+    }
+}
+
+fn indent(out: &mut String, mut width: usize) {
+    const SPACES: &str = "                                                                ";
+    while width > 0 {
+        let n = width.min(SPACES.len());
+        out.push_str(&SPACES[..n]);
+        width -= n;
+    }
 }
 
 /// `inline_first`: the cursor already sits after a `- ` at this indentation.
@@ -902,7 +998,7 @@ fn write_map(out: &mut String, map: &Map<String, Value>, width: usize, inline_fi
             indent(out, width);
         }
         // Simple keys are limited to 1024 characters; longer ones need the explicit `? ` form.
-        if key.chars().count() > 512 {
+        if key.len() > 512 && key.chars().count() > 512 {
             out.push_str("? ");
             write_quoted(out, key);
             out.push('\n');
@@ -951,13 +1047,14 @@ fn write_scalar(out: &mut String, value: &Value, width: usize) {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => {
-            let text = n.to_string();
-            match text.split_once('e') {
-                // YAML 1.1 floats need a dot (PyYAML reads `1e-7` as a string).
-                Some((mantissa, exponent)) if !mantissa.contains('.') => {
-                    out.push_str(&format!("{mantissa}.0e{exponent}"));
-                }
-                _ => out.push_str(&text),
+            let start = out.len();
+            // Writing to a `String` cannot fail.
+            let _ = write!(out, "{n}");
+            // YAML 1.1 floats need a dot (PyYAML reads `1e-7` as a string).
+            if let Some(e) = out[start..].find('e')
+                && !out[start..start + e].contains('.')
+            {
+                out.insert_str(start + e, ".0");
             }
         }
         Value::Object(_) => out.push_str("{}"),
@@ -997,16 +1094,53 @@ fn is_plain_safe(s: &str) -> bool {
     let numeric_start = first.is_ascii_digit()
         || (matches!(first, '+' | '-' | '.')
             && second.is_some_and(|c| c.is_ascii_digit() || c == '.'));
-    matches!(resolve_plain(s), Scalar::Str(_))
-        && !numeric_start
+    !numeric_start
         && !matches!(s, "<<" | "=")
-        && !"-?:,[]{}#&*!|>'\"%@`".contains(first)
+        && !matches!(
+            first,
+            '-' | '?'
+                | ':'
+                | ','
+                | '['
+                | ']'
+                | '{'
+                | '}'
+                | '#'
+                | '&'
+                | '*'
+                | '!'
+                | '|'
+                | '>'
+                | '\''
+                | '"'
+                | '%'
+                | '@'
+                | '`'
+        )
         && !first.is_whitespace()
         && !s.ends_with(char::is_whitespace)
         && !s.ends_with(':')
-        && !s.contains(": ")
-        && !s.contains(" #")
-        && s.chars().all(is_printable)
+        && plain_body_ok(s)
+        && resolve_plain_non_string(s).is_none()
+}
+
+/// No `: `, no ` #` and only printable characters in `s`: one pass over the bytes while they are
+/// ASCII, as almost all are.
+fn plain_body_ok(s: &str) -> bool {
+    let mut previous = 0;
+    for &b in s.as_bytes() {
+        match b {
+            b' ' if previous == b':' => return false,
+            b'#' if previous == b' ' => return false,
+            b' '..=b'~' => {}
+            0x80.. => {
+                return !s.contains(": ") && !s.contains(" #") && s.chars().all(is_printable);
+            }
+            _ => return false,
+        }
+        previous = b;
+    }
+    true
 }
 
 fn is_block_safe(s: &str) -> bool {
@@ -1823,6 +1957,62 @@ mod tests {
         assert_eq!(to_yaml_string(&json!("x\n")), "|\n  x\n");
         assert_eq!(to_yaml_string(&json!("on")), "\"on\"\n");
         assert_eq!(to_yaml_string(&json!("bell\u{7}")), "\"bell\\u0007\"\n");
+        // Numbers: YAML 1.1 floats need a dot before the exponent.
+        let numbers = json!([1e-7, 6.02e23, 1e300, -2.5e-10, 7, -3, 1.5, u64::MAX]);
+        assert_eq!(
+            to_yaml_string(&numbers),
+            "- 1.0e-7\n- 6.02e+23\n- 1.0e+300\n- -2.5e-10\n- 7\n- -3\n- 1.5\n- 18446744073709551615\n"
+        );
+        let mut stream = String::new();
+        push_yaml(&mut stream, &json!({"a": 1}));
+        push_yaml(&mut stream, &json!(["b"]));
+        assert_eq!(stream, "a: 1\n- b\n");
+    }
+
+    /// `is_plain_safe` as it was before its one-pass rewrite (allocating `resolve_plain`,
+    /// `contains` for `: ` and ` #`, `chars().all(is_printable)`).
+    fn is_plain_safe_reference(s: &str) -> bool {
+        let Some(first) = s.chars().next() else {
+            return false;
+        };
+        let second = s.chars().nth(1);
+        let numeric_start = first.is_ascii_digit()
+            || (matches!(first, '+' | '-' | '.')
+                && second.is_some_and(|c| c.is_ascii_digit() || c == '.'));
+        matches!(resolve_plain(s), Scalar::Str(_))
+            && !numeric_start
+            && !matches!(s, "<<" | "=")
+            && !"-?:,[]{}#&*!|>'\"%@`".contains(first)
+            && !first.is_whitespace()
+            && !s.ends_with(char::is_whitespace)
+            && !s.ends_with(':')
+            && !s.contains(": ")
+            && !s.contains(" #")
+            && s.chars().all(is_printable)
+    }
+
+    #[test]
+    fn plain_safety_as_before() {
+        for s in TRICKY {
+            assert_eq!(is_plain_safe(s), is_plain_safe_reference(s), "{s:?}");
+        }
+        let alphabet: Vec<char> =
+            "ab yYnNtTfFoO~01x_.+-:#?,[]{}&*!|>'\"%@`\t\r\n\u{7f}\u{85}\u{a0}é\u{2028}\u{feff}🎉"
+                .chars()
+                .collect();
+        let mut seed: u64 = 0xD1B5_4A32_D192_ED03;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            usize::try_from(seed % 1_000_003).unwrap_or_default()
+        };
+        for _ in 0..50_000 {
+            let s: String = (0..next() % 8)
+                .map(|_| alphabet[next() % alphabet.len()])
+                .collect();
+            assert_eq!(is_plain_safe(&s), is_plain_safe_reference(&s), "{s:?}");
+        }
     }
 
     #[test]

@@ -273,7 +273,7 @@ pub(crate) async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let out = avp_sidecar::secrets::vault::attributed(process_env.origin(), reads).await?;
     let mut text = String::new();
     for d in &out {
-        text.push_str(&avp_sidecar::yaml::to_yaml_string(d));
+        avp_sidecar::yaml::push_yaml(&mut text, d);
         text.push_str("---\n");
     }
     use std::io::Write;
@@ -470,7 +470,7 @@ pub(crate) async fn render(args: RenderCmdArgs) -> anyhow::Result<()> {
     let mut out = String::new();
     for d in &documents {
         out.push_str("---\n");
-        out.push_str(&avp_sidecar::yaml::to_yaml_string(d));
+        avp_sidecar::yaml::push_yaml(&mut out, d);
     }
     use std::io::Write;
     std::io::stdout().write_all(out.as_bytes())?;
