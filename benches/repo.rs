@@ -322,7 +322,10 @@ async fn main() {
     };
     for shape in shapes.iter().filter(|s| picked("BENCH_SHAPES", s.name)) {
         for (medium, base) in media.into_iter().filter(|(m, _)| picked("BENCH_MEDIA", m)) {
-            for (plugin, flow) in plugins.into_iter().filter(|(p, _)| picked("BENCH_PLUGINS", p)) {
+            for (plugin, flow) in plugins
+                .into_iter()
+                .filter(|(p, _)| picked("BENCH_PLUGINS", p))
+            {
                 let row = measure(shape, medium, base, plugin, rounds).await;
                 println!(
                     "| {} | {medium} | {plugin} ({flow}) | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} | {:.1} |",
