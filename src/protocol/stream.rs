@@ -72,7 +72,8 @@ where
     S: Stream<Item = Result<AppStreamRequest, tonic::Status>> + Unpin,
 {
     let mut file = match archive {
-        Some(path) => Some(tokio::io::BufWriter::new(
+        Some(path) => Some(tokio::io::BufWriter::with_capacity(
+            SPOOL_BUFFER,
             tokio::fs::File::create(path).await?,
         )),
         None => None,
@@ -138,12 +139,14 @@ where
     S: Stream<Item = Result<AppStreamRequest, tonic::Status>> + Unpin,
 {
     let mut file = match spool {
-        Some(path) => Some(tokio::io::BufWriter::new(
+        Some(path) => Some(tokio::io::BufWriter::with_capacity(
+            SPOOL_BUFFER,
             tokio::fs::File::create(path).await?,
         )),
         None => None,
     };
     let mut tx = Some(tx);
+    let mut block = Vec::new();
     let mut hasher = Sha256::new();
     let mut total: u64 = 0;
     let mut cut_at_cap = false;
@@ -162,11 +165,15 @@ where
         if let Some(file) = file.as_mut() {
             file.write_all(&f.chunk).await?;
         }
-        if let Some(sender) = &tx
-            && sender.send(f.chunk).await.is_err()
-        {
-            tx = None;
+        if tx.is_some() {
+            block.extend_from_slice(&f.chunk);
+            if block.len() >= FORWARD_BLOCK {
+                forward(&mut tx, std::mem::take(&mut block)).await;
+            }
         }
+    }
+    if !block.is_empty() {
+        forward(&mut tx, block).await;
     }
     drop(tx);
     let spooled = match file.as_mut() {
@@ -188,6 +195,23 @@ where
         spooled,
     })
 }
+
+/// Bytes gathered before they go to [`receive_forwarding`]'s receiver: the repo-server sends
+/// 1 KiB chunks, and waking a blocking reader for each cost more than what it did with them.
+const FORWARD_BLOCK: usize = 64 << 10;
+
+/// Sends `block` to the receiver, forgetting a receiver that has gone away.
+async fn forward(tx: &mut Option<tokio::sync::mpsc::Sender<Vec<u8>>>, block: Vec<u8>) {
+    if let Some(sender) = tx.as_ref()
+        && sender.send(block).await.is_err()
+    {
+        *tx = None;
+    }
+}
+
+/// Writes of the spooled archive, buffered: each write of a `tokio::fs::File` is a trip to a
+/// blocking thread.
+const SPOOL_BUFFER: usize = 256 << 10;
 
 /// Consumes and discards the rest of the stream. Called before answering with an error: a Go
 /// client that is still sending would otherwise see only `EOF` and lose our message.

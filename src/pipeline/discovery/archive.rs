@@ -144,6 +144,8 @@ impl Index {
             .map_err(|e| format!("unreadable archive: {e}"))?;
         let mut count: u64 = 0;
         let mut total: u64 = 0;
+        // One read buffer for the pass (a fresh 64 KiB per file cost more than the search).
+        let mut buf = vec![0u8; READ_CHUNK + CARRY];
         for entry in entries {
             let mut entry = entry.map_err(|e| format!("unreadable archive: {e}"))?;
             count += 1;
@@ -192,7 +194,7 @@ impl Index {
                 continue;
             }
             let is_kustomization = KUSTOMIZATION_FILES.contains(&file_name);
-            let found = search(&mut entry, is_kustomization, limits)
+            let found = search(&mut entry, is_kustomization, limits, &mut buf)
                 .map_err(|e| format!("unreadable archive: {e}"))?;
             if let Some(text) = found.kustomization {
                 for target in outside_refs(&parent, &text) {
@@ -419,11 +421,12 @@ struct Searched {
 }
 
 /// Searches one entry for a marker, reading at most `max_file_bytes`. A file with a NUL byte in
-/// its first read is binary and not searched.
+/// its first read is binary and not searched. `buf` is scratch of `READ_CHUNK + CARRY` bytes.
 fn search(
     entry: &mut impl Read,
     keep_text: bool,
     limits: &ScanLimits,
+    buf: &mut [u8],
 ) -> std::io::Result<Searched> {
     let mut out = Searched {
         marker: false,
@@ -431,7 +434,6 @@ fn search(
         kustomization: None,
     };
     let mut kept: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; READ_CHUNK + CARRY];
     let mut carry = 0usize;
     let mut read: u64 = 0;
     let mut first = true;
@@ -476,10 +478,13 @@ fn search(
     Ok(out)
 }
 
+/// Whether `hay` holds a marker. Every byte of a repository goes through here on the first
+/// MatchRepository of a commit, so the search is memchr's vectorised one (a byte loop ran at
+/// ~50 MB/s, slower than inflating the archive).
 fn contains_marker(hay: &[u8]) -> bool {
-    hay.iter()
-        .enumerate()
-        .any(|(i, &b)| (b == b'<' || b == b'a') && MARKERS.iter().any(|m| hay[i..].starts_with(m)))
+    static FINDERS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 2]> =
+        std::sync::LazyLock::new(|| MARKERS.map(memchr::memmem::Finder::new));
+    FINDERS.iter().any(|f| f.find(hay).is_some())
 }
 
 /// The paths a kustomization in `dir` names outside `dir`: every word of its text (split at
