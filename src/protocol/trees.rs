@@ -324,6 +324,16 @@ impl TreeCache {
         self.lock().bytes
     }
 
+    /// Forgets the tree of `key` (extracted ahead of a need that did not come); it is removed
+    /// once no request holds it.
+    pub fn forget(&self, key: &TreeKey) {
+        let mut inner = self.lock();
+        if let Some(slot) = inner.map.remove(key) {
+            inner.bytes = inner.bytes.saturating_sub(slot.cost.unwrap_or(0));
+            Self::publish(&inner);
+        }
+    }
+
     /// Forgets every tree (shutdown); each is removed once no request holds it.
     pub fn clear(&self) {
         let mut inner = self.lock();
@@ -552,6 +562,34 @@ mod tests {
             .expect("read")
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_tree_leaves_the_cache_and_its_slot_frees() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tgz = archive(dir.path(), &[("a/f", "x")]);
+        let cache = TreeCache::new(&dir.path().join("trees"), 8, 1 << 30).expect("new");
+        assert!(cache.prefetch_slot(&key(1)).is_some(), "nothing there yet");
+        let (held, _) = cache
+            .get_or_extract(&key(1), &tgz, UnpackOptions::default())
+            .await
+            .expect("1");
+        assert!(cache.prefetch_slot(&key(1)).is_none(), "already extracted");
+        cache.forget(&key(1));
+        assert!(cache.ready(&key(1)).is_none());
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
+        assert!(held.path().join("a/f").is_file(), "still there while held");
+        let path = held.path().to_path_buf();
+        drop(held);
+        assert!(!path.exists(), "removed once released");
+        let slots: Vec<_> = (2..=4)
+            .filter_map(|n| cache.prefetch_slot(&key(n)))
+            .collect();
+        assert_eq!(
+            slots.len(),
+            PREFETCH_SLOTS,
+            "prefetches at once are bounded"
+        );
     }
 
     #[tokio::test]

@@ -364,12 +364,16 @@ impl CmpService {
         })
     }
 
-    /// Extracts a verified, spooled archive into the tree cache in the background, after the
-    /// MatchRepository that received it has answered. Argo sends GenerateManifest right after a
-    /// MatchRepository of an app this plugin renders: it then finds the tree extracted or
-    /// being extracted (and waits for it) instead of starting only then. A failure is left to
-    /// that GenerateManifest, which extracts (and reports) itself.
-    fn prefetch_tree(&self, prefetch: Prefetch) {
+    /// Extracts a verified, spooled archive into the tree cache in the background, while the
+    /// MatchRepository that received it finishes its scan and answers. Argo sends
+    /// GenerateManifest right after a MatchRepository of an app this plugin renders: it then
+    /// finds the tree extracted or being extracted (and waits for it) instead of starting only
+    /// then. The match sends through the returned channel whether the app is one this plugin
+    /// renders; if not (or if the match ended without saying), a tree extracted here is dropped
+    /// from the cache again, so repositories nobody renders here do not evict those in use. A
+    /// failure is left to the GenerateManifest, which extracts (and reports) itself.
+    fn prefetch_tree(&self, prefetch: Prefetch) -> tokio::sync::oneshot::Sender<bool> {
+        let (keep_tx, keep_rx) = tokio::sync::oneshot::channel();
         let shared = self.shared.clone();
         let opts = UnpackOptions {
             preserve_file_mode: self.plugin.preserve_file_mode,
@@ -384,25 +388,32 @@ impl CmpService {
                     slot,
                 } = prefetch;
                 let started = Instant::now();
-                match shared.trees.get_or_extract(&key, &archive, opts).await {
-                    Ok((_, true)) => {
+                let result = shared.trees.get_or_extract(&key, &archive, opts).await;
+                drop((workdir, slot));
+                let keep = keep_rx.await.unwrap_or(false);
+                match result {
+                    Ok((_, true)) if keep => {
                         metrics::UNPACK_SECONDS.observe([], started.elapsed());
                         metrics::TREE_PREFETCHES.inc([]);
                         tracing::debug!(ms = millis(started.elapsed()), "repository prefetched");
                     }
+                    Ok((_, true)) => {
+                        shared.trees.forget(&key);
+                        tracing::debug!("repository prefetched but not needed: dropped");
+                    }
                     Ok((_, false)) => {}
                     Err(err) => tracing::debug!(error = %err, "repository prefetch failed"),
                 }
-                drop((workdir, slot));
             }
             .in_current_span(),
         );
+        keep_tx
     }
 
     /// MatchRepository of a built-in plugin, decided from the archive as it streams in
     /// (`discovery::archive`), or from the index of an earlier pass over the same archive (the
-    /// other apps of a commit). Nothing is extracted before the answer; when the app is one
-    /// this plugin renders, the spooled archive is extracted into the tree cache afterwards
+    /// other apps of a commit). Once the stream has verified, the spooled archive is extracted
+    /// into the tree cache in the background, kept when the app is one this plugin renders
     /// ([`CmpService::prefetch_tree`], best effort: without a work dir or a free slot it is
     /// skipped). Its admission is a pool of its own (`Settings::match_slots`, waited for under
     /// the deadline, never refused): a scan holds a few reads' worth of memory and one blocking
@@ -497,7 +508,13 @@ impl CmpService {
                 settings.max_compressed_bytes,
             )
             .await?;
-            // The stream has verified against `checksum`: its index may be used and kept.
+            // The stream has verified against `checksum`: its spooled archive may be extracted
+            // now, while the scan ends (kept if the outcome is an app this plugin renders), and
+            // its index may be used and kept.
+            let keep_tree = match prefetch {
+                Some(prefetch) if forwarded.spooled => Some(self.prefetch_tree(prefetch)),
+                _ => None,
+            };
             let index = match (scan, known) {
                 (Some(task), _) => {
                     let index = Arc::new(task.await.map_err(|source| RequestError::Task {
@@ -515,14 +532,12 @@ impl CmpService {
                 (DiscoverMode::Off, _) | (_, None) => archive::Outcome::NoApp,
                 (_, Some(index)) => index.evaluate(&req),
             };
-            if let Some(prefetch) = prefetch
-                && forwarded.spooled
-                && matches!(
+            if let Some(keep_tree) = keep_tree {
+                let renders = matches!(
                     outcome,
                     archive::Outcome::Plain | archive::Outcome::Placeholders
-                )
-            {
-                self.prefetch_tree(prefetch);
+                );
+                let _ = keep_tree.send(renders);
             }
             let outcome = match outcome {
                 archive::Outcome::Plain | archive::Outcome::NoApp
