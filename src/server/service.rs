@@ -440,128 +440,7 @@ impl CmpService {
         } else {
             DiscoverMode::Off
         };
-        let job = async {
-            let _slot = match &settings.match_slots {
-                Some(slots) => Some(
-                    slots
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| RequestError::ShuttingDown)?,
-                ),
-                None => None,
-            };
-            let metadata = stream::receive_metadata(&mut stream).await?;
-            let env = RequestEnv::new(
-                metadata
-                    .env
-                    .iter()
-                    .map(|e| (e.name.clone(), e.value.clone())),
-            );
-            let span = tracing::Span::current();
-            span.record("app", env.app_name());
-            span.record("project", env.project());
-            let req = archive::ScanRequest {
-                app_rel_path: metadata.app_rel_path.clone(),
-                accept: builtin.render,
-                markers: mode == DiscoverMode::Placeholders,
-                extra: env
-                    .plugin(crate::pipeline::render::helm::HELM_VALUE_FILES)
-                    .unwrap_or("")
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|f| !f.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            };
-            let limits = archive::ScanLimits {
-                max_entries: settings.unpack_limits.max_entries,
-                max_bytes: settings.unpack_limits.max_extracted_bytes,
-                ..archive::ScanLimits::default()
-            };
-            let checksum = metadata.checksum.clone();
-            let markers = req.markers;
-            let known = self.shared.scan_indexes.get(&checksum, markers);
-            if mode != DiscoverMode::Off {
-                let result = if known.is_some() { "hit" } else { "miss" };
-                metrics::ARCHIVE_CACHE.inc(["scan_index", result]);
-            }
-            let prefetch = if mode == DiscoverMode::Off {
-                None
-            } else {
-                self.prefetch_spool(&checksum)
-            };
-            let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-            // With discovery off, or the archive's index already known, nothing is scanned: the
-            // receiver is dropped and chunks are only hashed (the stream is still read to its
-            // end, or Go's client fails its send).
-            let scan = (mode != DiscoverMode::Off && known.is_none()).then(move || {
-                tokio::task::spawn_blocking(move || {
-                    archive::Index::build(archive::ChannelReader::new(rx), markers, &limits)
-                })
-            });
-            let forwarded = stream::receive_forwarding(
-                &mut stream,
-                metadata,
-                tx,
-                prefetch.as_ref().map(|p| p.archive.as_path()),
-                settings.max_compressed_bytes,
-            )
-            .await?;
-            // The stream has verified against `checksum`: its spooled archive may be extracted
-            // now, while the scan ends (kept if the outcome is an app this plugin renders), and
-            // its index may be used and kept.
-            let keep_tree = match prefetch {
-                Some(prefetch) if forwarded.spooled => Some(self.prefetch_tree(prefetch)),
-                _ => None,
-            };
-            let index = match (scan, known) {
-                (Some(task), _) => {
-                    let index = Arc::new(task.await.map_err(|source| RequestError::Task {
-                        task: "discovery scan",
-                        source,
-                    })?);
-                    if !forwarded.cut_at_cap {
-                        self.shared.scan_indexes.insert(&checksum, index.clone());
-                    }
-                    Some(index)
-                }
-                (None, known) => known,
-            };
-            let outcome = match (mode, index) {
-                (DiscoverMode::Off, _) | (_, None) => archive::Outcome::NoApp,
-                (_, Some(index)) => index.evaluate(&req),
-            };
-            if let Some(keep_tree) = keep_tree {
-                let renders = matches!(
-                    outcome,
-                    archive::Outcome::Plain | archive::Outcome::Placeholders
-                );
-                let _ = keep_tree.send(renders);
-            }
-            let outcome = match outcome {
-                archive::Outcome::Plain | archive::Outcome::NoApp
-                    if forwarded.cut_at_cap && mode == DiscoverMode::Placeholders =>
-                {
-                    archive::Outcome::Unknown(format!(
-                        "compressed repository over {} bytes",
-                        settings.max_compressed_bytes
-                    ))
-                }
-                archive::Outcome::Plain
-                    if env.entries().iter().any(|(k, v)| {
-                        k.starts_with(crate::pipeline::context::PLUGIN_ENV_PREFIX)
-                            && archive::MARKERS
-                                .iter()
-                                .any(|m| v.as_bytes().windows(m.len()).any(|w| w == *m))
-                    }) =>
-                {
-                    archive::Outcome::Placeholders
-                }
-                other => other,
-            };
-            Ok::<_, RequestError>(outcome)
-        };
+        let job = self.discover(builtin, mode, &mut stream);
         let result = within(deadline, job).instrument(span.clone()).await;
         let _enter = span.enter();
         let outcome = match result {
@@ -595,6 +474,158 @@ impl CmpService {
             is_supported,
             is_discovery_enabled,
         }))
+    }
+
+    /// The discovery outcome of a MatchRepository: admission, metadata, then the archive
+    /// (`scan_archive`), and what the request's own env adds.
+    async fn discover<S>(
+        &self,
+        builtin: &crate::pipeline::plugin::Builtin,
+        mode: DiscoverMode,
+        stream: &mut S,
+    ) -> Result<archive::Outcome, RequestError>
+    where
+        S: Stream<Item = Result<AppStreamRequest, Status>> + Unpin,
+    {
+        let settings = &self.shared.settings;
+        let _slot = match &settings.match_slots {
+            Some(slots) => Some(
+                slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| RequestError::ShuttingDown)?,
+            ),
+            None => None,
+        };
+        let metadata = stream::receive_metadata(stream).await?;
+        let env = RequestEnv::new(
+            metadata
+                .env
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone())),
+        );
+        let span = tracing::Span::current();
+        span.record("app", env.app_name());
+        span.record("project", env.project());
+        let req = archive::ScanRequest {
+            app_rel_path: metadata.app_rel_path.clone(),
+            accept: builtin.render,
+            markers: mode == DiscoverMode::Placeholders,
+            extra: env
+                .plugin(crate::pipeline::render::helm::HELM_VALUE_FILES)
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        };
+        let (outcome, cut_at_cap) = self.scan_archive(stream, metadata, &req, mode).await?;
+        Ok(match outcome {
+            archive::Outcome::Plain | archive::Outcome::NoApp
+                if cut_at_cap && mode == DiscoverMode::Placeholders =>
+            {
+                archive::Outcome::Unknown(format!(
+                    "compressed repository over {} bytes",
+                    settings.max_compressed_bytes
+                ))
+            }
+            archive::Outcome::Plain
+                if env.entries().iter().any(|(k, v)| {
+                    k.starts_with(crate::pipeline::context::PLUGIN_ENV_PREFIX)
+                        && archive::MARKERS
+                            .iter()
+                            .any(|m| v.as_bytes().windows(m.len()).any(|w| w == *m))
+                }) =>
+            {
+                archive::Outcome::Placeholders
+            }
+            other => other,
+        })
+    }
+
+    /// Receives the archive and decides `req` from it: from the index of an earlier pass over
+    /// the same archive, or from a pass over this stream (kept once the stream has verified).
+    /// Spools the archive for [`CmpService::prefetch_tree`] when its tree is not there yet.
+    /// Also returns whether the stream was over the forwarding cap.
+    async fn scan_archive<S>(
+        &self,
+        stream: &mut S,
+        metadata: crate::protocol::pb::ManifestRequestMetadata,
+        req: &archive::ScanRequest,
+        mode: DiscoverMode,
+    ) -> Result<(archive::Outcome, bool), RequestError>
+    where
+        S: Stream<Item = Result<AppStreamRequest, Status>> + Unpin,
+    {
+        let settings = &self.shared.settings;
+        let limits = archive::ScanLimits {
+            max_entries: settings.unpack_limits.max_entries,
+            max_bytes: settings.unpack_limits.max_extracted_bytes,
+            ..archive::ScanLimits::default()
+        };
+        let checksum = metadata.checksum.clone();
+        let markers = req.markers;
+        let known = self.shared.scan_indexes.get(&checksum, markers);
+        if mode != DiscoverMode::Off {
+            let result = if known.is_some() { "hit" } else { "miss" };
+            metrics::ARCHIVE_CACHE.inc(["scan_index", result]);
+        }
+        let prefetch = if mode == DiscoverMode::Off {
+            None
+        } else {
+            self.prefetch_spool(&checksum)
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+        // With discovery off, or the archive's index already known, nothing is scanned: the
+        // receiver is dropped and chunks are only hashed (the stream is still read to its end,
+        // or Go's client fails its send).
+        let scan = (mode != DiscoverMode::Off && known.is_none()).then(move || {
+            tokio::task::spawn_blocking(move || {
+                archive::Index::build(archive::ChannelReader::new(rx), markers, &limits)
+            })
+        });
+        let forwarded = stream::receive_forwarding(
+            stream,
+            metadata,
+            tx,
+            prefetch.as_ref().map(|p| p.archive.as_path()),
+            settings.max_compressed_bytes,
+        )
+        .await?;
+        // The stream has verified against `checksum`: its spooled archive may be extracted now,
+        // while the scan ends (kept if the outcome is an app this plugin renders), and its
+        // index may be used and kept.
+        let keep_tree = match prefetch {
+            Some(prefetch) if forwarded.spooled => Some(self.prefetch_tree(prefetch)),
+            _ => None,
+        };
+        let index = match (scan, known) {
+            (Some(task), _) => {
+                let index = Arc::new(task.await.map_err(|source| RequestError::Task {
+                    task: "discovery scan",
+                    source,
+                })?);
+                if !forwarded.cut_at_cap {
+                    self.shared.scan_indexes.insert(&checksum, index.clone());
+                }
+                Some(index)
+            }
+            (None, known) => known,
+        };
+        let outcome = match (mode, index) {
+            (DiscoverMode::Off, _) | (_, None) => archive::Outcome::NoApp,
+            (_, Some(index)) => index.evaluate(req),
+        };
+        if let Some(keep_tree) = keep_tree {
+            let renders = matches!(
+                outcome,
+                archive::Outcome::Plain | archive::Outcome::Placeholders
+            );
+            let _ = keep_tree.send(renders);
+        }
+        Ok((outcome, forwarded.cut_at_cap))
     }
 }
 
