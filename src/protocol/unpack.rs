@@ -92,7 +92,7 @@ pub fn unpack(
 ) -> Result<UnpackStats, UnpackError> {
     let dest = fs::canonicalize(dest).map_err(io_err(dest))?;
     let file = File::open(archive).map_err(io_err(archive))?;
-    let mut tar = tar::Archive::new(InflateAhead::spawn(file));
+    let mut tar = tar::Archive::new(InflateAhead::spawn(file).map_err(io_err(archive))?);
     let limits = opts.limits;
     let mut stats = UnpackStats::default();
     let mut known = KnownDirs::default();
@@ -185,64 +185,68 @@ const INFLATE_AHEAD: usize = 4;
 
 /// A reader of the decompressed archive, inflated by a thread of its own: gunzip takes about a
 /// third of an extraction and writing files the rest, so the two overlap (as `tar xzf` does with
-/// its `gzip` process). Dropping the reader stops the thread at its next block.
+/// its `gzip` process). Dropping the reader stops the thread at its next block. The end of the
+/// stream is an empty block, so a thread that ended without sending it (it cannot, short of a
+/// panic) is an error, never a shorter archive.
 struct InflateAhead {
     rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
     block: Vec<u8>,
     pos: usize,
+    ended: bool,
 }
 
 impl InflateAhead {
-    fn spawn(file: File) -> Self {
+    fn spawn(file: File) -> io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::sync_channel(INFLATE_AHEAD);
-        std::thread::spawn(move || {
-            let mut gz = GzDecoder::new(BufReader::with_capacity(64 << 10, file));
-            loop {
-                let mut block = vec![0u8; INFLATE_BLOCK];
-                let mut filled = 0;
-                let result = loop {
-                    match gz.read(&mut block[filled..]) {
-                        Ok(0) => break Ok(()),
-                        Ok(n) => {
-                            filled += n;
-                            if filled == block.len() {
-                                break Ok(());
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(e),
+        std::thread::Builder::new()
+            .name("avp-inflate".to_owned())
+            .spawn(move || {
+                let mut gz = GzDecoder::new(BufReader::with_capacity(64 << 10, file));
+                loop {
+                    let block = fill_block(&mut gz);
+                    let last = !matches!(&block, Ok(b) if !b.is_empty());
+                    if tx.send(block).is_err() || last {
+                        return;
                     }
-                };
-                block.truncate(filled);
-                let last = filled == 0 || result.is_err();
-                let sent = match result {
-                    Ok(()) if filled == 0 => Ok(()),
-                    Ok(()) => tx.send(Ok(block)),
-                    Err(e) => tx.send(Err(e)),
-                };
-                if last || sent.is_err() {
-                    return;
                 }
-            }
-        });
-        Self {
+            })?;
+        Ok(Self {
             rx,
             block: Vec::new(),
             pos: 0,
+            ended: false,
+        })
+    }
+}
+
+/// Up to [`INFLATE_BLOCK`] bytes from `reader`; empty at its end.
+fn fill_block(reader: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut block = vec![0u8; INFLATE_BLOCK];
+    let mut filled = 0;
+    while filled < block.len() {
+        match reader.read(&mut block[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
+    block.truncate(filled);
+    Ok(block)
 }
 
 impl Read for InflateAhead {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos >= self.block.len() {
-            match self.rx.recv() {
-                Ok(block) => {
-                    self.block = block?;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0), // the stream ended
+            if self.ended {
+                return Ok(0);
             }
+            let block = self.rx.recv().map_err(|_| {
+                io::Error::new(io::ErrorKind::UnexpectedEof, "inflating thread ended early")
+            })??;
+            self.ended = block.is_empty();
+            self.block = block;
+            self.pos = 0;
         }
         let n = out.len().min(self.block.len() - self.pos);
         out[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
@@ -451,6 +455,40 @@ mod tests {
             fs::read_link(dest.join("d/N")).expect("N"),
             PathBuf::from("../c")
         );
+    }
+
+    /// Files across several inflated blocks arrive whole; a cut stream is a corrupt archive,
+    /// never a shorter one.
+    #[test]
+    fn inflating_ahead_keeps_every_byte_and_reports_a_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big: Vec<u8> = (0..=u8::MAX).cycle().take(3 * INFLATE_BLOCK + 17).collect();
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for name in ["a/big.bin", "b/big.bin"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(big.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, big.as_slice()).expect("append");
+        }
+        let tgz = b.into_inner().expect("tar").finish().expect("gz");
+        let archive = dir.path().join("a.tgz");
+        fs::write(&archive, &tgz).expect("write");
+        let out = dir.path().join("out");
+        fs::create_dir(&out).expect("mkdir");
+        let stats = unpack(&archive, &out, &UnpackOptions::default()).expect("unpack");
+        assert_eq!(stats.files, 2);
+        assert_eq!(fs::read(out.join("b/big.bin")).expect("read"), big);
+
+        fs::write(&archive, &tgz[..tgz.len() / 2]).expect("write");
+        let cut = dir.path().join("cut");
+        fs::create_dir(&cut).expect("mkdir");
+        assert!(matches!(
+            unpack(&archive, &cut, &UnpackOptions::default()),
+            Err(UnpackError::Corrupt(_))
+        ));
     }
 
     #[test]
