@@ -140,8 +140,11 @@ bin=target/release/avp-sidecar
 [ -x "$bin" ] || bin=target/debug/avp-sidecar
 out=$("$bin" call --socket "$socket" --repo "$repo" --app-path app 2>&1) ||
   { echo "$out" >&2; docker logs "$container" >&2; say "FAILED: the CMP request"; exit 1; }
-echo "$out" | grep -q 'image-test' ||
+# Here-strings, not pipes: with pipefail, `grep -q` leaving at its first match can kill the
+# writer with SIGPIPE and fail a check that found what it looked for.
+grep -q 'image-test' <<<"$out" ||
   { echo "$out" >&2; say "FAILED: the manifests lack the rendered ConfigMap"; exit 1; }
-docker logs "$container" 2>&1 | grep -q '"msg":"serving"' ||
-  { docker logs "$container" >&2; say "FAILED: no JSON 'serving' log line"; exit 1; }
+logs=$(docker logs "$container" 2>&1)
+grep -q '"msg":"serving"' <<<"$logs" ||
+  { echo "$logs" >&2; say "FAILED: no JSON 'serving' log line"; exit 1; }
 say "OK: $tag rendered through $(basename "$socket") (read-only, uid 999, no capabilities)"
