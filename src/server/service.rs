@@ -88,6 +88,16 @@ impl CmpService {
     }
 }
 
+/// The request env the repo-server sent in the stream's metadata.
+fn request_env(metadata: &crate::protocol::pb::ManifestRequestMetadata) -> RequestEnv {
+    RequestEnv::new(
+        metadata
+            .env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone())),
+    )
+}
+
 /// An archive being spooled by a MatchRepository for extraction ahead of need.
 struct Prefetch {
     archive: PathBuf,
@@ -159,12 +169,7 @@ impl CmpService {
     {
         let settings = &self.shared.settings;
         let metadata = stream::receive_metadata(stream).await?;
-        let env = RequestEnv::new(
-            metadata
-                .env
-                .iter()
-                .map(|e| (e.name.clone(), e.value.clone())),
-        );
+        let env = request_env(&metadata);
         let cache_key =
             (use_cache && self.shared.render_cache.enabled()).then(|| self.cache_key(&metadata));
         let hit = cache_key.and_then(|key| self.shared.render_cache.get(&key));
@@ -499,12 +504,7 @@ impl CmpService {
             None => None,
         };
         let metadata = stream::receive_metadata(stream).await?;
-        let env = RequestEnv::new(
-            metadata
-                .env
-                .iter()
-                .map(|e| (e.name.clone(), e.value.clone())),
-        );
+        let env = request_env(&metadata);
         let span = tracing::Span::current();
         span.record("app", env.app_name());
         span.record("project", env.project());
