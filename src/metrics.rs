@@ -1024,17 +1024,20 @@ pub enum ChartFailure {
     /// Refused by the destination rules, the tool sandbox, or a `file://` outside the repository.
     Denied,
     Deadline,
+    /// The repository's index could not be downloaded.
+    Unreachable,
     /// Fetching off, `Chart.lock` out of sync, or anything else helm reported.
     Other,
 }
 
 impl ChartFailure {
-    pub const ALL: [ChartFailure; 6] = [
+    pub const ALL: [ChartFailure; 7] = [
         ChartFailure::NotFound,
         ChartFailure::Auth,
         ChartFailure::Tls,
         ChartFailure::Denied,
         ChartFailure::Deadline,
+        ChartFailure::Unreachable,
         ChartFailure::Other,
     ];
 
@@ -1045,6 +1048,7 @@ impl ChartFailure {
             ChartFailure::Tls => "tls",
             ChartFailure::Denied => "denied",
             ChartFailure::Deadline => "deadline",
+            ChartFailure::Unreachable => "unreachable",
             ChartFailure::Other => "other",
         }
     }

@@ -103,6 +103,7 @@ fn dependency_code(cause: &FetchCause) -> Code {
     match cause {
         FetchCause::Denied(_) | FetchCause::OutsideRepository => Code::PermissionDenied,
         FetchCause::Deadline => Code::DeadlineExceeded,
+        FetchCause::Unreachable => Code::Unavailable,
         FetchCause::NotFound => Code::NotFound,
         FetchCause::Auth | FetchCause::Tls | FetchCause::Off(_) | FetchCause::LockOutOfSync => {
             Code::FailedPrecondition
@@ -274,6 +275,7 @@ fn render_reason(e: &RenderError) -> Reason {
             FetchCause::Denied(_) | FetchCause::OutsideRepository => Reason::PolicyDenied,
             FetchCause::Deadline => Reason::Deadline,
             FetchCause::NotFound
+            | FetchCause::Unreachable
             | FetchCause::Auth
             | FetchCause::Tls
             | FetchCause::Off(_)

@@ -318,11 +318,39 @@ async fn refused_destinations_and_missing_charts_name_the_dependency() {
     let err = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
         .await
         .expect_err("missing");
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}\n{}", server.log());
     assert!(
         err.message()
             .contains("dependency redis 9.9.9 (repository http://charts.test:")
             && err.message().contains("not found in the repository"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn a_repository_nobody_listens_at_is_unavailable_naming_the_dependency() {
+    let port = {
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        gone.local_addr().expect("addr").port()
+    };
+    let url = format!("http://charts.test:{port}");
+    let repo = support::repo_of(&[]);
+    write_chart(
+        &repo.path().join("app"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[("redis", "1.2.3", &url, None)]),
+    );
+    let server = fetching_server(&[port], &[]);
+    let err = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
+        .await
+        .expect_err("nobody listens");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}\n{}", server.log());
+    assert!(
+        err.message().contains(&format!(
+            "chart web (app): dependency redis 1.2.3 (repository {url}): the repository's index could not be downloaded"
+        )),
         "{}",
         err.message()
     );

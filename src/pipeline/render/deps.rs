@@ -49,6 +49,12 @@ pub enum FetchCause {
     Denied(String),
     #[error("the deadline passed while fetching")]
     Deadline,
+    /// helm could not download the repository's index (connection refused or reset, a 5xx):
+    /// often passing, unlike a version the index does not list.
+    #[error(
+        "the repository's index could not be downloaded (helm's message is in the sidecar's log)"
+    )]
+    Unreachable,
     #[error("{0}; vendor the dependencies in charts/ (`helm dependency build`, commit charts/)")]
     Off(&'static str),
     #[error("the file:// path leaves the repository")]
@@ -70,6 +76,7 @@ impl FetchCause {
             Self::Tls => ChartFailure::Tls,
             Self::Denied(_) | Self::OutsideRepository => ChartFailure::Denied,
             Self::Deadline => ChartFailure::Deadline,
+            Self::Unreachable => ChartFailure::Unreachable,
             Self::Off(_) | Self::LockOutOfSync | Self::Failed => ChartFailure::Other,
         }
     }
@@ -280,6 +287,9 @@ fn classify(stderr: &str) -> FetchCause {
         "no such host",
     ]) {
         FetchCause::NotFound
+    } else if has(&["unable to get an update from"]) {
+        // helm goes on after a failed index download and then fails on the missing index.
+        FetchCause::Unreachable
     } else {
         FetchCause::Failed
     }
@@ -707,6 +717,20 @@ mod tests {
             FetchCause::NotFound
         );
         assert_eq!(classify("something odd"), FetchCause::Failed);
+        // helm 3.19 by hand, nothing listening at the repository's port.
+        assert_eq!(
+            classify(
+                "Getting updates for unmanaged Helm repositories...\n...Unable to get an update from the \"http://127.0.0.1:1\" chart repository:\n\tGet \"http://127.0.0.1:1/index.yaml\": dial tcp 127.0.0.1:1: connect: connection refused\nError: no cached repository for helm-manager-10d8 found. (try 'helm repo update'): open /h/helm-manager-10d8-index.yaml: no such file or directory"
+            ),
+            FetchCause::Unreachable
+        );
+        // An index that is not there is a repository that is not there.
+        assert_eq!(
+            classify(
+                "...Unable to get an update from the \"avp-1\" chart repository (http://charts.test):\n\tfailed to fetch http://charts.test/index.yaml : 404 Not Found"
+            ),
+            FetchCause::NotFound
+        );
         assert_eq!(
             classify(
                 "Error: the lock file (Chart.lock) is out of sync with the dependencies file (Chart.yaml). Please update the dependencies"
