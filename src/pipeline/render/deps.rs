@@ -265,10 +265,13 @@ fn classify(stderr: &str) -> FetchCause {
     } else if has(&["x509:", "certificate", "tls: "]) {
         FetchCause::Tls
     } else if has(&[
-        "401",
+        // Status codes only with their words: a bare "401" also matches our generated
+        // repository names (`avp-4016…`) and port numbers.
+        "status code 401",
         "unauthorized",
         "authentication required",
         "403 forbidden",
+        "status code 403",
     ]) {
         FetchCause::Auth
     } else if has(&["connect: permission denied", "operation not permitted"]) {
@@ -279,7 +282,7 @@ fn classify(stderr: &str) -> FetchCause {
     } else if has(&["permission denied"]) {
         FetchCause::Denied("the tool sandbox refused a file outside the request".to_owned())
     } else if has(&[
-        "404",
+        "status code 404",
         "not found",
         "no chart version found",
         "no chart name found",
@@ -717,6 +720,25 @@ mod tests {
             FetchCause::NotFound
         );
         assert_eq!(classify("something odd"), FetchCause::Failed);
+        // A generated repository name or a port with a status code's digits (CI saw this).
+        assert_eq!(
+            classify(
+                "...Successfully got an update from the \"avp-4016121fdb4c33ae\" chart repository\nError: can't get a valid version for 1 subchart(s): \"redis\" (repository \"http://charts.test:40143\", version \"9.9.9\")"
+            ),
+            FetchCause::NotFound
+        );
+        assert_eq!(
+            classify(
+                "Error: no cached repository for avp-4041aa found. (try 'helm repo update'): open /h/avp-4041aa-index.yaml: no such file or directory"
+            ),
+            FetchCause::Failed
+        );
+        assert_eq!(
+            classify(
+                "Error: GET \"https://reg.test/v2/c/pg/tags/list\": response status code 401: unauthorized: authentication required"
+            ),
+            FetchCause::Auth
+        );
         // helm 3.19 by hand, nothing listening at the repository's port.
         assert_eq!(
             classify(
