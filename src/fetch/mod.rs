@@ -248,13 +248,19 @@ impl ChartFetch {
 
     /// What one fetching tool run gets: a proxy session (the proxy starts on first use), the
     /// proxy and credential variables, and the operator files it may read. `scratch` is the
-    /// request's private directory (helm's repository cache goes there).
-    pub async fn run(&self, scratch: &std::path::Path) -> std::io::Result<FetchRun> {
+    /// request's private directory (helm's repository cache goes there). With `verified`
+    /// (a request whose stream is still arriving), the session connects nowhere before it is
+    /// `true`.
+    pub async fn run(
+        &self,
+        scratch: &std::path::Path,
+        verified: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> std::io::Result<FetchRun> {
         let proxy = self
             .proxy
             .get_or_try_init(|| proxy::Proxy::start(self.rules.clone(), self.resolve.clone()))
             .await?;
-        let session = proxy.session()?;
+        let session = proxy.session(verified)?;
         let url = session.url();
         let mut env: Vec<(String, String)> =
             ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"]
@@ -348,7 +354,7 @@ mod tests {
         .expect("build");
         assert_eq!(fetch.off, None);
         let scratch = dir.path().join("scratch");
-        let run = fetch.run(&scratch).await.expect("run");
+        let run = fetch.run(&scratch, None).await.expect("run");
         let env: HashMap<&str, &str> = run
             .env
             .iter()

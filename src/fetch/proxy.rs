@@ -35,6 +35,9 @@ const RELAY_LIMIT: Duration = Duration::from_secs(600);
 struct SessionState {
     denials: Vec<Denied>,
     connections: u64,
+    /// The run's request has not verified its stream yet: connections wait until it has
+    /// (`true`), and are refused if it never does.
+    verified: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 type Sessions = Arc<Mutex<HashMap<String, SessionState>>>;
@@ -131,12 +134,22 @@ impl Proxy {
         self.port
     }
 
-    /// A new session with a random token.
-    pub fn session(&self) -> std::io::Result<Session> {
+    /// A new session with a random token. With `verified`, its connections wait until that
+    /// is `true` (the request's stream has verified) before anything is resolved or connected.
+    pub fn session(
+        &self,
+        verified: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> std::io::Result<Session> {
         let mut raw = [0u8; 16];
         std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut raw)?;
         let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        lock(&self.sessions).insert(token.clone(), SessionState::default());
+        lock(&self.sessions).insert(
+            token.clone(),
+            SessionState {
+                verified,
+                ..SessionState::default()
+            },
+        );
         Ok(Session {
             token,
             port: self.port,
@@ -258,6 +271,20 @@ async fn serve(
         )
         .await;
     };
+    let verified = lock(sessions).get(&token).and_then(|s| s.verified.clone());
+    if let Some(mut verified) = verified
+        && !*verified.borrow()
+    {
+        tracing::debug!("fetch proxy: waiting for the request's archive to verify");
+        if verified.wait_for(|v| *v).await.is_err() {
+            return answer(
+                &mut conn,
+                "403 Forbidden",
+                "avp-sidecar fetch proxy: the request's archive did not verify",
+            )
+            .await;
+        }
+    }
     let connect = head.method == "CONNECT";
     let (authority, path) = if connect {
         (head.target.clone(), String::new())
@@ -426,7 +453,7 @@ mod tests {
         };
         let resolve = HashMap::from([("charts.test".to_owned(), "127.0.0.1".parse().expect("ip"))]);
         let proxy = Proxy::start(rules, resolve).await.expect("proxy");
-        let session = proxy.session().expect("session");
+        let session = proxy.session(None).expect("session");
         let auth = "Proxy-Authorization: Basic ";
         use base64::Engine;
         let cred =
@@ -465,5 +492,34 @@ mod tests {
         ))
         .await;
         assert!(ended.starts_with("HTTP/1.1 407"), "{ended}");
+
+        // A session of a request whose stream has not verified connects nowhere until it has,
+        // and never if it does not.
+        for verifies in [true, false] {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let session = proxy.session(Some(rx)).expect("session");
+            let cred =
+                base64::engine::general_purpose::STANDARD.encode(format!("avp:{}", session.token));
+            let call = tokio::spawn(send(format!(
+                "GET http://charts.test:{up_port}/gated HTTP/1.1\r\n{auth}{cred}\r\n\r\n"
+            )));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            assert_eq!(session.connections(), 0, "nothing before verification");
+            assert!(!call.is_finished());
+            if verifies {
+                tx.send_replace(true);
+            } else {
+                drop(tx);
+            }
+            let out = call.await.expect("join");
+            if verifies {
+                assert!(out.ends_with("saw GET /gated HTTP/1.1"), "{out}");
+                assert_eq!(session.connections(), 1);
+            } else {
+                assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+                assert!(out.contains("did not verify"), "{out}");
+                assert_eq!(session.connections(), 0);
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod repository {
 
 pub mod client;
 pub mod janitor;
+pub(crate) mod spool;
 pub(crate) mod stream;
 pub mod trees;
 pub mod unpack;

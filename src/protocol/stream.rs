@@ -1,14 +1,13 @@
 //! Receives the repo-server's client stream: one metadata message, then the gzip'd tarball in
 //! chunks of any size. The archive is spooled to a file inside the request's `WorkDir` while its
-//! sha256 is computed, so nothing is interpreted before the checksum has been verified.
-
-use std::path::Path;
+//! sha256 is computed. It may be read (scanned, extracted into a tree nobody sees yet) as it
+//! arrives, but nothing made from it is used or shared before the checksum has been verified.
 
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use super::pb::{AppStreamRequest, ManifestRequestMetadata, app_stream_request::Request};
+use super::spool::SpoolWriter;
 
 /// Why receiving the stream failed. Messages match Argo's where Argo has one.
 #[derive(Debug, thiserror::Error)]
@@ -60,24 +59,19 @@ where
     }
 }
 
-/// Spools the remaining file chunks to `archive` (or only hashes them, when `None`) and
-/// verifies the checksum from `metadata`.
+/// Spools the remaining file chunks to `spool` (or only hashes them, when `None`) and
+/// verifies the checksum from `metadata`. The spool is complete (its reader sees the end) once
+/// every chunk has arrived, before the checksum is compared: what was read from it may be used
+/// only once this has returned `Ok`.
 pub(crate) async fn receive_archive<S>(
     stream: &mut S,
     metadata: ManifestRequestMetadata,
-    archive: Option<&Path>,
+    mut spool: Option<SpoolWriter>,
     max_compressed_bytes: u64,
 ) -> Result<Received, StreamError>
 where
     S: Stream<Item = Result<AppStreamRequest, tonic::Status>> + Unpin,
 {
-    let mut file = match archive {
-        Some(path) => Some(tokio::io::BufWriter::with_capacity(
-            SPOOL_BUFFER,
-            tokio::fs::File::create(path).await?,
-        )),
-        None => None,
-    };
     let mut hasher = Sha256::new();
     let mut total: u64 = 0;
     while let Some(msg) = stream.next().await {
@@ -92,12 +86,12 @@ where
             });
         }
         hasher.update(&f.chunk);
-        if let Some(file) = file.as_mut() {
-            file.write_all(&f.chunk).await?;
+        if let Some(spool) = spool.as_mut() {
+            spool.write(&f.chunk).await?;
         }
     }
-    if let Some(file) = file.as_mut() {
-        file.flush().await?;
+    if let Some(spool) = spool {
+        spool.finish().await?;
     }
     let actual = hex(&hasher.finalize());
     if !actual.eq_ignore_ascii_case(metadata.checksum.trim()) {
@@ -124,27 +118,20 @@ pub(crate) struct Forwarded {
 
 /// Receives the remaining file chunks: each is hashed and sent to `tx` while the receiver wants
 /// more and at most `max_forward_bytes` have gone; the rest is only hashed. With `spool`, the
-/// chunks are also written to that file until `max_forward_bytes` (past it the spool is
-/// abandoned: [`Forwarded::spooled`] is false). Never fails on size. The checksum from
+/// chunks are also written to it until `max_forward_bytes` (past it the spool is abandoned:
+/// [`Forwarded::spooled`] is false). Never fails on size. The checksum from
 /// `metadata` is verified at the end: whatever the receiver concluded from the chunks, and the
 /// spooled file, may be used only once this has returned `Ok`.
 pub(crate) async fn receive_forwarding<S>(
     stream: &mut S,
     metadata: ManifestRequestMetadata,
     tx: tokio::sync::mpsc::Sender<Vec<u8>>,
-    spool: Option<&Path>,
+    mut spool: Option<SpoolWriter>,
     max_forward_bytes: u64,
 ) -> Result<Forwarded, StreamError>
 where
     S: Stream<Item = Result<AppStreamRequest, tonic::Status>> + Unpin,
 {
-    let mut file = match spool {
-        Some(path) => Some(tokio::io::BufWriter::with_capacity(
-            SPOOL_BUFFER,
-            tokio::fs::File::create(path).await?,
-        )),
-        None => None,
-    };
     let mut tx = Some(tx);
     let mut block = Vec::new();
     let mut hasher = Sha256::new();
@@ -157,13 +144,13 @@ where
         };
         total = total.saturating_add(f.chunk.len() as u64);
         hasher.update(&f.chunk);
-        if total > max_forward_bytes && (tx.is_some() || file.is_some()) {
+        if total > max_forward_bytes && (tx.is_some() || spool.is_some()) {
             tx = None;
-            file = None;
+            spool = None;
             cut_at_cap = true;
         }
-        if let Some(file) = file.as_mut() {
-            file.write_all(&f.chunk).await?;
+        if let Some(spool) = spool.as_mut() {
+            spool.write(&f.chunk).await?;
         }
         if tx.is_some() {
             block.extend_from_slice(&f.chunk);
@@ -176,9 +163,9 @@ where
         forward(&mut tx, block).await;
     }
     drop(tx);
-    let spooled = match file.as_mut() {
-        Some(file) => {
-            file.flush().await?;
+    let spooled = match spool {
+        Some(spool) => {
+            spool.finish().await?;
             true
         }
         None => false,
@@ -208,10 +195,6 @@ async fn forward(tx: &mut Option<tokio::sync::mpsc::Sender<Vec<u8>>>, block: Vec
         *tx = None;
     }
 }
-
-/// Writes of the spooled archive, buffered: each write of a `tokio::fs::File` is a trip to a
-/// blocking thread.
-const SPOOL_BUFFER: usize = 256 << 10;
 
 /// Consumes and discards the rest of the stream. Called before answering with an error: a Go
 /// client that is still sending would otherwise see only `EOF` and lose our message.

@@ -13,7 +13,7 @@
 //! `sandbox`), and in-process writes go through [`RepoTree::writable`], which gives the request
 //! a private copy in its own work dir. A request can therefore never change what another sees.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
 use super::janitor;
+use super::spool::{Progress, SpoolReader};
 use super::unpack::{self, UnpackError, UnpackOptions, UnpackStats};
 
 static TREE_IDS: AtomicU64 = AtomicU64::new(0);
@@ -60,6 +61,10 @@ pub enum TreeError {
         #[source]
         source: io::Error,
     },
+    /// The request ended before its stream had verified (a step waiting for it stops; the
+    /// request answers with the stream's own error).
+    #[error("the request's archive did not verify")]
+    Unverified,
 }
 
 /// One extracted archive on disk; removed (in the background) when the last holder drops it.
@@ -76,6 +81,20 @@ impl Tree {
     /// Extracts `archive` into a fresh directory below `parent`. Blocking. On failure the
     /// partial directory is removed (the guard is dropped).
     fn extract(parent: &Path, archive: &Path, opts: &UnpackOptions) -> Result<Self, TreeError> {
+        let file = std::fs::File::open(archive).map_err(|source| TreeError::Io {
+            path: archive.display().to_string(),
+            source,
+        })?;
+        Self::extract_from(parent, file, archive, opts)
+    }
+
+    /// [`Tree::extract`] from a reader (`shown` names it in errors).
+    fn extract_from(
+        parent: &Path,
+        source: impl io::Read + Send + 'static,
+        shown: &Path,
+        opts: &UnpackOptions,
+    ) -> Result<Self, TreeError> {
         let n = TREE_IDS.fetch_add(1, Ordering::Relaxed);
         let dir = parent.join(format!("t{n}"));
         std::fs::create_dir(&dir).map_err(|source| TreeError::Io {
@@ -87,7 +106,7 @@ impl Tree {
             stats: UnpackStats::default(),
             helm_charts: false,
         };
-        tree.stats = unpack::unpack(archive, &tree.dir, opts)?;
+        tree.stats = unpack::unpack_from(source, shown, &tree.dir, opts)?;
         tree.helm_charts = has_helm_charts(&tree.dir);
         Ok(tree)
     }
@@ -166,6 +185,58 @@ pub struct TreeCache {
     inner: Mutex<Inner>,
     /// Extractions started ahead of need ([`TreeCache::prefetch_slot`]).
     prefetch: Arc<tokio::sync::Semaphore>,
+    /// Keys whose tree a request is extracting from a stream still arriving ([`Staged`]).
+    staging: Arc<Mutex<HashSet<TreeKey>>>,
+}
+
+/// The cache's slot for a key, made ahead of its extraction ([`TreeCache::reserve`]).
+pub struct Reserved {
+    key: TreeKey,
+    cell: Arc<OnceCell<Arc<Tree>>>,
+}
+
+/// An extraction begun while its request's stream is still arriving (it reads the growing
+/// spool, see `spool`), into a directory no other request knows of. It becomes its key's tree
+/// only through [`TreeCache::get_or_adopt`] or [`TreeCache::complete`], which the request calls
+/// once its stream has verified against the key's checksum. Dropped before it has ended, it is
+/// cancelled; its directory is removed either way unless adopted.
+pub struct Staged {
+    task: tokio::task::JoinHandle<Result<Tree, TreeError>>,
+    progress: Arc<Progress>,
+    ended: bool,
+    _staging: StagingMark,
+}
+
+impl Staged {
+    async fn wait(mut self) -> Result<Tree, TreeError> {
+        let result = (&mut self.task).await;
+        self.ended = true;
+        result.map_err(TreeError::Task)?
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.progress.cancel();
+        }
+    }
+}
+
+/// A key in [`TreeCache::staging`], removed again on drop.
+struct StagingMark {
+    set: Arc<Mutex<HashSet<TreeKey>>>,
+    key: TreeKey,
+}
+
+impl Drop for StagingMark {
+    fn drop(&mut self) {
+        lock_set(&self.set).remove(&self.key);
+    }
+}
+
+fn lock_set(set: &Mutex<HashSet<TreeKey>>) -> std::sync::MutexGuard<'_, HashSet<TreeKey>> {
+    set.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Extractions started ahead of a GenerateManifest at once; more are not started (the
@@ -182,16 +253,56 @@ impl TreeCache {
             max_bytes,
             inner: Mutex::default(),
             prefetch: Arc::new(tokio::sync::Semaphore::new(PREFETCH_SLOTS)),
+            staging: Arc::default(),
         })
     }
 
-    /// A place for one extraction ahead of need, when `key` is neither extracted nor being
-    /// extracted and fewer than [`PREFETCH_SLOTS`] run; held until that extraction ends.
+    /// A place for one extraction ahead of need, when `key` is neither extracted, nor being
+    /// extracted or staged, and fewer than [`PREFETCH_SLOTS`] run; held until that extraction
+    /// ends.
     pub fn prefetch_slot(&self, key: &TreeKey) -> Option<tokio::sync::OwnedSemaphorePermit> {
         if self.max_bytes == 0 || self.lock().map.contains_key(key) {
             return None;
         }
+        if lock_set(&self.staging).contains(key) {
+            return None;
+        }
         self.prefetch.clone().try_acquire_owned().ok()
+    }
+
+    /// Starts extracting `key`'s tree from `source`, the spool of a stream still arriving,
+    /// unless the tree is kept, being extracted or staged by another request already (`None`:
+    /// the caller then receives as before and gets the tree after its stream has verified).
+    /// `slot` (a prefetch slot) is held until the extraction ends.
+    pub(crate) fn stage(
+        &self,
+        key: &TreeKey,
+        source: SpoolReader,
+        opts: UnpackOptions,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Option<Staged> {
+        {
+            let mut staging = lock_set(&self.staging);
+            if self.lock().map.contains_key(key) || !staging.insert(key.clone()) {
+                return None;
+            }
+        }
+        let mark = StagingMark {
+            set: self.staging.clone(),
+            key: key.clone(),
+        };
+        let progress = source.progress();
+        let parent = self.root.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            Tree::extract_from(&parent, source, Path::new("received archive"), &opts)
+        });
+        Some(Staged {
+            task,
+            progress,
+            ended: false,
+            _staging: mark,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -219,43 +330,87 @@ impl TreeCache {
         archive: &Path,
         opts: UnpackOptions,
     ) -> Result<(Arc<Tree>, bool), TreeError> {
-        let cell = {
-            let mut inner = self.lock();
-            inner.clock += 1;
-            let now = inner.clock;
-            let slot = inner.map.entry(key.clone()).or_insert_with(|| Slot {
-                cell: Arc::new(OnceCell::new()),
-                last_used: now,
-                cost: None,
-            });
-            slot.last_used = now;
-            slot.cell.clone()
+        let parent = self.root.clone();
+        let archive = archive.to_path_buf();
+        let extract = async move {
+            tokio::task::spawn_blocking(move || Tree::extract(&parent, &archive, &opts))
+                .await
+                .map_err(TreeError::Task)?
         };
-        let mut extracted = false;
+        self.init(key, &self.cell(key), extract).await
+    }
+
+    /// As [`TreeCache::get_or_extract`], with `staged` (begun from this request's stream,
+    /// which has now verified against `key`'s checksum) as the extraction. When the tree is
+    /// there already, `staged` is cancelled and removed.
+    pub async fn get_or_adopt(
+        &self,
+        key: &TreeKey,
+        staged: Staged,
+    ) -> Result<(Arc<Tree>, bool), TreeError> {
+        self.init(key, &self.cell(key), staged.wait()).await
+    }
+
+    /// Makes `key`'s slot now, so that a request arriving before [`TreeCache::complete`]
+    /// has run waits for that extraction instead of starting its own.
+    pub fn reserve(&self, key: &TreeKey) -> Reserved {
+        Reserved {
+            key: key.clone(),
+            cell: self.cell(key),
+        }
+    }
+
+    /// [`TreeCache::get_or_adopt`] into a slot made earlier.
+    pub async fn complete(
+        &self,
+        reserved: Reserved,
+        staged: Staged,
+    ) -> Result<(Arc<Tree>, bool), TreeError> {
+        self.init(&reserved.key, &reserved.cell, staged.wait())
+            .await
+    }
+
+    /// `key`'s slot (made if missing), marked as just used.
+    fn cell(&self, key: &TreeKey) -> Arc<OnceCell<Arc<Tree>>> {
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let now = inner.clock;
+        let slot = inner.map.entry(key.clone()).or_insert_with(|| Slot {
+            cell: Arc::new(OnceCell::new()),
+            last_used: now,
+            cost: None,
+        });
+        slot.last_used = now;
+        slot.cell.clone()
+    }
+
+    /// The tree in `cell`, made by `make` unless it is there or another request is making it
+    /// (then waited for; if that one fails, `make` runs). Returns whether `make` made it.
+    async fn init(
+        &self,
+        key: &TreeKey,
+        cell: &Arc<OnceCell<Arc<Tree>>>,
+        make: impl std::future::Future<Output = Result<Tree, TreeError>>,
+    ) -> Result<(Arc<Tree>, bool), TreeError> {
+        let mut made = false;
         let result = cell
             .get_or_try_init(|| async {
-                extracted = true;
-                let parent = self.root.clone();
-                let archive = archive.to_path_buf();
-                let tree =
-                    tokio::task::spawn_blocking(move || Tree::extract(&parent, &archive, &opts))
-                        .await
-                        .map_err(TreeError::Task)??;
-                Ok::<_, TreeError>(Arc::new(tree))
+                made = true;
+                Ok::<_, TreeError>(Arc::new(make.await?))
             })
             .await;
         match result {
             Ok(tree) => {
                 let tree = tree.clone();
-                self.admit(key, &cell, &tree);
-                Ok((tree, extracted))
+                self.admit(key, cell, &tree);
+                Ok((tree, made))
             }
             Err(err) => {
                 let mut inner = self.lock();
                 if inner
                     .map
                     .get(key)
-                    .is_some_and(|s| Arc::ptr_eq(&s.cell, &cell) && s.cell.get().is_none())
+                    .is_some_and(|s| Arc::ptr_eq(&s.cell, cell) && s.cell.get().is_none())
                 {
                     inner.map.remove(key);
                 }
@@ -324,16 +479,6 @@ impl TreeCache {
         self.lock().bytes
     }
 
-    /// Forgets the tree of `key` (extracted ahead of a need that did not come); it is removed
-    /// once no request holds it.
-    pub fn forget(&self, key: &TreeKey) {
-        let mut inner = self.lock();
-        if let Some(slot) = inner.map.remove(key) {
-            inner.bytes = inner.bytes.saturating_sub(slot.cost.unwrap_or(0));
-            Self::publish(&inner);
-        }
-    }
-
     /// Forgets every tree (shutdown); each is removed once no request holds it.
     pub fn clear(&self) {
         let mut inner = self.lock();
@@ -355,6 +500,8 @@ pub struct RepoTree {
     scratch: PathBuf,
     private_root: PathBuf,
     private: OnceCell<()>,
+    /// `Some` while the request's own stream is still arriving ([`RepoTree::verified`]).
+    verified: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl RepoTree {
@@ -374,7 +521,21 @@ impl RepoTree {
             scratch: std::fs::canonicalize(scratch)?,
             private_root: std::fs::canonicalize(private_root)?,
             private: OnceCell::new(),
+            verified: None,
         })
+    }
+
+    /// The same tree, read before the request's own stream has verified against the
+    /// checksum that keys it: `verified` turns true once it has. Until then only reads may
+    /// happen; every step with an effect beyond the request waits in
+    /// [`RepoTree::verified`] (the private copy, network through the fetch proxy, secrets,
+    /// the render cache). The request's answer itself waits for the stream in any case.
+    #[must_use]
+    pub fn unverified(self, verified: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self {
+            verified: Some(verified),
+            ..self
+        }
     }
 
     /// A checkout that is the request's own already (the CLI extracts privately).
@@ -387,7 +548,32 @@ impl RepoTree {
             scratch: std::fs::canonicalize(scratch)?,
             private_root: root,
             private: OnceCell::new_with(Some(())),
+            verified: None,
         })
+    }
+
+    /// Waits until the request's stream has verified (at once for a tree received in full);
+    /// [`TreeError::Unverified`] when it will not.
+    pub async fn verified(&self) -> Result<(), TreeError> {
+        match &self.verified {
+            None => Ok(()),
+            Some(rx) => {
+                let mut rx = rx.clone();
+                if !*rx.borrow() {
+                    tracing::debug!("rendered; waiting for the request's stream to verify");
+                }
+                rx.wait_for(|v| *v)
+                    .await
+                    .map(|_| ())
+                    .map_err(|_| TreeError::Unverified)
+            }
+        }
+    }
+
+    /// What a tool run's fetch-proxy session waits on before it connects anywhere: `None`
+    /// once the stream has verified (or for a tree received in full).
+    pub fn verification(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.verified.as_ref().filter(|rx| !*rx.borrow()).cloned()
     }
 
     /// The repository root as of now: the shared tree, or the private copy once there is one.
@@ -419,10 +605,13 @@ impl RepoTree {
         self.shared.as_ref().is_some_and(|t| t.helm_charts)
     }
 
-    /// The root of a tree this request may write: on first call, a private copy of the
-    /// shared tree (files, directories and links as extracted) in the request's work dir.
+    /// The root of a tree this request may write: on first call (once the request's stream
+    /// has verified), a private copy of the shared tree (files, directories and links as
+    /// extracted) in the request's work dir.
     /// Every path asked for afterwards ([`RepoTree::root`], [`RepoTree::app_dir`]) is in it.
     pub async fn writable(&self) -> Result<&Path, TreeError> {
+        // Writes and the fetches that follow them happen only for a verified request.
+        self.verified().await?;
         self.private
             .get_or_try_init(|| async {
                 let from = self.read_root.clone();
@@ -564,25 +753,116 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
     }
 
-    #[tokio::test]
-    async fn a_forgotten_tree_leaves_the_cache_and_its_slot_frees() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tgz = archive(dir.path(), &[("a/f", "x")]);
-        let cache = TreeCache::new(&dir.path().join("trees"), 8, 1 << 30).expect("new");
-        assert!(cache.prefetch_slot(&key(1)).is_some(), "nothing there yet");
-        let (held, _) = cache
-            .get_or_extract(&key(1), &tgz, UnpackOptions::default())
+    /// Writes `tgz` through a spool in chunks (slowly enough for the reader to wait), then
+    /// finishes or, with `abandon`, stops halfway.
+    async fn feed(tgz: &Path, spool: crate::protocol::spool::SpoolWriter, abandon: bool) {
+        let bytes = std::fs::read(tgz).expect("read");
+        let mut spool = spool;
+        let end = if abandon {
+            bytes.len() / 2
+        } else {
+            bytes.len()
+        };
+        for chunk in bytes[..end].chunks(700) {
+            spool.write(chunk).await.expect("write");
+            tokio::task::yield_now().await;
+        }
+        if !abandon {
+            spool.finish().await.expect("finish");
+        }
+    }
+
+    async fn staged(
+        cache: &TreeCache,
+        dir: &Path,
+        n: u8,
+    ) -> Option<(Staged, crate::protocol::spool::SpoolWriter)> {
+        let path = dir.join(format!("spool-{n}"));
+        let spool = crate::protocol::spool::SpoolWriter::create(&path)
             .await
-            .expect("1");
-        assert!(cache.prefetch_slot(&key(1)).is_none(), "already extracted");
-        cache.forget(&key(1));
-        assert!(cache.ready(&key(1)).is_none());
-        assert_eq!((cache.len(), cache.bytes()), (0, 0));
-        assert!(held.path().join("a/f").is_file(), "still there while held");
-        let path = held.path().to_path_buf();
-        drop(held);
-        assert!(!path.exists(), "removed once released");
-        let slots: Vec<_> = (2..=4)
+            .expect("spool");
+        let reader = spool.reader(&path).expect("reader");
+        let staged = cache.stage(&key(n), reader, UnpackOptions::default(), None)?;
+        Some((staged, spool))
+    }
+
+    /// Waits (up to 10 s) until `n` trees are left on disk: a cancelled extraction removes
+    /// its directory when its thread notices.
+    async fn wait_trees(dir: &Path, n: usize) {
+        let count = || std::fs::read_dir(dir.join("trees")).expect("read").count();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while count() != n && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(count(), n, "trees left on disk");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_staged_tree_is_used_only_once_adopted_and_removed_otherwise() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files: Vec<(String, String)> = (0..300)
+            .map(|i| (format!("d{}/f{i}", i % 17), format!("{i}\n").repeat(50)))
+            .collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let tgz = archive(dir.path(), &refs);
+        let cache = TreeCache::new(&dir.path().join("trees"), 8, 1 << 30).expect("new");
+
+        // Extracted while it arrives; nobody sees it before it is adopted.
+        let (staged1, spool) = staged(&cache, dir.path(), 1).await.expect("staged");
+        assert!(
+            staged(&cache, dir.path(), 1).await.is_none(),
+            "one staging per key"
+        );
+        assert!(
+            cache.prefetch_slot(&key(1)).is_none(),
+            "no prefetch while staged"
+        );
+        feed(&tgz, spool, false).await;
+        assert!(cache.ready(&key(1)).is_none(), "not before adoption");
+        let (tree, made) = cache.get_or_adopt(&key(1), staged1).await.expect("adopt");
+        assert!(made);
+        assert_eq!(tree.stats().files, 300);
+        assert_eq!(
+            std::fs::read_to_string(tree.path().join("d10/f299")).expect("file"),
+            "299\n".repeat(50)
+        );
+        assert!(cache.ready(&key(1)).is_some());
+        assert!(
+            staged(&cache, dir.path(), 1).await.is_none(),
+            "kept: nothing to stage"
+        );
+
+        // Dropped before adoption (a failed checksum, an app not rendered here): cancelled
+        // mid-stream and removed, and the key may be staged again.
+        let (staged2, mut spool) = staged(&cache, dir.path(), 2).await.expect("staged");
+        let bytes = std::fs::read(&tgz).expect("read");
+        spool.write(&bytes[..bytes.len() / 3]).await.expect("write");
+        drop(staged2);
+        feed(&tgz, spool, false).await;
+        wait_trees(dir.path(), 1).await;
+        let (staged2, spool) = staged(&cache, dir.path(), 2).await.expect("again");
+
+        // A stream that stops early is an error, never a shorter tree.
+        feed(&tgz, spool, true).await;
+        let err = cache.get_or_adopt(&key(2), staged2).await.expect_err("cut");
+        assert!(matches!(err, TreeError::Unpack(_)), "{err:?}");
+        assert!(cache.ready(&key(2)).is_none());
+        wait_trees(dir.path(), 1).await;
+
+        // Adopting where the tree is already there cancels and removes the staged one.
+        let (staged3, spool) = staged(&cache, dir.path(), 3).await.expect("staged");
+        let (held, _) = cache
+            .get_or_extract(&key(3), &tgz, UnpackOptions::default())
+            .await
+            .expect("3");
+        let (tree, made) = cache.get_or_adopt(&key(3), staged3).await.expect("adopt");
+        assert!(!made && Arc::ptr_eq(&tree, &held));
+        feed(&tgz, spool, false).await;
+        wait_trees(dir.path(), 2).await;
+        let slots: Vec<_> = (4..=6)
             .filter_map(|n| cache.prefetch_slot(&key(n)))
             .collect();
         assert_eq!(

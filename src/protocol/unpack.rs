@@ -90,9 +90,20 @@ pub fn unpack(
     dest: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, UnpackError> {
-    let dest = fs::canonicalize(dest).map_err(io_err(dest))?;
     let file = File::open(archive).map_err(io_err(archive))?;
-    let mut tar = tar::Archive::new(InflateAhead::spawn(file).map_err(io_err(archive))?);
+    unpack_from(file, archive, dest, opts)
+}
+
+/// Extracts the gzip'd tar read from `source` (named `shown` in errors) into the existing
+/// directory `dest`. A read error of `source` is a corrupt archive.
+pub fn unpack_from(
+    source: impl Read + Send + 'static,
+    shown: &Path,
+    dest: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, UnpackError> {
+    let dest = fs::canonicalize(dest).map_err(io_err(dest))?;
+    let mut tar = tar::Archive::new(InflateAhead::spawn(source).map_err(io_err(shown))?);
     let limits = opts.limits;
     let mut stats = UnpackStats::default();
     let mut known = KnownDirs::default();
@@ -196,12 +207,12 @@ struct InflateAhead {
 }
 
 impl InflateAhead {
-    fn spawn(file: File) -> io::Result<Self> {
+    fn spawn(source: impl Read + Send + 'static) -> io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::sync_channel(INFLATE_AHEAD);
         std::thread::Builder::new()
             .name("avp-inflate".to_owned())
             .spawn(move || {
-                let mut gz = GzDecoder::new(BufReader::with_capacity(64 << 10, file));
+                let mut gz = GzDecoder::new(BufReader::with_capacity(64 << 10, source));
                 loop {
                     let block = fill_block(&mut gz);
                     let last = !matches!(&block, Ok(b) if !b.is_empty());

@@ -25,8 +25,9 @@ use crate::protocol::pb::{
     ParametersAnnouncementResponse, RepositoryResponse,
 };
 use crate::protocol::repository::ParameterAnnouncement;
+use crate::protocol::spool::SpoolWriter;
 use crate::protocol::stream;
-use crate::protocol::trees::{RepoTree, TreeKey};
+use crate::protocol::trees::{RepoTree, Staged, TreeKey};
 use crate::protocol::unpack::UnpackOptions;
 use crate::protocol::workdir::WorkDir;
 
@@ -98,13 +99,20 @@ fn request_env(metadata: &crate::protocol::pb::ManifestRequestMetadata) -> Reque
     )
 }
 
-/// An archive being spooled by a MatchRepository for extraction ahead of need.
+/// A MatchRepository's archive, spooled and extracted as it arrives, ahead of need.
 struct Prefetch {
-    archive: PathBuf,
     key: TreeKey,
-    /// Holds the spool file; removed when the extraction has ended.
-    workdir: WorkDir,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    spool: SpoolWriter,
+    staged: Staged,
+    /// Holds the spool file (the extraction reads it through a descriptor of its own).
+    _workdir: WorkDir,
+}
+
+/// The rest of a stream whose request goes on before it has verified: `handle` receives and
+/// verifies it alongside the work, then sets `verified`.
+struct Pending {
+    metadata: ManifestRequestMetadata,
+    verified: tokio::sync::watch::Sender<bool>,
 }
 
 /// A received (and, when needed, checked-out) request. `handle` keeps its `WorkDir` alive until
@@ -156,14 +164,17 @@ enum Need {
 impl CmpService {
     /// Receives and verifies the stream; with [`Need::Tree`], gives the request the shared
     /// tree of its archive, extracting it if no request has yet (none on a render-cache hit).
-    /// A request whose tree is already there only hashes its stream (no spool), and uses the
-    /// tree only once its own stream has verified against the checksum that keys it.
+    /// A request whose tree is already there only hashes its stream (no spool). When it may
+    /// render before its stream has verified ([`CmpService::renders_before_verified`]), this
+    /// returns after the metadata with the tree marked unverified and the rest of the stream
+    /// as [`Pending`], for `handle` to verify alongside the work; otherwise it uses the tree
+    /// only once its own stream has verified against the checksum that keys it.
     async fn receive<S>(
         &self,
         stream: &mut S,
         use_cache: bool,
         need: Need,
-    ) -> Result<(Option<WorkDir>, Unpacked), RequestError>
+    ) -> Result<(Option<WorkDir>, Unpacked, Option<Pending>), RequestError>
     where
         S: Stream<Item = Result<AppStreamRequest, Status>> + Unpin,
     {
@@ -191,7 +202,7 @@ impl CmpService {
                 app_name: received.metadata.app_name,
                 cache_key,
             };
-            return Ok((None, unpacked));
+            return Ok((None, unpacked, None));
         }
         let workdir =
             WorkDir::create(&settings.work_root).map_err(|source| RequestError::WorkDir {
@@ -199,34 +210,42 @@ impl CmpService {
                 source,
             })?;
         let key = TreeKey::new(&metadata.checksum, self.plugin.preserve_file_mode);
-        let (tree, meta) = if let Some(tree) = self.shared.trees.ready(&key) {
+        let (tree, meta, pending) = if let Some(tree) = self.shared.trees.ready(&key) {
             metrics::ARCHIVE_CACHE.inc(["tree", "hit"]);
-            let received =
-                stream::receive_archive(stream, metadata, None, settings.max_compressed_bytes)
-                    .await?;
-            tracing::debug!(
-                compressed = received.compressed_bytes,
-                "repository tree shared"
-            );
-            (tree, received.metadata)
+            if self.renders_before_verified(use_cache) {
+                let (verified, _) = tokio::sync::watch::channel(false);
+                let pending = Pending {
+                    metadata: metadata.clone(),
+                    verified,
+                };
+                (tree, metadata, Some(pending))
+            } else {
+                let received =
+                    stream::receive_archive(stream, metadata, None, settings.max_compressed_bytes)
+                        .await?;
+                tracing::debug!(
+                    compressed = received.compressed_bytes,
+                    "repository tree shared"
+                );
+                (tree, received.metadata, None)
+            }
         } else {
             let archive = workdir.tmp().join("repo.tar.gz");
+            let spool = SpoolWriter::create(&archive)
+                .await
+                .map_err(stream::StreamError::Io)?;
             let received = stream::receive_archive(
                 stream,
                 metadata,
-                Some(&archive),
+                Some(spool),
                 settings.max_compressed_bytes,
             )
             .await?;
             let unpack_started = Instant::now();
-            let opts = UnpackOptions {
-                preserve_file_mode: self.plugin.preserve_file_mode,
-                limits: settings.unpack_limits,
-            };
             let (tree, extracted) = self
                 .shared
                 .trees
-                .get_or_extract(&key, &archive, opts)
+                .get_or_extract(&key, &archive, self.unpack_options())
                 .await?;
             let _ = tokio::fs::remove_file(&archive).await;
             if extracted {
@@ -242,23 +261,35 @@ impl CmpService {
                 extracted,
                 "repository unpacked"
             );
-            (tree, received.metadata)
+            (tree, received.metadata, None)
         };
-        let app_rel = app_rel(tree.path(), &meta.app_rel_path)?;
-        let tree =
+        let (app_rel, pending) = match (app_rel(tree.path(), &meta.app_rel_path), pending) {
+            (Ok(rel), pending) => (rel, pending),
+            // What the tree says about the app path is for a verified stream only.
+            (Err(err), Some(Pending { metadata, .. })) => {
+                stream::receive_archive(stream, metadata, None, settings.max_compressed_bytes)
+                    .await?;
+                return Err(err);
+            }
+            (Err(err), None) => return Err(err),
+        };
+        let mut tree =
             RepoTree::shared(tree, app_rel, &workdir.repo(), &workdir.tmp()).map_err(|source| {
                 RequestError::WorkDir {
                     path: workdir.path().display().to_string(),
                     source,
                 }
             })?;
+        if let Some(pending) = &pending {
+            tree = tree.unverified(pending.verified.subscribe());
+        }
         let unpacked = Unpacked {
             input: Input::Tree(tree),
             env,
             app_name: meta.app_name,
             cache_key,
         };
-        Ok((Some(workdir), unpacked))
+        Ok((Some(workdir), unpacked, pending))
     }
 
     /// A place among the requests in progress, held until the request is answered. `wait`
@@ -284,6 +315,56 @@ impl CmpService {
         match slots.semaphore.clone().try_acquire_owned() {
             Ok(permit) => Ok(Some(permit)),
             Err(_) => Err(RequestError::Busy { limit: slots.limit }),
+        }
+    }
+
+    /// Whether a request whose tree is already extracted may render it while its own stream
+    /// still arrives (render-cacheable built-in renders only, so no operator command runs, and
+    /// only when tools cannot open connections of their own: their network goes through the
+    /// fetch proxy, whose session waits for the verification). Saves the receive time, the
+    /// larger part of what the sidecar adds to a render of a monorepo's later apps.
+    fn renders_before_verified(&self, use_cache: bool) -> bool {
+        use_cache && !self.shared.pipeline.renderer.sandbox.tools_may_connect()
+    }
+
+    /// Runs `work` while the rest of the stream arrives and is verified, and answers only
+    /// once it has: with the stream's error as soon as it fails (`work` is dropped: its tools
+    /// are stopped), else with `work`'s result. `work` must wait in `RepoTree::verified`
+    /// before any step with an effect beyond the request (secrets, the render cache).
+    async fn verify_alongside<S, T>(
+        &self,
+        stream: &mut S,
+        pending: Pending,
+        work: impl std::future::Future<Output = Result<T, RequestError>>,
+    ) -> Result<T, RequestError>
+    where
+        S: Stream<Item = Result<AppStreamRequest, Status>> + Unpin,
+    {
+        let Pending { metadata, verified } = pending;
+        let max = self.shared.settings.max_compressed_bytes;
+        let verify = async {
+            stream::receive_archive(stream, metadata, None, max).await?;
+            verified.send_replace(true);
+            Ok::<_, RequestError>(())
+        };
+        tokio::pin!(verify, work);
+        let finished = tokio::select! {
+            biased;
+            v = &mut verify => {
+                v?;
+                None
+            }
+            r = &mut work => {
+                tracing::debug!("work done before the stream verified; waiting for it");
+                Some(r)
+            }
+        };
+        match finished {
+            None => work.await,
+            Some(result) => {
+                verify.await?;
+                result
+            }
         }
     }
 
@@ -328,7 +409,7 @@ impl CmpService {
             let _slot = self
                 .admit(matches!(rpc, metrics::Rpc::MatchRepository))
                 .await?;
-            let (workdir, unpacked) = self.receive(&mut stream, use_cache, need).await?;
+            let (workdir, unpacked, pending) = self.receive(&mut stream, use_cache, need).await?;
             let span = tracing::Span::current();
             span.record("app", unpacked.env.app_name());
             span.record("project", unpacked.env.project());
@@ -337,7 +418,13 @@ impl CmpService {
                 metrics::OPERATOR_OVERRIDES_IGNORED.inc([]);
                 warn!(names = ?ignored, "request env names operator settings; ignored (they are set by the operator only)");
             }
-            let result = work(unpacked, deadline).await;
+            let result = match pending {
+                None => work(unpacked, deadline).await,
+                Some(pending) => {
+                    self.verify_alongside(&mut stream, pending, work(unpacked, deadline))
+                        .await
+                }
+            };
             drop(workdir);
             result
         };
@@ -355,56 +442,51 @@ impl CmpService {
 }
 
 impl CmpService {
-    /// Where a MatchRepository spools its archive for [`CmpService::prefetch_tree`], when the
-    /// archive's tree is neither extracted nor being extracted and a prefetch slot is free.
-    fn prefetch_spool(&self, checksum: &str) -> Option<Prefetch> {
+    fn unpack_options(&self) -> UnpackOptions {
+        UnpackOptions {
+            preserve_file_mode: self.plugin.preserve_file_mode,
+            limits: self.shared.settings.unpack_limits,
+        }
+    }
+
+    /// Starts extracting a MatchRepository's archive into a tree nobody sees yet, from its
+    /// spool as it arrives, when the archive's tree is neither there nor being made and a
+    /// prefetch slot is free (else `None`: best effort, nothing is reported).
+    async fn prefetch(&self, checksum: &str) -> Option<Prefetch> {
         let key = TreeKey::new(checksum, self.plugin.preserve_file_mode);
         let slot = self.shared.trees.prefetch_slot(&key)?;
         let workdir = WorkDir::create(&self.shared.settings.work_root).ok()?;
+        let archive = workdir.tmp().join("repo.tar.gz");
+        let spool = SpoolWriter::create(&archive).await.ok()?;
+        let reader = spool.reader(&archive).ok()?;
+        let staged = self
+            .shared
+            .trees
+            .stage(&key, reader, self.unpack_options(), Some(slot))?;
         Some(Prefetch {
-            archive: workdir.tmp().join("repo.tar.gz"),
             key,
-            workdir,
-            slot,
+            spool,
+            staged,
+            _workdir: workdir,
         })
     }
 
-    /// Extracts a verified, spooled archive into the tree cache in the background, while the
-    /// MatchRepository that received it finishes its scan and answers. Argo sends
-    /// GenerateManifest right after a MatchRepository of an app this plugin renders: it then
-    /// finds the tree extracted or being extracted (and waits for it) instead of starting only
-    /// then. The match sends through the returned channel whether the app is one this plugin
-    /// renders; if not (or if the match ended without saying), a tree extracted here is dropped
-    /// from the cache again, so repositories nobody renders here do not evict those in use. A
-    /// failure is left to the GenerateManifest, which extracts (and reports) itself.
-    fn prefetch_tree(&self, prefetch: Prefetch) -> tokio::sync::oneshot::Sender<bool> {
-        let (keep_tx, keep_rx) = tokio::sync::oneshot::channel();
+    /// Makes a prefetched extraction, whose stream has verified, the tree of its key, once it
+    /// has ended (in the background: the MatchRepository answers meanwhile). Argo sends
+    /// GenerateManifest right after a MatchRepository of an app this plugin renders: it finds
+    /// the key's slot taken and waits for this extraction instead of starting its own. A
+    /// failure is left to that GenerateManifest, which extracts (and reports) itself.
+    fn adopt_prefetch(&self, key: TreeKey, staged: Staged) {
+        let reserved = self.shared.trees.reserve(&key);
         let shared = self.shared.clone();
-        let opts = UnpackOptions {
-            preserve_file_mode: self.plugin.preserve_file_mode,
-            limits: shared.settings.unpack_limits,
-        };
+        let verified = Instant::now();
         tokio::spawn(
             async move {
-                let Prefetch {
-                    archive,
-                    key,
-                    workdir,
-                    slot,
-                } = prefetch;
-                let started = Instant::now();
-                let result = shared.trees.get_or_extract(&key, &archive, opts).await;
-                drop((workdir, slot));
-                let keep = keep_rx.await.unwrap_or(false);
-                match result {
-                    Ok((_, true)) if keep => {
-                        metrics::UNPACK_SECONDS.observe([], started.elapsed());
-                        metrics::TREE_PREFETCHES.inc([]);
-                        tracing::debug!(ms = millis(started.elapsed()), "repository prefetched");
-                    }
+                match shared.trees.complete(reserved, staged).await {
                     Ok((_, true)) => {
-                        shared.trees.forget(&key);
-                        tracing::debug!("repository prefetched but not needed: dropped");
+                        metrics::UNPACK_SECONDS.observe([], verified.elapsed());
+                        metrics::TREE_PREFETCHES.inc([]);
+                        tracing::debug!(ms = millis(verified.elapsed()), "repository prefetched");
                     }
                     Ok((_, false)) => {}
                     Err(err) => tracing::debug!(error = %err, "repository prefetch failed"),
@@ -412,14 +494,13 @@ impl CmpService {
             }
             .in_current_span(),
         );
-        keep_tx
     }
 
     /// MatchRepository of a built-in plugin, decided from the archive as it streams in
     /// (`discovery::archive`), or from the index of an earlier pass over the same archive (the
-    /// other apps of a commit). Once the stream has verified, the spooled archive is extracted
-    /// into the tree cache in the background, kept when the app is one this plugin renders
-    /// ([`CmpService::prefetch_tree`], best effort: without a work dir or a free slot it is
+    /// other apps of a commit). The archive is also extracted as it arrives, and the tree kept
+    /// once the stream has verified and the app is one this plugin renders
+    /// ([`CmpService::prefetch`], best effort: without a work dir or a free slot it is
     /// skipped). Its admission is a pool of its own (`Settings::match_slots`, waited for under
     /// the deadline, never refused): a scan holds a few reads' worth of memory and one blocking
     /// thread. It answers rather than
@@ -547,7 +628,8 @@ impl CmpService {
 
     /// Receives the archive and decides `req` from it: from the index of an earlier pass over
     /// the same archive, or from a pass over this stream (kept once the stream has verified).
-    /// Spools the archive for [`CmpService::prefetch_tree`] when its tree is not there yet.
+    /// Extracts the archive as it arrives ([`CmpService::prefetch`]) when its tree is not there
+    /// yet, and keeps the tree if the app is one this plugin renders.
     /// Also returns whether the stream was over the forwarding cap.
     async fn scan_archive<S>(
         &self,
@@ -575,7 +657,11 @@ impl CmpService {
         let prefetch = if mode == DiscoverMode::Off {
             None
         } else {
-            self.prefetch_spool(&checksum)
+            self.prefetch(&checksum).await
+        };
+        let (spool, staged) = match prefetch {
+            Some(p) => (Some(p.spool), Some((p.key, p.staged, p._workdir))),
+            None => (None, None),
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
         // With discovery off, or the archive's index already known, nothing is scanned: the
@@ -586,21 +672,11 @@ impl CmpService {
                 archive::Index::build(archive::ChannelReader::new(rx), markers, &limits)
             })
         });
-        let forwarded = stream::receive_forwarding(
-            stream,
-            metadata,
-            tx,
-            prefetch.as_ref().map(|p| p.archive.as_path()),
-            settings.max_compressed_bytes,
-        )
-        .await?;
-        // The stream has verified against `checksum`: its spooled archive may be extracted now,
-        // while the scan ends (kept if the outcome is an app this plugin renders), and its
-        // index may be used and kept.
-        let keep_tree = match prefetch {
-            Some(prefetch) if forwarded.spooled => Some(self.prefetch_tree(prefetch)),
-            _ => None,
-        };
+        let forwarded =
+            stream::receive_forwarding(stream, metadata, tx, spool, settings.max_compressed_bytes)
+                .await?;
+        // The stream has verified against `checksum`: its index may be used and kept, and the
+        // tree extracted from it kept (if the outcome is an app this plugin renders).
         let index = match (scan, known) {
             (Some(task), _) => {
                 let index = Arc::new(task.await.map_err(|source| RequestError::Task {
@@ -618,12 +694,15 @@ impl CmpService {
             (DiscoverMode::Off, _) | (_, None) => archive::Outcome::NoApp,
             (_, Some(index)) => index.evaluate(req),
         };
-        if let Some(keep_tree) = keep_tree {
+        if let Some((key, staged, _workdir)) = staged {
             let renders = matches!(
                 outcome,
                 archive::Outcome::Plain | archive::Outcome::Placeholders
             );
-            let _ = keep_tree.send(renders);
+            // Otherwise `staged` is dropped: cancelled, its directory removed.
+            if renders && forwarded.spooled {
+                self.adopt_prefetch(key, staged);
+            }
         }
         Ok((outcome, forwarded.cut_at_cap))
     }
@@ -689,6 +768,9 @@ impl ConfigManagementPluginService for CmpService {
                         let r = pipeline
                             .render(&self.plugin, &tree, &u.env, deadline)
                             .await?;
+                        // Rendered maybe before the stream verified; nothing goes further
+                        // (the render cache, secrets) before it has.
+                        tree.verified().await?;
                         if !r.tool_stderr.is_empty() {
                             info!(stderr = %r.tool_stderr, "tool stderr");
                         }

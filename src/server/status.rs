@@ -73,7 +73,7 @@ fn tree_code(e: &TreeError) -> Code {
     match e {
         TreeError::Unpack(u) => unpack_code(u),
         TreeError::Io { source, .. } if is_disk_full(source) => Code::ResourceExhausted,
-        TreeError::Io { .. } | TreeError::Task(_) => Code::Internal,
+        TreeError::Io { .. } | TreeError::Task(_) | TreeError::Unverified => Code::Internal,
     }
 }
 
@@ -245,7 +245,7 @@ fn tree_reason(e: &TreeError) -> Reason {
     match e {
         TreeError::Unpack(u) => unpack_reason(u),
         TreeError::Io { source, .. } if is_disk_full(source) => Reason::DiskFull,
-        TreeError::Io { .. } | TreeError::Task(_) => Reason::Internal,
+        TreeError::Io { .. } | TreeError::Task(_) | TreeError::Unverified => Reason::Internal,
     }
 }
 

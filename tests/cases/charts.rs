@@ -773,3 +773,46 @@ async fn a_repository_that_never_answers_ends_at_the_deadline_naming_the_depende
         err.message()
     );
 }
+
+/// A tool's network waits for the request's stream: a kustomization fetching a URL through
+/// the proxy, rendered from a kept tree before the stream has arrived, connects nowhere for
+/// bytes that then do not match the checksum.
+#[tokio::test]
+async fn an_unverified_request_fetches_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: remote\n",
+    )
+    .expect("write");
+    let files = StaticServer::start(dir.path(), None);
+    let server = fetching_server(&[files.port], &[]);
+    let repo = support::repo_of(&[(
+        "app/kustomization.yaml",
+        &format!("resources:\n- http://charts.test:{}/cm.yaml\n", files.port),
+    )]);
+    let spec = |name: &str| support::dir_stream(repo.path(), "app", argo_env(name, "demo", &[]));
+    let docs = support::generate(
+        &server.socket,
+        &spec("first"),
+        Some(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
+    support::find(&docs, "ConfigMap", "remote");
+    assert_eq!(files.hits("/cm.yaml"), 1);
+    let err = support::generate_held_corrupt(
+        &server.socket,
+        &spec("second"),
+        || {
+            server
+                .log()
+                .contains("fetch proxy: waiting for the request's archive to verify")
+        },
+        "kustomize's fetch to wait in the proxy",
+    )
+    .await
+    .expect_err("bytes that do not match the checksum");
+    assert!(err.message().contains("checksum"), "{err:?}");
+    assert_eq!(files.hits("/cm.yaml"), 1, "no fetch for it");
+}

@@ -637,3 +637,73 @@ async fn requests_over_the_concurrency_cap_are_refused_until_a_slot_frees() {
     assert_workdirs_removed(&server).await;
     assert_still_serving(&server).await;
 }
+
+/// A request whose tree is kept renders while its stream still arrives, but answers only once
+/// the stream has verified: bytes that do not match the checksum get the checksum error,
+/// never what the render of the kept tree said, and nothing of it is cached.
+#[tokio::test]
+async fn a_kept_tree_renders_early_but_answers_only_a_verified_stream() {
+    let port = support::free_port();
+    let server = TestServer::start_with(ServerOptions {
+        args: vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")],
+        ..Default::default()
+    });
+    support::readyz(port);
+    let repo = support::repo_of(&[
+        ("ok/kustomization.yaml", "resources: [cm.yaml]\n"),
+        (
+            "ok/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n",
+        ),
+        (
+            "broken/kustomization.yaml",
+            "resources: [private-file-name.yaml]\n",
+        ),
+    ]);
+    let ok = |name: &str| support::dir_stream(repo.path(), "ok", argo_env(name, "demo", &[]));
+    support::generate(&server.socket, &ok("first"), None)
+        .await
+        .expect("the tree is kept");
+    let log_has = |line: &str| server.log().matches(line).count();
+    let early = "work done before the stream verified";
+
+    // A render that fails at once, for bytes that then do not match.
+    let broken = support::dir_stream(repo.path(), "broken", argo_env("broken", "demo", &[]));
+    let err = support::generate_held_corrupt(
+        &server.socket,
+        &broken,
+        || log_has(early) == 1,
+        "the render to fail before the stream ends",
+    )
+    .await
+    .expect_err("bytes that do not match the checksum");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("checksum"), "{err:?}");
+    assert!(!err.message().contains("private-file-name"), "{err:?}");
+
+    // Nor what the kept tree says about the app path.
+    let missing = support::dir_stream(repo.path(), "private-dir", argo_env("m", "demo", &[]));
+    let err = support::generate_held_corrupt(&server.socket, &missing, || true, "nothing")
+        .await
+        .expect_err("bytes that do not match the checksum");
+    assert!(err.message().contains("checksum"), "{err:?}");
+    assert!(!err.message().contains("private-dir"), "{err:?}");
+
+    // A render that succeeds, for bytes that then do not match: not cached either.
+    let misses = || support::counter(port, "render_cache_misses_total");
+    let before = misses();
+    let err = support::generate_held_corrupt(
+        &server.socket,
+        &ok("second"),
+        || log_has("rendered; waiting for the request's stream to verify") == 1,
+        "the render to end before the stream",
+    )
+    .await
+    .expect_err("bytes that do not match the checksum");
+    assert!(err.message().contains("checksum"), "{err:?}");
+    support::generate(&server.socket, &ok("second"), None)
+        .await
+        .expect("the same request, verified");
+    assert_eq!(misses(), before + 2, "the unverified render was not cached");
+    assert!(server.leftover_workdirs().is_empty());
+}

@@ -195,7 +195,7 @@ pub(crate) async fn by_hand_proxy(
     let proxy = avp_sidecar::fetch::proxy::Proxy::start(rules, resolve)
         .await
         .expect("proxy");
-    let session = proxy.session().expect("session");
+    let session = proxy.session(None).expect("session");
     (proxy, session)
 }
 

@@ -307,6 +307,41 @@ pub(crate) async fn generate(
 }
 
 /// Finds the object of `kind` named `name`.
+/// GenerateManifest of `spec` whose stream sends the metadata at once and its file chunks,
+/// with the last byte flipped (so they do not match the checksum), only once `ready` (polled
+/// up to 20 s) holds; the call's result.
+pub(crate) async fn generate_held_corrupt(
+    socket: &Path,
+    spec: &StreamSpec,
+    ready: impl Fn() -> bool,
+    what: &str,
+) -> Result<Vec<serde_json::Value>, tonic::Status> {
+    use avp_sidecar::protocol::pb::app_stream_request::Request;
+    let mut messages = spec.messages();
+    if let Some(Request::File(f)) = messages.last_mut().and_then(|m| m.request.as_mut())
+        && let Some(b) = f.chunk.last_mut()
+    {
+        *b ^= 0xff;
+    }
+    let mut messages = messages.into_iter();
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    tx.unbounded_send(messages.next().expect("metadata"))
+        .expect("send");
+    let mut client = connect(socket).await;
+    let call = tokio::spawn(async move { client.generate_manifest(rx).await });
+    eventually_async(Duration::from_secs(20), what, async || ready()).await;
+    for m in messages {
+        tx.unbounded_send(m).expect("send");
+    }
+    drop(tx);
+    let response = call.await.expect("join")?.into_inner();
+    Ok(response
+        .manifests
+        .iter()
+        .map(|m| serde_json::from_str(m).expect("json"))
+        .collect())
+}
+
 pub(crate) fn find<'a>(
     docs: &'a [serde_json::Value],
     kind: &str,

@@ -419,14 +419,15 @@ impl Renderer {
                 };
                 (self.sandbox.wrap(cmd, &dirs, &[]), None)
             } else {
-                let run = self
-                    .fetch
-                    .run(scratch)
-                    .await
-                    .map_err(|source| RenderError::Io {
-                        path: "chart fetch proxy".to_owned(),
-                        source,
-                    })?;
+                // After `RepoTree::writable`: the request has verified.
+                let run =
+                    self.fetch
+                        .run(scratch, None)
+                        .await
+                        .map_err(|source| RenderError::Io {
+                            path: "chart fetch proxy".to_owned(),
+                            source,
+                        })?;
                 let urls: Vec<&str> = deps.iter().map(|d| d.repository.as_str()).collect();
                 let list = self
                     .fetch

@@ -273,16 +273,15 @@ impl Renderer {
                 }
                 // `helmCharts` with `repo:` pull through the gate: the fetch proxy, the
                 // operator's credentials.
-                let fetching =
-                    match self.fetch.off {
-                        None => Some(self.fetch.run(scratch).await.map_err(|source| {
-                            RenderError::Io {
-                                path: "chart fetch proxy".to_owned(),
-                                source,
-                            }
-                        })?),
-                        Some(_) => None,
-                    };
+                let fetching = match self.fetch.off {
+                    None => Some(self.fetch.run(scratch, tree.verification()).await.map_err(
+                        |source| RenderError::Io {
+                            path: "chart fetch proxy".to_owned(),
+                            source,
+                        },
+                    )?),
+                    Some(_) => None,
+                };
                 if let Some(run) = &fetching {
                     extra.extend(run.env.iter().cloned());
                 }
