@@ -713,7 +713,7 @@ pub static REQUESTS_IN_FLIGHT: Gauge<1> = Gauge::new(
 );
 pub static UNPACK_SECONDS: Histogram<0> = Histogram::new(
     "avp_sidecar_unpack_duration_seconds",
-    "receiving and unpacking the repository",
+    "extracting the repository archive, from the end of its stream to the tree",
     [],
     SLOW_BUCKETS,
 );

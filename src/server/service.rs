@@ -105,7 +105,7 @@ struct Prefetch {
     spool: SpoolWriter,
     staged: Staged,
     /// Holds the spool file (the extraction reads it through a descriptor of its own).
-    _workdir: WorkDir,
+    workdir: WorkDir,
 }
 
 /// The rest of a stream whose request goes on before it has verified: `handle` receives and
@@ -234,6 +234,13 @@ impl CmpService {
             let spool = SpoolWriter::create(&archive)
                 .await
                 .map_err(stream::StreamError::Io)?;
+            // Extracted while it arrives, unless another request is extracting it already
+            // (then this one waits for that tree once its own stream has verified).
+            let staged = spool.reader(&archive).ok().and_then(|reader| {
+                self.shared
+                    .trees
+                    .stage(&key, reader, self.unpack_options(), None)
+            });
             let received = stream::receive_archive(
                 stream,
                 metadata,
@@ -242,11 +249,15 @@ impl CmpService {
             )
             .await?;
             let unpack_started = Instant::now();
-            let (tree, extracted) = self
-                .shared
-                .trees
-                .get_or_extract(&key, &archive, self.unpack_options())
-                .await?;
+            let (tree, extracted) = match staged {
+                Some(staged) => self.shared.trees.get_or_adopt(&key, staged).await?,
+                None => {
+                    self.shared
+                        .trees
+                        .get_or_extract(&key, &archive, self.unpack_options())
+                        .await?
+                }
+            };
             let _ = tokio::fs::remove_file(&archive).await;
             if extracted {
                 metrics::UNPACK_SECONDS.observe([], unpack_started.elapsed());
@@ -467,7 +478,7 @@ impl CmpService {
             key,
             spool,
             staged,
-            _workdir: workdir,
+            workdir,
         })
     }
 
@@ -660,7 +671,7 @@ impl CmpService {
             self.prefetch(&checksum).await
         };
         let (spool, staged) = match prefetch {
-            Some(p) => (Some(p.spool), Some((p.key, p.staged, p._workdir))),
+            Some(p) => (Some(p.spool), Some((p.key, p.staged, p.workdir))),
             None => (None, None),
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);

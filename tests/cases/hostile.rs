@@ -86,6 +86,12 @@ async fn bad_checksum() {
         "file checksum validation error",
     )
     .await;
+    // What was extracted while the bytes arrived is gone; only the verified request's tree
+    // (the same bytes, their real checksum) is kept.
+    support::eventually_async(Duration::from_secs(10), "one tree on disk", async || {
+        server.trees_on_disk() == 1
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -180,6 +180,14 @@ impl TestServer {
             .unwrap_or_default()
     }
 
+    /// Extracted trees on disk (`_avp_trees/t*`, beside the work root).
+    pub(crate) fn trees_on_disk(&self) -> usize {
+        self.work_root
+            .parent()
+            .and_then(|w| std::fs::read_dir(w.join("_avp_trees")).ok())
+            .map_or(0, Iterator::count)
+    }
+
     /// The server process (taken only by `drop`).
     fn child(&mut self) -> &mut Child {
         self.child.as_mut().expect("server process")
