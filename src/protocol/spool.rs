@@ -216,19 +216,29 @@ impl Read for SpoolReader {
 mod tests {
     use super::*;
 
-    fn read_all(mut r: SpoolReader) -> io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        r.read_to_end(&mut out)?;
-        Ok(out)
+    /// A spool at `path` and a blocking task reading all of it as it grows.
+    async fn spool_and_reader(
+        path: &Path,
+    ) -> (
+        SpoolWriter,
+        Arc<Progress>,
+        tokio::task::JoinHandle<io::Result<Vec<u8>>>,
+    ) {
+        let w = SpoolWriter::create(path).await.expect("create");
+        let mut reader = w.reader(path).expect("reader");
+        let progress = reader.progress();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            reader.read_to_end(&mut out)?;
+            Ok(out)
+        });
+        (w, progress, task)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_reader_follows_the_writer_to_the_end() {
         let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("a");
-        let mut w = SpoolWriter::create(&path).await.expect("create");
-        let reader = w.reader(&path).expect("reader");
-        let task = tokio::task::spawn_blocking(move || read_all(reader));
+        let (mut w, _, task) = spool_and_reader(&dir.path().join("a")).await;
         let mut want = Vec::new();
         for i in 0..700u32 {
             let chunk = vec![(i % 251) as u8; 1024 + (i as usize % 7)];
@@ -247,20 +257,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_abandoned_or_cancelled_spool_is_an_error_never_a_short_read() {
         let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("a");
-        let mut w = SpoolWriter::create(&path).await.expect("create");
-        let reader = w.reader(&path).expect("reader");
-        let task = tokio::task::spawn_blocking(move || read_all(reader));
+        let (mut w, _, task) = spool_and_reader(&dir.path().join("a")).await;
         w.write(&vec![1u8; SPOOL_BUFFER + 10]).await.expect("write");
         drop(w);
         let err = task.await.expect("join").expect_err("abandoned");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
 
         let path = dir.path().join("b");
-        let w = SpoolWriter::create(&path).await.expect("create");
-        let reader = w.reader(&path).expect("reader");
-        let progress = reader.progress();
-        let task = tokio::task::spawn_blocking(move || read_all(reader));
+        let (w, progress, task) = spool_and_reader(&path).await;
         progress.cancel();
         assert!(task.await.expect("join").is_err());
         // A cancelled reader stays cancelled when the writer finishes after all.

@@ -49,6 +49,18 @@ fn fetching_server(ports: &[u16], extra: &[&str]) -> TestServer {
     })
 }
 
+/// A repository whose `app/` is chart `web` 1.0.0 depending on `redis` `version` from `url`.
+fn web_with_redis(version: &str, url: &str) -> tempfile::TempDir {
+    let repo = support::repo_of(&[]);
+    write_chart(
+        &repo.path().join("app"),
+        "web",
+        "1.0.0",
+        &deps_yaml(&[("redis", version, url, None)]),
+    );
+    repo
+}
+
 fn deps_yaml(items: &[(&str, &str, &str, Option<&str>)]) -> String {
     let mut out = "dependencies:\n".to_owned();
     for (name, version, repo, condition) in items {
@@ -226,13 +238,7 @@ async fn refused_destinations_and_missing_charts_name_the_dependency() {
         ..Default::default()
     });
     let url = format!("http://charts.test:{port}");
-    let repo = support::repo_of(&[]);
-    write_chart(
-        &repo.path().join("app"),
-        "web",
-        "1.0.0",
-        &deps_yaml(&[("redis", "1.2.3", &url, None)]),
-    );
+    let repo = web_with_redis("1.2.3", &url);
     let err = support::render_app(&strict, &repo, argo_env("web", "demo", &[]))
         .await
         .expect_err("loopback refused");
@@ -308,13 +314,7 @@ async fn refused_destinations_and_missing_charts_name_the_dependency() {
     );
     // A version the repository does not have.
     let server = fetching_server(&[port], &[]);
-    let repo = support::repo_of(&[]);
-    write_chart(
-        &repo.path().join("app"),
-        "web",
-        "1.0.0",
-        &deps_yaml(&[("redis", "9.9.9", &url, None)]),
-    );
+    let repo = web_with_redis("9.9.9", &url);
     let err = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
         .await
         .expect_err("missing");
@@ -335,13 +335,7 @@ async fn a_repository_nobody_listens_at_is_unavailable_naming_the_dependency() {
         gone.local_addr().expect("addr").port()
     };
     let url = format!("http://charts.test:{port}");
-    let repo = support::repo_of(&[]);
-    write_chart(
-        &repo.path().join("app"),
-        "web",
-        "1.0.0",
-        &deps_yaml(&[("redis", "1.2.3", &url, None)]),
-    );
+    let repo = web_with_redis("1.2.3", &url);
     let server = fetching_server(&[port], &[]);
     let err = support::render_app(&server, &repo, argo_env("web", "demo", &[]))
         .await
@@ -377,13 +371,7 @@ async fn wrong_credentials_give_a_clear_error_and_the_operators_work() {
         .expect("write");
         file.display().to_string()
     };
-    let repo = support::repo_of(&[]);
-    write_chart(
-        &repo.path().join("app"),
-        "web",
-        "1.0.0",
-        &deps_yaml(&[("redis", "1.2.3", &url, None)]),
-    );
+    let repo = web_with_redis("1.2.3", &url);
     let wrong = repositories("wrong");
     // Mounted like a Kubernetes Secret: a symlink that is swapped when the Secret changes.
     let link = dir.path().join("repositories.yaml");
@@ -448,13 +436,7 @@ async fn concurrent_renders_share_one_download_and_pinned_renders_are_cached() {
     let metrics_addr = format!("127.0.0.1:{metrics}");
     let server = fetching_server(&[port], &["--metrics-addr", &metrics_addr]);
     // Pinned: exact version and a Chart.lock (made by helm by hand).
-    let repo = support::repo_of(&[]);
-    write_chart(
-        &repo.path().join("app"),
-        "web",
-        "1.0.0",
-        &deps_yaml(&[("redis", "1.2.3", &url, None)]),
-    );
+    let repo = web_with_redis("1.2.3", &url);
     write_lock(repo.path(), port).await;
     let before = repo_server.hits("/redis-1.2.3.tgz");
     // Ten renders of ten apps (different archives, so no render-cache hits) at once.
@@ -505,13 +487,7 @@ async fn concurrent_renders_share_one_download_and_pinned_renders_are_cached() {
 
     // Floating (a range): never served from the render cache, so a Hard Refresh sees a new
     // upstream version.
-    let floating = support::repo_of(&[]);
-    write_chart(
-        &floating.path().join("app"),
-        "web",
-        "1.0.0",
-        &deps_yaml(&[("redis", ">=1.0.0", &url, None)]),
-    );
+    let floating = web_with_redis(">=1.0.0", &url);
     let spec = support::dir_stream(floating.path(), "app", argo_env("web", "demo", &[]));
     for _ in 0..2 {
         let docs = support::generate(&server.socket, &spec, Some(Duration::from_secs(60)))
@@ -752,13 +728,7 @@ async fn a_repository_that_never_answers_ends_at_the_deadline_naming_the_depende
         }
     });
     let url = format!("http://charts.test:{port}");
-    let repo = support::repo_of(&[]);
-    write_chart(
-        &repo.path().join("app"),
-        "web",
-        "1.0.0",
-        &deps_yaml(&[("redis", "1.2.3", &url, None)]),
-    );
+    let repo = web_with_redis("1.2.3", &url);
     let server = fetching_server(&[port], &[]);
     let spec = support::dir_stream(repo.path(), "app", argo_env("web", "demo", &[]));
     let err = support::generate(&server.socket, &spec, Some(Duration::from_secs(5)))
