@@ -330,10 +330,9 @@ async fn refused_destinations_and_missing_charts_name_the_dependency() {
 
 #[tokio::test]
 async fn a_repository_nobody_listens_at_is_unavailable_naming_the_dependency() {
-    let port = {
-        let gone = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        gone.local_addr().expect("addr").port()
-    };
+    // Port 1 (tcpmux): nothing listens there, unlike a port freed a moment ago, which another
+    // test's server may have taken meanwhile.
+    let port = 1;
     let url = format!("http://charts.test:{port}");
     let repo = web_with_redis("1.2.3", &url);
     let server = fetching_server(&[port], &[]);
