@@ -44,3 +44,17 @@ pub mod server;
 pub mod substitute;
 pub mod telemetry;
 pub mod yaml;
+
+/// Deterministic randomness for property-style tests.
+#[cfg(test)]
+pub(crate) mod test_rng {
+    /// A xorshift64 stream from `seed` (non-zero), as numbers below 1,000,003.
+    pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> usize {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            usize::try_from(seed % 1_000_003).unwrap_or_default()
+        }
+    }
+}

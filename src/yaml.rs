@@ -1781,13 +1781,7 @@ mod tests {
     fn garbage_never_panics() {
         let corpus = "a: &a {b: [1, 'x', \"y\\n\"], c: !!int 3}\n<<: *a\n? [k]\n: |\n  text\n--- !t\n- *a\n- >-\n  f\n...\n";
         let alphabet: Vec<char> = "-:?[]{},#&*!|>'\"%@` \n\t.0x1eyn~<\\é".chars().collect();
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            usize::try_from(seed % 1_000_003).unwrap_or_default()
-        };
+        let mut next = crate::test_rng::xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..3_000 {
             let mut text: Vec<char> = corpus.chars().collect();
             for _ in 0..(next() % 8 + 1) {
@@ -2000,13 +1994,7 @@ mod tests {
             "ab yYnNtTfFoO~01x_.+-:#?,[]{}&*!|>'\"%@`\t\r\n\u{7f}\u{85}\u{a0}é\u{2028}\u{feff}🎉"
                 .chars()
                 .collect();
-        let mut seed: u64 = 0xD1B5_4A32_D192_ED03;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            usize::try_from(seed % 1_000_003).unwrap_or_default()
-        };
+        let mut next = crate::test_rng::xorshift(0xD1B5_4A32_D192_ED03);
         for _ in 0..50_000 {
             let s: String = (0..next() % 8)
                 .map(|_| alphabet[next() % alphabet.len()])

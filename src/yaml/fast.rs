@@ -714,13 +714,7 @@ mod tests {
     /// stream, errors and their positions included.
     #[test]
     fn random_streams_mean_what_saphyr_reads() {
-        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            usize::try_from(seed % 1_000_003).unwrap_or_default()
-        };
+        let mut next = crate::test_rng::xorshift(0x2545_F491_4F6C_DD1D);
         let keys = [
             "a", "b", "name", "1", "on", "\"q\"", "'s'", "x.y/z", "k-1", "~", "<<",
         ];
@@ -756,7 +750,7 @@ mod tests {
             let mut chars: Vec<char> = text.chars().collect();
             for _ in 0..(next() % 3 + 1) {
                 let at = next() % (chars.len() + 1);
-                if next() % 2 == 0 || at == chars.len() {
+                if next().is_multiple_of(2) || at == chars.len() {
                     chars.insert(at, alphabet[next() % alphabet.len()]);
                 } else {
                     chars.remove(at);

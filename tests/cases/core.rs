@@ -607,11 +607,7 @@ async fn one_process_serves_every_plugin_on_its_own_socket() {
 
 #[tokio::test]
 async fn metrics_and_probe_endpoints() {
-    let port = support::free_port();
-    let server = TestServer::start_with(ServerOptions {
-        args: vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")],
-        ..Default::default()
-    });
+    let (server, port) = support::metrics_server();
     support::generate(&server.socket, &mono("apps/chart", &[]), None)
         .await
         .expect("generate");

@@ -649,11 +649,7 @@ async fn requests_over_the_concurrency_cap_are_refused_until_a_slot_frees() {
 /// never what the render of the kept tree said, and nothing of it is cached.
 #[tokio::test]
 async fn a_kept_tree_renders_early_but_answers_only_a_verified_stream() {
-    let port = support::free_port();
-    let server = TestServer::start_with(ServerOptions {
-        args: vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")],
-        ..Default::default()
-    });
+    let (server, port) = support::metrics_server();
     support::readyz(port);
     let repo = support::repo_of(&[
         ("ok/kustomization.yaml", "resources: [cm.yaml]\n"),

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{self, ServerOptions, TestServer, argo_env, find, fixture};
+use crate::support::{self, argo_env, find, fixture};
 
 fn monitoring() -> PathBuf {
     support::repo_root().join("sidecar/monitoring")
@@ -93,11 +93,7 @@ fn exported(text: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn rules_and_dashboard_query_only_exported_metrics() {
-    let port = support::free_port();
-    let server = TestServer::start_with(ServerOptions {
-        args: vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")],
-        ..Default::default()
-    });
+    let (server, port) = support::metrics_server();
     let spec = support::dir_stream(&fixture("mono"), "apps/chart", argo_env("web", "demo", &[]));
     support::generate(&server.socket, &spec, None)
         .await

@@ -335,11 +335,7 @@ async fn a_detached_descendant_does_not_outlive_its_request() {
 
 #[tokio::test]
 async fn sandbox_state_is_reported() {
-    let port = support::free_port();
-    let server = TestServer::start_with(ServerOptions {
-        args: vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")],
-        ..Default::default()
-    });
+    let (server, port) = support::metrics_server();
     let ready = support::readyz(port);
     assert!(
         ready.contains("tool sandbox on (landlock: files"),

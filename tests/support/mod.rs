@@ -248,6 +248,16 @@ impl Drop for TestServer {
 }
 
 /// A fresh connection, like the repo-server opens per operation.
+/// A default server with its metrics endpoint on a free loopback port (returned).
+pub(crate) fn metrics_server() -> (TestServer, u16) {
+    let port = free_port();
+    let server = TestServer::start_with(ServerOptions {
+        args: vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")],
+        ..Default::default()
+    });
+    (server, port)
+}
+
 pub(crate) async fn connect(socket: &Path) -> ConfigManagementPluginServiceClient<Channel> {
     client::connect(socket).await.expect("connect")
 }
