@@ -16,6 +16,10 @@
 //! - *warm CPU*: server CPU time (utime + stime from `/proc`) per MB of archive received for
 //!   requests whose render is cached (receive, verify, substitute, answer).
 //!
+//! Like the repo-server, which writes the archive and its checksum before its first message
+//! of every call (its own cost, the same whatever the plugin), the bench computes the
+//! checksum before the timed calls; the 1 KiB messages are made while timed.
+//!
 //! Run: `cargo bench --bench repo` (after `scripts/install-tools.sh`). `BENCH_ROUNDS` (default 5);
 //! `BENCH_SHAPES` (`monorepo,podinfo-sized`) and `BENCH_MEDIA` (`tmpfs,disk`) pick rows, e.g.
 //! to profile one of them.
@@ -30,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use avp_sidecar::protocol::client::{RepoStream, connect, generate_like_argo, tgz_dir};
+use avp_sidecar::protocol::client::{RepoStream, connect, generate_like_argo, sha256_hex, tgz_dir};
 
 mod common;
 use common::{start_server, stop, tool};
@@ -221,11 +225,13 @@ async fn measure(shape: &Shape, medium: &str, base: &Path, plugin: &str, rounds:
         set_commit(&shape.repo, round + salt);
         let archive = tgz_dir(&shape.repo).expect("tgz");
         archive_mb = archive.len() as f64 / 1e6;
+        let checksum = sha256_hex(&archive);
         let streams: Vec<RepoStream> = (0..shape.apps)
             .map(|i| {
                 let app = format!("apps/app{i}");
                 RepoStream {
                     archive: archive.clone(),
+                    checksum: Some(checksum.clone()),
                     ..RepoStream::for_dir(&shape.repo, &app, env(&app)).expect("stream")
                 }
             })
@@ -255,7 +261,9 @@ async fn measure(shape: &Shape, medium: &str, base: &Path, plugin: &str, rounds:
     }
     // Warm: the last commit's renders are cached; server CPU per MB received.
     set_commit(&shape.repo, usize::MAX - 1 - salt);
-    let stream = RepoStream::for_dir(&shape.repo, "apps/app0", env("apps/app0")).expect("stream");
+    let mut stream =
+        RepoStream::for_dir(&shape.repo, "apps/app0", env("apps/app0")).expect("stream");
+    stream.checksum = Some(sha256_hex(&stream.archive));
     argo(&socket, &stream).await;
     let n = 20;
     let cpu_before = cpu_seconds(server.id());

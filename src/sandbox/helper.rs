@@ -1,5 +1,5 @@
-//! `avp-sidecar sandbox-exec <policy> -- <tool> <args>`: the re-exec helper that confines one
-//! tool run. It runs single-threaded, before any tool code, as the tool's own process:
+//! `avp-sandbox-exec <policy> -- <tool> <args>` (or `avp-sidecar sandbox-exec ...`): the
+//! re-exec helper that confines one tool run. It runs single-threaded, before any tool code, as the tool's own process:
 //!
 //! 1. marks every inherited descriptor above stderr close-on-exec (the tool gets only stdio);
 //! 2. sets `RLIMIT_CORE` to 0 (a crashing tool leaves no core file with its memory);
@@ -21,8 +21,12 @@ use landlock::{
 
 use super::{Policy, TARGET_ABI};
 
-/// The helper's subcommand name (not shown in `--help`).
+/// The helper's subcommand name in `avp-sidecar` (not shown in `--help`).
 pub const SUBCOMMAND: &str = "sandbox-exec";
+
+/// The helper as a binary of its own (`src/bin/avp-sandbox-exec.rs`), installed beside
+/// `avp-sidecar`: it starts faster than the server binary (see `sandbox::Runner`).
+pub const BINARY: &str = "avp-sandbox-exec";
 
 /// Exit status when the helper refuses or fails (as a shell does for "cannot execute").
 pub const EXIT_REFUSED: u8 = 126;

@@ -8,7 +8,8 @@
 //!   produces for chart inflation and refuses flag-like values, post-renderers and plugins. The
 //!   direct helm path is checked by the same code.
 //! - [`helper`]: the kernel's Landlock LSM. The server does not restrict itself; it starts
-//!   `avp-sidecar sandbox-exec <policy> -- <tool> <args>`, a small re-exec helper that marks
+//!   `avp-sandbox-exec <policy> -- <tool> <args>` (a binary of its own next to ours, or
+//!   `avp-sidecar sandbox-exec` when it is not installed), a small re-exec helper that marks
 //!   inherited descriptors close-on-exec, disables core dumps, restricts itself (read and write
 //!   only the request's directories, read the system files a tool needs, execute only the tool
 //!   binaries, TCP connect only to operator-listed ports and, for runs that fetch charts, the
@@ -122,8 +123,10 @@ pub struct Sandbox {
     pub mode: SandboxMode,
     /// What is enforced; `None` when tools run unconfined.
     pub enforced: Option<Support>,
-    /// Our own binary: the re-exec helper and the helm gate.
+    /// Our own binary: the helm gate (kustomize's `--helm-command`).
     pub helper: PathBuf,
+    /// What a confined run starts: the re-exec helper.
+    runner: Runner,
     /// Files tools may execute: the tool binaries, our binary, and their ELF interpreters.
     exec: Vec<PathBuf>,
     /// TCP ports tools may connect to (none: no outbound TCP at all).
@@ -139,6 +142,7 @@ impl Sandbox {
         connect_ports: Vec<u16>,
     ) -> Result<Self, SandboxError> {
         let helper = std::env::current_exe().map_err(SandboxError::SelfExe)?;
+        let runner = Runner::beside(&helper);
         let support = Support::probe();
         let enforced = match mode {
             SandboxMode::Off => None,
@@ -168,6 +172,7 @@ impl Sandbox {
         Ok(Self {
             mode,
             enforced,
+            runner,
             helper,
             exec,
             connect_ports,
@@ -184,7 +189,11 @@ impl Sandbox {
     /// One line for the startup log and `/readyz`.
     pub fn status_line(&self) -> String {
         match (&self.enforced, self.mode) {
-            (Some(s), _) => format!("tool sandbox on (landlock: {})", s.describe()),
+            (Some(s), _) => format!(
+                "tool sandbox on (landlock: {}; helper: {})",
+                s.describe(),
+                self.runner.describe()
+            ),
             (None, SandboxMode::Off) => "tool sandbox OFF (--tool-sandbox off)".to_owned(),
             (None, _) => "tool sandbox OFF: this kernel has no usable Landlock".to_owned(),
         }
@@ -253,18 +262,75 @@ impl Sandbox {
         if self.enforced.is_none() {
             return cmd;
         }
-        let mut args: Vec<OsString> = vec![helper::SUBCOMMAND.into()];
+        let mut args: Vec<OsString> = Vec::new();
+        if self.runner.subcommand {
+            args.push(helper::SUBCOMMAND.into());
+        }
         args.extend(policy.to_args());
         args.push("--".into());
         args.push(cmd.program.into_os_string());
         args.extend(cmd.args);
         ToolCommand {
-            program: self.helper.clone(),
+            program: self.runner.program.clone(),
             args,
             cwd: cmd.cwd,
             env: cmd.env,
         }
     }
+}
+
+/// The re-exec helper a confined run starts.
+///
+/// Every tool run pays for starting it. `avp-sidecar` is a 16 MB binary whose start costs
+/// ~300 page faults (~3 ms on a small VM, more than half the wall time of a tool's start);
+/// `avp-sandbox-exec` holds only the helper's code and starts in ~1 ms. Both run the same
+/// [`helper::main`], so a server whose dedicated helper is not installed beside it confines
+/// exactly the same, only more slowly (the status line says which one runs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Runner {
+    program: PathBuf,
+    /// `program` is our own binary, which needs [`helper::SUBCOMMAND`] first.
+    subcommand: bool,
+}
+
+impl Runner {
+    /// [`helper::BINARY`] in the directory of `own_exe` (the server's resolved executable, so
+    /// as trusted as the server itself), or `own_exe` in helper mode.
+    fn beside(own_exe: &Path) -> Self {
+        let dedicated = own_exe.with_file_name(helper::BINARY);
+        if is_executable(&dedicated) {
+            Self {
+                program: dedicated,
+                subcommand: false,
+            }
+        } else {
+            Self {
+                program: own_exe.to_path_buf(),
+                subcommand: true,
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        let name = self.program.file_name().map_or_else(
+            || self.program.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        if self.subcommand {
+            format!(
+                "{name} {} (slower: {} is not installed beside it)",
+                helper::SUBCOMMAND,
+                helper::BINARY
+            )
+        } else {
+            name
+        }
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// `program` as the kernel will execute it: a path as given, a bare name looked up in
@@ -399,6 +465,33 @@ fn elf_interpreter(path: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dedicated_helper_is_used_when_installed_beside_the_server() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let server = dir.path().join("avp-sidecar");
+        std::fs::write(&server, b"").expect("write");
+        let fallback = Runner::beside(&server);
+        assert_eq!(fallback.program, server);
+        assert!(fallback.subcommand);
+        assert!(
+            fallback.describe().contains("slower"),
+            "{}",
+            fallback.describe()
+        );
+
+        let dedicated = dir.path().join(helper::BINARY);
+        std::fs::write(&dedicated, b"").expect("write");
+        // Not executable: not a helper to run.
+        assert!(Runner::beside(&server).subcommand);
+        std::fs::set_permissions(&dedicated, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let runner = Runner::beside(&server);
+        assert_eq!(runner.program, dedicated);
+        assert!(!runner.subcommand);
+        assert_eq!(runner.describe(), helper::BINARY);
+    }
 
     #[test]
     fn own_binary_interpreter_is_found_and_static_tools_have_none() {

@@ -341,6 +341,9 @@ async fn sandbox_state_is_reported() {
         ready.contains("tool sandbox on (landlock: files"),
         "{ready}"
     );
+    // Cargo builds every binary of the package for integration tests, so the dedicated
+    // helper sits beside the server binary and is the one used.
+    assert!(ready.contains("helper: avp-sandbox-exec)"), "{ready}");
     assert!(support::http_get(port, "/metrics").contains("avp_sidecar_tool_sandbox_enabled 1"),);
     drop(server);
 }
