@@ -812,6 +812,11 @@ pub static TREE_CACHE_BYTES: Gauge<0> = Gauge::new(
     "approximate disk use of the tree cache",
     [],
 );
+pub static RENDERS_AHEAD: Counter<1> = Counter::new(
+    "avp_sidecar_renders_ahead_total",
+    "renders a discovery MatchRepository started for the GenerateManifest that follows it, by result (rendered, failed; one stopped because its stream did not verify is not counted)",
+    ["result"],
+);
 pub static RENDER_CACHE_HITS: Counter<0> = Counter::new(
     "avp_sidecar_render_cache_hits_total",
     "renders answered from the render cache",
@@ -962,6 +967,7 @@ static FAMILIES: &[&dyn Family] = &[
     &TREE_PREFETCHES,
     &TREE_CACHE_ENTRIES,
     &TREE_CACHE_BYTES,
+    &RENDERS_AHEAD,
     &RENDER_CACHE_HITS,
     &RENDER_CACHE_MISSES,
     &RENDER_CACHE_ENTRIES,

@@ -69,6 +69,11 @@ impl RenderCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `key` is cached (without counting as a use).
+    pub fn contains(&self, key: &Key) -> bool {
+        self.lock().map.contains_key(key)
+    }
+
     pub fn get(&self, key: &Key) -> Option<Cached> {
         let mut inner = self.lock();
         inner.clock += 1;

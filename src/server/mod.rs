@@ -1,6 +1,7 @@
 //! The gRPC side: one tonic server per plugin socket, request handling, deadlines, graceful
 //! shutdown. Owns the protobuf-facing edge; rendering and substitution are `pipeline`'s.
 
+mod ahead;
 pub(crate) mod deadline;
 pub mod http;
 mod service;
@@ -76,6 +77,8 @@ pub struct Shared {
     pub tool_fingerprint: String,
     /// What MatchRepository learned of recent archives, by checksum (`discovery::archive`).
     pub(crate) scan_indexes: crate::pipeline::discovery::archive::IndexCache,
+    /// Renders a MatchRepository started for the GenerateManifest that follows it.
+    ahead: ahead::Ahead,
 }
 
 /// Archive indexes kept for MatchRepository: a monorepo's apps at one commit need one pass.
@@ -101,6 +104,7 @@ impl Shared {
                 SCAN_INDEX_ENTRIES,
                 SCAN_INDEX_BYTES,
             ),
+            ahead: ahead::Ahead::default(),
         }
     }
 }

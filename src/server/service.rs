@@ -36,6 +36,7 @@ const MAX_DRAIN: Duration = Duration::from_secs(10);
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
+#[derive(Clone)]
 pub struct CmpService {
     plugin: Arc<Plugin>,
     shared: Arc<Shared>,
@@ -115,6 +116,36 @@ struct Pending {
     verified: tokio::sync::watch::Sender<bool>,
 }
 
+/// A render-ahead's place and what it renders ([`CmpService::ahead_place`]).
+struct AheadPlace {
+    running: super::ahead::Running,
+    key: cache::Key,
+    app_rel_path: String,
+}
+
+/// A render-ahead started by a MatchRepository ([`CmpService::render_ahead`]): stopped when
+/// dropped before [`AheadTask::confirm`], i.e. when the match's stream failed.
+struct AheadTask {
+    verified: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AheadTask {
+    /// The match's stream has verified: the render may go into the render cache, and runs on
+    /// without the request.
+    fn confirm(self) {
+        self.verified.send_replace(true);
+    }
+}
+
+impl Drop for AheadTask {
+    fn drop(&mut self) {
+        if !*self.verified.borrow() {
+            self.task.abort();
+        }
+    }
+}
+
 /// A received (and, when needed, checked-out) request. `handle` keeps its `WorkDir` alive until
 /// the work future has finished (holding it here would let a closure that captures only some
 /// fields drop it early), so this only carries paths into it and the shared tree.
@@ -124,6 +155,9 @@ struct Unpacked {
     app_name: String,
     /// Where to store the render, when the render cache applies.
     cache_key: Option<cache::Key>,
+    /// A render a MatchRepository started for this request (`server::ahead`), found when the
+    /// request's metadata arrived.
+    ahead: Option<super::ahead::Found>,
 }
 
 impl Unpacked {
@@ -184,6 +218,11 @@ impl CmpService {
         let cache_key =
             (use_cache && self.shared.render_cache.enabled()).then(|| self.cache_key(&metadata));
         let hit = cache_key.and_then(|key| self.shared.render_cache.get(&key));
+        // Looked up now, while its render is surely in flight (Argo sends this right after the
+        // match that started it), and held: the render is handed over even if it ends first.
+        let ahead = cache_key
+            .filter(|_| hit.is_none() && need == Need::Tree)
+            .and_then(|key| self.shared.ahead.find(&key));
         if use_cache && self.shared.render_cache.enabled() {
             if hit.is_some() {
                 metrics::RENDER_CACHE_HITS.inc([]);
@@ -201,6 +240,7 @@ impl CmpService {
                 env,
                 app_name: received.metadata.app_name,
                 cache_key,
+                ahead: None,
             };
             return Ok((None, unpacked, None));
         }
@@ -299,6 +339,7 @@ impl CmpService {
             env,
             app_name: meta.app_name,
             cache_key,
+            ahead,
         };
         Ok((Some(workdir), unpacked, pending))
     }
@@ -460,6 +501,140 @@ impl CmpService {
         }
     }
 
+    /// A render-ahead's place (`server::ahead`) for the app of `metadata`, when a
+    /// GenerateManifest of it could render before its own stream has verified: a built-in
+    /// render that the render cache applies to, tools without network of their own, and no
+    /// render of it cached or in flight. Only on spare capacity, a render slot free now and at
+    /// most [`super::ahead::MAX_IN_FLIGHT`] at once, because the match cannot tell whether a
+    /// GenerateManifest follows (an unclaimed app gets one only if its Application names the
+    /// plugin). `verified` turns true once the match's stream has verified (until then no
+    /// GenerateManifest waits for the render).
+    fn ahead_place(
+        &self,
+        metadata: &ManifestRequestMetadata,
+        verified: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<AheadPlace> {
+        let cache = &self.shared.render_cache;
+        if !cache.enabled()
+            || !self.renders_before_verified(true)
+            || self.shared.pipeline.renderer.slots.available_permits() == 0
+        {
+            return None;
+        }
+        let key = self.cache_key(metadata);
+        if cache.contains(&key) {
+            return None;
+        }
+        let running = self.shared.ahead.begin(key, verified)?;
+        Some(AheadPlace {
+            running,
+            key,
+            app_rel_path: metadata.app_rel_path.clone(),
+        })
+    }
+
+    /// Starts rendering the app of a MatchRepository whose archive's tree is kept, before the
+    /// match's stream has verified ([`CmpService::ahead_place`] says when). `None` (nothing
+    /// started) otherwise, or when the app path is not a directory of the tree (the
+    /// GenerateManifest reports that). The render is kept only after [`AheadTask::confirm`];
+    /// dropped unconfirmed, it is stopped.
+    fn render_ahead(
+        &self,
+        metadata: &ManifestRequestMetadata,
+        env: &RequestEnv,
+        deadline: Option<Instant>,
+    ) -> Option<AheadTask> {
+        let tree = self.shared.trees.ready(&TreeKey::new(
+            &metadata.checksum,
+            self.plugin.preserve_file_mode,
+        ))?;
+        let (verified, rx) = tokio::sync::watch::channel(false);
+        let place = self.ahead_place(metadata, rx.clone())?;
+        let service = self.clone();
+        let env = env.clone();
+        let task = tokio::spawn(
+            async move {
+                service
+                    .run_ahead(place, tree, Some(rx), env, deadline)
+                    .await;
+            }
+            .in_current_span(),
+        );
+        Some(AheadTask { verified, task })
+    }
+
+    /// The render-ahead of `place`'s app in `tree`: render, wait for `verified` (the match's
+    /// stream; `None`: verified already), then keep the render (render cache) and hand it to
+    /// the GenerateManifest waiting for it. Logged and counted; a failure is left to that
+    /// GenerateManifest, which renders (and reports) for itself.
+    async fn run_ahead(
+        &self,
+        place: AheadPlace,
+        tree: Arc<crate::protocol::trees::Tree>,
+        verified: Option<tokio::sync::watch::Receiver<bool>>,
+        env: RequestEnv,
+        deadline: Option<Instant>,
+    ) {
+        let AheadPlace {
+            running,
+            key,
+            app_rel_path,
+        } = place;
+        let render = async {
+            let workdir = WorkDir::create(&self.shared.settings.work_root).map_err(|source| {
+                RequestError::WorkDir {
+                    path: self.shared.settings.work_root.display().to_string(),
+                    source,
+                }
+            })?;
+            let app_rel = app_rel(tree.path(), &app_rel_path)?;
+            let mut tree = RepoTree::shared(tree, app_rel, &workdir.repo(), &workdir.tmp())
+                .map_err(|source| RequestError::WorkDir {
+                    path: workdir.path().display().to_string(),
+                    source,
+                })?;
+            if let Some(rx) = verified {
+                tree = tree.unverified(rx);
+            }
+            let r = self
+                .shared
+                .pipeline
+                .render(&self.plugin, &tree, &env, deadline)
+                .await?;
+            tree.verified().await?;
+            let documents = crate::pipeline::substitute::share(r.documents);
+            if r.cacheable {
+                self.shared
+                    .render_cache
+                    .insert(key, r.kind.clone(), &documents, &r.alias_budget);
+            }
+            if !r.tool_stderr.is_empty() {
+                info!(stderr = %r.tool_stderr, "tool stderr");
+            }
+            info!(
+                kind = r.kind.name(),
+                tool_ms = millis(r.tool_time),
+                cached = r.cacheable,
+                "rendered ahead"
+            );
+            running.deliver(cache::Cached {
+                kind: r.kind,
+                documents,
+                alias_budget: r.alias_budget,
+            });
+            drop(workdir);
+            Ok::<_, RequestError>(())
+        };
+        let result = match within(deadline, render).await {
+            Ok(()) => "rendered",
+            Err(err) => {
+                info!(error = %err, "render ahead failed; the GenerateManifest renders for itself");
+                "failed"
+            }
+        };
+        metrics::RENDERS_AHEAD.inc([result]);
+    }
+
     /// Starts extracting a MatchRepository's archive into a tree nobody sees yet, from its
     /// spool as it arrives, when the archive's tree is neither there nor being made and a
     /// prefetch slot is free (else `None`: best effort, nothing is reported).
@@ -487,20 +662,39 @@ impl CmpService {
     /// GenerateManifest right after a MatchRepository of an app this plugin renders: it finds
     /// the key's slot taken and waits for this extraction instead of starting its own. A
     /// failure is left to that GenerateManifest, which extracts (and reports) itself.
-    fn adopt_prefetch(&self, key: TreeKey, staged: Staged) {
+    ///
+    /// With `ahead` (the match's own stream has verified), the app is then rendered from that
+    /// tree for the GenerateManifest, which finds the render in flight and waits for it.
+    fn adopt_prefetch(
+        &self,
+        key: TreeKey,
+        staged: Staged,
+        ahead: Option<(AheadPlace, RequestEnv, Option<Instant>)>,
+    ) {
         let reserved = self.shared.trees.reserve(&key);
-        let shared = self.shared.clone();
+        let service = self.clone();
         let verified = Instant::now();
         tokio::spawn(
             async move {
-                match shared.trees.complete(reserved, staged).await {
-                    Ok((_, true)) => {
-                        metrics::UNPACK_SECONDS.observe([], verified.elapsed());
-                        metrics::TREE_PREFETCHES.inc([]);
-                        tracing::debug!(ms = millis(verified.elapsed()), "repository prefetched");
+                let tree = match service.shared.trees.complete(reserved, staged).await {
+                    Ok((tree, extracted)) => {
+                        if extracted {
+                            metrics::UNPACK_SECONDS.observe([], verified.elapsed());
+                            metrics::TREE_PREFETCHES.inc([]);
+                            tracing::debug!(
+                                ms = millis(verified.elapsed()),
+                                "repository prefetched"
+                            );
+                        }
+                        tree
                     }
-                    Ok((_, false)) => {}
-                    Err(err) => tracing::debug!(error = %err, "repository prefetch failed"),
+                    Err(err) => {
+                        tracing::debug!(error = %err, "repository prefetch failed");
+                        return;
+                    }
+                };
+                if let Some((place, env, deadline)) = ahead {
+                    service.run_ahead(place, tree, None, env, deadline).await;
                 }
             }
             .in_current_span(),
@@ -537,7 +731,7 @@ impl CmpService {
         } else {
             DiscoverMode::Off
         };
-        let job = self.discover(builtin, mode, &mut stream);
+        let job = self.discover(builtin, mode, &mut stream, deadline);
         let result = within(deadline, job).instrument(span.clone()).await;
         let _enter = span.enter();
         let outcome = match result {
@@ -548,17 +742,12 @@ impl CmpService {
             Err(err) => return Err(self.failed(rpc, started, deadline, &mut stream, &err).await),
         };
         self.answered(rpc, started);
-        let (is_supported, is_discovery_enabled) = match (mode, &outcome) {
-            (DiscoverMode::Off, _) => (false, false),
-            (_, archive::Outcome::Unknown(why)) => {
-                warn!(reason = %why, "discovery could not decide; not claiming the app (usable by name)");
-                (false, false)
-            }
-            (DiscoverMode::All, archive::Outcome::NoApp) => (false, true),
-            (DiscoverMode::All, _) => (true, true),
-            (DiscoverMode::Placeholders, archive::Outcome::Placeholders) => (true, true),
-            (DiscoverMode::Placeholders, _) => (false, false),
-        };
+        if let (DiscoverMode::All | DiscoverMode::Placeholders, archive::Outcome::Unknown(why)) =
+            (mode, &outcome)
+        {
+            warn!(reason = %why, "discovery could not decide; not claiming the app (usable by name)");
+        }
+        let (is_supported, is_discovery_enabled) = answer(mode, &outcome);
         info!(
             ms = millis(started.elapsed()),
             discover = ?mode,
@@ -580,6 +769,7 @@ impl CmpService {
         builtin: &crate::pipeline::plugin::Builtin,
         mode: DiscoverMode,
         stream: &mut S,
+        deadline: Option<Instant>,
     ) -> Result<archive::Outcome, RequestError>
     where
         S: Stream<Item = Result<AppStreamRequest, Status>> + Unpin,
@@ -613,28 +803,15 @@ impl CmpService {
                 .map(str::to_owned)
                 .collect(),
         };
-        let (outcome, cut_at_cap) = self.scan_archive(stream, metadata, &req, mode).await?;
-        Ok(match outcome {
-            archive::Outcome::Plain | archive::Outcome::NoApp
-                if cut_at_cap && mode == DiscoverMode::Placeholders =>
-            {
-                archive::Outcome::Unknown(format!(
-                    "compressed repository over {} bytes",
-                    settings.max_compressed_bytes
-                ))
-            }
-            archive::Outcome::Plain
-                if env.entries().iter().any(|(k, v)| {
-                    k.starts_with(crate::pipeline::context::PLUGIN_ENV_PREFIX)
-                        && archive::MARKERS
-                            .iter()
-                            .any(|m| v.as_bytes().windows(m.len()).any(|w| w == *m))
-                }) =>
-            {
-                archive::Outcome::Placeholders
-            }
-            other => other,
-        })
+        let (outcome, cut_at_cap) = self
+            .scan_archive(stream, metadata, &req, mode, &env, deadline)
+            .await?;
+        Ok(settle(
+            outcome,
+            cut_at_cap.then_some(settings.max_compressed_bytes),
+            mode,
+            &env,
+        ))
     }
 
     /// Receives the archive and decides `req` from it: from the index of an earlier pass over
@@ -648,6 +825,8 @@ impl CmpService {
         metadata: crate::protocol::pb::ManifestRequestMetadata,
         req: &archive::ScanRequest,
         mode: DiscoverMode,
+        env: &RequestEnv,
+        deadline: Option<Instant>,
     ) -> Result<(archive::Outcome, bool), RequestError>
     where
         S: Stream<Item = Result<AppStreamRequest, Status>> + Unpin,
@@ -674,6 +853,8 @@ impl CmpService {
             Some(p) => (Some(p.spool), Some((p.key, p.staged, p.workdir))),
             None => (None, None),
         };
+        // For a render ahead once the prefetched tree is there (the first app of a commit).
+        let ahead_metadata = staged.is_some().then(|| metadata.clone());
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
         // With discovery off, or the archive's index already known, nothing is scanned: the
         // receiver is dropped and chunks are only hashed (the stream is still read to its end,
@@ -683,9 +864,18 @@ impl CmpService {
                 archive::Index::build(archive::ChannelReader::new(rx), markers, &limits)
             })
         });
+        // The outcome is known already when the index is: if it is an app this plugin renders,
+        // its render can start now, alongside the rest of this stream (`server::ahead`).
+        let ahead = known
+            .as_ref()
+            .filter(|index| mode != DiscoverMode::Off && renders(&index.evaluate(req)))
+            .and_then(|_| self.render_ahead(&metadata, env, deadline));
         let forwarded =
             stream::receive_forwarding(stream, metadata, tx, spool, settings.max_compressed_bytes)
                 .await?;
+        if let Some(ahead) = ahead {
+            ahead.confirm();
+        }
         // The stream has verified against `checksum`: its index may be used and kept, and the
         // tree extracted from it kept (if the outcome is an app this plugin renders).
         let index = match (scan, known) {
@@ -706,16 +896,65 @@ impl CmpService {
             (_, Some(index)) => index.evaluate(req),
         };
         if let Some((key, staged, _workdir)) = staged {
-            let renders = matches!(
-                outcome,
-                archive::Outcome::Plain | archive::Outcome::Placeholders
-            );
             // Otherwise `staged` is dropped: cancelled, its directory removed.
-            if renders && forwarded.spooled {
-                self.adopt_prefetch(key, staged);
+            if renders(&outcome) && forwarded.spooled {
+                let ahead = ahead_metadata
+                    .as_ref()
+                    .and_then(|m| self.ahead_place(m, tokio::sync::watch::channel(true).1))
+                    .map(|place| (place, env.clone(), deadline));
+                self.adopt_prefetch(key, staged, ahead);
             }
         }
         Ok((outcome, forwarded.cut_at_cap))
+    }
+}
+
+/// Whether an app with this outcome is one the plugin renders: claimed, or plain and so usable
+/// by name (Argo sends a named app's GenerateManifest whatever the match answered).
+fn renders(outcome: &archive::Outcome) -> bool {
+    matches!(
+        outcome,
+        archive::Outcome::Plain | archive::Outcome::Placeholders
+    )
+}
+
+/// A MatchRepository's answer `(isSupported, isDiscoveryEnabled)` for a discovery outcome.
+fn answer(mode: DiscoverMode, outcome: &archive::Outcome) -> (bool, bool) {
+    match (mode, outcome) {
+        (DiscoverMode::Off, _) | (_, archive::Outcome::Unknown(_)) => (false, false),
+        (DiscoverMode::All, archive::Outcome::NoApp) => (false, true),
+        (DiscoverMode::All, _) => (true, true),
+        (DiscoverMode::Placeholders, archive::Outcome::Placeholders) => (true, true),
+        (DiscoverMode::Placeholders, _) => (false, false),
+    }
+}
+
+/// What the archive's outcome becomes with the request's own env: placeholders in a plugin env
+/// value count as placeholders in the app; `cut_at` (the compressed size cap, when the stream
+/// went over it) leaves a placeholder scan undecided.
+fn settle(
+    outcome: archive::Outcome,
+    cut_at: Option<u64>,
+    mode: DiscoverMode,
+    env: &RequestEnv,
+) -> archive::Outcome {
+    match (outcome, cut_at) {
+        (archive::Outcome::Plain | archive::Outcome::NoApp, Some(cap))
+            if mode == DiscoverMode::Placeholders =>
+        {
+            archive::Outcome::Unknown(format!("compressed repository over {cap} bytes"))
+        }
+        (archive::Outcome::Plain, _)
+            if env.entries().iter().any(|(k, v)| {
+                k.starts_with(crate::pipeline::context::PLUGIN_ENV_PREFIX)
+                    && archive::MARKERS
+                        .iter()
+                        .any(|m| v.as_bytes().windows(m.len()).any(|w| w == *m))
+            }) =>
+        {
+            archive::Outcome::Placeholders
+        }
+        (other, _) => other,
     }
 }
 
@@ -773,9 +1012,22 @@ impl ConfigManagementPluginService for CmpService {
             request,
             |u, deadline| async move {
                 let pipeline = &self.shared.pipeline;
-                let (kind, documents, alias_budget, cached) = match u.input {
-                    Input::Verified => return Err(RequestError::NoCheckout),
-                    Input::Tree(tree) => {
+                let ahead = match u.ahead {
+                    Some(found) => {
+                        tracing::debug!("waiting for the render ahead");
+                        found.ended().await
+                    }
+                    None => None,
+                };
+                let (kind, documents, alias_budget, cached) = match (u.input, ahead) {
+                    (Input::Verified, _) => return Err(RequestError::NoCheckout),
+                    (Input::Tree(tree), Some(ahead)) => {
+                        // Nothing goes further before this request's own stream verified.
+                        tree.verified().await?;
+                        info!(kind = ahead.kind.name(), "took the render ahead");
+                        (ahead.kind, ahead.documents, ahead.alias_budget, true)
+                    }
+                    (Input::Tree(tree), None) => {
                         let r = pipeline
                             .render(&self.plugin, &tree, &u.env, deadline)
                             .await?;
@@ -801,7 +1053,7 @@ impl ConfigManagementPluginService for CmpService {
                         );
                         (r.kind, documents, r.alias_budget, false)
                     }
-                    Input::Cached(hit) => (hit.kind, hit.documents, hit.alias_budget, true),
+                    (Input::Cached(hit), _) => (hit.kind, hit.documents, hit.alias_budget, true),
                 };
                 let started = Instant::now();
                 let documents = pipeline

@@ -785,3 +785,46 @@ async fn an_unverified_request_fetches_nothing() {
     assert!(err.message().contains("checksum"), "{err:?}");
     assert_eq!(files.hits("/cm.yaml"), 1, "no fetch for it");
 }
+
+/// A render a discovery MatchRepository started ahead (`server::ahead`) that the render cache
+/// does not keep, because its kustomization fetched a URL, is handed to the GenerateManifest
+/// that follows: one fetch per app and commit, not two.
+#[tokio::test]
+async fn a_render_ahead_that_fetched_is_handed_over_not_repeated() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: remote\n",
+    )
+    .expect("write");
+    let files = StaticServer::start(dir.path(), None);
+    let server = fetching_server(&[files.port], &["--plugin", "avp-kustomize"]);
+    let repo = support::repo_of(&[(
+        "app/kustomization.yaml",
+        &format!("resources:\n- http://charts.test:{}/cm.yaml\n", files.port),
+    )]);
+    let spec = |name: &str| support::dir_stream(repo.path(), "app", argo_env(name, "demo", &[]));
+    for (fetches, name) in [(1, "first"), (2, "second")] {
+        let m = server
+            .client()
+            .await
+            .match_repository(futures::stream::iter(spec(name).messages()))
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()))
+            .into_inner();
+        // Plain (no placeholders): not claimed, but rendered by name.
+        assert!(!m.is_supported && !m.is_discovery_enabled);
+        let docs = support::generate(&server.socket, &spec(name), Some(Duration::from_secs(60)))
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
+        support::find(&docs, "ConfigMap", "remote");
+        assert_eq!(files.hits("/cm.yaml"), fetches, "{}", server.log());
+    }
+    // Both rendered during their matches (the first once its tree was extracted), neither
+    // kept by the render cache, and each handed to its GenerateManifest.
+    let log = server.log();
+    assert_eq!(log.matches("rendered ahead").count(), 2, "{log}");
+    assert_eq!(log.matches("cached=false").count(), 2, "{log}");
+    assert_eq!(log.matches("took the render ahead").count(), 2, "{log}");
+    assert_eq!(log.matches("service: rendered kind=").count(), 0, "{log}");
+}

@@ -315,13 +315,14 @@ async fn one_pass_per_commit_and_the_tree_is_prefetched() {
     assert!(err.message().contains("checksum"), "{err:?}");
 
     // The first match claimed a plain app (renderable by name): its tree was extracted after
-    // the answer, and the GenerateManifest uses it instead of extracting again.
+    // the answer, and the GenerateManifest uses it instead of extracting again (another env
+    // than the match's: with the same, it would take the match's render ahead instead).
     support::eventually(Duration::from_secs(20), "the prefetch to end", || {
         (support::counter(port, "tree_prefetches_total") == 1).then_some(())
     });
     let docs = support::generate(
         &kustomize.socket,
-        &support::dir_stream(repo.path(), "plain", argo_env("web", "demo", &[])),
+        &support::dir_stream(repo.path(), "plain", argo_env("other", "demo", &[])),
         Some(Duration::from_secs(60)),
     )
     .await
@@ -335,4 +336,138 @@ async fn one_pass_per_commit_and_the_tree_is_prefetched() {
         )
     };
     assert_eq!((trees("miss"), trees("hit")), (0, 1), "{}", kustomize.log());
+}
+
+/// A claiming MatchRepository renders its app for the GenerateManifest that follows (same
+/// env): for the first app of a commit once the tree it extracts while the archive arrives is
+/// there, for later apps (tree and index kept) while its own stream still arrives. The
+/// GenerateManifest runs no tool of its own and answers the same manifests.
+#[tokio::test]
+async fn a_claiming_match_renders_ahead_for_its_generate() {
+    let repo = repo();
+    let s = server("avp-kustomize", &["--discover", "all"]);
+    let spec = |name: &str| support::dir_stream(repo.path(), "plain", argo_env(name, "demo", &[]));
+    let renders = || s.log().matches("service: rendered kind=").count();
+    let ahead = || s.log().matches("rendered ahead").count();
+    let mut manifests = Vec::new();
+    for (n, name) in [(1, "first"), (2, "later")] {
+        let m = s
+            .client()
+            .await
+            .match_repository(futures::stream::iter(spec(name).messages()))
+            .await
+            .expect("match")
+            .into_inner();
+        assert!(m.is_supported);
+        manifests.push(
+            support::generate(&s.socket, &spec(name), None)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e:?}\n{}", s.log())),
+        );
+        assert_eq!((renders(), ahead()), (0, n), "{name}\n{}", s.log());
+    }
+    assert_eq!(manifests[0], manifests[1]);
+    support::find(&manifests[0], "ConfigMap", "plain");
+    support::eventually(Duration::from_secs(10), "work dirs removed", || {
+        s.leftover_workdirs().is_empty().then_some(())
+    });
+}
+
+/// A render ahead never outlives a match whose stream does not verify: it is stopped, nothing
+/// of it is cached (the GenerateManifest renders for itself) and nothing is left on disk.
+#[tokio::test]
+async fn a_render_ahead_for_a_stream_that_does_not_verify_is_dropped() {
+    let repo = repo();
+    let port = support::free_port();
+    let s = server(
+        "avp-kustomize",
+        &[
+            "--discover",
+            "all",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    support::readyz(port);
+    let spec = |name: &str| support::dir_stream(repo.path(), "plain", argo_env(name, "demo", &[]));
+    assert_eq!(matched(&s, repo.path(), "plain").await, (true, true));
+    support::generate(&s.socket, &spec("first"), None)
+        .await
+        .expect("the tree is kept");
+
+    let err = support::match_held_corrupt(
+        &s.socket,
+        &spec("later"),
+        || {
+            s.log()
+                .contains("rendered; waiting for the request's stream to verify")
+        },
+        "the render ahead to wait for the match's stream",
+    )
+    .await
+    .expect_err("bytes that do not match the checksum");
+    assert!(err.message().contains("checksum"), "{err:?}");
+    // The first app's only.
+    assert_eq!(s.log().matches("rendered ahead").count(), 1, "{}", s.log());
+
+    let misses = support::counter(port, "render_cache_misses_total");
+    support::generate(&s.socket, &spec("later"), None)
+        .await
+        .expect("the same app, verified");
+    assert_eq!(
+        support::counter(port, "render_cache_misses_total"),
+        misses + 1,
+        "the unverified render ahead was not cached\n{}",
+        s.log()
+    );
+    // "first" (its match had another env) and "later".
+    assert_eq!(s.log().matches("service: rendered kind=").count(), 2);
+    support::eventually(Duration::from_secs(10), "work dirs removed", || {
+        s.leftover_workdirs().is_empty().then_some(())
+    });
+}
+
+/// A GenerateManifest never waits for a render ahead whose match's stream has not verified
+/// (a slow or hostile stream with the same checksum and env would stall it): it renders for
+/// itself while that match is still held open.
+#[tokio::test]
+async fn a_generate_does_not_wait_for_an_unverified_matchs_render() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let repo = repo();
+    let s = server("avp-kustomize", &["--discover", "all"]);
+    let spec = |name: &str| support::dir_stream(repo.path(), "plain", argo_env(name, "demo", &[]));
+    assert_eq!(matched(&s, repo.path(), "plain").await, (true, true));
+    support::generate(&s.socket, &spec("first"), None)
+        .await
+        .expect("the tree is kept");
+
+    let generated = AtomicBool::new(false);
+    let x = spec("x");
+    let held = support::match_held_corrupt(
+        &s.socket,
+        &x,
+        || generated.load(Ordering::SeqCst),
+        "the GenerateManifest to answer while the match is held",
+    );
+    let generate = async {
+        support::eventually_async(
+            Duration::from_secs(20),
+            "the render ahead to wait",
+            async || {
+                s.log()
+                    .contains("rendered; waiting for the request's stream to verify")
+            },
+        )
+        .await;
+        let docs = support::generate(&s.socket, &x, Some(Duration::from_secs(30)))
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", s.log()));
+        generated.store(true, Ordering::SeqCst);
+        docs
+    };
+    let (held, docs) = tokio::join!(held, generate);
+    support::find(&docs, "ConfigMap", "plain");
+    let err = held.expect_err("bytes that do not match the checksum");
+    assert!(err.message().contains("checksum"), "{err:?}");
+    assert!(!s.log().contains("took the render ahead"), "{}", s.log());
 }

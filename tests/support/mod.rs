@@ -324,7 +324,6 @@ pub(crate) async fn generate(
         .collect())
 }
 
-/// Finds the object of `kind` named `name`.
 /// GenerateManifest of `spec` whose stream sends the metadata at once and its file chunks,
 /// with the last byte flipped (so they do not match the checksum), only once `ready` (polled
 /// up to 20 s) holds; the call's result.
@@ -334,6 +333,41 @@ pub(crate) async fn generate_held_corrupt(
     ready: impl Fn() -> bool,
     what: &str,
 ) -> Result<Vec<serde_json::Value>, tonic::Status> {
+    let (rx, release) = held_corrupt(spec);
+    let mut client = connect(socket).await;
+    let call = tokio::spawn(async move { client.generate_manifest(rx).await });
+    release(ready, what).await;
+    let response = call.await.expect("join")?.into_inner();
+    Ok(response
+        .manifests
+        .iter()
+        .map(|m| serde_json::from_str(m).expect("json"))
+        .collect())
+}
+
+/// [`generate_held_corrupt`] for MatchRepository: `(isSupported, isDiscoveryEnabled)`.
+pub(crate) async fn match_held_corrupt(
+    socket: &Path,
+    spec: &StreamSpec,
+    ready: impl Fn() -> bool,
+    what: &str,
+) -> Result<(bool, bool), tonic::Status> {
+    let (rx, release) = held_corrupt(spec);
+    let mut client = connect(socket).await;
+    let call = tokio::spawn(async move { client.match_repository(rx).await });
+    release(ready, what).await;
+    let response = call.await.expect("join")?.into_inner();
+    Ok((response.is_supported, response.is_discovery_enabled))
+}
+
+/// `spec`'s messages with the archive's last byte flipped, as a stream that yields the
+/// metadata at once, and a release that sends the rest once `ready` (polled up to 20 s) holds.
+fn held_corrupt<F: Fn() -> bool>(
+    spec: &StreamSpec,
+) -> (
+    futures::channel::mpsc::UnboundedReceiver<avp_sidecar::protocol::pb::AppStreamRequest>,
+    impl AsyncFnOnce(F, &str),
+) {
     use avp_sidecar::protocol::pb::app_stream_request::Request;
     let mut messages = spec.messages();
     if let Some(Request::File(f)) = messages.last_mut().and_then(|m| m.request.as_mut())
@@ -345,21 +379,16 @@ pub(crate) async fn generate_held_corrupt(
     let (tx, rx) = futures::channel::mpsc::unbounded();
     tx.unbounded_send(messages.next().expect("metadata"))
         .expect("send");
-    let mut client = connect(socket).await;
-    let call = tokio::spawn(async move { client.generate_manifest(rx).await });
-    eventually_async(Duration::from_secs(20), what, async || ready()).await;
-    for m in messages {
-        tx.unbounded_send(m).expect("send");
-    }
-    drop(tx);
-    let response = call.await.expect("join")?.into_inner();
-    Ok(response
-        .manifests
-        .iter()
-        .map(|m| serde_json::from_str(m).expect("json"))
-        .collect())
+    let release = async move |ready: F, what: &str| {
+        eventually_async(Duration::from_secs(20), what, async || ready()).await;
+        for m in messages {
+            tx.unbounded_send(m).expect("send");
+        }
+    };
+    (rx, release)
 }
 
+/// Finds the object of `kind` named `name`.
 pub(crate) fn find<'a>(
     docs: &'a [serde_json::Value],
     kind: &str,
