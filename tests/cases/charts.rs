@@ -743,11 +743,17 @@ async fn a_repository_that_never_answers_ends_at_the_deadline_naming_the_depende
     );
 }
 
-/// A tool's network waits for the request's stream: a kustomization fetching a URL through
-/// the proxy, rendered from a kept tree before the stream has arrived, connects nowhere for
-/// bytes that then do not match the checksum.
-#[tokio::test]
-async fn an_unverified_request_fetches_nothing() {
+/// A kustomize app `app/` whose one resource, ConfigMap `remote`, is a URL on a static
+/// server (returned with the directory it serves), and a sidecar (`extra` arguments) that
+/// fetches it through its proxy.
+fn remote_resource_app(
+    extra: &[&str],
+) -> (
+    tempfile::TempDir,
+    StaticServer,
+    TestServer,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(
         dir.path().join("cm.yaml"),
@@ -755,11 +761,20 @@ async fn an_unverified_request_fetches_nothing() {
     )
     .expect("write");
     let files = StaticServer::start(dir.path(), None);
-    let server = fetching_server(&[files.port], &[]);
+    let server = fetching_server(&[files.port], extra);
     let repo = support::repo_of(&[(
         "app/kustomization.yaml",
         &format!("resources:\n- http://charts.test:{}/cm.yaml\n", files.port),
     )]);
+    (dir, files, server, repo)
+}
+
+/// A tool's network waits for the request's stream: a kustomization fetching a URL through
+/// the proxy, rendered from a kept tree before the stream has arrived, connects nowhere for
+/// bytes that then do not match the checksum.
+#[tokio::test]
+async fn an_unverified_request_fetches_nothing() {
+    let (_dir, files, server, repo) = remote_resource_app(&[]);
     let spec = |name: &str| support::dir_stream(repo.path(), "app", argo_env(name, "demo", &[]));
     let docs = support::generate(
         &server.socket,
@@ -791,29 +806,14 @@ async fn an_unverified_request_fetches_nothing() {
 /// that follows: one fetch per app and commit, not two.
 #[tokio::test]
 async fn a_render_ahead_that_fetched_is_handed_over_not_repeated() {
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(
-        dir.path().join("cm.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: remote\n",
-    )
-    .expect("write");
-    let files = StaticServer::start(dir.path(), None);
-    let server = fetching_server(&[files.port], &["--plugin", "avp-kustomize"]);
-    let repo = support::repo_of(&[(
-        "app/kustomization.yaml",
-        &format!("resources:\n- http://charts.test:{}/cm.yaml\n", files.port),
-    )]);
+    let (_dir, files, server, repo) = remote_resource_app(&["--plugin", "avp-kustomize"]);
     let spec = |name: &str| support::dir_stream(repo.path(), "app", argo_env(name, "demo", &[]));
     for (fetches, name) in [(1, "first"), (2, "second")] {
-        let m = server
-            .client()
+        let m = support::match_repository(&server.socket, &spec(name))
             .await
-            .match_repository(futures::stream::iter(spec(name).messages()))
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()))
-            .into_inner();
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));
         // Plain (no placeholders): not claimed, but rendered by name.
-        assert!(!m.is_supported && !m.is_discovery_enabled);
+        assert_eq!(m, (false, false));
         let docs = support::generate(&server.socket, &spec(name), Some(Duration::from_secs(60)))
             .await
             .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()));

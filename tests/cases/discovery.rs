@@ -25,14 +25,9 @@ fn server(plugin: &str, args: &[&str]) -> TestServer {
 /// MatchRepository for `app` of `repo`: (isSupported, isDiscoveryEnabled).
 async fn matched(server: &TestServer, repo: &Path, app: &str) -> (bool, bool) {
     let spec = support::dir_stream(repo, app, argo_env("web", "demo", &[]));
-    let resp = server
-        .client()
-        .await
-        .match_repository(futures::stream::iter(spec.messages()))
+    support::match_repository(&server.socket, &spec)
         .await
         .unwrap_or_else(|e| panic!("match {app}: {e:?}\n{}", server.log()))
-        .into_inner();
-    (resp.is_supported, resp.is_discovery_enabled)
 }
 
 /// A repository with plain and placeholder apps of both kinds.
@@ -351,14 +346,8 @@ async fn a_claiming_match_renders_ahead_for_its_generate() {
     let ahead = || s.log().matches("rendered ahead").count();
     let mut manifests = Vec::new();
     for (n, name) in [(1, "first"), (2, "later")] {
-        let m = s
-            .client()
-            .await
-            .match_repository(futures::stream::iter(spec(name).messages()))
-            .await
-            .expect("match")
-            .into_inner();
-        assert!(m.is_supported);
+        let m = support::match_repository(&s.socket, &spec(name)).await;
+        assert_eq!(m.expect("match"), (true, true));
         manifests.push(
             support::generate(&s.socket, &spec(name), None)
                 .await

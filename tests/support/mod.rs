@@ -324,6 +324,19 @@ pub(crate) async fn generate(
         .collect())
 }
 
+/// Calls MatchRepository: `(isSupported, isDiscoveryEnabled)`.
+pub(crate) async fn match_repository(
+    socket: &Path,
+    spec: &StreamSpec,
+) -> Result<(bool, bool), tonic::Status> {
+    let resp = connect(socket)
+        .await
+        .match_repository(futures::stream::iter(spec.messages()))
+        .await?
+        .into_inner();
+    Ok((resp.is_supported, resp.is_discovery_enabled))
+}
+
 /// GenerateManifest of `spec` whose stream sends the metadata at once and its file chunks,
 /// with the last byte flipped (so they do not match the checksum), only once `ready` (polled
 /// up to 20 s) holds; the call's result.
