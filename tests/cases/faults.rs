@@ -246,6 +246,13 @@ async fn full_work_dir_file_system() {
         );
         assert!(server.leftover_workdirs().is_empty(), "{what}");
     }
+    // Work dirs and half-made trees are deleted in the background after the response: the
+    // space comes back once that has run.
+    support::eventually(
+        Duration::from_secs(20),
+        "the failed requests' files removed",
+        || (server.trash_entries() == 0 && server.trees_on_disk() == 0).then_some(()),
+    );
     let spec = chart(Entry::File("app/README", b"small"));
     let docs = support::generate(&server.socket, &spec, Some(Duration::from_secs(30)))
         .await

@@ -180,6 +180,11 @@ impl TestServer {
             .unwrap_or_default()
     }
 
+    /// Entries waiting in `_avp_trash` (beside the work root) for the background removal.
+    pub(crate) fn trash_entries(&self) -> usize {
+        std::fs::read_dir(self.work_root.with_file_name("_avp_trash")).map_or(0, Iterator::count)
+    }
+
     /// Extracted trees on disk (`_avp_trees/t*`, beside the work root).
     pub(crate) fn trees_on_disk(&self) -> usize {
         self.work_root
