@@ -20,141 +20,184 @@ use crate::secrets::ReadError;
 use crate::secrets::avp_secret::KubeError;
 use crate::substitute::Problem;
 
-/// Every variant is named: a new error gets a code someone chose, not a fallback.
-fn code(err: &RequestError) -> Code {
+/// How an error is answered: its gRPC code and the request's `reason` label (what an operator
+/// looks at first, from the fixed set [`Reason`]), decided in one match so both read an error
+/// the same way. Every variant is named: a new error gets a code and a reason someone chose,
+/// not a fallback.
+type Verdict = (Code, Reason);
+
+fn verdict(err: &RequestError) -> Verdict {
     match err {
-        RequestError::Stream(e) => stream_code(e),
-        RequestError::Unpack(e) => unpack_code(e),
-        RequestError::Tree(e) => tree_code(e),
-        RequestError::AppPath(_) => Code::InvalidArgument,
-        RequestError::Deadline => Code::DeadlineExceeded,
-        RequestError::Busy { .. } => Code::ResourceExhausted,
-        RequestError::WorkDir { source, .. } if is_disk_full(source) => Code::ResourceExhausted,
+        RequestError::Stream(e) => stream_verdict(e),
+        RequestError::Unpack(e) => unpack_verdict(e),
+        RequestError::Tree(e) => tree_verdict(e),
+        RequestError::AppPath(_) => (Code::InvalidArgument, Reason::BadRequest),
+        RequestError::Deadline => (Code::DeadlineExceeded, Reason::Deadline),
+        RequestError::Busy { .. } => (Code::ResourceExhausted, Reason::Busy),
+        RequestError::WorkDir { source, .. } if is_disk_full(source) => {
+            (Code::ResourceExhausted, Reason::DiskFull)
+        }
         RequestError::WorkDir { .. } | RequestError::Task { .. } | RequestError::NoCheckout => {
-            Code::Internal
+            (Code::Internal, Reason::Internal)
         }
         // Another replica (or this one after its restart) can answer.
-        RequestError::ShuttingDown => Code::Unavailable,
+        RequestError::ShuttingDown => (Code::Unavailable, Reason::ShuttingDown),
         RequestError::Pipeline(e) => match e {
-            PipelineError::NotSupported { .. } => Code::FailedPrecondition,
-            PipelineError::Discovery(_) | PipelineError::Parameters(_) => Code::Unknown,
-            PipelineError::Render(r) => render_code(r),
-            PipelineError::Substitute(e) => stage_code(e),
+            PipelineError::NotSupported { .. } => (Code::FailedPrecondition, Reason::NotSupported),
+            PipelineError::Discovery(_) | PipelineError::Parameters(_) => {
+                (Code::Unknown, Reason::PluginCommand)
+            }
+            PipelineError::Render(r) => render_verdict(r),
+            PipelineError::Substitute(e) => stage_verdict(e),
         },
     }
 }
 
-fn stream_code(e: &StreamError) -> Code {
+fn stream_verdict(e: &StreamError) -> Verdict {
     match e {
-        StreamError::TooLarge { .. } => Code::ResourceExhausted,
-        StreamError::Transport(_) => Code::Cancelled,
-        StreamError::Io(e) if is_disk_full(e) => Code::ResourceExhausted,
-        StreamError::Io(_) => Code::Internal,
+        StreamError::TooLarge { .. } => (Code::ResourceExhausted, Reason::TooLarge),
+        StreamError::Transport(_) => (Code::Cancelled, Reason::Cancelled),
+        StreamError::Io(e) if is_disk_full(e) => (Code::ResourceExhausted, Reason::DiskFull),
+        StreamError::Io(_) => (Code::Internal, Reason::Internal),
         StreamError::Empty
         | StreamError::MetadataMissing
         | StreamError::FileMissing
-        | StreamError::Checksum { .. } => Code::InvalidArgument,
+        | StreamError::Checksum { .. } => (Code::InvalidArgument, Reason::BadRequest),
     }
 }
 
-fn unpack_code(e: &UnpackError) -> Code {
+fn unpack_verdict(e: &UnpackError) -> Verdict {
     match e {
-        UnpackError::TooLarge(_) | UnpackError::TooManyEntries(_) => Code::ResourceExhausted,
-        UnpackError::Io { source, .. } if is_disk_full(source) => Code::ResourceExhausted,
-        UnpackError::Io { .. } => Code::Internal,
+        UnpackError::TooLarge(_) | UnpackError::TooManyEntries(_) => {
+            (Code::ResourceExhausted, Reason::TooLarge)
+        }
+        UnpackError::Io { source, .. } if is_disk_full(source) => {
+            (Code::ResourceExhausted, Reason::DiskFull)
+        }
+        UnpackError::Io { .. } => (Code::Internal, Reason::Internal),
         UnpackError::Corrupt(_)
         | UnpackError::IllegalPath(_)
         | UnpackError::IllegalSymlink { .. }
-        | UnpackError::PathTooLong(_) => Code::InvalidArgument,
+        | UnpackError::PathTooLong(_) => (Code::InvalidArgument, Reason::BadRequest),
     }
 }
 
-fn tree_code(e: &TreeError) -> Code {
+/// Extraction's own verdicts, else the disk or us.
+fn tree_verdict(e: &TreeError) -> Verdict {
     match e {
-        TreeError::Unpack(u) => unpack_code(u),
-        TreeError::Io { source, .. } if is_disk_full(source) => Code::ResourceExhausted,
-        TreeError::Io { .. } | TreeError::Task(_) | TreeError::Unverified => Code::Internal,
-    }
-}
-
-fn render_code(e: &RenderError) -> Code {
-    match e {
-        RenderError::InvalidEnv { .. } | RenderError::HelmRefused(_) => Code::InvalidArgument,
-        RenderError::Tool(t) => match t {
-            ToolError::Deadline { .. } => Code::DeadlineExceeded,
-            ToolError::OutputTooLarge { .. } => Code::ResourceExhausted,
-            ToolError::Spawn { .. } | ToolError::Io { .. } => Code::Internal,
-            // The tool said no: the repository's content (Argo's own sidecar says UNKNOWN).
-            ToolError::Failed { .. } => Code::Unknown,
-        },
-        RenderError::Queued(_) => Code::DeadlineExceeded,
-        RenderError::Output { source, .. } | RenderError::File { source, .. } => {
-            manifest_code(source)
+        TreeError::Unpack(u) => unpack_verdict(u),
+        TreeError::Io { source, .. } if is_disk_full(source) => {
+            (Code::ResourceExhausted, Reason::DiskFull)
         }
-        RenderError::Kustomization { .. } | RenderError::NoManifests(_) => Code::Unknown,
-        RenderError::NotBuiltin(_) => Code::FailedPrecondition,
-        RenderError::Io { .. } => Code::Internal,
-        RenderError::Checkout(t) => tree_code(t),
-        RenderError::Dependency(e) => dependency_code(&e.cause),
+        TreeError::Io { .. } | TreeError::Task(_) | TreeError::Unverified => {
+            (Code::Internal, Reason::Internal)
+        }
     }
 }
 
-fn dependency_code(cause: &FetchCause) -> Code {
+fn render_verdict(e: &RenderError) -> Verdict {
+    match e {
+        RenderError::InvalidEnv { .. } | RenderError::HelmRefused(_) => {
+            (Code::InvalidArgument, Reason::InvalidInput)
+        }
+        RenderError::Kustomization { .. } => (Code::Unknown, Reason::InvalidInput),
+        RenderError::Tool(t) => match t {
+            ToolError::Deadline { .. } => (Code::DeadlineExceeded, Reason::Deadline),
+            ToolError::OutputTooLarge { .. } => (Code::ResourceExhausted, Reason::TooLarge),
+            ToolError::Spawn { .. } | ToolError::Io { .. } => (Code::Internal, Reason::Internal),
+            // The tool said no: the repository's content (Argo's own sidecar says UNKNOWN).
+            ToolError::Failed { .. } => (Code::Unknown, Reason::ToolFailed),
+        },
+        RenderError::Queued(_) => (Code::DeadlineExceeded, Reason::RenderQueue),
+        RenderError::Output { source, .. } | RenderError::File { source, .. } => {
+            manifest_verdict(source)
+        }
+        RenderError::NoManifests(_) => (Code::Unknown, Reason::InvalidManifests),
+        RenderError::NotBuiltin(_) => (Code::FailedPrecondition, Reason::NotSupported),
+        RenderError::Io { .. } => (Code::Internal, Reason::Internal),
+        RenderError::Checkout(t) => tree_verdict(t),
+        RenderError::Dependency(e) => dependency_verdict(&e.cause),
+    }
+}
+
+fn dependency_verdict(cause: &FetchCause) -> Verdict {
     match cause {
-        FetchCause::Denied(_) | FetchCause::OutsideRepository => Code::PermissionDenied,
-        FetchCause::Deadline => Code::DeadlineExceeded,
-        FetchCause::Unreachable => Code::Unavailable,
-        FetchCause::NotFound => Code::NotFound,
+        FetchCause::Denied(_) | FetchCause::OutsideRepository => {
+            (Code::PermissionDenied, Reason::PolicyDenied)
+        }
+        FetchCause::Deadline => (Code::DeadlineExceeded, Reason::Deadline),
+        FetchCause::Unreachable => (Code::Unavailable, Reason::ChartDependency),
+        FetchCause::NotFound => (Code::NotFound, Reason::ChartDependency),
         FetchCause::Auth | FetchCause::Tls | FetchCause::Off(_) | FetchCause::LockOutOfSync => {
-            Code::FailedPrecondition
+            (Code::FailedPrecondition, Reason::ChartDependency)
         }
         // helm said no for another reason: the repository's content, as for other tool errors.
-        FetchCause::Failed => Code::Unknown,
+        FetchCause::Failed => (Code::Unknown, Reason::ChartDependency),
     }
 }
 
-fn manifest_code(e: &ManifestError) -> Code {
+fn manifest_verdict(e: &ManifestError) -> Verdict {
     match e {
         // The render's limits, not a malformed request: the output is valid YAML (Argo CD
         // would accept it), it just costs more than one render may (like output size).
-        ManifestError::AliasBudget { .. } => Code::ResourceExhausted,
+        ManifestError::AliasBudget { .. } => (Code::ResourceExhausted, Reason::TooLarge),
         ManifestError::Yaml(_) | ManifestError::Json(_) | ManifestError::Separator { .. } => {
-            Code::Unknown
+            (Code::Unknown, Reason::InvalidManifests)
         }
     }
 }
 
-fn stage_code(e: &StageError) -> Code {
+fn stage_verdict(e: &StageError) -> Verdict {
     match e {
         StageError::PathDenied { .. } | StageError::Refused(_) | StageError::Leak { .. } => {
-            Code::PermissionDenied
+            (Code::PermissionDenied, Reason::PolicyDenied)
         }
-        StageError::ConfigSecret(KubeError::NotAllowed { .. }) => Code::PermissionDenied,
+        StageError::ConfigSecret(KubeError::NotAllowed { .. }) => {
+            (Code::PermissionDenied, Reason::PolicyDenied)
+        }
         StageError::ConfigSecret(
             KubeError::BadName(_)
             | KubeError::Api { .. }
             | KubeError::Setup(_)
             | KubeError::Status { .. }
             | KubeError::Decode { .. },
-        ) => Code::FailedPrecondition,
-        StageError::Deadline { .. } => Code::DeadlineExceeded,
-        StageError::TooManyReads { .. } => Code::ResourceExhausted,
+        )
+        | StageError::CliSecret { .. } => (Code::FailedPrecondition, Reason::ConfigSecret),
+        StageError::Deadline { .. } => (Code::DeadlineExceeded, Reason::Deadline),
+        StageError::TooManyReads { .. } => (Code::ResourceExhausted, Reason::TooLarge),
         // A path template the request's values cannot fill (e.g. `../x` in an env value).
-        StageError::PathTemplate(_) => Code::InvalidArgument,
-        StageError::Substitute(s) => s
-            .problems
-            .iter()
-            .filter_map(problem_code)
-            .min_by_key(|c| PROBLEM_CODE_RANK.iter().position(|r| r == c))
-            .unwrap_or(Code::FailedPrecondition),
+        StageError::PathTemplate(_) => (Code::InvalidArgument, Reason::InvalidInput),
+        StageError::Output { .. } => (Code::FailedPrecondition, Reason::InvalidInput),
+        StageError::Client(_) => (Code::FailedPrecondition, Reason::VaultLogin),
         StageError::NoSource { .. }
-        | StageError::CliSecret { .. }
         | StageError::Settings(_)
         | StageError::ConfigSecretsDisabled(_)
-        | StageError::Config { .. }
-        | StageError::Client(_)
-        | StageError::Output { .. } => Code::FailedPrecondition,
+        | StageError::Config { .. } => (Code::FailedPrecondition, Reason::Config),
+        StageError::Substitute(s) => substitution_verdict(&s.problems),
     }
+}
+
+/// A substitution with several problems: each ranking picks the first of its list, so the
+/// code is the most specific one and the reason the most actionable one (Vault down before a
+/// denial before a missing secret before a placeholder typo).
+fn substitution_verdict(problems: &[Problem]) -> Verdict {
+    let verdicts: Vec<(Option<Code>, Reason)> = problems.iter().map(problem_verdict).collect();
+    let code = verdicts
+        .iter()
+        .filter_map(|(c, _)| *c)
+        .min_by_key(|c| PROBLEM_CODE_RANK.iter().position(|r| r == c))
+        .unwrap_or(Code::FailedPrecondition);
+    let reason = verdicts
+        .iter()
+        .map(|(_, r)| *r)
+        .min_by_key(|r| {
+            PROBLEM_REASON_RANK
+                .iter()
+                .position(|x| x == r)
+                .unwrap_or(usize::MAX)
+        })
+        .unwrap_or(Reason::Placeholder);
+    (code, reason)
 }
 
 /// When a substitution has several problems with their own codes, the first of these wins.
@@ -163,158 +206,6 @@ const PROBLEM_CODE_RANK: [Code; 3] = [
     Code::InvalidArgument,
     Code::PermissionDenied,
 ];
-
-/// A problem's own code; `None`: the render's inputs are not usable as they are
-/// (FAILED_PRECONDITION, as for a missing secret).
-fn problem_code(p: &Problem) -> Option<Code> {
-    match p {
-        // `yamlParse` spent the rest of the render's alias budget.
-        Problem::AliasBudget { .. } => Some(Code::ResourceExhausted),
-        Problem::PathTemplate(_) => Some(Code::InvalidArgument),
-        Problem::Read(r) => match r {
-            // Vault's description of the mount, or its answer, showed the read is not a
-            // secret's (see `secrets::mounts`).
-            ReadError::Refused(_) | ReadError::OwnCredentials(_) => Some(Code::PermissionDenied),
-            ReadError::NotFound(_)
-            | ReadError::MissingDataSegment(_)
-            | ReadError::VersionDeleted { .. }
-            | ReadError::PermissionDenied(_)
-            | ReadError::Backend { .. } => None,
-        },
-        Problem::UnsupportedKvVersion(_)
-        | Problem::PathDisallowed(_)
-        | Problem::RemoveMissingNotAllowed
-        | Problem::NotFetched(_)
-        | Problem::MissingValue(_)
-        | Problem::UnknownModifier { .. }
-        | Problem::EmptyModifier(_)
-        | Problem::ModifierFailed { .. }
-        | Problem::NullValue(_)
-        | Problem::NotConvertible { .. } => None,
-    }
-}
-
-/// The request's `reason` label: what an operator would look at first, from a fixed set
-/// ([`Reason`]), decided here next to the code so both read the same error the same way.
-/// Every variant is named, as in [`code`].
-pub(crate) fn reason(err: &RequestError) -> Reason {
-    match err {
-        RequestError::Stream(e) => match e {
-            StreamError::TooLarge { .. } => Reason::TooLarge,
-            StreamError::Transport(_) => Reason::Cancelled,
-            StreamError::Io(e) if is_disk_full(e) => Reason::DiskFull,
-            StreamError::Io(_) => Reason::Internal,
-            StreamError::Empty
-            | StreamError::MetadataMissing
-            | StreamError::FileMissing
-            | StreamError::Checksum { .. } => Reason::BadRequest,
-        },
-        RequestError::Unpack(e) => unpack_reason(e),
-        RequestError::Tree(e) => tree_reason(e),
-        RequestError::AppPath(_) => Reason::BadRequest,
-        RequestError::Deadline => Reason::Deadline,
-        RequestError::Busy { .. } => Reason::Busy,
-        RequestError::WorkDir { source, .. } if is_disk_full(source) => Reason::DiskFull,
-        RequestError::WorkDir { .. } | RequestError::Task { .. } | RequestError::NoCheckout => {
-            Reason::Internal
-        }
-        RequestError::ShuttingDown => Reason::ShuttingDown,
-        RequestError::Pipeline(e) => match e {
-            PipelineError::NotSupported { .. } => Reason::NotSupported,
-            PipelineError::Discovery(_) | PipelineError::Parameters(_) => Reason::PluginCommand,
-            PipelineError::Render(r) => render_reason(r),
-            PipelineError::Substitute(e) => stage_reason(e),
-        },
-    }
-}
-
-fn unpack_reason(e: &UnpackError) -> Reason {
-    match e {
-        UnpackError::TooLarge(_) | UnpackError::TooManyEntries(_) => Reason::TooLarge,
-        UnpackError::Io { source, .. } if is_disk_full(source) => Reason::DiskFull,
-        UnpackError::Io { .. } => Reason::Internal,
-        UnpackError::Corrupt(_)
-        | UnpackError::IllegalPath(_)
-        | UnpackError::IllegalSymlink { .. }
-        | UnpackError::PathTooLong(_) => Reason::BadRequest,
-    }
-}
-
-/// As [`tree_code`]: extraction's own reasons, else the disk or us.
-fn tree_reason(e: &TreeError) -> Reason {
-    match e {
-        TreeError::Unpack(u) => unpack_reason(u),
-        TreeError::Io { source, .. } if is_disk_full(source) => Reason::DiskFull,
-        TreeError::Io { .. } | TreeError::Task(_) | TreeError::Unverified => Reason::Internal,
-    }
-}
-
-fn render_reason(e: &RenderError) -> Reason {
-    match e {
-        RenderError::InvalidEnv { .. }
-        | RenderError::HelmRefused(_)
-        | RenderError::Kustomization { .. } => Reason::InvalidInput,
-        RenderError::Tool(t) => match t {
-            ToolError::Deadline { .. } => Reason::Deadline,
-            ToolError::OutputTooLarge { .. } => Reason::TooLarge,
-            ToolError::Spawn { .. } | ToolError::Io { .. } => Reason::Internal,
-            ToolError::Failed { .. } => Reason::ToolFailed,
-        },
-        RenderError::Queued(_) => Reason::RenderQueue,
-        RenderError::Output { source, .. } | RenderError::File { source, .. } => match source {
-            ManifestError::AliasBudget { .. } => Reason::TooLarge,
-            ManifestError::Yaml(_) | ManifestError::Json(_) | ManifestError::Separator { .. } => {
-                Reason::InvalidManifests
-            }
-        },
-        RenderError::NoManifests(_) => Reason::InvalidManifests,
-        RenderError::NotBuiltin(_) => Reason::NotSupported,
-        RenderError::Io { .. } => Reason::Internal,
-        RenderError::Checkout(t) => tree_reason(t),
-        RenderError::Dependency(e) => match e.cause {
-            FetchCause::Denied(_) | FetchCause::OutsideRepository => Reason::PolicyDenied,
-            FetchCause::Deadline => Reason::Deadline,
-            FetchCause::NotFound
-            | FetchCause::Unreachable
-            | FetchCause::Auth
-            | FetchCause::Tls
-            | FetchCause::Off(_)
-            | FetchCause::LockOutOfSync
-            | FetchCause::Failed => Reason::ChartDependency,
-        },
-    }
-}
-
-fn stage_reason(e: &StageError) -> Reason {
-    match e {
-        StageError::PathDenied { .. } | StageError::Refused(_) | StageError::Leak { .. } => {
-            Reason::PolicyDenied
-        }
-        StageError::ConfigSecret(KubeError::NotAllowed { .. }) => Reason::PolicyDenied,
-        StageError::ConfigSecret(_) | StageError::CliSecret { .. } => Reason::ConfigSecret,
-        StageError::Deadline { .. } => Reason::Deadline,
-        StageError::TooManyReads { .. } => Reason::TooLarge,
-        StageError::PathTemplate(_) | StageError::Output { .. } => Reason::InvalidInput,
-        StageError::Client(_) => Reason::VaultLogin,
-        StageError::NoSource { .. }
-        | StageError::Settings(_)
-        | StageError::ConfigSecretsDisabled(_)
-        | StageError::Config { .. } => Reason::Config,
-        // The most actionable problem wins: Vault down before a denial before a missing
-        // secret before a placeholder typo.
-        StageError::Substitute(s) => s
-            .problems
-            .iter()
-            .map(problem_reason)
-            .min_by_key(|r| {
-                PROBLEM_REASON_RANK
-                    .iter()
-                    .position(|x| x == r)
-                    .unwrap_or(usize::MAX)
-            })
-            .unwrap_or(Reason::Placeholder),
-    }
-}
 
 /// The order in which a substitution's problems decide its reason (unlisted: last).
 const PROBLEM_REASON_RANK: [Reason; 6] = [
@@ -326,18 +217,25 @@ const PROBLEM_REASON_RANK: [Reason; 6] = [
     Reason::InvalidInput,
 ];
 
-fn problem_reason(p: &Problem) -> Reason {
+/// A problem's own code (`None`: the render's inputs are not usable as they are,
+/// FAILED_PRECONDITION as for a missing secret) and reason.
+fn problem_verdict(p: &Problem) -> (Option<Code>, Reason) {
     match p {
-        Problem::AliasBudget { .. } => Reason::TooLarge,
-        Problem::PathTemplate(_) => Reason::InvalidInput,
-        Problem::PathDisallowed(_) => Reason::PolicyDenied,
+        // `yamlParse` spent the rest of the render's alias budget.
+        Problem::AliasBudget { .. } => (Some(Code::ResourceExhausted), Reason::TooLarge),
+        Problem::PathTemplate(_) => (Some(Code::InvalidArgument), Reason::InvalidInput),
+        Problem::PathDisallowed(_) => (None, Reason::PolicyDenied),
         Problem::Read(r) => match r {
-            ReadError::Refused(_) | ReadError::OwnCredentials(_) => Reason::PolicyDenied,
-            ReadError::PermissionDenied(_) => Reason::SecretDenied,
+            // Vault's description of the mount, or its answer, showed the read is not a
+            // secret's (see `secrets::mounts`).
+            ReadError::Refused(_) | ReadError::OwnCredentials(_) => {
+                (Some(Code::PermissionDenied), Reason::PolicyDenied)
+            }
+            ReadError::PermissionDenied(_) => (None, Reason::SecretDenied),
             ReadError::NotFound(_)
             | ReadError::MissingDataSegment(_)
-            | ReadError::VersionDeleted { .. } => Reason::SecretNotFound,
-            ReadError::Backend { .. } => Reason::VaultError,
+            | ReadError::VersionDeleted { .. } => (None, Reason::SecretNotFound),
+            ReadError::Backend { .. } => (None, Reason::VaultError),
         },
         Problem::UnsupportedKvVersion(_)
         | Problem::RemoveMissingNotAllowed
@@ -347,8 +245,13 @@ fn problem_reason(p: &Problem) -> Reason {
         | Problem::EmptyModifier(_)
         | Problem::ModifierFailed { .. }
         | Problem::NullValue(_)
-        | Problem::NotConvertible { .. } => Reason::Placeholder,
+        | Problem::NotConvertible { .. } => (None, Reason::Placeholder),
     }
+}
+
+/// The request's `reason` label (see [`verdict`]).
+pub(crate) fn reason(err: &RequestError) -> Reason {
+    verdict(err).1
 }
 
 /// The work dir's file system is full, or a file-size limit was hit: the operator's capacity,
@@ -364,7 +267,7 @@ fn is_disk_full(e: &std::io::Error) -> bool {
 /// Builds the status for a failed RPC; `prefix` is Argo's (e.g. `error generating manifests`).
 pub(crate) fn to_status(prefix: &str, err: &RequestError) -> Status {
     Status::new(
-        code(err),
+        verdict(err).0,
         format!("{prefix}: {}", crate::errors::chain(err)),
     )
 }
@@ -447,14 +350,14 @@ mod request_codes {
             source: std::io::Error::from(kind),
         };
         assert_eq!(
-            code(&work_dir(std::io::ErrorKind::StorageFull)),
+            verdict(&work_dir(std::io::ErrorKind::StorageFull)).0,
             Code::ResourceExhausted
         );
         assert_eq!(
-            code(&work_dir(std::io::ErrorKind::PermissionDenied)),
+            verdict(&work_dir(std::io::ErrorKind::PermissionDenied)).0,
             Code::Internal
         );
-        assert_eq!(code(&RequestError::ShuttingDown), Code::Unavailable);
+        assert_eq!(verdict(&RequestError::ShuttingDown).0, Code::Unavailable);
         assert_eq!(
             reason(&work_dir(std::io::ErrorKind::StorageFull)),
             Reason::DiskFull
