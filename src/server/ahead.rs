@@ -18,7 +18,7 @@
 //! the render cache does not keep (remote resources, floating chart versions), which the
 //! GenerateManifest would otherwise wait for and then run again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -29,10 +29,20 @@ use crate::pipeline::cache::{Cached, Key};
 /// asked for yet, so a burst of matches cannot queue renders ahead of real requests.
 pub(crate) const MAX_IN_FLIGHT: usize = 2;
 
+/// How long a render the render cache does not keep stays findable after it ended.
+pub(crate) const HANDOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Archives (with their plugin) remembered as having had a GenerateManifest.
+const GENERATED_ARCHIVES: usize = 64;
+
 /// The render-aheads in flight, by render-cache key.
 #[derive(Debug, Default)]
 pub(crate) struct Ahead {
     in_flight: Arc<Mutex<HashMap<Key, InFlight>>>,
+    /// `plugin\0checksum` of the latest archives a GenerateManifest of the plugin came for:
+    /// a plain app that the match does not claim gets a GenerateManifest only if its
+    /// Application names the plugin, which the apps of such a commit do.
+    generated: Mutex<VecDeque<String>>,
 }
 
 #[derive(Debug)]
@@ -105,6 +115,27 @@ impl Ahead {
             in_flight: self.in_flight.clone(),
             done: tx,
         })
+    }
+
+    /// Remembers that a GenerateManifest of `plugin` came for the archive `checksum`.
+    pub(crate) fn note_generate(&self, plugin: &str, checksum: &str) {
+        let entry = format!("{plugin}\0{}", checksum.trim().to_ascii_lowercase());
+        let mut generated = self.generated.lock().unwrap_or_else(|p| p.into_inner());
+        if !generated.contains(&entry) {
+            if generated.len() >= GENERATED_ARCHIVES {
+                generated.pop_front();
+            }
+            generated.push_back(entry);
+        }
+    }
+
+    /// Whether a GenerateManifest of `plugin` came for the archive `checksum` lately.
+    pub(crate) fn generated(&self, plugin: &str, checksum: &str) -> bool {
+        let entry = format!("{plugin}\0{}", checksum.trim().to_ascii_lowercase());
+        self.generated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&entry)
     }
 
     /// The render-ahead in flight for `key`, if any and its match's stream has verified.

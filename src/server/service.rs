@@ -217,12 +217,19 @@ impl CmpService {
         let env = request_env(&metadata);
         let cache_key =
             (use_cache && self.shared.render_cache.enabled()).then(|| self.cache_key(&metadata));
-        let hit = cache_key.and_then(|key| self.shared.render_cache.get(&key));
-        // Looked up now, while its render is surely in flight (Argo sends this right after the
-        // match that started it), and held: the render is handed over even if it ends first.
+        if need == Need::Tree {
+            self.shared
+                .ahead
+                .note_generate(&self.plugin.full_name(), &metadata.checksum);
+        }
+        // A render a MatchRepository started for this request (Argo sends it right after the
+        // match), looked up before the render cache (a render ahead puts its render there
+        // before it ends) and held, so its render is handed over even if it ends meanwhile.
         let ahead = cache_key
-            .filter(|_| hit.is_none() && need == Need::Tree)
+            .filter(|_| need == Need::Tree)
             .and_then(|key| self.shared.ahead.find(&key));
+        let hit = cache_key.and_then(|key| self.shared.render_cache.get(&key));
+        let ahead = ahead.filter(|_| hit.is_none());
         if use_cache && self.shared.render_cache.enabled() {
             if hit.is_some() {
                 metrics::RENDER_CACHE_HITS.inc([]);
@@ -501,6 +508,24 @@ impl CmpService {
         }
     }
 
+    /// Whether a GenerateManifest of this app is to be expected after its MatchRepository: the
+    /// match claims it (Argo then uses the plugin), or it is a plain app usable by name and a
+    /// GenerateManifest of this plugin came for the same archive already (the commit's apps
+    /// name the plugin). Plain apps Argo renders itself get no render ahead.
+    fn generate_follows(
+        &self,
+        mode: DiscoverMode,
+        outcome: &archive::Outcome,
+        metadata: &ManifestRequestMetadata,
+    ) -> bool {
+        answer(mode, outcome).0
+            || (renders(outcome)
+                && self
+                    .shared
+                    .ahead
+                    .generated(&self.plugin.full_name(), &metadata.checksum))
+    }
+
     /// A render-ahead's place (`server::ahead`) for the app of `metadata`, when a
     /// GenerateManifest of it could render before its own stream has verified: a built-in
     /// render that the render cache applies to, tools without network of their own, and no
@@ -534,10 +559,9 @@ impl CmpService {
     }
 
     /// Starts rendering the app of a MatchRepository whose archive's tree is kept, before the
-    /// match's stream has verified ([`CmpService::ahead_place`] says when). `None` (nothing
-    /// started) otherwise, or when the app path is not a directory of the tree (the
-    /// GenerateManifest reports that). The render is kept only after [`AheadTask::confirm`];
-    /// dropped unconfirmed, it is stopped.
+    /// match's stream has verified ([`CmpService::ahead_place`] says when; `None`: nothing
+    /// started). The render is kept only after [`AheadTask::confirm`]; dropped unconfirmed,
+    /// it is stopped.
     fn render_ahead(
         &self,
         metadata: &ManifestRequestMetadata,
@@ -565,8 +589,9 @@ impl CmpService {
 
     /// The render-ahead of `place`'s app in `tree`: render, wait for `verified` (the match's
     /// stream; `None`: verified already), then keep the render (render cache) and hand it to
-    /// the GenerateManifest waiting for it. Logged and counted; a failure is left to that
-    /// GenerateManifest, which renders (and reports) for itself.
+    /// the GenerateManifest waiting for it. A failure (the app path too) is left to that
+    /// GenerateManifest, which renders and reports for itself; it is logged and counted only
+    /// once the match's stream has verified, like everything a render learns of the tree.
     async fn run_ahead(
         &self,
         place: AheadPlace,
@@ -580,6 +605,7 @@ impl CmpService {
             key,
             app_rel_path,
         } = place;
+        let gate = verified.clone();
         let render = async {
             let workdir = WorkDir::create(&self.shared.settings.work_root).map_err(|source| {
                 RequestError::WorkDir {
@@ -623,16 +649,28 @@ impl CmpService {
                 alias_budget: r.alias_budget,
             });
             drop(workdir);
-            Ok::<_, RequestError>(())
+            Ok::<_, RequestError>(r.cacheable)
         };
-        let result = match within(deadline, render).await {
-            Ok(()) => "rendered",
+        let rendered = within(deadline, render).await;
+        let result = match &rendered {
+            Ok(_) => "rendered",
             Err(err) => {
+                if let Some(mut gate) = gate
+                    && gate.wait_for(|v| *v).await.is_err()
+                {
+                    return;
+                }
                 info!(error = %err, "render ahead failed; the GenerateManifest renders for itself");
                 "failed"
             }
         };
         metrics::RENDERS_AHEAD.inc([result]);
+        if let Ok(false) = rendered {
+            // Not in the render cache: findable a moment longer, for a GenerateManifest that
+            // asks only after the render ended.
+            tokio::time::sleep(super::ahead::HANDOVER_GRACE).await;
+        }
+        drop(running);
     }
 
     /// Starts extracting a MatchRepository's archive into a tree nobody sees yet, from its
@@ -864,11 +902,17 @@ impl CmpService {
                 archive::Index::build(archive::ChannelReader::new(rx), markers, &limits)
             })
         });
-        // The outcome is known already when the index is: if it is an app this plugin renders,
-        // its render can start now, alongside the rest of this stream (`server::ahead`).
+        // The outcome is known already when the index is: if a GenerateManifest will follow,
+        // the app's render can start now, alongside the rest of this stream (`server::ahead`).
         let ahead = known
             .as_ref()
-            .filter(|index| mode != DiscoverMode::Off && renders(&index.evaluate(req)))
+            .filter(|index| {
+                self.generate_follows(
+                    mode,
+                    &settle(index.evaluate(req), None, mode, env),
+                    &metadata,
+                )
+            })
             .and_then(|_| self.render_ahead(&metadata, env, deadline));
         let forwarded =
             stream::receive_forwarding(stream, metadata, tx, spool, settings.max_compressed_bytes)
@@ -898,8 +942,10 @@ impl CmpService {
         if let Some((key, staged, _workdir)) = staged {
             // Otherwise `staged` is dropped: cancelled, its directory removed.
             if renders(&outcome) && forwarded.spooled {
+                let settled = settle(outcome.clone(), None, mode, env);
                 let ahead = ahead_metadata
                     .as_ref()
+                    .filter(|m| self.generate_follows(mode, &settled, m))
                     .and_then(|m| self.ahead_place(m, tokio::sync::watch::channel(true).1))
                     .map(|place| (place, env.clone(), deadline));
                 self.adopt_prefetch(key, staged, ahead);

@@ -460,3 +460,30 @@ async fn a_generate_does_not_wait_for_an_unverified_matchs_render() {
     assert!(err.message().contains("checksum"), "{err:?}");
     assert!(!s.log().contains("took the render ahead"), "{}", s.log());
 }
+
+/// A plain app the match does not claim gets a GenerateManifest only if its Application names
+/// the plugin: no render ahead for it until a GenerateManifest of the plugin came for the
+/// commit (apps Argo renders itself cost the sidecar no render).
+#[tokio::test]
+async fn unclaimed_apps_are_rendered_ahead_only_once_the_commit_had_a_generate() {
+    let repo = repo();
+    let s = server("avp-kustomize", &[]);
+    let spec = |name: &str| support::dir_stream(repo.path(), "plain", argo_env(name, "demo", &[]));
+    for name in ["a", "b", "c"] {
+        let m = support::match_repository(&s.socket, &spec(name)).await;
+        assert_eq!(m.expect("match"), (false, false));
+    }
+    assert!(!s.log().contains("rendered ahead"), "{}", s.log());
+    support::generate(&s.socket, &spec("c"), None)
+        .await
+        .expect("rendered by name");
+    let m = support::match_repository(&s.socket, &spec("d")).await;
+    assert_eq!(m.expect("match"), (false, false));
+    support::generate(&s.socket, &spec("d"), None)
+        .await
+        .expect("rendered by name");
+    // "d" was rendered during its match and taken (handed over, or from the render cache).
+    assert_eq!(s.log().matches("rendered ahead").count(), 1, "{}", s.log());
+    let own = s.log().matches("service: rendered kind=").count();
+    assert_eq!(own, 1, "{}", s.log());
+}
