@@ -9,7 +9,12 @@ use std::process::ExitCode;
 use avp_sidecar::sandbox::helper;
 
 fn main() -> ExitCode {
-    let err = helper::main(std::env::args_os().skip(1).collect());
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    if args.len() == 1 && args[0] == "--version" {
+        println!("{}", helper::version_line());
+        return ExitCode::SUCCESS;
+    }
+    let err = helper::main(args);
     eprintln!("{err}");
     ExitCode::from(helper::EXIT_REFUSED)
 }

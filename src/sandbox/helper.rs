@@ -28,6 +28,17 @@ pub const SUBCOMMAND: &str = "sandbox-exec";
 /// `avp-sidecar`: it starts faster than the server binary (see `sandbox::Runner`).
 pub const BINARY: &str = "avp-sandbox-exec";
 
+/// What `avp-sandbox-exec --version` prints: the server uses the dedicated helper only when it
+/// is the same version with the same Landlock ABI (a stale one left beside a new server could
+/// enforce less than the server reports).
+pub fn version_line() -> String {
+    format!(
+        "{BINARY} {} landlock-abi {}",
+        env!("CARGO_PKG_VERSION"),
+        super::TARGET_ABI as i32
+    )
+}
+
 /// Exit status when the helper refuses or fails (as a shell does for "cannot execute").
 pub const EXIT_REFUSED: u8 = 126;
 

@@ -295,10 +295,22 @@ struct Runner {
 
 impl Runner {
     /// [`helper::BINARY`] in the directory of `own_exe` (the server's resolved executable, so
-    /// as trusted as the server itself), or `own_exe` in helper mode.
+    /// as trusted as the server itself) when it says it is this build's version
+    /// ([`helper::version_line`]), or `own_exe` in helper mode.
     fn beside(own_exe: &Path) -> Self {
         let dedicated = own_exe.with_file_name(helper::BINARY);
-        if is_executable(&dedicated) {
+        let same_version = || {
+            std::process::Command::new(&dedicated)
+                .arg("--version")
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .is_ok_and(|o| {
+                    o.status.success()
+                        && String::from_utf8_lossy(&o.stdout).trim() == helper::version_line()
+                })
+        };
+        if is_executable(&dedicated) && same_version() {
             Self {
                 program: dedicated,
                 subcommand: false,
@@ -318,7 +330,7 @@ impl Runner {
         );
         if self.subcommand {
             format!(
-                "{name} {} (slower: {} is not installed beside it)",
+                "{name} {} (slower: no {} of this version beside it)",
                 helper::SUBCOMMAND,
                 helper::BINARY
             )
@@ -482,11 +494,18 @@ mod tests {
         );
 
         let dedicated = dir.path().join(helper::BINARY);
-        std::fs::write(&dedicated, b"").expect("write");
+        let say = |line: &str| {
+            std::fs::write(&dedicated, format!("#!/bin/sh\necho '{line}'\n")).expect("write");
+        };
+        say(&helper::version_line());
         // Not executable: not a helper to run.
         assert!(Runner::beside(&server).subcommand);
         std::fs::set_permissions(&dedicated, std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
+        // Another version (a stale helper left beside a new server): not used.
+        say("avp-sandbox-exec 0.0.1 landlock-abi 1");
+        assert!(Runner::beside(&server).subcommand);
+        say(&helper::version_line());
         let runner = Runner::beside(&server);
         assert_eq!(runner.program, dedicated);
         assert!(!runner.subcommand);

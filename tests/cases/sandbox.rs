@@ -242,6 +242,33 @@ async fn sandboxed_tools_cannot_reach_credentials_network_or_the_server() {
     assert_eq!(&got[1..5], ["allowed", "allowed", "allowed", "allowed"]);
 }
 
+/// Without `avp-sandbox-exec` beside it, the server confines its tools with its own binary in
+/// helper mode (`avp-sidecar sandbox-exec`), exactly as strictly, and says so.
+#[tokio::test]
+async fn without_the_dedicated_helper_the_server_binary_confines_the_same() {
+    let alone = tempfile::tempdir().expect("tempdir");
+    let binary = alone.path().join("avp-sidecar");
+    std::fs::copy(env!("CARGO_BIN_EXE_avp-sidecar"), &binary).expect("copy");
+    let server = TestServer::start_with(ServerOptions {
+        kustomize: Some(support::probe()),
+        binary: Some(binary),
+        ..Default::default()
+    });
+    let outside = tempfile::tempdir().expect("tempdir");
+    let secret = outside.path().join("token");
+    std::fs::write(&secret, "s.vault-token").expect("write");
+    let plan = format!("read {}\nexec /bin/sh\nread probe-plan\n", secret.display());
+    let got = verdicts(&run_probe(&server, &plan).await);
+    assert_eq!(got, ["denied", "denied", "allowed"], "{}", server.log());
+    assert!(
+        server
+            .log()
+            .contains("helper: avp-sidecar sandbox-exec (slower"),
+        "{}",
+        server.log()
+    );
+}
+
 #[tokio::test]
 async fn a_tool_cannot_read_another_requests_work_dir() {
     let server = probe_server("require", vec![]);

@@ -92,6 +92,9 @@ pub(crate) struct ServerOptions {
     pub workdir: Option<PathBuf>,
     /// `--tool-sandbox` (default: `require`, or `off` for shell stand-in tools).
     pub tool_sandbox: Option<&'static str>,
+    /// The server binary to run (default: the one cargo built, with `avp-sandbox-exec`
+    /// beside it).
+    pub binary: Option<PathBuf>,
 }
 
 impl TestServer {
@@ -112,7 +115,10 @@ impl TestServer {
         } else {
             "require"
         });
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_avp-sidecar"));
+        let mut cmd = Command::new(
+            opts.binary
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_avp-sidecar"))),
+        );
         cmd.arg("serve")
             .arg("--tool-sandbox")
             .arg(sandbox)
