@@ -220,14 +220,8 @@ pub fn key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::context::testing::pairs as env;
     use serde_json::json;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn keys_differ_when_any_input_differs() {

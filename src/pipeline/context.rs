@@ -205,16 +205,29 @@ pub fn child_env(
     out
 }
 
+/// Request envs for unit tests elsewhere in the crate.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use super::RequestEnv;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// `pairs` as owned `(name, value)` entries.
+    pub(crate) fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
     }
+
+    /// A request env of `pairs`.
+    pub(crate) fn request_env(pairs: &[(&str, &str)]) -> RequestEnv {
+        RequestEnv::new(self::pairs(pairs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::pairs as env;
+    use super::*;
 
     #[test]
     fn last_duplicate_wins_and_empty_names_dropped() {

@@ -467,10 +467,7 @@ mod tests {
     }
 
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> RequestEnv {
-        RequestEnv::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-    }
+    use crate::pipeline::context::testing::request_env as env;
 
     fn tools() -> ToolPaths {
         ToolPaths {

@@ -554,10 +554,7 @@ pub fn validate_repo(v: &str) -> Result<(), RenderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> RequestEnv {
-        RequestEnv::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-    }
+    use crate::pipeline::context::testing::request_env as env;
 
     #[test]
     fn image_override_rules() {
