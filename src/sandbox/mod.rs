@@ -9,7 +9,8 @@
 //!   direct helm path is checked by the same code.
 //! - [`helper`]: the kernel's Landlock LSM. The server does not restrict itself; it starts
 //!   `avp-sandbox-exec <policy> -- <tool> <args>` (a binary of its own next to ours, or
-//!   `avp-sidecar sandbox-exec` when it is not installed), a small re-exec helper that marks
+//!   `avp-sidecar sandbox-exec` when it is missing or another version), a small re-exec
+//!   helper that marks
 //!   inherited descriptors close-on-exec, disables core dumps, restricts itself (read and write
 //!   only the request's directories, read the system files a tool needs, execute only the tool
 //!   binaries, TCP connect only to operator-listed ports and, for runs that fetch charts, the

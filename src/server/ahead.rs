@@ -96,6 +96,11 @@ impl Found {
     }
 }
 
+/// An entry of [`Ahead::generated`] (checksums compared as the render-cache key does).
+fn archive_entry(plugin: &str, checksum: &str) -> String {
+    format!("{plugin}\0{}", checksum.trim().to_ascii_lowercase())
+}
+
 fn lock(m: &Mutex<HashMap<Key, InFlight>>) -> std::sync::MutexGuard<'_, HashMap<Key, InFlight>> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -119,7 +124,7 @@ impl Ahead {
 
     /// Remembers that a GenerateManifest of `plugin` came for the archive `checksum`.
     pub(crate) fn note_generate(&self, plugin: &str, checksum: &str) {
-        let entry = format!("{plugin}\0{}", checksum.trim().to_ascii_lowercase());
+        let entry = archive_entry(plugin, checksum);
         let mut generated = self.generated.lock().unwrap_or_else(|p| p.into_inner());
         if !generated.contains(&entry) {
             if generated.len() >= GENERATED_ARCHIVES {
@@ -131,11 +136,10 @@ impl Ahead {
 
     /// Whether a GenerateManifest of `plugin` came for the archive `checksum` lately.
     pub(crate) fn generated(&self, plugin: &str, checksum: &str) -> bool {
-        let entry = format!("{plugin}\0{}", checksum.trim().to_ascii_lowercase());
         self.generated
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&entry)
+            .contains(&archive_entry(plugin, checksum))
     }
 
     /// The render-ahead in flight for `key`, if any and its match's stream has verified.

@@ -217,7 +217,8 @@ impl CmpService {
         let env = request_env(&metadata);
         let cache_key =
             (use_cache && self.shared.render_cache.enabled()).then(|| self.cache_key(&metadata));
-        if need == Need::Tree {
+        // Only a built-in GenerateManifest uses the render cache (and so `use_cache`).
+        if use_cache {
             self.shared
                 .ahead
                 .note_generate(&self.plugin.full_name(), &metadata.checksum);
